@@ -1,0 +1,93 @@
+"""What every command shares: the loaded config, the store, and option decorators."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from jobd.errors import NotFound, did_you_mean
+from jobd.model import Config
+
+if TYPE_CHECKING:
+    from jobd.store import JobRecord, Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    store_override: str | None
+    _config: Config | None = None
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from jobd.paths import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def store_url(self) -> str:
+        from jobd.paths import store_url
+
+        env_store = os.environ.get("JOBD_STORE")
+        override = self.store_override or env_store
+        if override:
+            return override
+        return store_url(self.config)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from jobd.store import open_store
+
+            self._store = open_store(self.store_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def job(self, name: str) -> JobRecord:
+        record = self.store.job(name)
+        if record is None or record.removed:
+            names = [r.name for r in self.store.jobs()]
+            hint = did_you_mean(name, names)
+            raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
+        return record
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def actor() -> str:
+    """user@host of whoever runs this command, for audit events and triggered_by."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def local_option(func: F) -> F:
+    return click.option(
+        "--local", "local_time", is_flag=True, help="Show local times instead of UTC."
+    )(func)

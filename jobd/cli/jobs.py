@@ -1,0 +1,171 @@
+"""Commands about job definitions: validate, list, next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import click
+
+from jobd.cli import render
+from jobd.cli.context import Context, json_option, local_option, pass_ctx
+from jobd.cron import next_fires, parse_schedule
+from jobd.errors import NotFound, UsageError, did_you_mean
+from jobd.model import JobSpec
+from jobd.timeutil import parse_instant, rfc3339
+
+
+def _next_fire(spec: JobSpec, after: datetime) -> datetime | None:
+    if spec.schedule is None or not spec.enabled:
+        return None
+    return parse_schedule(spec.schedule).next_after(after, ZoneInfo(spec.timezone))
+
+
+@click.command()
+@json_option
+@local_option
+@pass_ctx
+def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
+    """Check the config and print its jobs; needs no store.
+
+    Exits 0 when the config is valid, 2 with one line naming the file, job and
+    key when it is not.
+
+    \b
+    Example:
+      jobd validate --config /etc/jobd/jobd.toml
+    """
+    config = ctx.config
+    now = ctx.now()
+    specs = list(config.jobs.values())
+    if as_json:
+        render.print_json(
+            {
+                "config": config.path,
+                "jobs": [
+                    {
+                        "name": s.name,
+                        "kind": s.kind.value,
+                        "schedule": s.schedule,
+                        "timezone": s.timezone,
+                        "next_fire": rfc3339(_next_fire(s, now)),
+                        "enabled": s.enabled,
+                    }
+                    for s in specs
+                ],
+            }
+        )
+        return
+    rows = [
+        [
+            s.name,
+            s.kind.value,
+            s.schedule or "(manual)",
+            s.timezone,
+            render.when(_next_fire(s, now), local_time),
+        ]
+        for s in specs
+    ]
+    render.table(["JOB", "KIND", "SCHEDULE", "TZ", "NEXT FIRE"], rows)
+    click.echo(f"{config.path}: ok, {len(specs)} job{'s' if len(specs) != 1 else ''}", err=True)
+
+
+@click.command(name="list")
+@json_option
+@local_option
+@pass_ctx
+def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
+    """List the store's jobs: schedule, tz, next fire, last status, paused, source.
+
+    \b
+    Example:
+      jobd list --json | jq '.[] | select(.paused)'
+    """
+    records = ctx.store.jobs()
+    last = ctx.store.last_statuses([r.name for r in records])
+    if as_json:
+        render.print_json(
+            [
+                {
+                    "name": r.name,
+                    "schedule": r.spec.schedule,
+                    "timezone": r.spec.timezone,
+                    "next_fire": rfc3339(r.next_fire_at),
+                    "last_status": last[r.name].value if r.name in last else None,
+                    "paused": r.paused,
+                    "enabled": r.spec.enabled,
+                    "source": r.source.value,
+                    "description": r.spec.description,
+                }
+                for r in records
+            ]
+        )
+        return
+    rows = [
+        [
+            r.name,
+            r.spec.schedule or "(manual)",
+            r.spec.timezone,
+            render.when(r.next_fire_at, local_time) if not r.paused else "(paused)",
+            last[r.name].value if r.name in last else "-",
+            "yes" if r.paused else "no",
+            r.source.value,
+        ]
+        for r in records
+    ]
+    render.table(
+        ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LAST", "PAUSED", "SOURCE"],
+        rows,
+        styles={4: render.status_style},
+    )
+    if not records:
+        click.echo("no jobs in the store yet: `jobd run` applies the config", err=True)
+
+
+@click.command(name="next")
+@click.argument("name")
+@click.option("-n", "count", default=5, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--after", metavar="TIME", help="Start from this RFC 3339 time instead of now.")
+@json_option
+@local_option
+@pass_ctx
+def next_cmd(
+    ctx: Context, name: str, count: int, after: str | None, as_json: bool, local_time: bool
+) -> None:
+    """Print a job's next fire times.
+
+    \b
+    Example (what happens around the DST change?):
+      jobd next nightly_backup -n 3 --after 2026-10-24T00:00:00Z
+    """
+    spec = ctx.config.jobs.get(name)
+    if spec is None:
+        record = ctx.store.job(name)
+        if record is None or record.removed:
+            hint = did_you_mean(name, ctx.config.jobs)
+            raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
+        spec = record.spec
+    if spec.schedule is None:
+        raise UsageError(f"job {name!r} has no schedule; it runs only when triggered")
+    try:
+        start = parse_instant(after) if after else datetime.now(UTC)
+    except ValueError:
+        raise UsageError(f"--after: not an RFC 3339 time: {after!r}") from None
+    tz = ZoneInfo(spec.timezone)
+    fires = next_fires(parse_schedule(spec.schedule), tz, start, count)
+    if as_json:
+        render.print_json(
+            {
+                "job": name,
+                "timezone": spec.timezone,
+                "fires": [rfc3339(f) for f in fires],
+                "local": [rfc3339(f, tz) for f in fires],
+            }
+        )
+        return
+    for fire in fires:
+        local = fire.astimezone(tz).isoformat()
+        click.echo(f"{render.when(fire, local_time)}  ({spec.timezone}: {local})")
+
+
+COMMANDS = [validate, list_jobs, next_cmd]

@@ -1,0 +1,125 @@
+"""Output for humans (rich tables on a terminal, plain aligned text on a pipe) and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jobd.durations import format_duration
+from jobd.model import Status
+from jobd.timeutil import rfc3339
+
+STATUS_STYLE = {
+    Status.QUEUED: "cyan",
+    Status.RUNNING: "blue bold",
+    Status.SUCCEEDED: "green",
+    Status.FAILED: "red bold",
+    Status.TIMED_OUT: "red",
+    Status.CANCELLED: "yellow",
+    Status.ABANDONED: "magenta",
+    Status.SKIPPED: "dim",
+}
+
+
+def is_terminal(stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def use_color(stream: Any = None) -> bool:
+    return (
+        is_terminal(stream) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    )
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def local_zone() -> ZoneInfo | None:
+    """The system's zone for `--local`; None falls back to the platform offset."""
+    name = os.environ.get("TZ")
+    if name:
+        try:
+            return ZoneInfo(name.lstrip(":"))
+        except Exception:
+            return None
+    return None
+
+
+def when(moment: datetime | None, local: bool = False) -> str:
+    if moment is None:
+        return "-"
+    if local:
+        zone = local_zone()
+        shown = moment.astimezone(zone) if zone else moment.astimezone()
+        return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "-"
+    delta = (now - moment).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"{format_duration(delta)} ago" if delta > 0 else f"in {format_duration(-delta)}"
+
+
+def duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], styles: dict[int, Any] | None = None
+) -> None:
+    """One table: rich on a colour terminal, aligned plain text otherwise.
+
+    `styles` maps a column index to a function cell -> rich style.
+    """
+    if use_color():
+        from rich.console import Console
+        from rich.table import Table
+
+        out = Table(box=None, header_style="bold", pad_edge=False)
+        for header in headers:
+            out.add_column(header)
+        for row in rows:
+            cells = []
+            for index, cell in enumerate(row):
+                style = styles.get(index)(cell) if styles and index in styles else None
+                cells.append(f"[{style}]{_escape(cell)}[/]" if style else _escape(cell))
+            out.add_row(*cells)
+        Console().print(out)
+        return
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    for line in lines:
+        text = "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        sys.stdout.write(text + "\n")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def status_style(cell: str) -> str | None:
+    try:
+        return STATUS_STYLE[Status(cell)]
+    except ValueError:
+        return None

@@ -1,0 +1,135 @@
+"""Fire times of a schedule: cron expressions (via cronsim) and `@every` intervals.
+
+Pure: the caller passes the instant to compute from; nothing here reads the clock.
+Every instant going in and out is an aware datetime; results are in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim, CronSimError
+
+from jobd.durations import DurationError, parse_duration
+
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+# A probe instant for validation; any fixed aware instant works.
+_PROBE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class CronError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """A 5-field (minute first) or 6-field (seconds first) cron expression.
+
+    DST follows Debian cron, as cronsim implements it: a fixed-time job whose
+    wall time falls in a spring-forward gap fires once, right after the gap; one
+    whose wall time occurs twice in a fall-back fold fires once, on the first
+    occurrence. Jobs with a wildcard minute or hour fire on real elapsed time.
+    """
+
+    expr: str
+    fields: str
+
+    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
+        local = after.astimezone(tz)
+        for candidate in CronSim(self.fields, local):
+            fire = candidate.astimezone(UTC)
+            # cronsim walks fixed-time jobs in naive wall time, so starting from
+            # the second pass of a fold it can return the first pass, which is
+            # earlier in real time; that slot has fired already.
+            if fire > after:
+                return fire
+        raise CronError(f"cron expression {self.expr!r} never fires")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class IntervalSchedule:
+    """`@every 10m`: fires at every multiple of the interval since the Unix epoch.
+
+    Anchoring on the epoch (not on the daemon's start) keeps fire slots identical
+    across restarts and hosts, which the (job, scheduled_for) unique key needs.
+    """
+
+    expr: str
+    seconds: float
+
+    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
+        stamp = after.timestamp()
+        slot = (stamp // self.seconds + 1) * self.seconds
+        return datetime.fromtimestamp(slot, UTC)
+
+
+Schedule = CronSchedule | IntervalSchedule
+
+
+def parse_schedule(expr: str) -> Schedule:
+    """Validate `expr` and return its schedule. Raises CronError with a one-line reason."""
+    if not isinstance(expr, str):
+        raise CronError(f"expected a cron expression string, got {type(expr).__name__}")
+    text = " ".join(expr.split())
+    if not text:
+        raise CronError("empty schedule")
+    lowered = text.lower()
+    if lowered.startswith("@every"):
+        rest = text[len("@every") :].strip()
+        try:
+            seconds = parse_duration(rest)
+        except DurationError as exc:
+            raise CronError(f"bad interval in {expr!r}: {exc}") from None
+        if seconds < 1:
+            raise CronError(f"interval in {expr!r} must be at least 1s")
+        return IntervalSchedule(text, seconds)
+    if lowered == "@reboot":
+        raise CronError("@reboot is not supported: jobd fires on time, not on start")
+    if text.startswith("@"):
+        if lowered not in NICKNAMES:
+            names = ", ".join([*NICKNAMES, "@every <duration>"])
+            raise CronError(f"unknown nickname {text!r} (use one of {names})")
+        return CronSchedule(text, NICKNAMES[lowered])
+    parts = text.split(" ")
+    if len(parts) not in (5, 6):
+        raise CronError(
+            f"cron expression {expr!r} has {len(parts)} fields; "
+            "use 5 (minute hour day month weekday) or 6 (seconds first)"
+        )
+    try:
+        next(iter(CronSim(text, _PROBE)))
+    except CronSimError as exc:
+        raise CronError(f"bad cron expression {expr!r}: {exc}") from None
+    except StopIteration:
+        raise CronError(f"cron expression {expr!r} never fires") from None
+    except Exception as exc:  # cronsim rejects some odd input with other types
+        raise CronError(f"bad cron expression {expr!r}: {exc}") from None
+    return CronSchedule(text, text)
+
+
+def fires_between(
+    schedule: Schedule, tz: ZoneInfo, after: datetime, until: datetime, limit: int
+) -> Iterator[datetime]:
+    """Fire times in (after, until], at most `limit` of them, oldest first."""
+    current = after
+    for _ in range(limit):
+        current = schedule.next_after(current, tz)
+        if current > until:
+            return
+        yield current
+
+
+def next_fires(schedule: Schedule, tz: ZoneInfo, after: datetime, count: int) -> list[datetime]:
+    return list(fires_between(schedule, tz, after, after + timedelta(days=366 * 50), count))

@@ -1,0 +1,52 @@
+"""Durations as operators write them: 500ms, 30s, 5m, 2h, 1d, 1h30m."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`; a bare number is seconds. Raises DurationError."""
+    if not isinstance(text, str):
+        raise DurationError(f"expected a duration string like '30s', got {text!r}")
+    cleaned = text.strip().lower().replace(" ", "")
+    if not cleaned:
+        raise DurationError("empty duration")
+    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+        return float(cleaned)
+    pos = 0
+    total = 0.0
+    for match in _PART.finditer(cleaned):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(cleaned):
+        raise DurationError(f"invalid duration {text!r} (use e.g. 500ms, 30s, 5m, 2h, 1d, 1h30m)")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form: 0.42s, 12s, 5m03s, 2h05m, 3d04h."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"

@@ -1,0 +1,93 @@
+"""Error types and the one table that maps them to exit codes (SPEC section 5)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # the awaited run failed, `check` is unhealthy, a request was refused
+    USAGE = 2  # bad arguments or configuration: one line, no traceback
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: the store or a daemon needed is not there
+    TEMPFAIL = 75  # EX_TEMPFAIL: refused by a quota, try later
+    TIMEOUT = 124  # as timeout(1): the awaited run timed out
+    INTERRUPTED = 130  # 128 + SIGINT: the waiting user pressed Ctrl-C
+
+
+class JobdError(Exception):
+    """Base of every error a user may see; its message is one line."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+
+class UsageError(JobdError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """A configuration problem, located by file, job and key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        job: str | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.job = job
+        self.key = key
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.job:
+            where.append(f"job '{self.job}'")
+        if self.key:
+            where.append(f"key '{self.key}'")
+        text = ": ".join([*where, self.message])
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def located(self, file: str) -> ConfigError:
+        return ConfigError(self.message, file=file, job=self.job, key=self.key, hint=self.hint)
+
+
+class NotFound(UsageError):
+    """An unknown job name or execution id."""
+
+
+class InvalidState(JobdError):
+    """A request that the current state forbids, e.g. cancelling a finished run."""
+
+
+class StoreUnavailable(JobdError):
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class StoreTooNew(StoreUnavailable):
+    """The store was written by a newer jobd; it is refused, never modified."""
+
+
+class NoDaemon(JobdError):
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class QuotaRefused(JobdError):
+    exit_code = ExitCode.TEMPFAIL
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest valid choice, or None when nothing is close."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None

@@ -1,0 +1,249 @@
+"""The domain's vocabulary: statuses, triggers, policies, job specs and settings.
+
+One source of truth for every fixed name and default; the docs and the CLI read them here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"  # its instance vanished while it ran
+    SKIPPED = "skipped"  # the overlap policy declined the fire
+
+    @property
+    def final(self) -> bool:
+        return self not in (Status.QUEUED, Status.RUNNING)
+
+
+FINAL_STATUSES = tuple(s for s in Status if s.final)
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    RETRY = "retry"
+    CHAIN = "chain"
+    CATCHUP = "catchup"
+
+
+class Overlap(StrEnum):
+    SKIP = "skip"  # a fire while a run is active is recorded as skipped
+    QUEUE = "queue"  # it waits for the active run to end
+    ALLOW = "allow"  # it runs alongside
+    REPLACE = "replace"  # the active run is cancelled, the new one runs
+
+
+class Catchup(StrEnum):
+    NONE = "none"  # fires missed while down are dropped
+    LATEST = "latest"  # only the most recent missed fire runs
+    ALL = "all"  # every missed fire runs, oldest first, capped
+
+
+class LeaderMode(StrEnum):
+    AUTO = "auto"
+    FILE = "file"
+    TABLE = "table"
+
+
+class Source(StrEnum):
+    FILE = "file"
+    CLI = "cli"
+
+
+class JobKind(StrEnum):
+    COMMAND = "command"  # argv, never through a shell
+    SHELL = "shell"  # /bin/sh -c, explicit opt-in
+    CALL = "call"  # module:function, called in a child process
+
+
+# Defaults, in one place: config parsing, docs and `validate` read these.
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_MAX_CONCURRENT = 4
+DEFAULT_HISTORY_KEEP = 1000
+DEFAULT_HISTORY_MAX_AGE = 90 * 86400.0
+DEFAULT_LOG_LINES = 1000
+DEFAULT_LOG_BYTES = 256 * 1024
+DEFAULT_LEASE_TTL = 30.0
+DEFAULT_SHUTDOWN_GRACE = 30.0
+DEFAULT_KILL_GRACE = 5.0
+DEFAULT_MAX_BACKOFF = 900.0
+DEFAULT_RETRY_DELAY = 30.0
+DEFAULT_RETRY_DELAY_MAX = 3600.0
+DEFAULT_CATCHUP_WINDOW = 86400.0
+CATCHUP_CAP = 100  # missed slots replayed per job at most, with a warning beyond
+MAX_CLOCK_SKEW_WARN = 2.0
+DEFAULT_MAX_CLOCK_SKEW = 30.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job's definition, validated. Durations are seconds."""
+
+    name: str
+    schedule: str | None  # None: only triggered manually or by a chain
+    kind: JobKind
+    command: tuple[str, ...] = ()
+    shell: str = ""
+    call: str = ""
+    description: str = ""
+    timezone: str = DEFAULT_TIMEZONE
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+    jitter: float = 0.0
+    overlap: Overlap = Overlap.SKIP
+    catchup: Catchup = Catchup.LATEST
+    catchup_window: float = DEFAULT_CATCHUP_WINDOW
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: tuple[str, ...] = ()
+    cwd: str | None = None
+    user: str | None = None
+    on_success: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    enabled: bool = True
+    source: Source = Source.FILE
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data: dict[str, Any] = json.loads(text)
+        data["kind"] = JobKind(data["kind"])
+        data["overlap"] = Overlap(data["overlap"])
+        data["catchup"] = Catchup(data["catchup"])
+        data["source"] = Source(data["source"])
+        for key in ("command", "secret_env", "on_success", "on_failure"):
+            data[key] = tuple(data.get(key) or ())
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @property
+    def target(self) -> str:
+        """What the job runs, for display; env values are never part of it."""
+        if self.kind is JobKind.COMMAND:
+            return " ".join(self.command)
+        if self.kind is JobKind.SHELL:
+            return self.shell
+        return self.call
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `[jobd]` table."""
+
+    store: str | None = None  # None: the platform's default SQLite file
+    timezone: str = DEFAULT_TIMEZONE
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    history_keep: int = DEFAULT_HISTORY_KEEP
+    history_max_age: float = DEFAULT_HISTORY_MAX_AGE
+    log_lines: int = DEFAULT_LOG_LINES
+    log_bytes: int = DEFAULT_LOG_BYTES
+    leader: LeaderMode = LeaderMode.AUTO
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    kill_grace: float = DEFAULT_KILL_GRACE
+    max_backoff: float = DEFAULT_MAX_BACKOFF
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Settings
+    jobs: dict[str, JobSpec]
+    path: str | None = None
+
+
+# The keys of an execution in `--json` output, in order (SPEC section 4).
+RUN_KEYS = (
+    "id",
+    "job",
+    "trigger",
+    "scheduled_for",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "status",
+    "exit_code",
+    "signal",
+    "attempt",
+    "error",
+    "instance",
+    "host",
+    "pid",
+    "triggered_by",
+)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run about to be recorded: a fire, a retry, a chain or a manual trigger."""
+
+    job: str
+    trigger: Trigger
+    not_before: datetime
+    scheduled_for: datetime | None = None
+    attempt: int = 1
+    retry_of: int | None = None
+    triggered_by: str | None = None
+    status: Status = Status.QUEUED
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One recorded execution; datetimes are aware UTC."""
+
+    id: int
+    job: str
+    trigger: Trigger
+    status: Status
+    queued_at: datetime
+    not_before: datetime
+    scheduled_for: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    attempt: int = 1
+    retry_of: int | None = None
+    error: str | None = None
+    instance: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    triggered_by: str | None = None
+    config_hash: str | None = None
+    cancel_requested: bool = False
+    log: str = ""
+    log_bytes: int = 0
+    epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as the runner saw it."""
+
+    status: Status
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None

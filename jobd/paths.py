@@ -1,0 +1,77 @@
+"""Where the config and the default store live, and reading the config file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+
+from jobd.config import parse_config
+from jobd.errors import ConfigError
+from jobd.model import Config
+
+APP = "jobd"
+SYSTEM_CONFIG = Path("/etc/jobd/jobd.toml")
+
+
+def config_candidates(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> list[Path]:
+    """The lookup order, first match wins (SPEC section 2)."""
+    if explicit:
+        return [Path(explicit)]
+    if environ.get("JOBD_CONFIG"):
+        return [Path(environ["JOBD_CONFIG"])]
+    return [
+        cwd / "jobd.toml",
+        Path(platformdirs.user_config_dir(APP)) / "jobd.toml",
+        SYSTEM_CONFIG,
+    ]
+
+
+def locate_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> Path | None:
+    candidates = config_candidates(explicit, environ, cwd)
+    if explicit or environ.get("JOBD_CONFIG"):
+        path = candidates[0]
+        if not path.is_file():
+            raise ConfigError("config file not found", file=str(path))
+        return path
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def default_store_url() -> str:
+    data_dir = Path(platformdirs.user_data_dir(APP))
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return f"sqlite:///{data_dir / 'jobd.db'}"
+
+
+def check_config_ownership(path: Path) -> None:
+    """As root, refuse a config not owned by root or writable by others, as cron does."""
+    if os.geteuid() != 0:
+        return
+    info = path.stat()
+    if info.st_uid != 0:
+        raise ConfigError("refused: owned by a user other than root (as cron does)", file=str(path))
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError("refused: writable by group or others (as cron does)", file=str(path))
+
+
+def load_config(
+    explicit: str | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Config:
+    """Find, read and parse the config; no file at all gives an empty config."""
+    env = os.environ if environ is None else environ
+    path = locate_config(explicit, env, cwd or Path.cwd())
+    if path is None:
+        return parse_config("", "(no config file)", env)
+    check_config_ownership(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+    return parse_config(text, str(path), env)
+
+
+def store_url(config: Config, override: str | None = None) -> str:
+    return override or config.settings.store or default_store_url()

@@ -1,0 +1,108 @@
+"""Store URLs → connected peewee databases, with each backend's specifics."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from urllib.parse import urlsplit, urlunsplit
+
+import peewee as pw
+from playhouse.db_url import connect as url_connect
+from playhouse.shortcuts import ReconnectMixin
+
+from jobd.errors import StoreUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, for output and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    host = netloc[1] if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def backend_of(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    raise StoreUnavailable(f"unsupported store URL {mask_url(url)!r} (sqlite:/// or postgresql://)")
+
+
+def sqlite_path(url: str) -> str:
+    return url[len("sqlite:///") :]
+
+
+class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
+    """Reconnects once when the server dropped the connection outside a transaction."""
+
+    reconnect_errors = (
+        (pw.OperationalError, "server closed the connection"),
+        (pw.OperationalError, "terminating connection"),
+        (pw.OperationalError, "connection not open"),
+        (pw.InterfaceError, "connection already closed"),
+        (pw.OperationalError, "could not connect"),
+        (pw.OperationalError, "connection refused"),
+    )
+
+
+def connect(url: str) -> pw.Database:
+    backend = backend_of(url)
+    if backend == "sqlite":
+        return _connect_sqlite(sqlite_path(url), url)
+    return _connect_postgres(url)
+
+
+def _connect_sqlite(path: str, url: str) -> pw.Database:
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StoreUnavailable(f"store {url}: directory {directory} does not exist")
+    # The database and its -wal/-shm hold job output and env-derived data: 0600.
+    old_umask = os.umask(0o077)
+    try:
+        if not os.path.exists(path):
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StoreUnavailable(f"store {url}: cannot create: {exc.strerror}") from None
+        db = pw.SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                "synchronous": "normal",
+                "foreign_keys": 0,
+            },
+            # Every write transaction takes the write lock up front, so a reader
+            # never has to upgrade and fail with "database is locked".
+            lock_type="IMMEDIATE",
+            check_same_thread=False,
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
+        try:
+            db.connect(reuse_if_open=True)
+        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+            raise StoreUnavailable(f"store {url}: {exc}") from None
+    finally:
+        os.umask(old_umask)
+    return db
+
+
+def _connect_postgres(url: str) -> pw.Database:
+    parts = urlsplit(url.replace("postgres://", "postgresql://", 1))
+    db = url_connect(urlunsplit(parts._replace(scheme="postgresql")))
+    params = dict(db.connect_params)
+    params.setdefault("connect_timeout", 5)
+    params.setdefault("application_name", "jobd")
+    db = ReconnectingPostgres(db.database, autorollback=True, **params)
+    try:
+        db.connect(reuse_if_open=True)
+    except pw.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
+    return db

@@ -1,0 +1,56 @@
+"""Forward-only, numbered schema migrations.
+
+Version N of the store means MIGRATIONS[:N] have run. A store whose version is
+higher than len(MIGRATIONS) was written by a newer jobd: it is refused and never
+modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee as pw
+
+from jobd.errors import StoreTooNew
+from jobd.store.schema import Models
+
+
+def _initial(db: pw.Database, models: Models) -> None:
+    db.create_tables([m for m in models.all() if m is not models.Schema])
+
+
+MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(db: pw.Database, models: Models) -> int:
+    if not db.table_exists("jobd_schema"):
+        return 0
+    row = models.Schema.select(pw.fn.MAX(models.Schema.version)).scalar()
+    return int(row or 0)
+
+
+def check_not_newer(version: int, url: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreTooNew(
+            f"store {url} has schema version {version}, newer than this jobd supports "
+            f"({SCHEMA_VERSION}); upgrade jobd. The store was not modified."
+        )
+
+
+def migrate(db: pw.Database, models: Models, url: str, lock: Callable[[], None]) -> int:
+    """Bring the store to SCHEMA_VERSION; `lock` serializes concurrent migrators."""
+    version = current_version(db, models)
+    check_not_newer(version, url)
+    if version == SCHEMA_VERSION:
+        return version
+    with db.atomic():
+        lock()
+        db.create_tables([models.Schema], safe=True)
+        version = current_version(db, models)
+        check_not_newer(version, url)
+        for number in range(version, SCHEMA_VERSION):
+            MIGRATIONS[number](db, models)
+            models.Schema.delete().execute()
+            models.Schema.create(version=number + 1)
+    return SCHEMA_VERSION

@@ -1,0 +1,132 @@
+"""Peewee models, built per database so that no module-level `db` exists.
+
+All datetimes are naive UTC (the edges convert), which both SQLite and
+PostgreSQL `timestamp` columns compare correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import peewee as pw
+
+
+@dataclass(frozen=True)
+class Models:
+    Schema: type[pw.Model]
+    Job: type[pw.Model]
+    Execution: type[pw.Model]
+    Lease: type[pw.Model]
+    Instance: type[pw.Model]
+    AuditEvent: type[pw.Model]
+
+    def all(self) -> list[type[pw.Model]]:
+        return [self.Schema, self.Job, self.Execution, self.Lease, self.Instance, self.AuditEvent]
+
+
+def build_models(db: pw.Database) -> Models:
+    class Base(pw.Model):
+        class Meta:
+            database = db
+            legacy_table_names = False
+
+    class Schema(Base):
+        version = pw.IntegerField()
+
+        class Meta:
+            table_name = "jobd_schema"
+
+    class Job(Base):
+        name = pw.CharField(primary_key=True, max_length=128)
+        source = pw.CharField(max_length=8)
+        spec = pw.TextField()  # JobSpec as JSON
+        config_hash = pw.CharField(max_length=16)
+        schedule = pw.CharField(null=True, max_length=200)
+        timezone = pw.CharField(max_length=64)
+        overlap = pw.CharField(max_length=8, default="skip")
+        enabled = pw.BooleanField(default=True)
+        paused = pw.BooleanField(default=False)
+        removed = pw.BooleanField(default=False)
+        # The next slot to fire; the planner reads only rows whose slot is due.
+        next_fire_at = pw.DateTimeField(null=True, index=True)
+        last_fire_at = pw.DateTimeField(null=True)
+        created_at = pw.DateTimeField()
+        updated_at = pw.DateTimeField()
+
+        class Meta:
+            table_name = "jobs"
+
+    class Execution(Base):
+        id = pw.AutoField()
+        job = pw.CharField(max_length=128)
+        trigger = pw.CharField(max_length=16)
+        scheduled_for = pw.DateTimeField(null=True)
+        queued_at = pw.DateTimeField()
+        not_before = pw.DateTimeField()  # retry back-off and jitter
+        started_at = pw.DateTimeField(null=True)
+        finished_at = pw.DateTimeField(null=True)
+        duration_s = pw.FloatField(null=True)
+        status = pw.CharField(max_length=16, index=True)
+        exit_code = pw.IntegerField(null=True)
+        signal = pw.IntegerField(null=True)
+        attempt = pw.IntegerField(default=1)
+        retry_of = pw.IntegerField(null=True)
+        error = pw.TextField(null=True)
+        instance = pw.CharField(null=True, max_length=64)
+        host = pw.CharField(null=True, max_length=255)
+        pid = pw.IntegerField(null=True)
+        triggered_by = pw.CharField(null=True, max_length=255)
+        config_hash = pw.CharField(null=True, max_length=16)
+        cancel_requested = pw.BooleanField(default=False)
+        log = pw.TextField(default="")
+        log_bytes = pw.BigIntegerField(default=0)  # all output seen, kept or not
+        epoch = pw.BigIntegerField(null=True)  # leader epoch that enqueued it
+
+        class Meta:
+            table_name = "executions"
+            indexes = (
+                # A slot fires at most once, whatever the number of leaders.
+                (("job", "scheduled_for"), True),
+                (("job", "started_at"), False),
+                (("job", "id"), False),
+                (("status", "not_before"), False),
+            )
+
+    class Lease(Base):
+        name = pw.CharField(primary_key=True, max_length=32)
+        holder = pw.CharField(null=True, max_length=64)
+        host = pw.CharField(null=True, max_length=255)
+        epoch = pw.BigIntegerField(default=0)
+        acquired_at = pw.DateTimeField(null=True)
+        expires_at = pw.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "leader_lease"
+
+    class Instance(Base):
+        id = pw.CharField(primary_key=True, max_length=64)
+        host = pw.CharField(max_length=255)
+        pid = pw.IntegerField()
+        version = pw.CharField(max_length=32)
+        started_at = pw.DateTimeField()
+        heartbeat_at = pw.DateTimeField(index=True)
+        role = pw.CharField(max_length=16, default="standby")
+        running = pw.IntegerField(default=0)
+        clock_skew = pw.FloatField(null=True)
+        stopped_at = pw.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "instances"
+
+    class AuditEvent(Base):
+        id = pw.AutoField()
+        at = pw.DateTimeField(index=True)
+        action = pw.CharField(max_length=32)
+        actor = pw.CharField(max_length=255)
+        target = pw.CharField(null=True, max_length=255)
+        detail = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "audit_events"
+
+    return Models(Schema, Job, Execution, Lease, Instance, AuditEvent)

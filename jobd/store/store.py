@@ -1,0 +1,573 @@
+"""The store: every fact jobd keeps, behind one small API over peewee.
+
+Transactions are short and explicit. On SQLite they begin IMMEDIATE (see
+connect.py); on PostgreSQL claims use FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import peewee as pw
+
+from jobd.cron import parse_schedule
+from jobd.errors import StoreUnavailable
+from jobd.model import (
+    Config,
+    JobSpec,
+    NewRun,
+    Outcome,
+    Overlap,
+    Run,
+    Source,
+    Status,
+    Trigger,
+)
+from jobd.store.connect import backend_of, connect, mask_url
+from jobd.store.migrations import SCHEMA_VERSION, migrate
+from jobd.store.schema import build_models
+from jobd.timeutil import from_db, to_db
+
+EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
+STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    spec: JobSpec
+    paused: bool
+    removed: bool
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def source(self) -> Source:
+        return self.spec.source
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:
+    from zoneinfo import ZoneInfo
+
+    if spec.schedule is None:
+        return None
+    return parse_schedule(spec.schedule).next_after(now, ZoneInfo(spec.timezone))
+
+
+class Store:
+    def __init__(self, db: pw.Database, url: str) -> None:
+        self.db = db
+        self.url = url
+        self.backend = backend_of(url)
+        self.m = build_models(db)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def migrate(self) -> int:
+        return migrate(self.db, self.m, mask_url(self.url), self._migration_lock)
+
+    def _migration_lock(self) -> None:
+        if self.backend == "postgresql":
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"jobd-migrate"),))
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        with self.db.atomic():
+            yield
+
+    def now(self) -> datetime:
+        """The database's clock, aware UTC: the one clock all hosts share."""
+        if self.backend == "postgresql":
+            value = self.db.execute_sql("SELECT now() AT TIME ZONE 'utc'").fetchone()[0]
+        else:
+            value = self.db.execute_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").fetchone()[0]
+        moment = from_db(value)
+        assert moment is not None
+        return moment
+
+    # -- jobs --------------------------------------------------------------
+
+    def _record(self, row: Any) -> JobRecord:
+        return JobRecord(
+            spec=JobSpec.from_json(row.spec),
+            paused=row.paused,
+            removed=row.removed,
+            next_fire_at=from_db(row.next_fire_at),
+            last_fire_at=from_db(row.last_fire_at),
+            updated_at=from_db(row.updated_at),  # type: ignore[arg-type]
+        )
+
+    def jobs(self, include_removed: bool = False) -> list[JobRecord]:
+        query = self.m.Job.select().order_by(self.m.Job.name)
+        if not include_removed:
+            query = query.where(~self.m.Job.removed)
+        return [self._record(row) for row in query]
+
+    def job(self, name: str) -> JobRecord | None:
+        row = self.m.Job.get_or_none(self.m.Job.name == name)
+        return self._record(row) if row else None
+
+    def apply_config(self, config: Config, now: datetime) -> ApplyReport:
+        """Insert or update the file's jobs by name; mark file jobs gone from it removed.
+
+        Jobs created from the CLI are never touched. A job whose schedule did not
+        change keeps its next fire; a changed one fires at its next slot after now,
+        never immediately because of the change.
+        """
+        added, updated, removed = [], [], []
+        Job = self.m.Job
+        with self.db.atomic():
+            existing = {row.name: row for row in Job.select()}
+            for name, spec in config.jobs.items():
+                row = existing.get(name)
+                if row is not None and row.source == Source.CLI.value:
+                    continue  # the CLI owns it; the file may not silently take it over
+                if row is None:
+                    self._insert_job(spec, now)
+                    added.append(name)
+                elif row.removed or row.config_hash != spec.config_hash:
+                    self._update_job(row, spec, now)
+                    updated.append(name)
+            for name, row in existing.items():
+                if row.source == Source.FILE.value and not row.removed and name not in config.jobs:
+                    Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                        Job.name == name
+                    ).execute()
+                    removed.append(name)
+        return ApplyReport(tuple(added), tuple(updated), tuple(removed))
+
+    def _insert_job(self, spec: JobSpec, now: datetime) -> None:
+        self.m.Job.insert(
+            name=spec.name,
+            source=spec.source.value,
+            spec=spec.to_json(),
+            config_hash=spec.config_hash,
+            schedule=spec.schedule,
+            timezone=spec.timezone,
+            overlap=spec.overlap.value,
+            enabled=spec.enabled,
+            next_fire_at=to_db(first_fire_after(spec, now) if spec.enabled else None),
+            created_at=to_db(now),
+            updated_at=to_db(now),
+        ).execute()
+
+    def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
+        old = JobSpec.from_json(row.spec)
+        timing_changed = (old.schedule, old.timezone) != (spec.schedule, spec.timezone)
+        next_fire = from_db(row.next_fire_at)
+        if timing_changed or row.removed or next_fire is None or not old.enabled:
+            next_fire = first_fire_after(spec, now)
+        self.m.Job.update(
+            source=spec.source.value,
+            spec=spec.to_json(),
+            config_hash=spec.config_hash,
+            schedule=spec.schedule,
+            timezone=spec.timezone,
+            overlap=spec.overlap.value,
+            enabled=spec.enabled,
+            removed=False,
+            next_fire_at=to_db(next_fire if spec.enabled else None),
+            updated_at=to_db(now),
+        ).where(self.m.Job.name == spec.name).execute()
+
+    def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
+        """Create or update a store-only job; True when it was created."""
+        with self.db.atomic():
+            row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
+            if row is None:
+                self._insert_job(spec, now)
+                return True
+            self._update_job(row, spec, now)
+            return False
+
+    def remove_job(self, name: str, now: datetime) -> None:
+        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+            self.m.Job.name == name
+        ).execute()
+
+    def set_paused(self, name: str, paused: bool, now: datetime) -> None:
+        self.m.Job.update(paused=paused, updated_at=to_db(now)).where(
+            self.m.Job.name == name
+        ).execute()
+
+    def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
+        Job = self.m.Job
+        query = (
+            Job.select()
+            .where(
+                Job.next_fire_at.is_null(False),
+                Job.next_fire_at <= to_db(now),
+                ~Job.paused,
+                ~Job.removed,
+                Job.enabled,
+            )
+            .order_by(Job.next_fire_at)
+            .limit(limit)
+        )
+        return [self._record(row) for row in query]
+
+    def next_fire_at(self) -> datetime | None:
+        Job = self.m.Job
+        value = (
+            Job.select(pw.fn.MIN(Job.next_fire_at))
+            .where(~Job.paused, ~Job.removed, Job.enabled, Job.next_fire_at.is_null(False))
+            .scalar()
+        )
+        return from_db(value)
+
+    def active_jobs(self, names: Sequence[str]) -> set[str]:
+        """The jobs among `names` with a queued or running run."""
+        if not names:
+            return set()
+        E = self.m.Execution
+        query = (
+            E.select(E.job)
+            .where(E.job.in_(list(names)), E.status.in_([Status.QUEUED, Status.RUNNING]))
+            .distinct()
+        )
+        return {row.job for row in query}
+
+    def record_fires(
+        self,
+        runs: Sequence[NewRun],
+        advances: dict[str, tuple[datetime | None, datetime]],
+        cancel_jobs: Sequence[str] = (),
+        epoch: int | None = None,
+    ) -> int:
+        """Insert fired runs (a slot already recorded is ignored) and move each job's
+        next fire, in one transaction. Returns the number of rows inserted."""
+        E, Job = self.m.Execution, self.m.Job
+        now = self.now()
+        with self.db.atomic():
+            inserted = 0
+            rows = [self._run_row(run, now, epoch) for run in runs]
+            for start in range(0, len(rows), 500):
+                batch = rows[start : start + 500]
+                inserted += E.insert_many(batch).on_conflict_ignore().as_rowcount().execute()
+            for name, (next_fire, last_fire) in advances.items():
+                Job.update(next_fire_at=to_db(next_fire), last_fire_at=to_db(last_fire)).where(
+                    Job.name == name
+                ).execute()
+            if cancel_jobs:
+                E.update(cancel_requested=True).where(
+                    E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
+                ).execute()
+        return inserted
+
+    def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> dict[str, Any]:
+        final = run.status.final
+        return {
+            "job": run.job,
+            "trigger": run.trigger.value,
+            "scheduled_for": to_db(run.scheduled_for),
+            "queued_at": to_db(now),
+            "not_before": to_db(max(run.not_before, now) if not final else now),
+            "status": run.status.value,
+            "attempt": run.attempt,
+            "retry_of": run.retry_of,
+            "triggered_by": run.triggered_by,
+            "error": run.error,
+            "finished_at": to_db(now) if final else None,
+            "epoch": epoch,
+        }
+
+    def enqueue(self, run: NewRun) -> int:
+        with self.db.atomic():
+            return int(self.m.Execution.insert(self._run_row(run, self.now())).execute())
+
+    # -- executions ----------------------------------------------------------
+
+    def _run(self, row: Any) -> Run:
+        return Run(
+            id=row.id,
+            job=row.job,
+            trigger=Trigger(row.trigger),
+            status=Status(row.status),
+            queued_at=from_db(row.queued_at),  # type: ignore[arg-type]
+            not_before=from_db(row.not_before),  # type: ignore[arg-type]
+            scheduled_for=from_db(row.scheduled_for),
+            started_at=from_db(row.started_at),
+            finished_at=from_db(row.finished_at),
+            duration_s=row.duration_s,
+            exit_code=row.exit_code,
+            signal=row.signal,
+            attempt=row.attempt,
+            retry_of=row.retry_of,
+            error=row.error,
+            instance=row.instance,
+            host=row.host,
+            pid=row.pid,
+            triggered_by=row.triggered_by,
+            config_hash=row.config_hash,
+            cancel_requested=row.cancel_requested,
+            log=row.log or "",
+            log_bytes=row.log_bytes or 0,
+            epoch=row.epoch,
+        )
+
+    def execution(self, run_id: int) -> Run | None:
+        row = self.m.Execution.get_or_none(self.m.Execution.id == run_id)
+        return self._run(row) if row else None
+
+    def executions(
+        self,
+        job: str | None = None,
+        status: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = 10,
+        with_log: bool = False,
+    ) -> list[Run]:
+        E = self.m.Execution
+        fields = [f for f in E._meta.sorted_fields if with_log or f.name != "log"]
+        query = E.select(*fields)
+        if job:
+            query = query.where(E.job == job)
+        if status:
+            query = query.where(E.status.in_(list(status)))
+        if since:
+            query = query.where(E.queued_at >= to_db(since))
+        query = query.order_by(E.id.desc())
+        if limit:
+            query = query.limit(limit)
+        return [self._run(row) for row in query]
+
+    def claim(
+        self, instance: str, host: str, limit: int, now: datetime | None = None
+    ) -> list[tuple[Run, JobSpec]]:
+        """Atomically move up to `limit` due queued runs to running for `instance`.
+
+        A job whose overlap is skip, queue or replace never has two running runs,
+        across all instances.
+        """
+        if limit <= 0:
+            return []
+        E, Job = self.m.Execution, self.m.Job
+        with self.db.atomic():
+            moment = now or self.now()
+            query = (
+                E.select(E.id, E.job, Job.overlap, Job.spec, Job.config_hash)
+                .join(Job, on=(Job.name == E.job))
+                .where(E.status == Status.QUEUED, E.not_before <= to_db(moment))
+                .order_by(E.id)
+                .limit(limit * 4)
+            )
+            if self.backend == "postgresql":
+                query = query.for_update("FOR UPDATE OF t1 SKIP LOCKED")
+            candidates = list(query.dicts())
+            exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
+            if exclusive and self.backend == "postgresql":
+                # Serialize claimers of the same exclusive job across instances.
+                list(Job.select(Job.name).where(Job.name.in_(exclusive)).for_update())
+            busy = self._running_jobs(exclusive)
+            chosen: list[dict[str, Any]] = []
+            for cand in candidates:
+                if len(chosen) >= limit:
+                    break
+                if cand["overlap"] in EXCLUSIVE:
+                    if cand["job"] in busy:
+                        continue
+                    busy.add(cand["job"])
+                chosen.append(cand)
+            if not chosen:
+                return []
+            for cand in chosen:
+                E.update(
+                    status=Status.RUNNING,
+                    started_at=to_db(moment),
+                    instance=instance,
+                    host=host,
+                    config_hash=cand["config_hash"],
+                ).where(E.id == cand["id"], E.status == Status.QUEUED).execute()
+            rows = E.select().where(E.id.in_([c["id"] for c in chosen]))
+            runs = {row.id: self._run(row) for row in rows}
+        return [(runs[c["id"]], JobSpec.from_json(c["spec"])) for c in chosen]
+
+    def _running_jobs(self, names: Sequence[str]) -> set[str]:
+        if not names:
+            return set()
+        E = self.m.Execution
+        query = E.select(E.job).where(E.job.in_(list(names)), E.status == Status.RUNNING).distinct()
+        return {row.job for row in query}
+
+    def set_pid(self, run_id: int, pid: int) -> None:
+        self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
+
+    def write_log(self, run_id: int, tail: str, total_bytes: int) -> bool:
+        """Store the output tail; False when the run was cancelled meanwhile."""
+        E = self.m.Execution
+        E.update(log=tail, log_bytes=total_bytes).where(E.id == run_id).execute()
+        return not bool(E.select(E.cancel_requested).where(E.id == run_id).scalar())
+
+    def cancel_requested(self, run_ids: Sequence[int]) -> set[int]:
+        if not run_ids:
+            return set()
+        E = self.m.Execution
+        query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
+        return {row.id for row in query}
+
+    def finish(
+        self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
+    ) -> bool:
+        """Record the end of a running run and queue its retries or chains, atomically.
+
+        Only the instance that runs it may finish it, and only while it is still
+        running: a run already marked abandoned keeps that outcome.
+        """
+        E = self.m.Execution
+        with self.db.atomic():
+            now = self.now()
+            row = E.get_or_none(E.id == run_id)
+            if row is None or row.status != Status.RUNNING or row.instance != instance:
+                return False
+            started = from_db(row.started_at) or now
+            E.update(
+                status=outcome.status.value,
+                exit_code=outcome.exit_code,
+                signal=outcome.signal,
+                error=outcome.error,
+                finished_at=to_db(now),
+                duration_s=max(0.0, (now - started).total_seconds()),
+            ).where(E.id == run_id).execute()
+            for run in follow_ups:
+                E.insert(self._run_row(run, now)).execute()
+        return True
+
+    def request_cancel(self, run_id: int) -> Status:
+        """Cancel a queued run at once, or flag a running one for its daemon.
+
+        Returns the status the run had."""
+        E = self.m.Execution
+        with self.db.atomic():
+            row = E.get_or_none(E.id == run_id)
+            if row is None:
+                raise KeyError(run_id)
+            status = Status(row.status)
+            if status is Status.QUEUED:
+                E.update(
+                    status=Status.CANCELLED,
+                    finished_at=to_db(self.now()),
+                    error="cancelled before it started",
+                ).where(E.id == run_id).execute()
+            elif status is Status.RUNNING:
+                E.update(cancel_requested=True).where(E.id == run_id).execute()
+            return status
+
+    def abandon_runs(
+        self,
+        where_instances: Sequence[str],
+        reason: str,
+        follow_ups: dict[int, NewRun] | None = None,
+    ) -> list[Run]:
+        """Mark the running runs of vanished instances abandoned; queue their retries."""
+        E = self.m.Execution
+        if not where_instances:
+            return []
+        with self.db.atomic():
+            now = self.now()
+            rows = list(
+                E.select().where(E.instance.in_(list(where_instances)), E.status == Status.RUNNING)
+            )
+            for row in rows:
+                E.update(
+                    status=Status.ABANDONED,
+                    finished_at=to_db(now),
+                    error=reason,
+                    duration_s=max(0.0, (now - (from_db(row.started_at) or now)).total_seconds()),
+                ).where(E.id == row.id, E.status == Status.RUNNING).execute()
+        return [self._run(row) for row in rows]
+
+    def queue_depth(self) -> int:
+        E = self.m.Execution
+        return E.select().where(E.status == Status.QUEUED).count()
+
+    def last_statuses(self, names: Sequence[str]) -> dict[str, Status]:
+        """Each job's latest run status, one indexed lookup per job."""
+        E = self.m.Execution
+        result: dict[str, Status] = {}
+        for name in names:
+            row = E.select(E.status).where(E.job == name).order_by(E.id.desc()).first()
+            if row is not None:
+                result[name] = Status(row.status)
+        return result
+
+    # -- audit ------------------------------------------------------------------
+
+    def audit(
+        self,
+        action: str,
+        actor: str,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.m.AuditEvent.insert(
+            at=to_db(self.now()),
+            action=action,
+            actor=actor,
+            target=target,
+            detail=json.dumps(detail, sort_keys=True) if detail else None,
+        ).execute()
+
+    def audit_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        A = self.m.AuditEvent
+        rows = A.select().order_by(A.id.desc()).limit(limit)
+        return [
+            {
+                "id": row.id,
+                "at": from_db(row.at),
+                "action": row.action,
+                "actor": row.actor,
+                "target": row.target,
+                "detail": json.loads(row.detail) if row.detail else None,
+            }
+            for row in rows
+        ]
+
+
+def open_store(url: str, migrate_schema: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
+    db = connect(url)
+    store = Store(db, url)
+    try:
+        if migrate_schema:
+            store.migrate()
+    except StoreUnavailable:
+        store.close()
+        raise
+    except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+        store.close()
+        first = (str(exc).strip().splitlines() or ["database error"])[0]
+        raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
+    return store
+
+
+__all__ = ["STORE_ERRORS", "ApplyReport", "JobRecord", "Store", "open_store"]

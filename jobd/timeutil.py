@@ -1,0 +1,39 @@
+"""Conversions between aware UTC datetimes, the store's naive UTC, and text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+
+def to_db(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def from_db(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite aggregates return text
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def rfc3339(moment: datetime | None, tz: ZoneInfo | None = None) -> str | None:
+    """RFC 3339 text in UTC ('Z'), or in `tz` with its offset."""
+    if moment is None:
+        return None
+    if tz is None:
+        return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(tz).isoformat(timespec="milliseconds")
+
+
+def parse_instant(text: str, tz: ZoneInfo | None = None) -> datetime:
+    """An RFC 3339 / ISO 8601 instant; a naive one is read in `tz` (UTC by default)."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=tz or UTC)
+    return value.astimezone(UTC)
