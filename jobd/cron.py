@@ -57,6 +57,15 @@ class CronSchedule:
                 return fire
         raise CronError(f"cron expression {self.expr!r} never fires")  # pragma: no cover
 
+    def latest_at_or_before(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        """The last fire at or before `at`, or None when there is none in 50 years."""
+        # cronsim in reverse strips microseconds as its first step, so starting at
+        # floor(at) + 1µs yields fires at or before floor(at).
+        start = at.astimezone(tz).replace(microsecond=1)
+        for candidate in CronSim(self.fields, start, reverse=True):
+            return candidate.astimezone(UTC)
+        return None
+
 
 @dataclass(frozen=True)
 class IntervalSchedule:
@@ -73,6 +82,9 @@ class IntervalSchedule:
         stamp = after.timestamp()
         slot = (stamp // self.seconds + 1) * self.seconds
         return datetime.fromtimestamp(slot, UTC)
+
+    def latest_at_or_before(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        return datetime.fromtimestamp(at.timestamp() // self.seconds * self.seconds, UTC)
 
 
 Schedule = CronSchedule | IntervalSchedule

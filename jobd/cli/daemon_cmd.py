@@ -10,14 +10,26 @@ from jobd.store import mask_url
 
 @click.command()
 @click.option("--once", is_flag=True, help="Apply the config to the store and exit.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True
+)
 @pass_ctx
-def run(ctx: Context, once: bool) -> None:
+def run(ctx: Context, once: bool, log_level: str, log_format: str) -> None:
     """Run the daemon in the foreground (under systemd, launchd or a terminal).
 
     \b
     Example:
       jobd run --config contrib/examples/jobd.toml
     """
+    from jobd.log import setup_logging
+
+    setup_logging(log_format, log_level)
     config = ctx.config
     store = ctx.store
     report = store.apply_config(config, store.now())
@@ -30,8 +42,9 @@ def run(ctx: Context, once: bool) -> None:
     if once:
         return
     from jobd.daemon import serve
+    from jobd.paths import load_config
 
-    serve(config, store)
+    serve(config, store, reload_config=lambda: load_config(ctx.config_path))
 
 
 COMMANDS = [run]

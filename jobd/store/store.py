@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
@@ -35,8 +35,14 @@ from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
+LEASE_NAME = "scheduler"
+WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
+
+
+class LeaseLost(Exception):
+    """The fencing check failed: a newer leader exists, so this write must not happen."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,8 @@ class Store:
         E, Job = self.m.Execution, self.m.Job
         now = self.now()
         with self.db.atomic():
+            if epoch is not None:
+                self._check_epoch(epoch)
             inserted = 0
             rows = [self._run_row(run, now, epoch) for run in runs]
             for start in range(0, len(rows), 500):
@@ -303,7 +311,102 @@ class Store:
 
     def enqueue(self, run: NewRun) -> int:
         with self.db.atomic():
-            return int(self.m.Execution.insert(self._run_row(run, self.now())).execute())
+            run_id = int(self.m.Execution.insert(self._run_row(run, self.now())).execute())
+        self.wake_daemons()
+        return run_id
+
+    # -- waking daemons --------------------------------------------------------
+
+    def wake_dir(self) -> str | None:
+        """SQLite: a directory of per-daemon sockets beside the database."""
+        if self.backend != "sqlite":
+            return None
+        from jobd.store.connect import sqlite_path
+
+        return sqlite_path(self.url) + ".wake"
+
+    def wake_daemons(self) -> None:
+        """Tell running daemons that there is new work, so they need not poll."""
+        if self.backend == "postgresql":
+            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+            return
+        from jobd.waker import poke_all
+
+        directory = self.wake_dir()
+        if directory:
+            poke_all(directory)
+
+    # -- leader lease ------------------------------------------------------------
+
+    def _db_now_sql(self) -> str:
+        if self.backend == "postgresql":
+            return "(now() AT TIME ZONE 'utc')"
+        return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+    def acquire_lease(self, holder: str, host: str, ttl: float) -> tuple[int, datetime] | None:
+        """Take the lease if it is free or expired, or renew it if we hold it, by the
+        database's clock in one statement. Returns (epoch, db now) or None."""
+        p = "%s" if self.backend == "postgresql" else "?"
+        now_sql = self._db_now_sql()
+        expires_sql = (
+            f"({now_sql} + {p} * interval '1 second')"
+            if self.backend == "postgresql"
+            else f"strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || {p} || ' seconds')"
+        )
+        with self.db.atomic():
+            self.m.Lease.insert(name=LEASE_NAME, epoch=0).on_conflict_ignore().execute()
+            cursor = self.db.execute_sql(
+                f"UPDATE leader_lease SET "
+                f"epoch = CASE WHEN holder = {p} THEN epoch ELSE epoch + 1 END, "
+                f"acquired_at = CASE WHEN holder = {p} THEN acquired_at ELSE {now_sql} END, "
+                f"holder = {p}, host = {p}, expires_at = {expires_sql} "
+                f"WHERE name = {p} AND (holder = {p} OR holder IS NULL OR expires_at < {now_sql}) "
+                f"RETURNING epoch, {now_sql}",
+                (
+                    holder,
+                    holder,
+                    holder,
+                    host,
+                    f"{ttl:.3f}" if self.backend == "sqlite" else ttl,
+                    LEASE_NAME,
+                    holder,
+                ),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        moment = from_db(row[1])
+        assert moment is not None
+        return int(row[0]), moment
+
+    def release_lease(self, holder: str) -> None:
+        Lease = self.m.Lease
+        Lease.update(holder=None, expires_at=None).where(
+            Lease.name == LEASE_NAME, Lease.holder == holder
+        ).execute()
+
+    def lease(self) -> dict[str, Any] | None:
+        row = self.m.Lease.get_or_none(self.m.Lease.name == LEASE_NAME)
+        if row is None:
+            return None
+        return {
+            "holder": row.holder,
+            "host": row.host,
+            "epoch": row.epoch,
+            "acquired_at": from_db(row.acquired_at),
+            "expires_at": from_db(row.expires_at),
+        }
+
+    def _check_epoch(self, epoch: int) -> None:
+        p = "%s" if self.backend == "postgresql" else "?"
+        lock = " FOR UPDATE" if self.backend == "postgresql" else ""
+        row = self.db.execute_sql(
+            f"SELECT epoch, expires_at > {self._db_now_sql()} FROM leader_lease "
+            f"WHERE name = {p}{lock}",
+            (LEASE_NAME,),
+        ).fetchone()
+        if row is None or int(row[0]) != epoch or not row[1]:
+            raise LeaseLost(f"lease epoch {epoch} is no longer current")
 
     # -- executions ----------------------------------------------------------
 
@@ -482,29 +585,147 @@ class Store:
                 E.update(cancel_requested=True).where(E.id == run_id).execute()
             return status
 
-    def abandon_runs(
+    # -- instances and lost runs ---------------------------------------------------
+
+    def register_instance(self, instance: str, host: str, pid: int, version: str) -> None:
+        now = to_db(self.now())
+        self.m.Instance.insert(
+            id=instance, host=host, pid=pid, version=version, started_at=now, heartbeat_at=now
+        ).on_conflict_replace().execute()
+
+    def heartbeat(
+        self, instance: str, role: str, running: int, clock_skew: float | None = None
+    ) -> None:
+        I = self.m.Instance
+        I.update(
+            heartbeat_at=to_db(self.now()), role=role, running=running, clock_skew=clock_skew
+        ).where(I.id == instance).execute()
+
+    def stop_instance(self, instance: str) -> None:
+        I = self.m.Instance
+        I.update(stopped_at=to_db(self.now()), role="stopped", running=0).where(
+            I.id == instance
+        ).execute()
+
+    def instances(self) -> list[dict[str, Any]]:
+        I = self.m.Instance
+        return [
+            {
+                "id": row.id,
+                "host": row.host,
+                "pid": row.pid,
+                "version": row.version,
+                "started_at": from_db(row.started_at),
+                "heartbeat_at": from_db(row.heartbeat_at),
+                "role": row.role,
+                "running": row.running,
+                "clock_skew": row.clock_skew,
+                "stopped_at": from_db(row.stopped_at),
+            }
+            for row in I.select().order_by(I.started_at)
+        ]
+
+    def live_instances(self, ttl: float) -> list[str]:
+        I = self.m.Instance
+        cutoff = self.now() - timedelta(seconds=ttl)
+        query = I.select(I.id).where(I.stopped_at.is_null(), I.heartbeat_at >= to_db(cutoff))
+        return [row.id for row in query]
+
+    def reap_lost_runs(
         self,
-        where_instances: Sequence[str],
-        reason: str,
-        follow_ups: dict[int, NewRun] | None = None,
+        ttl: float,
+        follow_ups: Callable[[Run, Outcome, JobSpec | None], Sequence[NewRun]],
+        dead_instances: Sequence[str] = (),
     ) -> list[Run]:
-        """Mark the running runs of vanished instances abandoned; queue their retries."""
-        E = self.m.Execution
-        if not where_instances:
-            return []
+        """Mark running runs whose instance stopped heartbeating within `ttl` (or is
+        known dead) abandoned, and queue their retries, atomically. A late finish by
+        that instance then finds the run no longer running and changes nothing."""
+        E, I, Job = self.m.Execution, self.m.Instance, self.m.Job
         with self.db.atomic():
             now = self.now()
-            rows = list(
-                E.select().where(E.instance.in_(list(where_instances)), E.status == Status.RUNNING)
+            cutoff = to_db(now - timedelta(seconds=ttl))
+            live = I.select(I.id).where(
+                I.stopped_at.is_null(),
+                I.heartbeat_at >= cutoff,
+                I.id.not_in(list(dead_instances) or [""]),
             )
+            rows = list(E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)))
+            lost: list[Run] = []
             for row in rows:
+                run = self._run(row)
+                instance = self.m.Instance.get_or_none(I.id == run.instance)
+                where = f"{instance.host} pid {instance.pid}" if instance else "unknown host"
+                outcome = Outcome(
+                    Status.ABANDONED,
+                    error=f"instance {run.instance} ({where}) vanished while the run was going",
+                )
+                updated = (
+                    E.update(
+                        status=outcome.status.value,
+                        error=outcome.error,
+                        finished_at=to_db(now),
+                        duration_s=max(0.0, (now - (run.started_at or now)).total_seconds()),
+                    )
+                    .where(E.id == run.id, E.status == Status.RUNNING)
+                    .execute()
+                )
+                if not updated:
+                    continue
+                job_row = Job.get_or_none(Job.name == run.job)
+                spec = JobSpec.from_json(job_row.spec) if job_row else None
+                for follow in follow_ups(run, outcome, spec):
+                    E.insert(self._run_row(follow, now)).execute()
+                lost.append(run)
+            if dead_instances:
+                I.update(stopped_at=to_db(now), role="stopped", running=0).where(
+                    I.id.in_(list(dead_instances)), I.stopped_at.is_null()
+                ).execute()
+        return lost
+
+    def record_progress(
+        self,
+        pids: dict[int, int],
+        logs: dict[int, tuple[str, int]],
+        finishes: Sequence[tuple[int, str, Outcome, Sequence[NewRun]]],
+    ) -> list[bool]:
+        """Write a tick's worth of run progress in one transaction: pids, output tails,
+        and ends (each with its retries/chains). Returns, per finish, whether it applied."""
+        E = self.m.Execution
+        applied: list[bool] = []
+        with self.db.atomic():
+            now = self.now()
+            for run_id, pid in pids.items():
+                E.update(pid=pid).where(E.id == run_id).execute()
+            for run_id, (tail, total) in logs.items():
+                E.update(log=tail, log_bytes=total).where(E.id == run_id).execute()
+            for run_id, instance, outcome, follows in finishes:
+                row = E.select(E.status, E.instance, E.started_at).where(E.id == run_id).first()
+                if row is None or row.status != Status.RUNNING or row.instance != instance:
+                    applied.append(False)
+                    continue
+                started = from_db(row.started_at) or now
                 E.update(
-                    status=Status.ABANDONED,
+                    status=outcome.status.value,
+                    exit_code=outcome.exit_code,
+                    signal=outcome.signal,
+                    error=outcome.error,
                     finished_at=to_db(now),
-                    error=reason,
-                    duration_s=max(0.0, (now - (from_db(row.started_at) or now)).total_seconds()),
-                ).where(E.id == row.id, E.status == Status.RUNNING).execute()
-        return [self._run(row) for row in rows]
+                    duration_s=max(0.0, (now - started).total_seconds()),
+                ).where(E.id == run_id).execute()
+                for follow in follows:
+                    E.insert(self._run_row(follow, now)).execute()
+                applied.append(True)
+        return applied
+
+    def next_queued_at(self) -> datetime | None:
+        E = self.m.Execution
+        value = E.select(pw.fn.MIN(E.not_before)).where(E.status == Status.QUEUED).scalar()
+        return from_db(value)
+
+    def reset_connection(self) -> None:
+        """Drop a connection that may be broken; the next query reconnects."""
+        with suppress(Exception):
+            self.db.close()
 
     def queue_depth(self) -> int:
         E = self.m.Execution

@@ -1,0 +1,405 @@
+"""The daemon: the only module that wires store, leader guard, executor, signals.
+
+`run()` loops over `tick(now)`, which does one round of work and returns how long
+to sleep: until the next due fire, the next queued run, the next housekeeping
+timer or the leader's next renewal, whichever comes first. Signals, finished
+runs and `jobd trigger` wake the sleep early. Nothing spins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import peewee as pw
+import schedule
+
+from jobd import __version__
+from jobd.clock import Clock
+from jobd.errors import ConfigError
+from jobd.executor import Executor
+from jobd.leader import LeaderGuard
+from jobd.leader.filelock import FileLeader
+from jobd.leader.lease import TableLeader
+from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.planner import plan_job
+from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.signals import SignalFlags
+from jobd.store import STORE_ERRORS, Store, mask_url
+from jobd.store.connect import sqlite_path
+from jobd.store.store import LeaseLost
+from jobd.waker import Waker
+
+log = logging.getLogger("jobd")
+
+DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
+IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
+ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
+STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
+
+
+class Backoff:
+    """Exponential back-off for store failures: 1 s, 2 s, 4 s ... capped."""
+
+    def __init__(self, cap: float, first: float = 1.0) -> None:
+        self.cap, self.first, self.current = cap, first, 0.0
+
+    def next(self) -> float:
+        self.current = self.first if self.current == 0 else min(self.cap, self.current * 2)
+        return self.current
+
+    def reset(self) -> bool:
+        was_failing = self.current > 0
+        self.current = 0.0
+        return was_failing
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        reload_config: Callable[[], Config] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.reload_config = reload_config
+        self.clock = clock or Clock()
+        self.host = socket.gethostname()
+        self.instance = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.waker = Waker()
+        self.flags = SignalFlags(self.waker.wake)
+        self.executor = Executor(store, self.instance, config.settings, self.waker.wake)
+        self.leader = self._make_leader()
+        self.housekeeping = schedule.Scheduler()
+        self.backoff = Backoff(config.settings.max_backoff)
+        self.store_ok = True
+        self._stop_deadline: float | None = None
+
+    # -- wiring -----------------------------------------------------------------
+
+    def _make_leader(self) -> LeaderGuard:
+        mode = self.config.settings.leader
+        if mode is LeaderMode.AUTO:
+            mode = LeaderMode.FILE if self.store.backend == "sqlite" else LeaderMode.TABLE
+        if mode is LeaderMode.FILE:
+            if self.store.backend != "sqlite":
+                raise ConfigError(
+                    "leader = 'file' needs a SQLite store; use 'table'", key="jobd.leader"
+                )
+            return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
+        s = self.config.settings
+        return TableLeader(self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew)
+
+    def _setup_housekeeping(self) -> None:
+        ttl = self.config.settings.lease_ttl
+        self.housekeeping.clear()
+        self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
+        self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+
+    def _heartbeat(self) -> None:
+        role = "leader" if self.leader.leading else "standby"
+        skew = getattr(self.leader, "clock_skew", None)
+        self.store.heartbeat(self.instance, role, self.executor.busy, skew)
+
+    def _reap(self) -> None:
+        lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
+        for run in lost:
+            log.warning(
+                "run %s of %s abandoned: instance %s vanished",
+                run.id,
+                run.job,
+                run.instance,
+                extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
+            )
+
+    def _follow_ups(self, run: Run, outcome: Outcome, spec: JobSpec | None) -> list[NewRun]:
+        if spec is None:
+            return []
+        return follow_ups(spec, run, outcome, self.clock.now(), random.random())
+
+    def _recover_this_host(self) -> None:
+        """Runs left `running` by an earlier jobd on this host whose process is gone."""
+        dead = [
+            inst["id"]
+            for inst in self.store.instances()
+            if inst["host"] == self.host
+            and inst["id"] != self.instance
+            and inst["stopped_at"] is None
+            and not _pid_alive(inst["pid"])
+        ]
+        if dead:
+            lost = self.store.reap_lost_runs(
+                self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
+            )
+            for run in lost:
+                log.warning(
+                    "run %s of %s abandoned: its jobd (%s) is gone",
+                    run.id,
+                    run.job,
+                    run.instance,
+                    extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
+                )
+
+    # -- the loop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Everything before the first tick: instance, recovery, leader guard, wake-ups."""
+        self.store.register_instance(self.instance, self.host, os.getpid(), __version__)
+        self._recover_this_host()
+        self._setup_housekeeping()
+        wake_dir = self.store.wake_dir()
+        if wake_dir:
+            self.waker.bind_socket(wake_dir)
+        self._listen()
+        self.leader.poll()
+        log.info(
+            "jobd %s started: instance %s, store %s, %s leader guard, %s",
+            __version__,
+            self.instance,
+            mask_url(self.store.url),
+            self.leader.name,
+            "leading" if self.leader.leading else "standby",
+            extra={"action": "daemon.start"},
+        )
+
+    def _listen(self) -> None:
+        if self.store.backend == "postgresql" and not self.waker.listening:
+            try:
+                self.waker.listen_postgres(self.store.url)
+            except Exception as exc:
+                log.warning("cannot LISTEN for wake-ups: %s", exc, extra={"action": "store.listen"})
+
+    def run(self) -> int:
+        self.flags.install()
+        self.waker.install_signal_wakeup()
+        try:
+            self.start()
+            while True:
+                if self.flags.reload_requested:
+                    self.flags.reload_requested = False
+                    self.reload()
+                timeout = self._safe_tick(self.clock.now())
+                if self._finished():
+                    break
+                self.waker.sleep(timeout)
+            self._shutdown()
+        finally:
+            self.flags.restore()
+            self.waker.close()
+        return 0
+
+    def _safe_tick(self, now: datetime) -> float:
+        try:
+            timeout = self.tick(now)
+        except STORE_FAILURES as exc:
+            delay = self.backoff.next()
+            if self.store_ok:
+                log.error(
+                    "store unavailable (%s); retrying with back-off",
+                    _one_line(exc),
+                    extra={"action": "store.down"},
+                )
+            self.store_ok = False
+            self.store.reset_connection()
+            return delay
+        if self.backoff.reset():
+            log.info("store available again", extra={"action": "store.up"})
+            self.store_ok = True
+            self._listen()
+        return timeout
+
+    def tick(self, now: datetime) -> float:
+        """One round: record progress, housekeeping, fire due slots, claim and start runs.
+        Returns the seconds to sleep."""
+        self.executor.flush()
+        self.housekeeping.run_pending()
+        if self.leader.next_poll_in() <= 0:
+            self.leader.poll()
+        stopping = self.flags.stop_requests > 0
+        more_due = False
+        if self.leader.leading and not stopping:
+            more_due = self.fire_due(now)
+        self.executor.check_cancels()
+        if not stopping:
+            self._claim()
+        return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
+
+    def fire_due(self, now: datetime) -> bool:
+        """Turn due slots into runs, exactly once per slot. True when more may be due."""
+        due = self.store.due_jobs(now, DUE_BATCH)
+        if not due:
+            return False
+        since = self.leader.since or now
+        active = self.store.active_jobs([r.name for r in due])
+        runs: list[NewRun] = []
+        advances: dict[str, tuple[datetime | None, datetime]] = {}
+        replace: list[str] = []
+        for record in due:
+            assert record.next_fire_at is not None
+            plan = plan_job(record.spec, record.next_fire_at, now, since)
+            for warning in plan.warnings:
+                log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
+            is_active = record.name in active
+            for fire in plan.fires:
+                decision = overlap_decision(record.spec, is_active)
+                not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
+                runs.append(
+                    NewRun(
+                        job=record.name,
+                        trigger=fire.trigger,
+                        scheduled_for=fire.slot,
+                        not_before=datetime.fromtimestamp(not_before, fire.slot.tzinfo),
+                        **(
+                            {"status": Status.SKIPPED, "error": decision.reason}
+                            if decision.action is FireAction.SKIP
+                            else {}
+                        ),
+                    )
+                )
+                if decision.action is FireAction.REPLACE:
+                    replace.append(record.name)
+                is_active = True
+            last = plan.fires[-1].slot if plan.fires else record.next_fire_at
+            advances[record.name] = (plan.next_fire_at, last)
+        inserted = self.store.record_fires(runs, advances, replace, epoch=self.leader.epoch)
+        log.debug(
+            "fired %d slots of %d due jobs (%d new rows)",
+            len(runs),
+            len(due),
+            inserted,
+            extra={"action": "fire"},
+        )
+        return len(due) == DUE_BATCH
+
+    def _claim(self) -> None:
+        room = self.config.settings.max_concurrent - self.executor.busy
+        if room <= 0:
+            return
+        for run, spec in self.store.claim(self.instance, self.host, room):
+            self.executor.start(run, spec)
+
+    def _sleep_for(self, now: datetime, stopping: bool) -> float:
+        waits = [IDLE_CAP, self.leader.next_poll_in()]
+        idle = self.housekeeping.idle_seconds
+        if idle is not None:
+            waits.append(idle)
+        if self.leader.leading and not stopping:
+            next_fire = self.store.next_fire_at()
+            if next_fire is not None:
+                waits.append((next_fire - now).total_seconds())
+        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
+            next_queued = self.store.next_queued_at()
+            if next_queued is not None:
+                waits.append((next_queued - now).total_seconds())
+        if self.executor.busy:
+            waits.append(ACTIVE_POLL)
+        if self._stop_deadline is not None:
+            waits.append(max(0.0, self._stop_deadline - time.monotonic()))
+        return max(0.0, min(waits))
+
+    # -- reload and stop --------------------------------------------------------------
+
+    def reload(self) -> None:
+        if self.reload_config is None:
+            return
+        try:
+            config = self.reload_config()
+        except ConfigError as exc:
+            log.error(
+                "reload rejected, keeping the running config: %s",
+                exc,
+                extra={"action": "config.rejected"},
+            )
+            return
+        if config.settings.store and config.settings.store != self.config.settings.store:
+            log.warning(
+                "the store cannot change on reload; restart jobd to switch stores",
+                extra={"action": "config.reload"},
+            )
+        try:
+            report = self.store.apply_config(config, self.clock.now())
+        except STORE_FAILURES as exc:
+            log.error(
+                "reload could not reach the store (%s); will apply on next reload",
+                _one_line(exc),
+                extra={"action": "config.rejected"},
+            )
+            return
+        self.config = config
+        self.executor.settings = config.settings
+        log.info(
+            "config reloaded: %d added, %d updated, %d removed%s",
+            len(report.added),
+            len(report.updated),
+            len(report.removed),
+            "".join(
+                f"; {k}: {', '.join(v)}"
+                for k, v in (
+                    ("added", report.added),
+                    ("updated", report.updated),
+                    ("removed", report.removed),
+                )
+                if v
+            ),
+            extra={"action": "config.reload"},
+        )
+
+    def _finished(self) -> bool:
+        if self.flags.stop_requests == 0:
+            return False
+        if self._stop_deadline is None:
+            grace = self.config.settings.shutdown_grace
+            self._stop_deadline = time.monotonic() + grace
+            log.info(
+                "stopping: waiting up to %.0fs for %d running run(s)",
+                grace,
+                self.executor.busy,
+                extra={"action": "daemon.stopping"},
+            )
+        if self.flags.stop_requests > 1 or time.monotonic() >= self._stop_deadline:
+            self.executor.stop_all("cancelled: jobd was stopped")
+        if self.executor.busy:
+            return False
+        # Outcomes the store cannot take yet are retried for a while in _shutdown.
+        return not self.executor.pending_writes or not self.store_ok
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + 10
+        while self.executor.pending_writes and time.monotonic() < deadline:
+            try:
+                self.executor.flush()
+            except STORE_FAILURES:
+                self.store.reset_connection()
+                time.sleep(0.5)
+        with contextlib.suppress(STORE_FAILURES):
+            self.store.stop_instance(self.instance)
+        self.leader.release()
+        log.info("jobd stopped", extra={"action": "daemon.stop"})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def serve(config: Config, store: Store, reload_config: Callable[[], Config] | None = None) -> int:
+    return Daemon(config, store, reload_config).run()

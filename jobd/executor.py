@@ -1,0 +1,157 @@
+"""Runs claimed executions and records what happens to them, in batches.
+
+Used by the daemon and by `jobd trigger --local`. Runner threads report events;
+`flush()` writes them in one transaction, and keeps them in memory while the
+store is unreachable, so no outcome is lost to an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Status
+from jobd.policies import follow_ups
+from jobd.runner import Event, RunProcess
+from jobd.store import Store
+
+log = logging.getLogger("jobd")
+
+
+@dataclass
+class _Finished:
+    run: Run
+    spec: JobSpec
+    outcome: Outcome
+    follows: list[NewRun] | None = None
+
+
+class Executor:
+    def __init__(
+        self,
+        store: Store,
+        instance: str,
+        settings: Settings,
+        wake: Callable[[], None] = lambda: None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.instance = instance
+        self.settings = settings
+        self.wake = wake
+        self.base_env = base_env
+        self.running: dict[int, RunProcess] = {}
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._pids: dict[int, int] = {}
+        self._logs: dict[int, tuple[str, int]] = {}
+        self._finished: dict[int, _Finished] = {}
+
+    @property
+    def busy(self) -> int:
+        return len(self.running)
+
+    @property
+    def pending_writes(self) -> bool:
+        return bool(self._pids or self._logs or self._finished)
+
+    def start(self, run: Run, spec: JobSpec) -> RunProcess:
+        process = RunProcess(run, spec, self.settings, self._report, self.base_env)
+        self.running[run.id] = process
+        log.info(
+            "run %s of %s started (%s, attempt %s)",
+            run.id,
+            run.job,
+            run.trigger.value,
+            run.attempt,
+            extra={"action": "run.start", "job": run.job, "execution_id": run.id},
+        )
+        process.start()
+        return process
+
+    def _report(self, event: Event) -> None:
+        self._events.put(event)
+        self.wake()
+
+    def collect(self, now_rand: Callable[[], float] = random.random) -> None:
+        """Move runner events into the pending writes (no I/O)."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if event.kind == "started" and event.pid is not None:
+                self._pids[event.run_id] = event.pid
+            elif event.kind == "log" and event.log is not None:
+                self._logs[event.run_id] = (event.log, event.log_bytes)
+            elif event.kind == "done":
+                process = self.running.pop(event.run_id)
+                process.join(timeout=1)
+                if event.log is not None:
+                    self._logs[event.run_id] = (event.log, event.log_bytes)
+                assert event.outcome is not None
+                self._finished[event.run_id] = _Finished(
+                    process.run_record, process.spec, event.outcome
+                )
+
+    def flush(self) -> None:
+        """Write pending progress in one transaction. Raises store errors; keeps them pending."""
+        self.collect()
+        if not self.pending_writes:
+            return
+        now = self.store.now()
+        finishes = []
+        for run_id, done in self._finished.items():
+            if done.follows is None:
+                done.follows = follow_ups(done.spec, done.run, done.outcome, now, random.random())
+            finishes.append((run_id, self.instance, done.outcome, done.follows))
+        applied = self.store.record_progress(self._pids, self._logs, finishes)
+        for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
+            done = self._finished[run_id]
+            self._log_end(done.run, outcome, follows, ok)
+        self._pids.clear()
+        self._logs.clear()
+        self._finished.clear()
+        if any(f[3] for f in finishes):
+            self.wake()
+
+    @staticmethod
+    def _log_end(run: Run, outcome: Outcome, follows: list[NewRun], applied: bool) -> None:
+        extra = {"action": "run.end", "job": run.job, "execution_id": run.id}
+        if not applied:
+            log.warning(
+                "run %s of %s ended (%s) but was already recorded as ended elsewhere; kept that",
+                run.id,
+                run.job,
+                outcome.status.value,
+                extra=extra,
+            )
+            return
+        level = logging.INFO if outcome.status is Status.SUCCEEDED else logging.WARNING
+        detail = f": {outcome.error}" if outcome.error else ""
+        log.log(
+            level, "run %s of %s %s%s", run.id, run.job, outcome.status.value, detail, extra=extra
+        )
+        for follow in follows:
+            log.info(
+                "queued %s of %s (attempt %s)",
+                follow.trigger.value,
+                follow.job,
+                follow.attempt,
+                extra={"action": "run.queue", "job": follow.job},
+            )
+
+    def check_cancels(self) -> None:
+        """Stop runs whose cancel was requested in the store (by `jobd cancel` or replace)."""
+        if not self.running:
+            return
+        for run_id in self.store.cancel_requested(list(self.running)):
+            process = self.running.get(run_id)
+            if process is not None:
+                process.stop(Status.CANCELLED, "cancelled by request")
+
+    def stop_all(self, reason: str) -> None:
+        for process in list(self.running.values()):
+            process.stop(Status.CANCELLED, reason)

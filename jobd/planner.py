@@ -1,0 +1,126 @@
+"""Which slots fire now: `plan_job(spec, next_fire_at, now, lead_since)`.
+
+Slots that fell due while this instance was leading are fired (all of them, so a
+slow tick loses nothing). Slots that fell due before it began to lead (the
+daemon was down, or another leader died) are missed fires, and the job's
+`catchup` policy decides: none, the latest, or all within `catchup_window`,
+at most CATCHUP_CAP. A forward wall-clock jump while leading replays the
+skipped slots when there are at most CATCHUP_CAP of them (Debian cron replays
+short jumps); beyond that only the latest fires, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from jobd.cron import Schedule, parse_schedule
+from jobd.model import CATCHUP_CAP, Catchup, JobSpec, Trigger
+
+# Enumerating missed slots of an every-second job down for a day is 86,400
+# steps; past this many the oldest are not worth the time.
+MAX_STEPS = 200_000
+
+
+@dataclass(frozen=True)
+class PlannedFire:
+    slot: datetime
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    fires: list[PlannedFire]
+    next_fire_at: datetime | None
+    warnings: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=16384)
+def schedule_of(expr: str) -> Schedule:
+    return parse_schedule(expr)
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def plan_job(spec: JobSpec, next_fire_at: datetime, now: datetime, lead_since: datetime) -> JobPlan:
+    if spec.schedule is None:
+        return JobPlan([], None)
+    schedule, tz = schedule_of(spec.schedule), zone(spec.timezone)
+    following = schedule.next_after(now, tz)
+    if next_fire_at > now:
+        return JobPlan([], next_fire_at)
+    fires: list[PlannedFire] = []
+    warnings: list[str] = []
+    if next_fire_at < lead_since:
+        missed_fires, missed_warnings = _missed(spec, schedule, tz, next_fire_at, now, lead_since)
+        fires += missed_fires
+        warnings += missed_warnings
+    live_from = max(next_fire_at, lead_since)
+    live, more = _slots(schedule, tz, live_from, now, CATCHUP_CAP)
+    if more:
+        last = schedule.latest_at_or_before(now, tz)
+        warnings.append(
+            f"more than {CATCHUP_CAP} slots fell due at once (clock jump?); firing only the latest"
+        )
+        live = [last] if last is not None and last >= live_from else []
+    fires += [PlannedFire(slot, Trigger.SCHEDULE) for slot in live]
+    return JobPlan(fires, following, warnings)
+
+
+def _missed(
+    spec: JobSpec,
+    schedule: Schedule,
+    tz: ZoneInfo,
+    next_fire_at: datetime,
+    now: datetime,
+    lead_since: datetime,
+) -> tuple[list[PlannedFire], list[str]]:
+    """Fires for the slots in [next_fire_at, lead_since) under the catchup policy."""
+    if spec.catchup is Catchup.NONE:
+        return [], []
+    window_start = max(next_fire_at, now - timedelta(seconds=spec.catchup_window))
+    end = min(lead_since, now)
+    if spec.catchup is Catchup.LATEST:
+        latest = schedule.latest_at_or_before(end - timedelta(microseconds=1), tz)
+        if latest is None or latest < window_start:
+            return [], []
+        return [PlannedFire(latest, Trigger.CATCHUP)], []
+    recent: deque[datetime] = deque(maxlen=CATCHUP_CAP)
+    total = 0
+    slot = (
+        window_start
+        if _is_slot(schedule, tz, window_start)
+        else schedule.next_after(window_start, tz)
+    )
+    while slot < end and total < MAX_STEPS:
+        recent.append(slot)
+        total += 1
+        slot = schedule.next_after(slot, tz)
+    warnings = []
+    if total > CATCHUP_CAP:
+        warnings.append(f"{total} missed slots; catching up only the latest {CATCHUP_CAP}")
+    return [PlannedFire(s, Trigger.CATCHUP) for s in recent], warnings
+
+
+def _slots(
+    schedule: Schedule, tz: ZoneInfo, start: datetime, until: datetime, cap: int
+) -> tuple[list[datetime], bool]:
+    """Slots in [start, until], at most `cap`; the flag says whether more exist."""
+    slots: list[datetime] = []
+    slot = start if _is_slot(schedule, tz, start) else schedule.next_after(start, tz)
+    while slot <= until:
+        if len(slots) == cap:
+            return slots, True
+        slots.append(slot)
+        slot = schedule.next_after(slot, tz)
+    return slots, False
+
+
+def _is_slot(schedule: Schedule, tz: ZoneInfo, moment: datetime) -> bool:
+    return schedule.latest_at_or_before(moment, tz) == moment

@@ -1,0 +1,95 @@
+"""Decisions as pure functions: overlap, retry, chains, jitter.
+
+The daemon applies these decisions; it does not contain them. Nothing here reads
+the clock or does I/O: the caller passes `now` and any randomness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from jobd.model import (
+    DEFAULT_RETRY_DELAY_MAX,
+    JobSpec,
+    NewRun,
+    Outcome,
+    Overlap,
+    Run,
+    Status,
+    Trigger,
+)
+
+RETRYABLE = (Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)
+RETRY_JITTER = 0.2  # ±20 % around the doubled delay, so retries of many jobs spread out
+
+
+class FireAction(StrEnum):
+    ENQUEUE = "enqueue"
+    SKIP = "skip"  # record the slot as skipped
+    REPLACE = "replace"  # enqueue, and cancel the active run
+
+
+@dataclass(frozen=True)
+class FireDecision:
+    action: FireAction
+    reason: str | None = None
+
+
+def overlap_decision(spec: JobSpec, active: bool) -> FireDecision:
+    """What a scheduled fire does when the job may already have a run in flight."""
+    if not active or spec.overlap is Overlap.ALLOW or spec.overlap is Overlap.QUEUE:
+        return FireDecision(FireAction.ENQUEUE)
+    if spec.overlap is Overlap.SKIP:
+        return FireDecision(FireAction.SKIP, "overlap = skip: the previous run is still active")
+    return FireDecision(FireAction.REPLACE, "overlap = replace: cancelling the active run")
+
+
+def retry_delay(spec: JobSpec, attempt: int, rand: float) -> float:
+    """Seconds before retry number `attempt` (1 = the first retry): doubling, jittered, capped."""
+    base = spec.retry_delay * (2 ** max(0, attempt - 1))
+    capped = min(base, max(DEFAULT_RETRY_DELAY_MAX, spec.retry_delay))
+    return max(0.0, capped * (1 - RETRY_JITTER + 2 * RETRY_JITTER * rand))
+
+
+def follow_ups(
+    spec: JobSpec, run: Run, outcome: Outcome, now: datetime, rand: float
+) -> list[NewRun]:
+    """Runs to queue after `run` ended with `outcome`: a retry, or the chained jobs.
+
+    A failure with retries left is retried (attempt + 1); `on_failure` fires only
+    once the last attempt failed, `on_success` when a run succeeded.
+    """
+    if outcome.status in RETRYABLE and run.attempt <= spec.retries:
+        delay = retry_delay(spec, run.attempt, rand)
+        return [
+            NewRun(
+                job=run.job,
+                trigger=Trigger.RETRY,
+                not_before=now + timedelta(seconds=delay),
+                attempt=run.attempt + 1,
+                retry_of=run.id,
+                triggered_by=run.triggered_by,
+            )
+        ]
+    if outcome.status is Status.SUCCEEDED:
+        targets: Sequence[str] = spec.on_success
+    elif outcome.status in RETRYABLE:
+        targets = spec.on_failure
+    else:
+        targets = ()
+    return [
+        NewRun(job=name, trigger=Trigger.CHAIN, not_before=now, triggered_by=f"{run.job}#{run.id}")
+        for name in targets
+    ]
+
+
+def jitter_offset(spec: JobSpec, slot: datetime) -> float:
+    """A delay in [0, jitter) derived from (job, slot): the same on every host and restart."""
+    if spec.jitter <= 0:
+        return 0.0
+    digest = hashlib.sha256(f"{spec.name}@{slot.isoformat()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * spec.jitter

@@ -1,0 +1,265 @@
+"""Run one execution in a child process: its own session and process group, output
+tail captured, timeout and cancel escalated SIGTERM → SIGKILL to the whole group.
+
+A RunProcess is a thread that never touches the store: it reports what happens
+through `report(event)` and the daemon records it, in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from jobd.durations import format_duration
+from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
+
+LOG_FLUSH_INTERVAL = 1.0  # seconds between output writes to the store, per run
+READ_CHUNK = 65536
+# The daemon's own wiring that a job must not inherit.
+PRIVATE_ENV = ("JOBD_STORE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
+
+class OutputTail:
+    """The last `max_lines` lines of output, also at most `max_bytes`; memory stays bounded."""
+
+    def __init__(self, max_lines: int, max_bytes: int, secrets: tuple[str, ...] = ()) -> None:
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.secrets = tuple(s for s in secrets if s)
+        self.total = 0
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        self._buf += data
+        if len(self._buf) > 2 * self.max_bytes + READ_CHUNK:
+            del self._buf[: len(self._buf) - self.max_bytes]
+
+    def text(self) -> str:
+        if self.max_lines == 0 or self.max_bytes == 0:
+            return ""
+        raw = bytes(self._buf[-self.max_bytes :])
+        lines = raw.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+            keep = lines[-self.max_lines :]
+            raw = b"\n".join(keep) + b"\n"
+        else:
+            raw = b"\n".join(lines[-self.max_lines :])
+        text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # "started" | "log" | "done"
+    run_id: int
+    pid: int | None = None
+    log: str | None = None
+    log_bytes: int = 0
+    outcome: Outcome | None = None
+
+
+def build_argv(spec: JobSpec) -> list[str]:
+    if spec.kind is JobKind.COMMAND:
+        return list(spec.command)
+    if spec.kind is JobKind.SHELL:
+        return ["/bin/sh", "-c", spec.shell]
+    return [sys.executable, "-m", "jobd.callrunner", spec.call]
+
+
+def build_env(spec: JobSpec, run: Run, base: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in PRIVATE_ENV}
+    env.update(spec.env)
+    env.update(
+        JOBD_JOB=spec.name,
+        JOBD_EXECUTION_ID=str(run.id),
+        JOBD_ATTEMPT=str(run.attempt),
+        JOBD_TRIGGER=run.trigger.value,
+    )
+    if run.scheduled_for is not None:
+        env["JOBD_SCHEDULED_FOR"] = run.scheduled_for.isoformat()
+    return env
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class RunProcess(threading.Thread):
+    def __init__(
+        self,
+        run: Run,
+        spec: JobSpec,
+        settings: Settings,
+        report: Callable[[Event], None],
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(name=f"run-{run.id}", daemon=True)
+        self.run_record = run
+        self.spec = spec
+        self.settings = settings
+        self.report = report
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self._stop_reason: tuple[Status, str] | None = None
+        self._stop_requested = threading.Event()
+        secrets = tuple(spec.env[name] for name in spec.secret_env if name in spec.env)
+        self.tail = OutputTail(settings.log_lines, settings.log_bytes, secrets)
+        self.pid: int | None = None
+
+    def stop(self, status: Status, reason: str) -> None:
+        """Ask the run to end (cancel or shutdown); the first reason given wins."""
+        if self._stop_reason is None:
+            self._stop_reason = (status, reason)
+        self._stop_requested.set()
+
+    def run(self) -> None:
+        try:
+            outcome = self._execute()
+        except Exception as exc:  # a bug here must still end the run, never hang it
+            outcome = Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}")
+        self.report(
+            Event("done", self.run_record.id, self.pid, self.tail.text(), self.tail.total, outcome)
+        )
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        kwargs: dict = {}
+        env = build_env(self.spec, self.run_record, self.base_env)
+        if self.spec.user:
+            if os.geteuid() != 0:
+                raise PermissionError(
+                    f"user = {self.spec.user!r} needs jobd to run as root "
+                    f"(it runs as uid {os.geteuid()})"
+                )
+            entry = pwd.getpwnam(self.spec.user)
+            kwargs.update(
+                user=entry.pw_uid,
+                group=entry.pw_gid,
+                extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
+            )
+            env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+        return subprocess.Popen(
+            build_argv(self.spec),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.spec.cwd,
+            env=env,
+            start_new_session=True,  # its own session and process group: we kill the group
+            close_fds=True,
+            **kwargs,
+        )
+
+    def _execute(self) -> Outcome:
+        try:
+            proc = self._spawn()
+        except (OSError, KeyError, PermissionError, subprocess.SubprocessError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, KeyError):
+                message = f"unknown user {self.spec.user!r}"
+            target = build_argv(self.spec)[0]
+            return Outcome(Status.FAILED, error=f"cannot start {target}: {message}")
+        self.pid = proc.pid
+        self.report(Event("started", self.run_record.id, proc.pid))
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        selector = selectors.DefaultSelector()
+        selector.register(fd, selectors.EVENT_READ)
+        started = time.monotonic()
+        deadline = started + self.spec.timeout if self.spec.timeout else None
+        terminated_at: float | None = None
+        killed = False
+        exited_at: float | None = None
+        timed_out = False
+        last_flush = started
+        flushed_bytes = 0
+        eof = False
+        try:
+            while True:
+                now = time.monotonic()
+                if not eof:
+                    for _key, _mask in selector.select(timeout=0.1):
+                        try:
+                            data = os.read(fd, READ_CHUNK)
+                        except BlockingIOError:
+                            continue
+                        if not data:
+                            eof = True
+                            selector.unregister(fd)
+                            break
+                        self.tail.feed(data)
+                else:
+                    self._stop_requested.wait(0.05)
+                now = time.monotonic()
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                    # The job is over; anything it left in its group goes with it.
+                    self._signal_group(proc.pid, signal.SIGTERM)
+                    terminated_at = terminated_at or now
+                if exited_at is not None and (eof or now - exited_at > self.settings.kill_grace):
+                    break
+                if terminated_at is None:
+                    if deadline is not None and now >= deadline:
+                        timed_out = True
+                        self._signal_group(proc.pid, signal.SIGTERM)
+                        terminated_at = now
+                    elif self._stop_requested.is_set():
+                        self._signal_group(proc.pid, signal.SIGTERM)
+                        terminated_at = now
+                elif not killed and now - terminated_at >= self.settings.kill_grace:
+                    self._signal_group(proc.pid, signal.SIGKILL)
+                    killed = True
+                if now - last_flush >= LOG_FLUSH_INTERVAL and self.tail.total != flushed_bytes:
+                    self.report(
+                        Event(
+                            "log",
+                            self.run_record.id,
+                            log=self.tail.text(),
+                            log_bytes=self.tail.total,
+                        )
+                    )
+                    flushed_bytes = self.tail.total
+                    last_flush = now
+        finally:
+            selector.close()
+            if proc.poll() is None:
+                self._signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            self._signal_group(proc.pid, signal.SIGKILL)
+            proc.stdout.close()
+        return self._outcome(proc.returncode, timed_out, time.monotonic() - started)
+
+    def _outcome(self, returncode: int, timed_out: bool, elapsed: float) -> Outcome:
+        code = returncode if returncode >= 0 else None
+        sig = -returncode if returncode < 0 else None
+        if timed_out:
+            limit = format_duration(self.spec.timeout or 0)
+            return Outcome(Status.TIMED_OUT, code, sig, f"timed out after {limit}")
+        if self._stop_reason is not None:
+            status, reason = self._stop_reason
+            return Outcome(status, code, sig, reason)
+        if returncode == 0:
+            return Outcome(Status.SUCCEEDED, 0)
+        if sig is not None:
+            return Outcome(Status.FAILED, None, sig, f"killed by {signal_name(sig)}")
+        return Outcome(Status.FAILED, code, None, f"exit code {code}")
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)

@@ -1,0 +1,129 @@
+"""Sleeping until something happens: a selector over a self-pipe (signals and
+threads), a per-daemon wake socket (SQLite: `jobd trigger` pokes it), and a
+PostgreSQL LISTEN connection. The daemon never polls in a loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import uuid
+from typing import Any
+
+WAKE_CHANNEL = "jobd_wake"
+
+
+def poke_all(directory: str) -> None:
+    """Send one datagram to every daemon socket in `directory`; remove dead ones."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                sock.sendto(b"w", path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            except OSError:
+                pass  # a full socket buffer means that daemon has a wake-up pending anyway
+
+
+class Waker:
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self.selector.register(self._read_fd, selectors.EVENT_READ, "pipe")
+        self._socket: socket.socket | None = None
+        self._socket_path: str | None = None
+        self._listen_conn: Any = None
+        self._old_wakeup_fd: int | None = None
+
+    def install_signal_wakeup(self) -> None:
+        """Signals arriving while we sleep in select() end the sleep at once."""
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+
+    def bind_socket(self, directory: str) -> None:
+        old = os.umask(0o077)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            path = os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.setblocking(False)
+        self._socket, self._socket_path = sock, path
+        self.selector.register(sock, selectors.EVENT_READ, "socket")
+
+    def listen_postgres(self, dsn: str) -> None:
+        """A dedicated autocommit connection that LISTENs for `jobd trigger`'s NOTIFY."""
+        import psycopg2
+
+        self.unlisten()
+        conn = psycopg2.connect(dsn, connect_timeout=5, application_name="jobd-listen")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {WAKE_CHANNEL}")
+        self._listen_conn = conn
+        self.selector.register(conn.fileno(), selectors.EVENT_READ, "listen")
+
+    def unlisten(self) -> None:
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                self.selector.unregister(self._listen_conn.fileno())
+            with contextlib.suppress(Exception):
+                self._listen_conn.close()
+            self._listen_conn = None
+
+    @property
+    def listening(self) -> bool:
+        return self._listen_conn is not None and not self._listen_conn.closed
+
+    def wake(self) -> None:
+        """Called from any thread: end the current or next sleep."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write_fd, b"w")
+
+    def sleep(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True when woken before it ran out."""
+        events = self.selector.select(timeout=max(0.0, timeout))
+        for key, _mask in events:
+            if key.data == "pipe":
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._read_fd, 4096):
+                        pass
+            elif key.data == "socket":
+                assert self._socket is not None
+                with contextlib.suppress(BlockingIOError, OSError):
+                    while self._socket.recv(64):
+                        pass
+            elif key.data == "listen":
+                try:
+                    self._listen_conn.poll()
+                    self._listen_conn.notifies.clear()
+                except Exception:
+                    self.unlisten()  # the daemon re-listens after its store recovers
+        return bool(events)
+
+    def close(self) -> None:
+        if self._old_wakeup_fd is not None:
+            with contextlib.suppress(ValueError):
+                signal.set_wakeup_fd(self._old_wakeup_fd)
+        self.unlisten()
+        if self._socket is not None:
+            self._socket.close()
+            if self._socket_path:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._socket_path)
+        self.selector.close()
+        os.close(self._read_fd)
+        os.close(self._write_fd)
