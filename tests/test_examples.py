@@ -68,3 +68,15 @@ def test_env_file_reads_the_same_in_a_shell() -> None:
     seen = json.loads(result.stdout)
     for name, value in read_env_file(ENV_FILE).items():
         assert seen[name] == value
+
+
+def test_every_contrib_path_the_docs_name_exists() -> None:
+    """README.md, the man page and the service files point at contrib/; no dead links."""
+    root = EXAMPLES.parent.parent
+    docs = [root / "README.md", root / "man" / "jobd.toml.5", *root.glob("contrib/*/*")]
+    named = set()
+    for doc in docs:
+        named |= set(re.findall(r"contrib/[\w./-]*\w", doc.read_text()))
+    assert "contrib/systemd/jobd.service" in named
+    missing = sorted(path for path in named if not (root / path).exists())
+    assert not missing
