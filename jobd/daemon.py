@@ -29,6 +29,7 @@ from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
 from jobd.signals import SignalFlags
@@ -83,6 +84,8 @@ class Daemon:
         self.backoff = Backoff(config.settings.max_backoff)
         self.store_ok = True
         self._stop_deadline: float | None = None
+        self.notifier = Notifier.from_env()
+        self._status_text = ""
 
     # -- wiring -----------------------------------------------------------------
 
@@ -161,6 +164,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
             __version__,
@@ -190,12 +194,27 @@ class Daemon:
                 timeout = self._safe_tick(self.clock.now())
                 if self._finished():
                     break
-                self.waker.sleep(timeout)
+                self._notify_tick()
+                watchdog = self.notifier.seconds_until_watchdog(time.monotonic())
+                self.waker.sleep(timeout if watchdog is None else min(timeout, watchdog))
             self._shutdown()
         finally:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _status(self) -> str:
+        role = "leader" if self.leader.leading else "standby"
+        store = "store ok" if self.store_ok else "store unavailable"
+        return f"{role}, {self.executor.busy} running, {store}"
+
+    def _notify_tick(self) -> None:
+        """Watchdog pings come from the loop itself, so a hung loop stops pinging."""
+        self.notifier.maybe_watchdog(time.monotonic())
+        text = self._status()
+        if text != self._status_text:
+            self._status_text = text
+            self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
         try:
@@ -311,6 +330,14 @@ class Daemon:
     def reload(self) -> None:
         if self.reload_config is None:
             return
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload(self) -> None:
+        assert self.reload_config is not None
         try:
             config = self.reload_config()
         except ConfigError as exc:
@@ -357,6 +384,7 @@ class Daemon:
         if self.flags.stop_requests == 0:
             return False
         if self._stop_deadline is None:
+            self.notifier.stopping()
             grace = self.config.settings.shutdown_grace
             self._stop_deadline = time.monotonic() + grace
             log.info(

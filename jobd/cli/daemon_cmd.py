@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from jobd.cli.context import Context, pass_ctx
+from jobd.model import Config
 from jobd.store import mask_url
 
 
@@ -27,24 +30,35 @@ def run(ctx: Context, once: bool, log_level: str, log_format: str) -> None:
     Example:
       jobd run --config contrib/examples/jobd.toml
     """
-    from jobd.log import setup_logging
+    from jobd.log import add_secrets, add_store_url, setup_logging
 
     setup_logging(log_format, log_level)
     config = ctx.config
+    add_store_url(ctx.store_url)
+    add_secrets(value for spec in config.jobs.values() for value in spec.env.values())
     store = ctx.store
     report = store.apply_config(config, store.now())
-    click.echo(
-        f"jobd: store {mask_url(ctx.store_url)}: {len(config.jobs)} jobs "
-        f"({len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.removed)} removed)",
-        err=True,
+    logging.getLogger("jobd").info(
+        "config %s applied to store %s: %d jobs (%d added, %d updated, %d removed)",
+        config.path,
+        mask_url(ctx.store_url),
+        len(config.jobs),
+        len(report.added),
+        len(report.updated),
+        len(report.removed),
+        extra={"action": "config.apply"},
     )
     if once:
         return
     from jobd.daemon import serve
     from jobd.paths import load_config
 
-    serve(config, store, reload_config=lambda: load_config(ctx.config_path))
+    def reload_config() -> Config:
+        fresh = load_config(ctx.config_path)
+        add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
+        return fresh
+
+    serve(config, store, reload_config=reload_config)
 
 
 COMMANDS = [run]
