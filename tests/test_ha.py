@@ -1,0 +1,227 @@
+"""Several daemons, one store: exactly one fires each slot, all of them execute
+work, and killing, pausing or disconnecting any of them loses nothing.
+
+Real `jobd run` processes on a real PostgreSQL (and a smaller set on SQLite).
+Each PostgreSQL test gets its own login role and schema, so it can terminate
+its own daemons' connections without touching anyone else's.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.cluster import assert_every_slot_once, cluster, config, slot_rows
+from tests.conftest import POSTGRES_DSN, wait_for
+
+pytestmark = pytest.mark.slow
+
+TICK_JOB = """
+[jobs.tick]
+schedule = "* * * * * *"
+shell = "sleep 0.2"
+overlap = "allow"
+catchup = "all"
+"""
+
+
+@dataclass
+class PgTarget:
+    url: str
+    role: str
+    admin: Any
+
+    def terminate(self, application: str = "jobd%") -> int:
+        """End every connection this test's daemons hold; returns how many."""
+        with self.admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE usename = %s AND application_name LIKE %s",
+                (self.role, application),
+            )
+            return int(cur.fetchone()[0])
+
+    def connections(self, application: str) -> int:
+        with self.admin.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE usename = %s AND application_name = %s",
+                (self.role, application),
+            )
+            return int(cur.fetchone()[0])
+
+
+@pytest.fixture
+def pg(postgres_admin: Any) -> Iterator[PgTarget]:
+    name = f"jobd_ha_{uuid.uuid4().hex[:10]}"
+    with postgres_admin.cursor() as cur:
+        cur.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'pw-{name}'")
+        cur.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+    parts = urlsplit(POSTGRES_DSN)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    sep = "&" if parts.query else ""
+    url = urlunsplit(
+        parts._replace(
+            netloc=f"{name}:pw-{name}@{host}",
+            query=f"{parts.query}{sep}options=-csearch_path%3D{name}",
+        )
+    )
+    target = PgTarget(url, name, postgres_admin)
+    yield target
+    with postgres_admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        cur.execute(f"DROP SCHEMA {name} CASCADE")
+        cur.execute(f"DROP ROLE {name}")
+
+
+def test_three_daemons_fire_every_slot_once_and_survive_a_killed_leader(
+    pg: PgTarget, tmp_path: Path
+) -> None:
+    jobs = (
+        TICK_JOB
+        + """
+[jobs.long]
+shell = 'if [ "$JOBD_ATTEMPT" = 1 ]; then sleep 20; fi'
+retries = 1
+retry_delay = "100ms"
+"""
+    )
+    with cluster(tmp_path, pg.url, config(pg.url, jobs, lease_ttl="5s")) as group:
+        first = group.start()
+        assert group.wait_leader() is first
+        # The leader is the only daemon yet, so it runs the long job.
+        long_id = group.store.enqueue(_manual("long", group.store))
+        wait_for(lambda: group.store.execution(long_id).status == "running")
+        group.start()
+        group.start()
+        start = group.store.now()
+        time.sleep(6)
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        old_epoch = group.store.lease()["epoch"]
+
+        def new_fire() -> bool:
+            return any((r.epoch or 0) > old_epoch for r in slot_rows(group.store, "tick"))
+
+        wait_for(new_fire, timeout=10, interval=0.02)
+        failover = time.monotonic() - killed_at
+        print(f"failover {failover:.2f}s")
+        assert failover < 6.0, f"the next fire came {failover:.1f}s after the leader died"
+        second = group.wait_leader()
+        assert second is not first
+        abandoned = wait_for(lambda: _abandoned(group.store, long_id), timeout=10)
+        assert first_instance(group, first) in abandoned.error
+        retry = wait_for(
+            lambda: next((r for r in group.store.executions(job="long") if r.retry_of), None)
+        )
+        assert retry.attempt == 2
+        wait_for(lambda: group.store.execution(retry.id).status == "succeeded", timeout=10)
+        time.sleep(8)
+        end = group.store.now() - timedelta(seconds=2)
+        assert_every_slot_once(slot_rows(group.store, "tick"), start, end)
+
+
+def first_instance(group: Any, proc: Any) -> str:
+    return next(i["id"] for i in group.store.instances() if i["pid"] == proc.pid)
+
+
+def _abandoned(store: Any, run_id: int) -> Any:
+    run = store.execution(run_id)
+    return run if run.status == "abandoned" else None
+
+
+def _manual(job: str, store: Any) -> Any:
+    from jobd.model import NewRun, Trigger
+
+    return NewRun(job=job, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by="test")
+
+
+def test_a_paused_leader_resumes_without_writing_a_stale_fire(pg: PgTarget, tmp_path: Path) -> None:
+    ttl = 3.0
+    with cluster(tmp_path, pg.url, config(pg.url, TICK_JOB, lease_ttl="3s")) as group:
+        first = group.start()
+        assert group.wait_leader() is first
+        group.start()
+        start = group.store.now()
+        time.sleep(3)
+        first.signal(signal.SIGSTOP)
+        old_epoch = group.store.lease()["epoch"]
+        second = group.wait_leader(timeout=10, other_than=first)
+        time.sleep(max(0.0, 2 * ttl - 2))
+        first.signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        wait_for(lambda: "stepping down" in first.text() or "lease" in first.text(), timeout=10)
+        time.sleep(4)
+        assert group.leader() is second
+        end = group.store.now() - timedelta(seconds=2)
+        rows = slot_rows(group.store, "tick")
+        assert_every_slot_once(rows, start, end)
+        # Fires are fenced: in commit order, the epoch never goes back.
+        by_id = sorted(rows, key=lambda r: r.id)
+        epochs = [r.epoch for r in by_id]
+        assert epochs == sorted(epochs), epochs
+        assert {r.epoch for r in rows} >= {old_epoch, old_epoch + 1}
+        assert time.monotonic() - resumed >= 4
+
+
+EXACTLY_ONCE_JOB = """
+[jobs.append]
+shell = 'echo "$JOBD_EXECUTION_ID" >> "{path}"'
+overlap = "allow"
+"""
+
+
+def _trigger_concurrently(url: str, job: str, threads: int, each: int) -> list[int]:
+    """`threads` writers, each with its own store connection, `each` triggers apiece."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobd.store import open_store
+
+    def writer(_: int) -> list[int]:
+        store = open_store(url)
+        try:
+            return [store.enqueue(_manual(job, store)) for _ in range(each)]
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(threads) as pool:
+        return [run_id for ids in pool.map(writer, range(threads)) for run_id in ids]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_manual_triggers_run_exactly_once_across_daemons(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = (
+        request.getfixturevalue("pg").url
+        if backend == "postgresql"
+        else (f"sqlite:///{tmp_path / 'jobd.db'}")
+    )
+    out = tmp_path / "ran.txt"
+    jobs = EXACTLY_ONCE_JOB.format(path=out)
+    with cluster(tmp_path, url, config(url, jobs, max_concurrent=3)) as group:
+        group.start()
+        group.start()
+        ids = _trigger_concurrently(url, "append", threads=10, each=10)
+        assert len(set(ids)) == 100
+
+        def all_done() -> bool:
+            runs = group.store.executions(job="append", limit=None)
+            return len(runs) == 100 and all(r.status == "succeeded" for r in runs)
+
+        wait_for(all_done, timeout=60, interval=0.2)
+        lines = out.read_text().split()
+        assert sorted(map(int, lines)) == sorted(ids), "a run was executed twice or never"
+        ran_on = {r.instance for r in group.store.executions(job="append", limit=None)}
+        assert len(ran_on) == 2, "both daemons should share the work"
