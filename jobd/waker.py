@@ -45,6 +45,7 @@ class Waker:
         self._socket: socket.socket | None = None
         self._socket_path: str | None = None
         self._listen_conn: Any = None
+        self._listen_fd: int | None = None
         self._old_wakeup_fd: int | None = None
 
     def install_signal_wakeup(self) -> None:
@@ -74,12 +75,17 @@ class Waker:
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
         self._listen_conn = conn
-        self.selector.register(conn.fileno(), selectors.EVENT_READ, "listen")
+        # Remembered: once the server has dropped the connection, conn.fileno() raises,
+        # and a stale registration would refuse the next connection's (reused) fd.
+        self._listen_fd = conn.fileno()
+        self.selector.register(self._listen_fd, selectors.EVENT_READ, "listen")
 
     def unlisten(self) -> None:
+        if self._listen_fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(self._listen_fd)
+            self._listen_fd = None
         if self._listen_conn is not None:
-            with contextlib.suppress(Exception):
-                self.selector.unregister(self._listen_conn.fileno())
             with contextlib.suppress(Exception):
                 self._listen_conn.close()
             self._listen_conn = None
