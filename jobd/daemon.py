@@ -83,6 +83,9 @@ class Daemon:
         self.housekeeping = schedule.Scheduler()
         self.backoff = Backoff(config.settings.max_backoff)
         self.store_ok = True
+        self._listen_backoff = Backoff(config.settings.max_backoff)
+        self._listen_retry_at = 0.0
+        self._listened = False
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
         self._status_text = ""
@@ -175,12 +178,30 @@ class Daemon:
             extra={"action": "daemon.start"},
         )
 
-    def _listen(self) -> None:
-        if self.store.backend == "postgresql" and not self.waker.listening:
-            try:
-                self.waker.listen_postgres(self.store.url)
-            except Exception as exc:
-                log.warning("cannot LISTEN for wake-ups: %s", exc, extra={"action": "store.listen"})
+    def _listen(self) -> bool:
+        """(Re)open the LISTEN connection when it is gone; True when it was just opened.
+
+        The store's own connection reconnects transparently, so a terminated LISTEN
+        connection must be noticed here, not only after a failed tick."""
+        if self.store.backend != "postgresql" or self.waker.listening:
+            return False
+        if time.monotonic() < self._listen_retry_at:
+            return False
+        try:
+            self.waker.listen_postgres(self.store.url)
+        except Exception as exc:
+            if self._listen_backoff.current == 0:
+                log.warning(
+                    "cannot LISTEN for wake-ups (%s); retrying with back-off",
+                    _one_line(exc),
+                    extra={"action": "store.listen"},
+                )
+            self._listen_retry_at = time.monotonic() + self._listen_backoff.next()
+            return False
+        if self._listen_backoff.reset() or self._listened:
+            log.info("listening for wake-ups again", extra={"action": "store.listen"})
+        self._listened = True
+        return True
 
     def run(self) -> int:
         self.flags.install()
@@ -233,7 +254,8 @@ class Daemon:
         if self.backoff.reset():
             log.info("store available again", extra={"action": "store.up"})
             self.store_ok = True
-            self._listen()
+        if self._listen():
+            return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout
 
     def tick(self, now: datetime) -> float:

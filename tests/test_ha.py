@@ -175,6 +175,28 @@ def test_a_paused_leader_resumes_without_writing_a_stale_fire(pg: PgTarget, tmp_
         assert time.monotonic() - resumed >= 4
 
 
+def test_daemons_recover_when_their_connections_are_terminated(
+    pg: PgTarget, tmp_path: Path
+) -> None:
+    with cluster(tmp_path, pg.url, config(pg.url, TICK_JOB, lease_ttl="3s")) as group:
+        for _ in range(3):
+            group.start()
+        group.wait_leader()
+        wait_for(lambda: pg.connections("jobd-listen") == 3)
+        start = group.store.now()
+        for _ in range(3):
+            time.sleep(2)
+            assert pg.terminate() >= 3
+        # Everyone is back: leading, listening, firing every slot.
+        wait_for(lambda: pg.connections("jobd-listen") == 3, timeout=15)
+        wait_for(lambda: pg.connections("jobd") == 3, timeout=15)
+        group.wait_leader()
+        time.sleep(4)
+        end = group.store.now() - timedelta(seconds=2)
+        assert_every_slot_once(slot_rows(group.store, "tick"), start, end)
+        assert all(p.alive() for p in group.procs)
+
+
 EXACTLY_ONCE_JOB = """
 [jobs.append]
 shell = 'echo "$JOBD_EXECUTION_ID" >> "{path}"'
