@@ -72,7 +72,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue(f"{request.param}_url")
+    return request.getfixturevalue({"postgresql": "postgres_url"}.get(request.param, "sqlite_url"))
 
 
 @pytest.fixture
