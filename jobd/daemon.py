@@ -73,7 +73,7 @@ class Daemon:
         self.config = config
         self.store = store
         self.reload_config = reload_config
-        self.clock = clock or Clock()
+        self.clock = clock or Clock.from_env()
         self.host = socket.gethostname()
         self.instance = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.waker = Waker()
