@@ -25,7 +25,7 @@ from jobd import __version__
 from jobd.clock import Clock
 from jobd.errors import ConfigError
 from jobd.executor import Executor
-from jobd.leader import LeaderGuard
+from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
@@ -35,7 +35,7 @@ from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decisio
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
-from jobd.store.store import LeaseLost
+from jobd.store.lease import LeaseLost
 from jobd.waker import Waker
 
 log = logging.getLogger("jobd")
@@ -43,7 +43,7 @@ log = logging.getLogger("jobd")
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
-STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
+STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
 
 
 class Backoff:
@@ -103,7 +103,9 @@ class Daemon:
                 )
             return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
         s = self.config.settings
-        return TableLeader(self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew)
+        return TableLeader(
+            self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock
+        )
 
     def _setup_housekeeping(self) -> None:
         ttl = self.config.settings.lease_ttl
@@ -267,19 +269,27 @@ class Daemon:
             self.leader.poll()
         stopping = self.flags.stop_requests > 0
         more_due = False
-        if self.leader.leading and not stopping:
-            more_due = self.fire_due(now)
+        term = None if stopping else self.leader.term()
+        if term is not None:
+            try:
+                more_due = self.fire_due(now, term)
+            except LeaseLost as exc:
+                # Paused or cut off past the lease, and someone else leads now:
+                # nothing was written, and the new leader fires these slots.
+                self.leader.step_down(f"a newer leader took over ({exc})")
         self.executor.check_cancels()
         if not stopping:
             self._claim()
         return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
 
-    def fire_due(self, now: datetime) -> bool:
-        """Turn due slots into runs, exactly once per slot. True when more may be due."""
+    def fire_due(self, now: datetime, term: Term) -> bool:
+        """Turn due slots into runs, exactly once per slot. True when more may be due.
+
+        The write is fenced by `term`'s epoch: LeaseLost when a newer leader exists."""
         due = self.store.due_jobs(now, DUE_BATCH)
         if not due:
             return False
-        since = self.leader.since or now
+        since = term.since
         active = self.store.active_jobs([r.name for r in due])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
@@ -311,7 +321,7 @@ class Daemon:
                 is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
-        inserted = self.store.record_fires(runs, advances, replace, epoch=self.leader.epoch)
+        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
         log.debug(
             "fired %d slots of %d due jobs (%d new rows)",
             len(runs),

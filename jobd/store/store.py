@@ -31,18 +31,14 @@ from jobd.model import (
     Trigger,
 )
 from jobd.store.connect import backend_of, connect, mask_url
+from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
-LEASE_NAME = "scheduler"
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
-
-
-class LeaseLost(Exception):
-    """The fencing check failed: a newer leader exists, so this write must not happen."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +78,7 @@ def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:
     return parse_schedule(spec.schedule).next_after(now, ZoneInfo(spec.timezone))
 
 
-class Store:
+class Store(LeaseOps):
     def __init__(self, db: pw.Database, url: str) -> None:
         self.db = db
         self.url = url
@@ -276,7 +272,7 @@ class Store:
         now = self.now()
         with self.db.atomic():
             if epoch is not None:
-                self._check_epoch(epoch)
+                self.check_epoch(epoch)
             inserted = 0
             rows = [self._run_row(run, now, epoch) for run in runs]
             for start in range(0, len(rows), 500):
@@ -335,78 +331,6 @@ class Store:
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
-
-    # -- leader lease ------------------------------------------------------------
-
-    def _db_now_sql(self) -> str:
-        if self.backend == "postgresql":
-            return "(now() AT TIME ZONE 'utc')"
-        return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-
-    def acquire_lease(self, holder: str, host: str, ttl: float) -> tuple[int, datetime] | None:
-        """Take the lease if it is free or expired, or renew it if we hold it, by the
-        database's clock in one statement. Returns (epoch, db now) or None."""
-        p = "%s" if self.backend == "postgresql" else "?"
-        now_sql = self._db_now_sql()
-        expires_sql = (
-            f"({now_sql} + {p} * interval '1 second')"
-            if self.backend == "postgresql"
-            else f"strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || {p} || ' seconds')"
-        )
-        with self.db.atomic():
-            self.m.Lease.insert(name=LEASE_NAME, epoch=0).on_conflict_ignore().execute()
-            cursor = self.db.execute_sql(
-                f"UPDATE leader_lease SET "
-                f"epoch = CASE WHEN holder = {p} THEN epoch ELSE epoch + 1 END, "
-                f"acquired_at = CASE WHEN holder = {p} THEN acquired_at ELSE {now_sql} END, "
-                f"holder = {p}, host = {p}, expires_at = {expires_sql} "
-                f"WHERE name = {p} AND (holder = {p} OR holder IS NULL OR expires_at < {now_sql}) "
-                f"RETURNING epoch, {now_sql}",
-                (
-                    holder,
-                    holder,
-                    holder,
-                    host,
-                    f"{ttl:.3f}" if self.backend == "sqlite" else ttl,
-                    LEASE_NAME,
-                    holder,
-                ),
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        moment = from_db(row[1])
-        assert moment is not None
-        return int(row[0]), moment
-
-    def release_lease(self, holder: str) -> None:
-        Lease = self.m.Lease
-        Lease.update(holder=None, expires_at=None).where(
-            Lease.name == LEASE_NAME, Lease.holder == holder
-        ).execute()
-
-    def lease(self) -> dict[str, Any] | None:
-        row = self.m.Lease.get_or_none(self.m.Lease.name == LEASE_NAME)
-        if row is None:
-            return None
-        return {
-            "holder": row.holder,
-            "host": row.host,
-            "epoch": row.epoch,
-            "acquired_at": from_db(row.acquired_at),
-            "expires_at": from_db(row.expires_at),
-        }
-
-    def _check_epoch(self, epoch: int) -> None:
-        p = "%s" if self.backend == "postgresql" else "?"
-        lock = " FOR UPDATE" if self.backend == "postgresql" else ""
-        row = self.db.execute_sql(
-            f"SELECT epoch, expires_at > {self._db_now_sql()} FROM leader_lease "
-            f"WHERE name = {p}{lock}",
-            (LEASE_NAME,),
-        ).fetchone()
-        if row is None or int(row[0]) != epoch or not row[1]:
-            raise LeaseLost(f"lease epoch {epoch} is no longer current")
 
     # -- executions ----------------------------------------------------------
 
@@ -818,4 +742,12 @@ def open_store(url: str, migrate_schema: bool = True) -> Store:
     return store
 
 
-__all__ = ["STORE_ERRORS", "ApplyReport", "JobRecord", "Store", "open_store"]
+__all__ = [
+    "STORE_ERRORS",
+    "ApplyReport",
+    "JobRecord",
+    "LeaseLost",
+    "LeaseState",
+    "Store",
+    "open_store",
+]
