@@ -485,6 +485,24 @@ class Store(LeaseOps):
         query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
         return {row.id for row in query}
 
+    def runs_to_stop(self, instance: str, run_ids: Sequence[int]) -> dict[int, str]:
+        """Of the runs `instance` is executing, those it must stop, with the reason:
+        a cancel was requested, or another instance already settled the run (marked
+        it abandoned while this one was paused or cut off) and may be retrying it."""
+        if not run_ids:
+            return {}
+        E = self.m.Execution
+        rows = E.select(E.id, E.status, E.instance, E.cancel_requested).where(
+            E.id.in_(list(run_ids))
+        )
+        stop: dict[int, str] = {}
+        for row in rows:
+            if row.status != Status.RUNNING or row.instance != instance:
+                stop[row.id] = f"stopped: the store already has this run as {row.status}"
+            elif row.cancel_requested:
+                stop[row.id] = "cancelled by request"
+        return stop
+
     def finish(
         self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
     ) -> bool:
