@@ -263,3 +263,26 @@ def test_manual_triggers_run_exactly_once_across_daemons(
         assert sorted(map(int, lines)) == sorted(ids), "a run was executed twice or never"
         ran_on = {r.instance for r in group.store.executions(job="append", limit=None)}
         assert len(ran_on) == 2, "both daemons should share the work"
+
+
+def test_a_busy_leader_wakes_the_others_to_run_what_it_fires(tmp_path: Path) -> None:
+    """SQLite with the file lock: the standby sleeps until woken, and the leader,
+    its one slot taken, must wake it when it queues a fire."""
+    url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    jobs = TICK_JOB + '\n[jobs.busy]\nshell = "sleep 8"\n'
+    settings = {"leader": "auto", "lease_ttl": "30s", "max_concurrent": 1}
+    with cluster(tmp_path, url, config(url, jobs, **settings)) as group:
+        leader = group.start()
+        busy = group.store.enqueue(_manual("busy", group.store))
+        wait_for(lambda: group.store.execution(busy).status == "running")
+        assert group.store.execution(busy).instance == group.instance_of(leader)
+        helper = group.start()
+        helper_id = group.instance_of(helper)
+        time.sleep(4)
+        late = [
+            (r.started_at - r.scheduled_for).total_seconds()
+            for r in slot_rows(group.store, "tick")
+            if r.instance == helper_id and r.started_at is not None
+        ]
+        assert len(late) >= 3
+        assert max(late) < 1.0, late

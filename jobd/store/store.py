@@ -267,7 +267,10 @@ class Store(LeaseOps):
         epoch: int | None = None,
     ) -> int:
         """Insert fired runs (a slot already recorded is ignored) and move each job's
-        next fire, in one transaction. Returns the number of rows inserted."""
+        next fire, in one transaction. Returns the number of rows inserted.
+
+        With an `epoch`, the write happens only while that lease term is current
+        (LeaseLost otherwise). Other daemons are woken to share the new runs."""
         E, Job = self.m.Execution, self.m.Job
         now = self.now()
         with self.db.atomic():
@@ -286,6 +289,11 @@ class Store(LeaseOps):
                 E.update(cancel_requested=True).where(
                     E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
                 ).execute()
+            queued = any(not run.status.final for run in runs)
+            if inserted and queued:
+                self._wake_in_transaction()
+        if inserted and queued:
+            self._wake_after_commit()
         return inserted
 
     def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> dict[str, Any]:
@@ -325,6 +333,16 @@ class Store(LeaseOps):
         """Tell running daemons that there is new work, so they need not poll."""
         if self.backend == "postgresql":
             self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+            return
+        self._wake_after_commit()
+
+    def _wake_in_transaction(self) -> None:
+        """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits."""
+        if self.backend == "postgresql":
+            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+
+    def _wake_after_commit(self) -> None:
+        if self.backend == "postgresql":
             return
         from jobd.waker import poke_all
 
@@ -620,6 +638,7 @@ class Store(LeaseOps):
             )
             rows = list(E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)))
             lost: list[Run] = []
+            queued = False
             for row in rows:
                 run = self._run(row)
                 instance = self.m.Instance.get_or_none(I.id == run.instance)
@@ -644,11 +663,16 @@ class Store(LeaseOps):
                 spec = JobSpec.from_json(job_row.spec) if job_row else None
                 for follow in follow_ups(run, outcome, spec):
                     E.insert(self._run_row(follow, now)).execute()
+                    queued = True
                 lost.append(run)
             if dead_instances:
                 I.update(stopped_at=to_db(now), role="stopped", running=0).where(
                     I.id.in_(list(dead_instances)), I.stopped_at.is_null()
                 ).execute()
+            if queued:
+                self._wake_in_transaction()
+        if queued:
+            self._wake_after_commit()
         return lost
 
     def record_progress(
@@ -684,6 +708,11 @@ class Store(LeaseOps):
                 for follow in follows:
                     E.insert(self._run_row(follow, now)).execute()
                 applied.append(True)
+            queued = any(ok and f[3] for ok, f in zip(applied, finishes, strict=True))
+            if queued:
+                self._wake_in_transaction()
+        if queued:
+            self._wake_after_commit()
         return applied
 
     def next_queued_at(self) -> datetime | None:
