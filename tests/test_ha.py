@@ -8,6 +8,7 @@ its own daemons' connections without touching anyone else's.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 import uuid
@@ -263,6 +264,51 @@ def test_manual_triggers_run_exactly_once_across_daemons(
         assert sorted(map(int, lines)) == sorted(ids), "a run was executed twice or never"
         ran_on = {r.instance for r in group.store.executions(job="append", limit=None)}
         assert len(ran_on) == 2, "both daemons should share the work"
+
+
+EXCLUSIVE_JOB = """
+[jobs.one_at_a_time]
+shell = "sleep 0.3"
+overlap = "queue"
+"""
+
+
+def test_overlap_queue_is_exclusive_across_daemons_and_a_failover(
+    pg: PgTarget, tmp_path: Path
+) -> None:
+    jobs = EXCLUSIVE_JOB + '\n[jobs.hold]\nshell = "sleep 15"\noverlap = "skip"\n'
+    with cluster(tmp_path, pg.url, config(pg.url, jobs, max_concurrent=4)) as group:
+        first = group.start()
+        group.wait_leader()
+        held = group.store.enqueue(_manual("hold", group.store))
+        wait_for(lambda: group.store.execution(held).status == "running")
+        group.start()
+        group.start()
+        # Waits for the held run, even though two idle daemons could start it.
+        waiting = group.store.enqueue(_manual("hold", group.store))
+        first.signal(signal.SIGKILL)
+        ids = _trigger_concurrently(group.url, "one_at_a_time", threads=4, each=3)
+        wait_for(lambda: _abandoned(group.store, held), timeout=15)
+
+        def settled(job: str, count: int) -> list[Any] | None:
+            runs = group.store.executions(job=job, limit=None)
+            done = [r for r in runs if r.status not in ("queued", "running")]
+            return done if len(done) == count else None
+
+        done = wait_for(lambda: settled("one_at_a_time", len(ids)), timeout=30, interval=0.2)
+        assert {r.status for r in done} == {"succeeded"}
+        _assert_one_at_a_time(done)
+        assert group.store.execution(waiting).status == "running"
+        hold_runs = [r for r in group.store.executions(job="hold", limit=None) if r.started_at]
+        _assert_one_at_a_time(hold_runs)
+
+
+def _assert_one_at_a_time(runs: list[Any]) -> None:
+    """By the store's clock, each run starts only after the previous one ended."""
+    ordered = sorted(runs, key=lambda r: r.started_at)
+    for before, after in itertools.pairwise(ordered):
+        assert before.finished_at is not None
+        assert after.started_at >= before.finished_at, (before, after)
 
 
 def test_a_busy_leader_wakes_the_others_to_run_what_it_fires(tmp_path: Path) -> None:

@@ -132,9 +132,14 @@ class LeaseOps:
         """Inside a write transaction: raise LeaseLost unless `epoch` is current and
         unexpired. On PostgreSQL the row lock makes a concurrent takeover wait for
         this transaction (or this check wait for the takeover, and then fail)."""
-        lock = " FOR UPDATE" if self.backend == "postgresql" else ""
+        if self.backend == "postgresql":
+            # clock_timestamp(): judged when the row lock is ours, not when the
+            # transaction began.
+            lock, now_sql = " FOR UPDATE", "(clock_timestamp() AT TIME ZONE 'utc')"
+        else:
+            lock, now_sql = "", self._db_now_sql()
         row = self.db.execute_sql(
-            f"SELECT epoch, expires_at > {self._db_now_sql()} FROM leader_lease "
+            f"SELECT epoch, expires_at > {now_sql} FROM leader_lease "
             f"WHERE name = {self._p()}{lock}",
             (LEASE_NAME,),
         ).fetchone()

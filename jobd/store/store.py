@@ -108,9 +108,13 @@ class Store(LeaseOps):
             yield
 
     def now(self) -> datetime:
-        """The database's clock, aware UTC: the one clock all hosts share."""
+        """The database's clock, aware UTC: the one clock all hosts share.
+
+        On PostgreSQL this is clock_timestamp(), not now(): now() is frozen at the
+        start of the transaction, so a claim that waited for a lock would record
+        a start before the end of the run it waited for."""
         if self.backend == "postgresql":
-            value = self.db.execute_sql("SELECT now() AT TIME ZONE 'utc'").fetchone()[0]
+            value = self.db.execute_sql("SELECT clock_timestamp() AT TIME ZONE 'utc'").fetchone()[0]
         else:
             value = self.db.execute_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").fetchone()[0]
         moment = from_db(value)
@@ -445,10 +449,11 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
+            started = self.now() if now is None else moment  # after any lock wait
             for cand in chosen:
                 E.update(
                     status=Status.RUNNING,
-                    started_at=to_db(moment),
+                    started_at=to_db(started),
                     instance=instance,
                     host=host,
                     config_hash=cand["config_hash"],
