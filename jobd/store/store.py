@@ -285,7 +285,9 @@ class Store(LeaseOps):
             for start in range(0, len(rows), 500):
                 batch = rows[start : start + 500]
                 inserted += E.insert_many(batch).on_conflict_ignore().as_rowcount().execute()
-            for name, (next_fire, last_fire) in advances.items():
+            # Job rows are locked in name order, as claim() locks them: two
+            # transactions taking the same rows in different orders deadlock.
+            for name, (next_fire, last_fire) in sorted(advances.items()):
                 Job.update(next_fire_at=to_db(next_fire), last_fire_at=to_db(last_fire)).where(
                     Job.name == name
                 ).execute()
@@ -641,7 +643,9 @@ class Store(LeaseOps):
                 I.heartbeat_at >= cutoff,
                 I.id.not_in(list(dead_instances) or [""]),
             )
-            rows = list(E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)))
+            rows = list(
+                E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)).order_by(E.id)
+            )
             lost: list[Run] = []
             queued = False
             for row in rows:
