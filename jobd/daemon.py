@@ -111,7 +111,9 @@ class Daemon:
         ttl = self.config.settings.lease_ttl
         self.housekeeping.clear()
         self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
-        self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+        # An instance is lost after lease_ttl of silence; looking often keeps the
+        # abandoned marking close to that, at one cheap query per look.
+        self.housekeeping.every(max(0.5, ttl / 5)).seconds.do(self._reap)
 
     def _heartbeat(self) -> None:
         role = "leader" if self.leader.leading else "standby"
