@@ -266,6 +266,27 @@ def test_manual_triggers_run_exactly_once_across_daemons(
         assert len(ran_on) == 2, "both daemons should share the work"
 
 
+def test_a_host_with_a_wrong_clock_warns_and_refuses_to_lead(pg: PgTarget, tmp_path: Path) -> None:
+    with cluster(tmp_path, pg.url, config(pg.url, TICK_JOB, max_clock_skew="30s")) as group:
+        far = group.start(env={"JOBD_TEST_CLOCK_OFFSET": "40"})
+        wait_for(lambda: "refusing to lead" in far.text())
+        near = group.start(env={"JOBD_TEST_CLOCK_OFFSET": "-5"})
+        wait_for(lambda: "differs from the store's by -5" in near.text())
+        # The far-off host never took the lease, not even while it was free.
+        assert group.wait_leader() is near
+        assert group.store.lease()["epoch"] == 1
+
+        def skews() -> dict[str, float] | None:
+            found = {i["id"]: i["clock_skew"] for i in group.store.instances()}
+            return found if None not in found.values() else None
+
+        recorded = wait_for(skews)
+        assert recorded[group.instance_of(far)] == pytest.approx(40, abs=1)
+        assert recorded[group.instance_of(near)] == pytest.approx(-5, abs=1)
+        wait_for(lambda: len(slot_rows(group.store, "tick")) >= 2)
+        assert {r.epoch for r in slot_rows(group.store, "tick")} == {1}
+
+
 EXCLUSIVE_JOB = """
 [jobs.one_at_a_time]
 shell = "sleep 0.3"
@@ -309,6 +330,26 @@ def _assert_one_at_a_time(runs: list[Any]) -> None:
     for before, after in itertools.pairwise(ordered):
         assert before.finished_at is not None
         assert after.started_at >= before.finished_at, (before, after)
+
+
+def test_sqlite_table_lease_fires_every_slot_once_through_a_killed_leader(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    with cluster(tmp_path, url, config(url, TICK_JOB, lease_ttl="3s")) as group:
+        first = group.start()
+        assert group.wait_leader() is first
+        group.start()
+        start = group.store.now()
+        wait_for(lambda: len(slot_rows(group.store, "tick")) >= 3)
+        first.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        group.wait_leader(timeout=10, other_than=first)
+        assert time.monotonic() - killed < 3 + 1.5
+        time.sleep(3)
+        end = group.store.now() - timedelta(seconds=2)
+        rows = slot_rows(group.store, "tick")
+        assert_every_slot_once(rows, start, end)
+        epochs = [r.epoch for r in sorted(rows, key=lambda r: r.id)]
+        assert epochs == sorted(epochs) and len(set(epochs)) == 2
 
 
 def test_a_busy_leader_wakes_the_others_to_run_what_it_fires(tmp_path: Path) -> None:
