@@ -8,8 +8,14 @@ its own daemons' connections without touching anyone else's.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import shutil
 import signal
+import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -373,3 +379,118 @@ def test_a_busy_leader_wakes_the_others_to_run_what_it_fires(tmp_path: Path) -> 
         ]
         assert len(late) >= 3
         assert max(late) < 1.0, late
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class ThrowawayServer:
+    """A PostgreSQL cluster of our own, on a spare port, that we may stop and start."""
+
+    data: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data.parent} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.ctl("-o", options, "-l", str(self.data.parent / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        self.ctl("-m", "fast", "-w", "stop")
+
+    def connections(self, application: str) -> int:
+        import psycopg2
+
+        with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application,)
+            )
+            return int(cur.fetchone()[0])
+
+
+@pytest.fixture
+def throwaway_server() -> Iterator[ThrowawayServer]:
+    if os.geteuid() != 0 or not (PG_BIN / "initdb").exists():
+        pytest.skip("needs root and PostgreSQL 15's initdb to run a server of its own")
+    top = Path(tempfile.mkdtemp(prefix="jobd-pg-"))
+    shutil.chown(top, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThrowawayServer(top / "data", port)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(server.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_daemons_ride_out_a_server_restart(
+    throwaway_server: ThrowawayServer, tmp_path: Path
+) -> None:
+    server = throwaway_server
+    url = server.url
+    with cluster(tmp_path, url, config(url, TICK_JOB, lease_ttl="3s")) as group:
+        leader = group.start()
+        assert group.wait_leader() is leader
+        group.start()
+        start = group.store.now()
+        wait_for(lambda: len(slot_rows(group.store, "tick")) >= 2)
+        group.store.close()
+        server.stop()
+        # Cut off, the leader stops leading on its own clock; nobody starts runs.
+        wait_for(lambda: "stepping down" in leader.text(), timeout=10)
+        time.sleep(2)
+        server.start()
+        for proc in group.procs:
+            wait_for(lambda p=proc: "store available again" in p.text(), timeout=20)
+        assert leader.text().index("stepping down") < leader.text().index("store available again")
+        wait_for(lambda: server.connections("jobd-listen") == 2, timeout=20)
+        group.wait_leader()
+        time.sleep(3)
+        end = group.store.now() - timedelta(seconds=2)
+        # catchup = "all": the slots that fell due while the server was down fire too.
+        assert_every_slot_once(slot_rows(group.store, "tick"), start, end)
+        assert all(p.alive() for p in group.procs)
