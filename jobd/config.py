@@ -42,6 +42,7 @@ KIND_KEYS = tuple(kind.value for kind in JobKind)
 JOB_KEYS = (
     "description",
     "schedule",
+    "timezone",
     *KIND_KEYS,
     "timeout",
     "retries",
