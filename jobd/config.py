@@ -18,9 +18,10 @@ from jobd.durations import DurationError, parse_duration
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings
 
-JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-CALL_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Used with fullmatch: with match, `$` also accepts a trailing newline ("a\n").
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TOP_KEYS = ("jobd", "jobs")
 SETTINGS_KEYS = (
@@ -84,7 +85,7 @@ def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, s
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
-        if not JOB_NAME.match(name):
+        if not JOB_NAME.fullmatch(name):
             raise ConfigError(
                 "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
                 file=file,
@@ -135,7 +136,7 @@ def parse_job(
             raise ConfigError("must not be empty", file=file, job=name, key="shell")
     else:
         call = f.str("call", required=True) or ""
-        if not CALL_TARGET.match(call):
+        if not CALL_TARGET.fullmatch(call):
             raise ConfigError("expected 'module:function'", file=file, job=name, key="call")
 
     schedule = f.str("schedule")
@@ -158,7 +159,7 @@ def parse_job(
     env = f.str_map("env")
     secret_env = f.str_list("secret_env")
     for key in env:
-        if not ENV_NAME.match(key):
+        if not ENV_NAME.fullmatch(key):
             raise ConfigError(f"invalid variable name {key!r}", file=file, job=name, key="env")
 
     retries = f.int("retries", 0, minimum=0)
