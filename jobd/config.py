@@ -76,6 +76,8 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}", file=file) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("TOML syntax error: nested too deeply", file=file) from None
     return config_from_data(data, file, environ or {})
 
 
@@ -326,6 +328,8 @@ class _Fields:
             seconds = parse_duration(str(value)) if isinstance(value, str) else float(value)
         except DurationError as exc:
             raise self._error(key, str(exc)) from None
+        except OverflowError:  # an int too large for a float
+            raise self._error(key, "must be a finite, non-negative duration") from None
         if seconds < 0 or seconds != seconds or seconds == float("inf"):
             raise self._error(key, "must be a finite, non-negative duration")
         if positive and seconds == 0:
