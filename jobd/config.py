@@ -200,9 +200,13 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     h = _Fields(history, file, None, prefix="jobd.history.")
     timezone = f.str("timezone") or model.DEFAULT_TIMEZONE
     _check_timezone(timezone, file, None, "jobd.timezone")
-    store = environ.get("JOBD_STORE") or f.str("store")
-    if store is not None:
-        _check_store_url(store, file)
+    if environ.get("JOBD_STORE"):
+        store: str | None = environ["JOBD_STORE"]
+        _check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
+    else:
+        store = f.str("store")
+        if store is not None:
+            _check_store_url(store, file, "jobd.store")
     return Settings(
         store=store,
         timezone=timezone,
@@ -223,12 +227,15 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     )
 
 
-def _check_store_url(url: str, file: str) -> None:
-    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
+def _check_store_url(url: str, file: str, key: str) -> None:
+    sqlite_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
+    if sqlite_path == "" or (
+        sqlite_path is None and not url.startswith(("postgresql://", "postgres://"))
+    ):
         raise ConfigError(
             "expected sqlite:////absolute/path.db or postgresql://user@host/db",
             file=file,
-            key="jobd.store",
+            key=key,
         )
 
 
