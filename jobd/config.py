@@ -123,7 +123,10 @@ def parse_job(
     if len(kinds) != 1:
         what = "none" if not kinds else " and ".join(kinds)
         raise ConfigError(
-            f"exactly one of {', '.join(KIND_KEYS)} is required, found {what}", file=file, job=name
+            f"exactly one of {', '.join(KIND_KEYS)} is required, found {what}",
+            file=file,
+            job=name,
+            key=kinds[-1] if kinds else None,  # the one to delete
         )
     kind = JobKind(kinds[0])
     command: tuple[str, ...] = ()
