@@ -18,6 +18,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def test_detach_pidfile_lifecycle(tmp_path: Path) -> None:
     config = tmp_path / "jobd.toml"
     config.write_text(
@@ -27,7 +34,7 @@ def test_detach_pidfile_lifecycle(tmp_path: Path) -> None:
     pidfile = tmp_path / "jobd.pid"
     first = run_jobd("--config", str(config), "run", "--detach", "--pidfile", str(pidfile))
     assert first.returncode == 0, first.stderr
-    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip()))
+    pid = int(wait_for(lambda: _read(pidfile)))
     try:
         assert _alive(pid)
         wait_for(lambda: "started" in (tmp_path / "jobd.log").read_text())
@@ -48,7 +55,15 @@ def test_stale_pidfile_is_taken_over(tmp_path: Path) -> None:
     pidfile.write_text("999999\n")  # no such process
     result = run_jobd("--config", str(config), "run", "--detach", "--pidfile", str(pidfile))
     assert result.returncode == 0, result.stderr
-    pid = int(wait_for(lambda: pidfile.read_text().strip() != "999999" and pidfile.read_text()))
+
+    def new_pid() -> str | None:
+        try:
+            text = pidfile.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return text if text and text != "999999" else None
+
+    pid = int(wait_for(new_pid))
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not _alive(pid))
 

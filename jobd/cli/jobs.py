@@ -142,7 +142,9 @@ def next_cmd(
     if spec is None:
         record = ctx.store.job(name)
         if record is None or record.removed:
-            hint = did_you_mean(name, ctx.config.jobs)
+            # Jobs made with `jobd schedule` live only in the store: suggest them too.
+            names = {*ctx.config.jobs, *(r.name for r in ctx.store.jobs())}
+            hint = did_you_mean(name, sorted(names))
             raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
         spec = record.spec
     if spec.schedule is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +19,11 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 def mask_url(url: str) -> str:
     """The URL with its password replaced, for output and logs."""
     parts = urlsplit(url)
+    if parts.query:
+        # libpq also takes the password as a query parameter.
+        query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
+        parts = parts._replace(query=query)
+        url = urlunsplit(parts)
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)
@@ -99,7 +105,7 @@ def _connect_postgres(url: str) -> pw.Database:
     params = dict(db.connect_params)
     params.setdefault("connect_timeout", 5)
     params.setdefault("application_name", "jobd")
-    db = ReconnectingPostgres(db.database, autorollback=True, **params)
+    db = ReconnectingPostgres(db.database, **params)
     try:
         db.connect(reuse_if_open=True)
     except pw.OperationalError as exc:
