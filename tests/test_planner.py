@@ -213,6 +213,17 @@ def test_dst_fall_back_fold_fires_once_on_the_first_pass() -> None:
     assert plan.next_fire_at.isoformat() == "2026-10-26T01:30:00+00:00"
 
 
+def test_dst_fall_back_catchup_latest_during_the_second_pass() -> None:
+    # Down over 02:30 CEST (00:30Z), back at 02:10 CET (01:10Z): the missed fire is
+    # 40 minutes old, not yesterday's, so catchup = latest must run it.
+    spec = job("30 2 * * *", timezone=BERLIN, catchup=Catchup.LATEST)
+    back = at("2026-10-25T01:10:00Z")
+    plan = plan_job(spec, at("2026-10-25T00:30:00Z"), back, lead_since=back)
+    assert [(f.slot.isoformat(), f.trigger) for f in plan.fires] == [
+        ("2026-10-25T00:30:00+00:00", Trigger.CATCHUP)
+    ]
+
+
 def test_dst_wildcard_hour_fires_on_real_elapsed_time_through_the_fold() -> None:
     spec = job("*/30 * * * *", timezone=BERLIN)
     plan = plan_job(spec, at("2026-10-24T23:30:00Z"), at("2026-10-25T02:10:00Z"), T0)
