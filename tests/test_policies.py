@@ -231,6 +231,14 @@ def test_jitter_is_deterministic_per_job_and_slot() -> None:
     assert jitter_offset(replace(spec, name="other"), NOW) != jitter_offset(spec, NOW)
 
 
+def test_jitter_does_not_depend_on_the_slot_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    spec = job(jitter=60.0)
+    berlin = NOW.astimezone(ZoneInfo("Europe/Berlin"))
+    assert jitter_offset(spec, berlin) == jitter_offset(spec, NOW)
+
+
 @given(
     jitter=st.floats(min_value=0.001, max_value=86_400.0),
     seconds=st.integers(min_value=0, max_value=10 * 365 * 86_400),
