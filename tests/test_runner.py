@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobd import runner
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status, Trigger
-from jobd.runner import READ_CHUNK, Event, RunProcess
+from jobd.runner import READ_CHUNK, Event, OutputTail, RunProcess
 from tests.conftest import wait_for
 from tests.processes import assert_group_gone, group_survivors, wait_dead
 
@@ -202,6 +204,16 @@ def test_secret_env_values_are_masked_in_output() -> None:
     )
     done, _ = execute(spec)
     assert done.log == "token=***\nother=visible\n***\n"
+
+
+def test_secret_cut_by_the_byte_bound_does_not_leak_its_rest() -> None:
+    # The kept window starts inside the secret: its tail must not show either.
+    secret = "SECRET-0123456789abcdefghij"
+    spec = shell(f"printf '{secret}:after'", env={"K": secret}, secret_env=("K",))
+    done, _ = execute(spec, replace(SETTINGS, log_bytes=20))
+    assert done.log is not None
+    assert "abcdefghij" not in done.log
+    assert done.log.endswith(":after")
 
 
 def test_progress_is_reported_while_the_run_goes_on() -> None:
@@ -427,3 +439,36 @@ def test_call_of_a_missing_module_fails(job_module: Path) -> None:
     done, outcome = execute(call("nosuchmodule:run", job_module), base_env=call_env())
     assert outcome.status is Status.FAILED
     assert done.log and "ModuleNotFoundError" in done.log
+
+
+# -- the tail on its own ---------------------------------------------------------------
+
+
+def test_tail_masks_a_secret_split_across_feeds_and_the_trim_point() -> None:
+    secret = "SECRET-0123456789"
+    tail = OutputTail(max_lines=100, max_bytes=16, secrets=(secret,))
+    data = b"a" * 5000 + secret.encode() + b"zz"
+    for i in range(0, len(data), 7):
+        tail.feed(data[i : i + 7])
+    assert tail.total == len(data)
+    assert tail.text() == "***zz"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(["filler", "\n", "x" * 50, "SECRET", "S3CR37-LONGER"])),
+    max_bytes=st.integers(min_value=1, max_value=120),
+    chunk=st.integers(min_value=1, max_value=40),
+)
+def test_tail_never_shows_any_part_of_a_secret(
+    pieces: list[str], max_bytes: int, chunk: int
+) -> None:
+    # Secrets use capitals and digits, the rest of the output never does.
+    tail = OutputTail(max_lines=5, max_bytes=max_bytes, secrets=("SECRET", "S3CR37-LONGER"))
+    data = "".join(pieces).encode()
+    for i in range(0, len(data), chunk):
+        tail.feed(data[i : i + chunk])
+    text = tail.text()
+    assert not set(text) & set("SECRT3-LONGE7")
+    assert len(text.encode()) <= max_bytes + 2  # a cut "***" may stand in for 1 byte
+    assert text.count("\n") <= 5
