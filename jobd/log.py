@@ -1,27 +1,257 @@
-"""Logging setup for the daemon (human lines with a time stamp)."""
+"""The daemon's log lines: human (with or without journald), or ECS JSON; secrets masked.
+
+Records carry their context as `extra={"action": ..., "job": ..., "execution_id": ...,
+"instance": ...}`; every other extra key is printed too. Whatever the format, a
+registered secret (a store password, an env value) never reaches the output.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+import socket
 import sys
-from typing import IO
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+FORMATS = ("human", "json")
+LEVELS = ("debug", "info", "warning", "error")
+CONTEXT_KEYS = ("action", "job", "execution_id", "instance")
+ECS_VERSION = "1.6.0"  # the ecs-logging spec's version, as the reference loggers report it
+MASK = "***"
+
+# Shorter values would blank out every small number and word in the log while
+# protecting nothing a guess would not find; such env values are not secrets.
+MIN_SECRET_LENGTH = 4
+
+_ECS_NAMES = {
+    "action": "event.action",
+    "job": "jobd.job",
+    "execution_id": "jobd.execution_id",
+    "instance": "jobd.instance",
+}
+# Credentials in any URL or DSN, registered or not: scheme://user:PASSWORD@host
+# and libpq's ?password=... / key=value password=... forms.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
+_PARAM_PASSWORD = re.compile(r"(\bpassword=)([^\s&;]+)", re.IGNORECASE)
+# The attributes every LogRecord has; anything else came from `extra=`.
+_RECORD_ATTRS = frozenset(
+    [*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"]
+)
 
 
-class _Human(logging.Formatter):
+class SecretMasker:
+    """Replaces registered values with *** in text; thread-safe, longest value first."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        fresh = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
+        with self._lock:
+            if fresh <= self._values:
+                return
+            self._values |= fresh
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+            self._pattern = None
+
+    def mask(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+        text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+        return _PARAM_PASSWORD.sub(rf"\g<1>{MASK}", text)
+
+
+_secrets = SecretMasker()
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these strings (env values, passwords) in every log line from now on."""
+    _secrets.add(values)
+
+
+def add_store_url(url: str) -> None:
+    """Mask the store URL's password, as written and percent-decoded."""
+    parts = urlsplit(url)
+    found = [parts.password or ""]
+    found += [value for key, value in parse_qsl(parts.query) if key.lower() == "password"]
+    _secrets.add([*found, *(unquote(v) for v in found)])
+
+
+def clear_secrets() -> None:
+    _secrets.clear()
+
+
+def mask_secrets(text: str) -> str:
+    """The text with every registered secret and URL password replaced by ***."""
+    return _secrets.mask(text)
+
+
+def journal_stream_active(stream: IO[str], environ: Mapping[str, str]) -> bool:
+    """Whether `stream` is systemd's journal connection, as JOURNAL_STREAM says.
+
+    systemd.exec(5) says to compare the variable's device:inode with the stream:
+    a job or a shell pipeline inherits the variable but not the connection.
+    """
+    value = environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+    except ValueError:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor to compare (a test's StringIO): trust the manager
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+def syslog_priority(levelno: int) -> int:
+    """sd-daemon(3) priority prefixes journald reads: <3> error ... <7> debug."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    found = {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS and v is not None}
+    ordered = {k: found.pop(k) for k in CONTEXT_KEYS if k in found}
+    ordered.update((k, v) for k, v in found.items() if not k.startswith("_"))
+    return ordered
+
+
+def _logfmt(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=\\' for c in text):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class HumanFormatter(logging.Formatter):
+    """`2026-11-23T15:04:05Z INFO message key=value`; under journald `<6>INFO message ...`."""
+
+    def __init__(self, journal: bool = False, masker: SecretMasker | None = None) -> None:
+        super().__init__()
+        self.journal = journal
+        self.masker = masker or _secrets
+
     def format(self, record: logging.LogRecord) -> str:
-        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        return f"{stamp}Z {record.levelname} {record.getMessage()}"
+        # journald stamps every entry itself; a second time stamp is noise.
+        parts = [] if self.journal else [_utc(record.created, millis=False)]
+        mask = self.masker.mask
+        parts += [record.levelname, mask(record.getMessage())]
+        # Mask before quoting: quoting escapes characters a secret may contain.
+        parts += [f"{key}={_logfmt(mask(str(value)))}" for key, value in _extras(record).items()]
+        text = " ".join(parts)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        text = self.masker.mask(text)
+        if not self.journal:
+            return text
+        # journald splits on newlines; prefix each line so a traceback keeps its priority.
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in text.split("\n"))
 
 
-def setup_logging(fmt: str = "human", level: str = "info", stream: IO[str] | None = None) -> None:
-    import time
+class JsonFormatter(logging.Formatter):
+    """One ECS-style JSON object per line, for log shippers."""
 
-    logger = logging.getLogger("jobd")
-    logger.handlers.clear()
-    handler = logging.StreamHandler(stream or sys.stderr)
-    formatter = _Human()
-    formatter.converter = time.gmtime
+    def __init__(self, masker: SecretMasker | None = None) -> None:
+        super().__init__()
+        self.masker = masker or _secrets
+        self.hostname = socket.gethostname()
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "@timestamp": _utc(record.created, millis=True),
+            "log.level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            doc[_ECS_NAMES.get(key, f"jobd.{key}")] = value
+        doc["log.logger"] = record.name
+        doc["process.pid"] = record.process
+        doc["host.hostname"] = self.hostname
+        if record.exc_info and record.exc_info[0] is not None:
+            doc["error.type"] = record.exc_info[0].__name__
+            doc["error.message"] = str(record.exc_info[1])
+            doc["error.stack_trace"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            traces = [doc.get("error.stack_trace"), self.formatStack(record.stack_info)]
+            doc["error.stack_trace"] = "\n".join(filter(None, traces))
+        doc["ecs.version"] = ECS_VERSION
+        # Mask values before encoding: a secret with a quote in it is escaped
+        # in the JSON text and would slip past a mask applied afterwards.
+        masked = {k: self._mask(v) for k, v in doc.items()}
+        return json.dumps(masked, ensure_ascii=False, default=str)
+
+    def _mask(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.masker.mask(value)
+        if isinstance(value, bool | int | float):
+            return value
+        return self.masker.mask(str(value))
+
+
+def _utc(created: float, millis: bool) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    if millis:
+        stamp += f".{int(created * 1000) % 1000:03d}"
+    return stamp + "Z"
+
+
+def setup_logging(
+    fmt: str = "human",
+    level: str = "info",
+    stream: IO[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> logging.Logger:
+    """Configure the `jobd` logger; calling it again (on reload) replaces the handler.
+
+    The logger stops propagating to the root logger so a library that calls
+    logging.basicConfig() cannot print every line twice.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown log format {fmt!r} (use one of: {', '.join(FORMATS)})")
+    name = level.lower()
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (use one of: {', '.join(LEVELS)})")
+    out = sys.stderr if stream is None else stream
+    env = os.environ if environ is None else environ
+    formatter: logging.Formatter
+    if fmt == "json":
+        formatter = JsonFormatter()
+    else:
+        formatter = HumanFormatter(journal=journal_stream_active(out, env))
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.set_name("jobd")
+    logger = logging.getLogger("jobd")
+    for old in [h for h in logger.handlers if h.get_name() == "jobd"]:
+        logger.removeHandler(old)
     logger.addHandler(handler)
-    logger.setLevel(level.upper())
+    logger.setLevel(name.upper())
     logger.propagate = False
+    return logger

@@ -515,6 +515,29 @@ class Store:
             runs = {row.id: self._run(row) for row in rows}
         return [(runs[c["id"]], JobSpec.from_json(c["spec"])) for c in chosen]
 
+    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`)."""
+        E, Job = self.m.Execution, self.m.Job
+        with self.db.atomic():
+            row = (
+                E.select(E.id, Job.spec, Job.config_hash)
+                .join(Job, on=(Job.name == E.job))
+                .where(E.id == run_id, E.status == Status.QUEUED)
+                .dicts()
+                .first()
+            )
+            if row is None:
+                return None
+            E.update(
+                status=Status.RUNNING,
+                started_at=to_db(self.now()),
+                instance=instance,
+                host=host,
+                config_hash=row["config_hash"],
+            ).where(E.id == run_id, E.status == Status.QUEUED).execute()
+            run = self._run(E.get(E.id == run_id))
+        return run, JobSpec.from_json(row["spec"])
+
     def _running_jobs(self, names: Sequence[str]) -> set[str]:
         if not names:
             return set()
@@ -589,9 +612,13 @@ class Store:
 
     def register_instance(self, instance: str, host: str, pid: int, version: str) -> None:
         now = to_db(self.now())
-        self.m.Instance.insert(
+        Inst = self.m.Instance
+        Inst.insert(
             id=instance, host=host, pid=pid, version=version, started_at=now, heartbeat_at=now
-        ).on_conflict_replace().execute()
+        ).on_conflict(
+            conflict_target=[Inst.id],
+            update={Inst.heartbeat_at: now, Inst.stopped_at: None, Inst.pid: pid},
+        ).execute()
 
     def heartbeat(
         self, instance: str, role: str, running: int, clock_skew: float | None = None

@@ -1,0 +1,51 @@
+"""`jobd trigger --local`: run one queued execution in a child of this command,
+through the daemon's executor, recorded in the same store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+from jobd import __version__
+from jobd.errors import InvalidState
+from jobd.executor import Executor
+from jobd.model import Config, Outcome, Status
+from jobd.store import Store
+
+POLL = 0.1
+
+
+def run_local(store: Store, config: Config, run_id: int) -> Outcome:
+    host = socket.gethostname()
+    instance = f"{host}-{os.getpid()}-local-{uuid.uuid4().hex[:6]}"
+    store.register_instance(instance, host, os.getpid(), __version__)
+    try:
+        claimed = store.claim_run(run_id, instance, host)
+        if claimed is None:
+            raise InvalidState(f"execution {run_id} is no longer queued (a daemon took it?)")
+        run, spec = claimed
+        executor = Executor(store, instance, config.settings)
+        process = executor.start(run, spec)
+        heartbeat_every = max(0.2, config.settings.lease_ttl / 3)
+        next_heartbeat = time.monotonic() + heartbeat_every
+        try:
+            while process.is_alive() or executor.busy:
+                process.join(POLL)
+                executor.flush()
+                executor.check_cancels()
+                if time.monotonic() >= next_heartbeat:
+                    store.heartbeat(instance, "local", executor.busy)
+                    next_heartbeat = time.monotonic() + heartbeat_every
+        except KeyboardInterrupt:
+            process.stop(Status.CANCELLED, "cancelled: the local trigger was interrupted")
+            process.join()
+            executor.flush()
+            raise
+        executor.flush()
+        finished = store.execution(run_id)
+        assert finished is not None
+        return Outcome(finished.status, finished.exit_code, finished.signal, finished.error)
+    finally:
+        store.stop_instance(instance)
