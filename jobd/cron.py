@@ -70,7 +70,13 @@ class CronSchedule:
         # floor(at) + 1µs yields fires at or before floor(at).
         start = at.astimezone(tz).replace(microsecond=1)
         for candidate in CronSim(self.fields, start, reverse=True):
-            return candidate.astimezone(UTC)
+            latest = candidate.astimezone(UTC)
+            # In the second pass of a fall-back fold, reverse iteration compares
+            # naive wall times and skips a fire that happened earlier in real time
+            # (02:30 CEST seen from 02:10 CET); forward iteration is authoritative.
+            while (following := self.next_after(latest, tz)) <= at:
+                latest = following
+            return latest
         return None
 
     @property

@@ -34,20 +34,42 @@ class OutputTail:
     def __init__(self, max_lines: int, max_bytes: int, secrets: tuple[str, ...] = ()) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.secrets = tuple(s for s in secrets if s)
+        self.secrets = tuple(s.encode() for s in secrets if s)
+        # A secret cut by the byte bound must still be seen whole to be masked, so the
+        # buffer keeps this much more than max_bytes.
+        self._margin = max((len(s) for s in self.secrets), default=0)
         self.total = 0
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
         self._buf += data
-        if len(self._buf) > 2 * self.max_bytes + READ_CHUNK:
-            del self._buf[: len(self._buf) - self.max_bytes]
+        if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
+            del self._buf[: len(self._buf) - self.max_bytes - self._margin]
+
+    def _window(self) -> bytes:
+        """The last max_bytes of output with every secret reaching into them masked,
+        including one that begins before them (masking after the cut leaked its rest)."""
+        buf = bytes(self._buf)
+        start = max(0, len(buf) - self.max_bytes)
+        spans = []
+        for secret in self.secrets:
+            at = buf.find(secret, max(0, start - len(secret) + 1))
+            while at != -1:
+                spans.append((at, at + len(secret)))
+                at = buf.find(secret, at + 1)
+        out, pos = bytearray(), start
+        for begin, end in sorted(spans):
+            if end > pos:
+                out += buf[pos : max(begin, pos)] + b"***"
+                pos = end
+        out += buf[pos:]
+        return bytes(out)
 
     def text(self) -> str:
         if self.max_lines == 0 or self.max_bytes == 0:
             return ""
-        raw = bytes(self._buf[-self.max_bytes :])
+        raw = self._window()
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -55,10 +77,7 @@ class OutputTail:
             raw = b"\n".join(keep) + b"\n"
         else:
             raw = b"\n".join(lines[-self.max_lines :])
-        text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
