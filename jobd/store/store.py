@@ -226,9 +226,19 @@ class Store:
         ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
-        self.m.Job.update(paused=paused, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        """Pause or resume. A resumed job fires at its next slot after now: the slots
+        it slept through are not missed fires to catch up on."""
+        Job = self.m.Job
+        with self.db.atomic():
+            row = Job.get_or_none(Job.name == name)
+            if row is None:
+                return
+            changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
+            if not paused and row.paused:
+                spec = JobSpec.from_json(row.spec)
+                if spec.enabled and not row.removed:
+                    changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
+            Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         Job = self.m.Job
