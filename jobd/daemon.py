@@ -32,7 +32,7 @@ from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
-from jobd.runner import kill_leftovers
+from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
@@ -140,7 +140,7 @@ class Daemon:
             if inst["host"] == self.host
             and inst["id"] != self.instance
             and inst["stopped_at"] is None
-            and not _pid_alive(inst["pid"])
+            and not pid_alive(inst["pid"])
         ]
         if dead:
             lost = self.store.reap_lost_runs(
@@ -417,16 +417,6 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

@@ -112,6 +112,16 @@ def build_env(spec: JobSpec, run: Run, base: Mapping[str, str]) -> dict[str, str
     return env
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
+
+
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
