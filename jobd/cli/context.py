@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,9 +11,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from jobd.errors import NotFound, did_you_mean
-from jobd.model import Config
 
 if TYPE_CHECKING:
+    from jobd.model import Config
     from jobd.store import JobRecord, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +71,9 @@ class Context:
 
 def actor() -> str:
     """user@host of whoever runs this command, for audit events and triggered_by."""
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from jobd.cli.context import Context, pass_ctx
-from jobd.store import mask_url
 
 
 @click.command()
@@ -18,6 +17,8 @@ def run(ctx: Context, once: bool) -> None:
     Example:
       jobd run --config contrib/examples/jobd.toml
     """
+    from jobd.store import mask_url
+
     config = ctx.config
     store = ctx.store
     report = store.apply_config(config, store.now())
