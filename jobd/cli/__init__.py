@@ -16,12 +16,37 @@ from jobd.cli.context import Context
 from jobd.errors import ExitCode, JobdError
 
 
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """Make click's usage error print one line (SPEC section 5) instead of usage + hint + error."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc  # bare `jobd`: the help is the answer
+    path = exc.ctx.command_path if exc.ctx is not None else "jobd"
+    message = exc.format_message().replace("\n", " ").rstrip(".")
+    hint = getattr(exc.ctx.command if exc.ctx else None, "usage_hint", None)
+    if hint and isinstance(exc, click.NoSuchOption):
+        message += f"; {hint}"
+
+    def show(file: Any = None) -> None:
+        click.echo(f"{path}: {message} (see '{path} --help')", err=True)
+
+    exc.show = show  # type: ignore[method-assign]
+    return exc
+
+
 class JobdGroup(click.Group):
     """Maps every JobdError to its exit code with one line on stderr, never a traceback."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except JobdError as exc:
             click.echo(f"jobd: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
@@ -66,8 +91,9 @@ def cli(ctx: click.Context, config_path: str | None, store_url: str | None) -> N
 
 def _override(attribute: str) -> Any:
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            setattr(ctx.find_object(Context), attribute, value)
+        obj = ctx.find_object(Context)
+        if value is not None and obj is not None:  # None while completing
+            setattr(obj, attribute, value)
 
     return callback
 
@@ -93,9 +119,9 @@ def _common_params() -> list[click.Parameter]:
 
 
 def _register() -> None:
-    from jobd.cli import daemon_cmd, jobs
+    from jobd.cli import daemon_cmd, jobs, runs
 
-    for module in (jobs, daemon_cmd):
+    for module in (jobs, runs, daemon_cmd):
         for command in module.COMMANDS:
             command.params.extend(_common_params())
             cli.add_command(command)

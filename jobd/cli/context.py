@@ -15,6 +15,7 @@ from jobd.errors import NotFound, did_you_mean
 if TYPE_CHECKING:
     from jobd.model import Config
     from jobd.store import JobRecord, Store
+    from jobd.store.reader import Reader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +26,7 @@ class Context:
     store_override: str | None
     _config: Config | None = None
     _store: Store | None = field(default=None, repr=False)
+    _reader: Reader | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -36,12 +38,11 @@ class Context:
 
     @property
     def store_url(self) -> str:
-        from jobd.paths import store_url
-
-        env_store = os.environ.get("JOBD_STORE")
-        override = self.store_override or env_store
+        override = self.store_override or os.environ.get("JOBD_STORE")
         if override:
             return override
+        from jobd.paths import store_url
+
         return store_url(self.config)
 
     @property
@@ -52,7 +53,23 @@ class Context:
             self._store = open_store(self.store_url)
         return self._store
 
+    def reader(self) -> Reader:
+        """Read-only history queries without the ORM (see jobd.store.reader).
+
+        A missing, older or newer store is opened through Store first, which
+        creates, migrates or refuses it.
+        """
+        if self._reader is None:
+            from jobd.store.reader import Reader, open_reader
+
+            reader = None if self._store is not None else open_reader(self.store_url)
+            self._reader = reader or Reader.over(self.store)
+        return self._reader
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -34,6 +34,12 @@ def is_terminal(stream: Any = None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
+def interactive(err: bool = False) -> bool:
+    """Whether a person watches this stream: a terminal that can redraw (spinners)."""
+    stream = sys.stderr if err else sys.stdout
+    return is_terminal(stream) and os.environ.get("TERM") != "dumb"
+
+
 def use_color(stream: Any = None) -> bool:
     return (
         is_terminal(stream) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
@@ -84,6 +90,32 @@ def ago(moment: datetime | None, now: datetime) -> str:
 
 def duration(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
+
+
+def size(count: int) -> str:
+    """Bytes for people: 812 B, 12.3 KB, 4.0 MB."""
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+def moment(value: datetime | None, now: datetime, local: bool = False) -> str:
+    """Relative ("3m ago") for a person at a terminal, absolute on a pipe or with --local."""
+    if value is None:
+        return "-"
+    if is_terminal() and not local:
+        return ago(value, now)
+    return when(value, local)
+
+
+def fields(pairs: Sequence[tuple[str, str]]) -> None:
+    """Aligned `key  value` lines, as `show` and `status` print them."""
+    width = max((len(key) for key, _ in pairs), default=0)
+    for key, value in pairs:
+        sys.stdout.write(f"{key.ljust(width)}  {value}\n")
 
 
 def table(

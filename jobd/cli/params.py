@@ -1,0 +1,72 @@
+"""Parameter types shared by the commands: statuses, run ids, `--since`, job names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+
+class StatusChoice(click.Choice):
+    """The values of model.Status, read from the enum only when the option is used or shown.
+
+    A plain click.Choice would need the model imported at load time, and every
+    command would pay for its dataclasses (see bench/cli_latency.py).
+    """
+
+    name = "status"
+
+    def __init__(self) -> None:
+        self.case_sensitive = False
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        from jobd.model import Status
+
+        return tuple(status.value for status in Status)
+
+
+class JobName(click.ParamType):
+    """A job name; completes from the store when the shell asks."""
+
+    name = "name"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        from jobd.cli.context import Context
+
+        obj = ctx.find_object(Context) or Context(config_path=None, store_override=None)
+        try:
+            names = obj.reader().job_names()
+        except Exception:
+            return []  # completion must never print a traceback into the shell
+        finally:
+            obj.close()
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+JOB_NAME = JobName()
+RUN_ID = click.IntRange(min=1)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A look-back: a duration such as `1d` or `2h30m`, or an RFC 3339 instant."""
+    from jobd.durations import DurationError, parse_duration
+    from jobd.errors import UsageError
+    from jobd.timeutil import parse_instant
+
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except DurationError:
+        pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
+        ) from None
