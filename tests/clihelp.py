@@ -234,9 +234,13 @@ def empty_config(tmp_path: Path) -> str:
 
 
 def jobd(url: str, tmp_path: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    """`jobd ARGS --store URL` as a real process, isolated from any user config."""
-    env = {"JOBD_CONFIG": empty_config(tmp_path), "NO_COLOR": "", **kwargs.pop("env", {})}
-    return run_jobd(*args, "--store", url, env=env, **kwargs)
+    """`jobd --store URL ARGS` as a real process, isolated from any user config and data."""
+    env = {
+        "JOBD_CONFIG": empty_config(tmp_path),
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # never the default store of whoever runs tests
+        **kwargs.pop("env", {}),
+    }
+    return run_jobd("--store", url, *args, env=env, **kwargs)
 
 
 def invoke(url: str, *args: str, env: dict[str, str] | None = None) -> Any:
