@@ -42,6 +42,13 @@ class Null:
     """JSON null."""
 
 
+class MapOf:
+    """An object with any string keys, each value of `shape`."""
+
+    def __init__(self, shape: Any) -> None:
+        self.shape = shape
+
+
 def nullable(*kinds: Any) -> tuple[Any, ...]:
     return (*kinds, Null)
 
@@ -58,6 +65,11 @@ def check_shape(value: Any, shape: Any, where: str = "$") -> None:
             except AssertionError as exc:
                 errors.append(str(exc))
         raise AssertionError(f"{where}: {value!r} matches none of {shape}: {errors}")
+    if isinstance(shape, MapOf):
+        assert isinstance(value, dict), f"{where}: expected an object, got {value!r}"
+        for key, item in value.items():
+            check_shape(item, shape.shape, f"{where}.{key}")
+        return
     if isinstance(shape, dict):
         assert isinstance(value, dict), f"{where}: expected an object, got {value!r}"
         assert set(value) == set(shape), (

@@ -119,9 +119,9 @@ def _common_params() -> list[click.Parameter]:
 
 
 def _register() -> None:
-    from jobd.cli import daemon_cmd, jobs, manage, runs
+    from jobd.cli import admin, daemon_cmd, jobs, manage, runs
 
-    for module in (jobs, runs, manage, daemon_cmd):
+    for module in (jobs, runs, manage, admin, daemon_cmd):
         for command in module.COMMANDS:
             command.params.extend(_common_params())
             cli.add_command(command)

@@ -24,6 +24,19 @@ FINAL = [status.value for status in FINAL_STATUSES]
 # what an operator or the overlap policy decided, not whether the job works.
 OUTCOMES = [Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED]
 PRUNE_BATCH = 5000
+# What `status` shows of an instance (plus `live`); a stable set for --json.
+INSTANCE_KEYS = (
+    "id",
+    "host",
+    "pid",
+    "version",
+    "started_at",
+    "heartbeat_at",
+    "role",
+    "running",
+    "clock_skew",
+    "stopped_at",
+)
 
 
 def schema_version(store: Store) -> int:
@@ -45,7 +58,7 @@ def instances(
     """
     Instance = store.m.Instance
     rows = (
-        Instance.select()
+        Instance.select(*[getattr(Instance, key) for key in INSTANCE_KEYS])
         .where(Instance.heartbeat_at >= to_db(now - timedelta(seconds=seen_within)))
         .order_by(Instance.heartbeat_at.desc())
         .dicts()
