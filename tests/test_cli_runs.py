@@ -361,3 +361,72 @@ def test_cancel_a_finished_run_is_refused(store_url: str, store: Any, tmp_path: 
     assert result.returncode == 1
     assert result.stderr == f"jobd: run {run_id} (backup) already ended: succeeded\n"
     assert jobd(store_url, tmp_path, "cancel", "12345").returncode == 2
+
+
+# -- the click-free path ----------------------------------------------------------
+
+FAST_LINES = [
+    ["executions"],
+    ["executions", "--json"],
+    ["executions", "--job", "backup", "--limit", "2"],
+    ["executions", "--job-type=report", "--json"],
+    ["executions", "--status", "FAILED", "--status=skipped"],
+    ["executions", "--since", "1d", "--local", "--limit=0"],
+    ["executions", "--job", "backpu"],
+    ["executions", "--since", "yesterday"],
+]
+CLICK_LINES = [
+    ["executions", "--help"],
+    ["executions", "--jbo", "x"],
+    ["executions", "--status", "done"],
+    ["executions", "--limit", "-1"],
+    ["executions", "--job"],
+    ["executions", "extra"],
+    ["executions", "--job", "--json"],
+    ["--version"],
+    ["list"],
+]
+
+
+def test_fast_path_takes_only_plain_lines() -> None:
+    from jobd.cli import fast
+
+    for line in FAST_LINES:
+        assert fast.parse(["--store", "sqlite:////x.db", *line]) is not None, line
+    for line in CLICK_LINES:
+        assert fast.parse(line) is None, line
+
+
+@pytest.mark.parametrize("line", FAST_LINES, ids=" ".join)
+def test_fast_path_answers_like_click(
+    store_url: str, history: dict, tmp_path: Path, line: list[str]
+) -> None:
+    import sys
+
+    env = {**_env(tmp_path), "JOBD_STORE": store_url}
+    fast = subprocess.run(jobd_cmd(*line), capture_output=True, text=True, env=env)
+    code = "import sys; from jobd.cli.app import cli; cli.main(sys.argv[1:], prog_name='jobd')"
+    slow = subprocess.run(
+        [sys.executable, "-c", code, *line], capture_output=True, text=True, env=env
+    )
+    assert (fast.returncode, fast.stdout, fast.stderr) == (
+        slow.returncode,
+        slow.stdout,
+        slow.stderr,
+    )
+
+
+def test_fast_path_imports_neither_click_nor_the_orm(store_url: str, history: dict) -> None:
+    import sys
+
+    code = (
+        "import sys\n"
+        "from jobd.cli import fast\n"
+        f"assert fast.run(['--store', {store_url!r}, 'executions']) == 0\n"
+        "heavy = [m for m in ('click', 'peewee', 'rich', 'jobd.model', 'zoneinfo') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stderr

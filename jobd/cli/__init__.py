@@ -1,137 +1,35 @@
 """The `jobd` command line. Thin: parse arguments, call the store or daemon, render.
 
-Nothing imports this package; errors become exit codes in one place (JobdGroup).
+Nothing imports this package. The click application is in app.py; main() first
+offers the arguments to fast.py, which serves the plain forms of `jobd
+executions` without importing click at all (see fast.py and bench/cli_latency.py).
+So this module imports nothing heavy, and `cli` loads on first use.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import Any
 
-import click
-
-from jobd import __version__
-from jobd.cli.context import Context
-from jobd.errors import ExitCode, JobdError
-
-
-def _one_line(exc: click.UsageError) -> click.UsageError:
-    """Make click's usage error print one line (SPEC section 5) instead of usage + hint + error."""
-    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-        return exc  # bare `jobd`: the help is the answer
-    path = exc.ctx.command_path if exc.ctx is not None else "jobd"
-    message = exc.format_message().replace("\n", " ").rstrip(".")
-    hint = getattr(exc.ctx.command if exc.ctx else None, "usage_hint", None)
-    if hint and isinstance(exc, click.NoSuchOption):
-        message += f"; {hint}"
-
-    def show(file: Any = None) -> None:
-        click.echo(f"{path}: {message} (see '{path} --help')", err=True)
-
-    exc.show = show  # type: ignore[method-assign]
-    return exc
-
-
-class JobdGroup(click.Group):
-    """Maps every JobdError to its exit code with one line on stderr, never a traceback."""
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            raise _one_line(exc) from None
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise _one_line(exc) from None
-        except JobdError as exc:
-            click.echo(f"jobd: {exc}", err=True)
-            ctx.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
-            click.echo("jobd: interrupted", err=True)
-            ctx.exit(int(ExitCode.INTERRUPTED))
-        finally:
-            obj = ctx.find_object(Context)
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    obj.close()
-
-
-@click.group(cls=JobdGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    envvar="JOBD_CONFIG",
-    metavar="PATH",
-    help="Config file (default: ./jobd.toml, then the user config dir, then /etc/jobd/jobd.toml).",
-)
-@click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    help="Store URL, overriding the config and $JOBD_STORE.",
-)
-@click.version_option(__version__, "-V", "--version", prog_name="jobd")
-@click.pass_context
-def cli(ctx: click.Context, config_path: str | None, store_url: str | None) -> None:
-    """jobd: cron-style jobs, every run recorded.
-
-    \b
-    Examples:
-      jobd validate --config contrib/examples/jobd.toml
-      jobd run
-      jobd trigger backup --wait
-      jobd executions --job backup --limit 10
-    """
-    ctx.obj = Context(config_path=config_path, store_override=store_url)
-
-
-def _override(attribute: str) -> Any:
-    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-        obj = ctx.find_object(Context)
-        if value is not None and obj is not None:  # None while completing
-            setattr(obj, attribute, value)
-
-    return callback
-
-
-def _common_params() -> list[click.Parameter]:
-    """--config and --store are accepted after the command name too."""
-    return [
-        click.Option(
-            ["--config"],
-            metavar="PATH",
-            expose_value=False,
-            callback=_override("config_path"),
-            help="Config file.",
-        ),
-        click.Option(
-            ["--store"],
-            metavar="URL",
-            expose_value=False,
-            callback=_override("store_override"),
-            help="Store URL.",
-        ),
-    ]
-
-
-def _register() -> None:
-    from jobd.cli import admin, daemon_cmd, jobs, manage, runs
-
-    for module in (jobs, runs, manage, admin, daemon_cmd):
-        for command in module.COMMANDS:
-            command.params.extend(_common_params())
-            cli.add_command(command)
-
-
-_register()
-
 
 def main() -> None:
+    from jobd.cli import fast
+
+    code = fast.run(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from jobd.cli.app import cli
+    from jobd.errors import ExitCode
+
     try:
         cli.main(prog_name="jobd")
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command
         sys.exit(int(ExitCode.INTERRUPTED))
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("cli", "JobdGroup", "COMMAND_MODULES"):
+        from jobd.cli import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'jobd.cli' has no attribute {name!r}")

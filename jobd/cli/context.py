@@ -1,14 +1,15 @@
-"""What every command shares: the loaded config, the store, and option decorators."""
+"""What every command shares: the loaded config, the store, and option decorators.
+
+Click is imported only by the decorators, so that fast.py can use Context
+without it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import click
 
 from jobd.errors import NotFound, did_you_mean
 
@@ -20,13 +21,13 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
 class Context:
-    config_path: str | None
-    store_override: str | None
-    _config: Config | None = None
-    _store: Store | None = field(default=None, repr=False)
-    _reader: Reader | None = field(default=None, repr=False)
+    def __init__(self, config_path: str | None, store_override: str | None) -> None:
+        self.config_path = config_path
+        self.store_override = store_override
+        self._config: Config | None = None
+        self._store: Store | None = None
+        self._reader: Reader | None = None
 
     @property
     def config(self) -> Config:
@@ -98,14 +99,21 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-pass_ctx = click.make_pass_decorator(Context)
+def pass_ctx(func: F) -> F:
+    import click
+
+    return click.make_pass_decorator(Context)(func)  # type: ignore[return-value]
 
 
 def json_option(func: F) -> F:
+    import click
+
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
 def local_option(func: F) -> F:
+    import click
+
     return click.option(
         "--local", "local_time", is_flag=True, help="Show local times instead of UTC."
     )(func)

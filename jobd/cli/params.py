@@ -1,9 +1,8 @@
-"""Parameter types shared by the commands: statuses, run ids, `--since`, job names."""
+"""Parameter types shared by the commands: statuses, run ids, job names."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -52,21 +51,3 @@ class JobName(click.ParamType):
 
 JOB_NAME = JobName()
 RUN_ID = click.IntRange(min=1)
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """A look-back: a duration such as `1d` or `2h30m`, or an RFC 3339 instant."""
-    from jobd.durations import DurationError, parse_duration
-    from jobd.errors import UsageError
-    from jobd.timeutil import parse_instant
-
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except DurationError:
-        pass
-    try:
-        return parse_instant(text)
-    except ValueError:
-        raise UsageError(
-            f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
-        ) from None

@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
-from jobd.cli import render
+from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
 from jobd.cli.follow import FINAL, await_run, finish, interrupted, waiting
-from jobd.cli.params import JOB_NAME, RUN_ID, StatusChoice, parse_since
-from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError, did_you_mean
+from jobd.cli.params import JOB_NAME, RUN_ID, StatusChoice
+from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
 
 
 @click.command()
@@ -150,48 +150,7 @@ def executions(
       jobd executions --job backup --status failed --status timed_out --since 7d
       jobd executions --json | jq '.[] | select(.status == "failed") | .id'
     """
-    now = ctx.now()
-    since_at = parse_since(since, now) if since else None
-    reader = ctx.reader()
-    if job is not None and not reader.job_exists(job):
-        hint = did_you_mean(job, reader.job_names())
-        raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-    rows = reader.executions(job, [s.lower() for s in statuses], since_at, limit or None)
-    if as_json:
-        render.print_json(rows)
-        return
-    if not rows:
-        click.echo("no runs match", err=True)
-        return
-    table = [
-        [
-            str(row["id"]),
-            row["job"],
-            row["trigger"],
-            row["status"],
-            render.moment(row["started_at"] or row["queued_at"], now, local_time),
-            _took(row, now),
-            _exit(row),
-            row["host"] or "-",
-        ]
-        for row in rows
-    ]
-    headers = ["ID", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "EXIT", "HOST"]
-    render.table(headers, table, styles={3: render.status_style})
-
-
-def _took(row: dict[str, Any], now: Any) -> str:
-    if row["status"] == "running" and row["started_at"] is not None:
-        return render.duration((now - row["started_at"]).total_seconds()) + "…"
-    return render.duration(row["duration_s"])
-
-
-def _exit(row: dict[str, Any]) -> str:
-    if row["exit_code"] is not None:
-        return str(row["exit_code"])
-    if row["signal"] is not None:
-        return f"sig {row['signal']}"
-    return "-"
+    history.list_runs(ctx, job, statuses, since, limit, as_json, local_time)
 
 
 def _execution(ctx: Context, run_id: int, with_log: bool = True) -> dict[str, Any]:
@@ -240,8 +199,8 @@ def show(ctx: Context, run_id: int, as_json: bool, local_time: bool) -> None:
             ("not before", at("not_before")),
             ("started", at("started_at")),
             ("finished", at("finished_at")),
-            ("duration", _took(row, now)),
-            ("exit code", _exit(row)),
+            ("duration", history.took(row, now)),
+            ("exit code", history.exit_text(row)),
             ("error", row["error"] or "-"),
             ("instance", row["instance"] or "-"),
             ("host", row["host"] or "-"),
