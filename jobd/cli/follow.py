@@ -152,16 +152,23 @@ def waiting(
     """
     started = time.monotonic()
     status = None
-    if spinner and render.interactive(err=True):
+    person = render.interactive(err=True)
+    if spinner and person:
         from rich.console import Console
 
         status = Console(stderr=True).status(f"{job}: queued")
         status.start()
+    noted = not person
 
     def tick(state: dict[str, Any]) -> None:
+        nonlocal noted
         if status is not None:
             elapsed = render.duration(time.monotonic() - started)
             status.update(f"{job} (run {run_id}): {state['status']}, {elapsed}")
+        elif not noted and state["status"] == "queued":
+            # Following shows no spinner; say why nothing appears yet.
+            click.echo(f"jobd: run {run_id} is queued; waiting for a daemon to start it", err=True)
+            noted = True
 
     try:
         yield tick

@@ -38,14 +38,20 @@ class JobName(click.ParamType):
         from click.shell_completion import CompletionItem
 
         from jobd.cli.context import Context
+        from jobd.store.reader import open_reader
 
         obj = ctx.find_object(Context) or Context(config_path=None, store_override=None)
         try:
-            names = obj.reader().job_names()
+            # Only a store that exists already: completing must not create one.
+            reader = open_reader(obj.store_url)
+            if reader is None:
+                return []
+            try:
+                names = reader.job_names()
+            finally:
+                reader.close()
         except Exception:
             return []  # completion must never print a traceback into the shell
-        finally:
-            obj.close()
         return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 

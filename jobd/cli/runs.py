@@ -254,8 +254,8 @@ def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
             click.echo(f"jobd: {total - len(log.encode())} earlier bytes were not kept", err=True)
         click.echo(log, nl=bool(log) and not log.endswith("\n"))
         return
-    with waiting(row["job"], run_id, spinner=False):
-        state = await_run(ctx.reader(), run_id, follow=True)
+    with waiting(row["job"], run_id, spinner=False) as tick:
+        state = await_run(ctx.reader(), run_id, follow=True, on_tick=tick)
     finish(state, quiet=True)
 
 
