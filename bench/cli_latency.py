@@ -12,8 +12,10 @@ commands as separate processes, the way a person or a script runs them:
     jobd executions --limit 10
     jobd executions --job job_042 --limit 10
 
-against a baseline process on the same interpreter that only imports the
-driver (sqlite3, psycopg2), runs the same query and prints the rows. Each
+with the store named by $JOBD_STORE (and the second once more with the store
+named in a jobd.toml), against a baseline process on the same interpreter
+that only imports the driver (sqlite3, psycopg2), runs the same query and
+prints the rows. jobd's own bytecode is compiled first, as pip does. Each
 figure is the median of N runs, the two processes alternating. Targets: jobd
 at most 2x the baseline on SQLite and 2.5x on PostgreSQL.
 
@@ -138,25 +140,30 @@ def compare(
     return statistics.median(ours), statistics.median(theirs)
 
 
-def bench(backend: str, url: str, target: str, env: dict[str, str], runs: int) -> list[list]:
+def bench(
+    backend: str, url: str, target: str, env: dict[str, str], runs: int, workdir: Path
+) -> list[list]:
     """Rows of the result table for one backend."""
     query = f"SELECT {COLUMNS} FROM executions"
+    # The store as a deployment names it: $JOBD_STORE, or `[jobd] store` in the
+    # config file (which then has to be found and read too).
+    config = workdir / f"{backend}.toml"
+    config.write_text(f'[jobd]\nstore = "{url}"\n')
+    by_env = {**env, "JOBD_STORE": url}
+    by_file = {**env, "JOBD_CONFIG": str(config)}
+    latest = f"{query} ORDER BY id DESC LIMIT 10"
+    one_job = f"{query} WHERE job = ? ORDER BY id DESC LIMIT 10"
     cases = [
-        ("executions --limit 10", [], f"{query} ORDER BY id DESC LIMIT 10", []),
-        (
-            "executions --job job_042 --limit 10",
-            ["--job", "job_042"],
-            f"{query} WHERE job = ? ORDER BY id DESC LIMIT 10",
-            ["job_042"],
-        ),
+        ("executions --limit 10", [], latest, [], by_env),
+        ("executions --job job_042 --limit 10", ["--job", "job_042"], one_job, ["job_042"], by_env),
+        ("  the same, store in jobd.toml", ["--job", "job_042"], one_job, ["job_042"], by_file),
     ]
-    env = {**env, "JOBD_STORE": url}
     rows = []
-    for label, extra, sql, params in cases:
+    for label, extra, sql, params, case_env in cases:
         ours, base = compare(
             [*jobd_argv(), "executions", *extra, "--limit", "10"],
             [sys.executable, "-c", BASELINE[backend], target, sql, *params],
-            env,
+            case_env,
             runs,
         )
         ratio = ours / base
@@ -222,14 +229,14 @@ def main() -> None:
         url = f"sqlite:///{db}"
         print(f"filling SQLite with {args.rows:,} runs ...", file=sys.stderr)
         print(f"  {fill(url, 'sqlite', args.rows):.1f}s", file=sys.stderr)
-        table += bench("sqlite", url, str(db), env, args.runs)
+        table += bench("sqlite", url, str(db), env, args.runs, workdir)
         pg = postgres_schema(dsn)
         if pg is not None:
             schema, pg_url = pg
             try:
                 print(f"filling PostgreSQL with {args.rows:,} runs ...", file=sys.stderr)
                 print(f"  {fill(pg_url, 'postgresql', args.rows):.1f}s", file=sys.stderr)
-                table += bench("postgresql", pg_url, pg_url, env, args.runs)
+                table += bench("postgresql", pg_url, pg_url, env, args.runs, workdir)
             finally:
                 drop_schema(dsn, schema)
     finally:

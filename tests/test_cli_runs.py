@@ -430,3 +430,22 @@ def test_fast_path_imports_neither_click_nor_the_orm(store_url: str, history: di
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stderr
+
+
+def test_history_takes_only_the_store_from_the_config(
+    store_url: str, history: dict, tmp_path: Path
+) -> None:
+    """Reading history must not depend on every job of the file being valid."""
+    from tests.conftest import run_jobd
+
+    config = tmp_path / "jobd.toml"
+    config.write_text(f'[jobd]\nstore = "{store_url}"\n[jobs.bad]\nschedule = "nope"\n')
+    env = {"JOBD_CONFIG": str(config), "XDG_DATA_HOME": str(tmp_path / "data")}
+    result = run_jobd("executions", "--json", "--job", "backup", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [row["id"] for row in json.loads(result.stdout)] == history["backup"][::-1]
+    assert run_jobd("validate", env=env).returncode == 2
+    config.write_text("[jobd\n")
+    broken = run_jobd("executions", env=env)
+    assert broken.returncode == 2 and "TOML syntax error" in broken.stderr
+    assert broken.stderr.count("\n") == 1

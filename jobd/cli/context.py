@@ -63,9 +63,47 @@ class Context:
         if self._reader is None:
             from jobd.store.reader import Reader, open_reader
 
-            reader = None if self._store is not None else open_reader(self.store_url)
+            reader = None
+            if self._store is None:
+                url = self.store_url if self._config is not None else self._history_store_url()
+                reader = open_reader(url)
             self._reader = reader or Reader.over(self.store)
         return self._reader
+
+    def _history_store_url(self) -> str:
+        """The store URL without parsing the config: `--store`, $JOBD_STORE, the
+        config file's `[jobd] store`, or the default.
+
+        Reading history needs nothing else, and parsing and validating every
+        job (cron expressions, time zones) costs more than the query itself
+        (bench/cli_latency.py). Commands that act on jobs load the whole config.
+        """
+        override = self.store_override or os.environ.get("JOBD_STORE")
+        if override:
+            return override
+        import tomllib
+        from pathlib import Path
+
+        from jobd.errors import ConfigError
+        from jobd.paths import check_config_ownership, default_store_url, locate_config
+
+        path = locate_config(self.config_path, os.environ, Path.cwd())
+        if path is None:
+            return default_store_url()
+        check_config_ownership(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"TOML syntax error: {exc}", file=str(path)) from None
+        table = data.get("jobd")
+        store = table.get("store") if isinstance(table, dict) else None
+        if store is None:
+            return default_store_url()
+        if not isinstance(store, str):
+            raise ConfigError("expected a string", file=str(path), key="jobd.store")
+        return store
 
     def close(self) -> None:
         if self._reader is not None:
