@@ -182,7 +182,10 @@ def check(ctx: Context, as_json: bool) -> None:
 
 @click.command()
 @click.option(
-    "--keep", type=click.IntRange(min=0), help="Runs kept per job (default: [jobd] history.keep)."
+    "--keep",
+    metavar="N",
+    type=click.IntRange(min=0),
+    help="Runs kept per job (default: [jobd] history.keep).",
 )
 @click.option(
     "--older-than",
@@ -198,7 +201,7 @@ def prune(
     """Enforce history retention now: delete finished runs beyond the newest
     --keep per job, or older than --older-than. Queued and running runs stay.
 
-    0 disables a limit. The daemon applies the config's limits hourly.
+    0 disables a limit.
 
     \b
     Examples:
@@ -244,7 +247,14 @@ def prune(
 
 
 @click.command()
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    metavar="N",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Events shown.",
+)
 @json_option
 @local_option
 @pass_ctx
