@@ -87,12 +87,6 @@ def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, s
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
-        if not JOB_NAME.fullmatch(name):
-            raise ConfigError(
-                "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
-                file=file,
-                job=name,
-            )
         jobs[name] = parse_job(
             name, _table(raw, file, name, None), file, environ, settings.timezone
         )
@@ -116,6 +110,12 @@ def parse_job(
     source: model.Source = model.Source.FILE,
 ) -> JobSpec:
     """Validate one job table; also used for jobs created with `jobd schedule`."""
+    if not JOB_NAME.fullmatch(name):
+        raise ConfigError(
+            "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
+            file=file,
+            job=name,
+        )
     _check_keys(raw, JOB_KEYS, file=file, job=name, prefix="")
     f = _Fields(raw, file, name)
 
