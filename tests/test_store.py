@@ -23,6 +23,7 @@ from jobd.config import parse_config, parse_job
 from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
+from jobd.store.connect import connect
 from jobd.store.migrations import SCHEMA_VERSION
 from tests.conftest import wait_for
 
@@ -136,6 +137,12 @@ def test_reopening_is_a_no_op(store_url: str, store: Store) -> None:
 
 
 def test_concurrent_first_opens_migrate_once(store_url: str, opened: Callable[[], Store]) -> None:
+    if store_url.startswith("sqlite"):
+        # Only the migration race here: the file is already in WAL mode, with no
+        # tables yet. Racing the switch to WAL is a known bug, see
+        # test_opening_a_new_sqlite_store_waits_for_a_writer.
+        connect(store_url).close()
+
     def open_and_look(_: int) -> tuple[list[tuple[int, int]], list[Any]]:
         mine = opened()
         seen = (versions(mine), mine.jobs())
@@ -205,6 +212,28 @@ def test_sqlite_files_are_private(tmp_path: Path) -> None:
         store.close()
     finally:
         os.umask(old)
+
+
+@pytest.mark.xfail(
+    reason="store bug: opening a new SQLite store while another connection holds a write "
+    "lock on it fails at once with 'database is locked' instead of waiting for the busy "
+    "timeout (the switch to WAL upgrades a read lock, which SQLite refuses without "
+    "waiting); processes creating the store together hit it now and then",
+    raises=StoreUnavailable,
+    strict=True,
+)
+def test_opening_a_new_sqlite_store_waits_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "jobd.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    # The writer commits a moment later; the open should wait for it, not fail.
+    timer = threading.Timer(0.3, writer.execute, args=("COMMIT",))
+    timer.start()
+    try:
+        open_store(f"sqlite:///{path}").close()
+    finally:
+        timer.join()
+        writer.close()
 
 
 @pytest.mark.parametrize(
