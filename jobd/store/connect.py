@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
@@ -62,13 +64,32 @@ def _connect_sqlite(path: str, url: str) -> pw.Database:
             check_same_thread=False,
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
-        try:
-            db.connect(reuse_if_open=True)
-        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
-            raise StoreUnavailable(f"store {url}: {exc}") from None
+        _connect_waiting_for_writers(db, url)
     finally:
         os.umask(old_umask)
     return db
+
+
+def _connect_waiting_for_writers(db: pw.SqliteDatabase, url: str) -> None:
+    """Connect, retrying while another connection holds the write lock.
+
+    Switching a new file to WAL needs a write lock, and SQLite refuses it at once
+    instead of honouring the busy timeout; several processes creating the store
+    together would otherwise see "database is locked".
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+            with contextlib.suppress(Exception):
+                db.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StoreUnavailable(f"store {url}: {exc}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _connect_postgres(url: str) -> pw.Database:

@@ -13,6 +13,8 @@ from jobd.errors import StoreUnavailable
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced, for output and logs."""
+    if "://" not in url:  # a libpq key=value DSN
+        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
     parts = urlsplit(url)
     if parts.query:
         # libpq also takes the password as a query parameter.
