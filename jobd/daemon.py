@@ -199,6 +199,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self.notifier.ready(self._status())
         log.info(
