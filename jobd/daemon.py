@@ -111,6 +111,9 @@ class Daemon:
         self.store.heartbeat(self.instance, role, self.executor.busy, skew)
 
     def _reap(self) -> None:
+        # Our own runs are judged by our heartbeat too, and a store outage may have kept
+        # it from being written while they went on: write it first.
+        self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             log.warning(

@@ -20,7 +20,7 @@ import pytest
 from jobd.model import NewRun, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import wait_for
-from tests.daemons import Daemons, finished, runs, wait_clock, wait_run
+from tests.daemons import Daemons, finished, proxy_to, runs, wait_clock, wait_run
 from tests.processes import assert_group_gone
 
 pytestmark = pytest.mark.slow
@@ -380,6 +380,56 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     retry = wait_for(lambda: [r for r in finished(store, "work") if r.id != run_id])[0]
     assert (retry.trigger, retry.attempt, retry.retry_of) == (Trigger.RETRY, 2, run_id)
     assert retry.status is Status.SUCCEEDED
+
+
+# -- 10. a PostgreSQL outage ------------------------------------------------------------------
+
+
+def test_postgresql_outage_is_survived(postgres_url: str, daemons: Daemons) -> None:
+    store = open_store(postgres_url)  # the test's own view goes around the proxy
+    with proxy_to(postgres_url) as proxy:
+        daemons.write_config(
+            {
+                "tick": {"schedule": EVERY_SECOND, "command": ["true"]},
+                "short": {"command": ["sleep", "1.5"]},
+                "long": {"command": ["sleep", "7"]},
+            }
+        )
+        daemon = daemons.start(proxy.url_for(postgres_url))
+        wait_for(lambda: len(finished(store, "tick")) >= 2)
+        short_id, long_id = trigger(store, "short"), trigger(store, "long")
+        for run_id in (short_id, long_id):
+            wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+
+        cut_at = now()
+        proxy.cut()
+        daemon.wait_log("store unavailable", timeout=5)
+        wait_clock(cut_at + 4 * SECOND)  # longer than lease_ttl
+        assert daemon.running
+        assert store.execution(short_id).status is Status.RUNNING  # type: ignore[union-attr]
+        restored_at = now()
+        proxy.restore()
+        daemon.wait_log("store available again", timeout=10)
+
+        short = wait_run(store, short_id, lambda r: r.status.final)
+        assert short.status is Status.SUCCEEDED
+        assert short.finished_at and short.finished_at >= restored_at - timedelta(seconds=0.5)
+        wait_for(
+            lambda: (
+                sum(
+                    bool(r.scheduled_for and r.scheduled_for > restored_at + SECOND)
+                    for r in finished(store, "tick")
+                )
+                >= 2
+            ),
+            timeout=15,
+        )
+        long = wait_run(store, long_id, lambda r: r.status.final, timeout=15)
+        assert long.status is Status.SUCCEEDED, long.error
+        rows = runs(store, "tick")
+        assert len(slots_of(rows)) == len(set(slots_of(rows)))
+        assert {r.status for r in rows} == {Status.SUCCEEDED}
+        assert daemon.stop() == 0
 
 
 # -- 11. a manual trigger wakes the daemon at once ---------------------------------------------

@@ -1,0 +1,75 @@
+"""The daemon driven in-process on a real store, one step at a time: what a tick,
+a reap or a fire does, without processes or waiting on the clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from jobd.daemon import Daemon
+from jobd.model import Config, JobKind, JobSpec, NewRun, Settings, Status, Trigger
+from jobd.store import Store
+from jobd.timeutil import to_db
+
+SETTINGS = Settings(lease_ttl=3.0, kill_grace=1.0, shutdown_grace=2.0)
+
+
+def job(name: str, **fields: Any) -> JobSpec:
+    return JobSpec(name=name, schedule=None, kind=JobKind.COMMAND, command=("true",), **fields)
+
+
+@pytest.fixture
+def make_daemon(store: Store) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(*specs: JobSpec) -> Daemon:
+        config = Config(SETTINGS, {spec.name: spec for spec in specs})
+        store.apply_config(config, store.now())
+        daemon = Daemon(config, store)
+        store.register_instance(daemon.instance, daemon.host, os.getpid(), "test")
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.leader.release()
+        daemon.waker.close()
+
+
+def age_heartbeat(store: Store, instance: str, seconds: float) -> None:
+    Instance = store.m.Instance
+    stale = to_db(store.now() - timedelta(seconds=seconds))
+    Instance.update(heartbeat_at=stale).where(Instance.id == instance).execute()
+
+
+def start_run(store: Store, name: str, instance: str, host: str = "elsewhere") -> int:
+    run_id = store.enqueue(NewRun(name, Trigger.MANUAL, not_before=store.now()))
+    claimed = store.claim(instance, host, 10)
+    assert [run.id for run, _ in claimed] == [run_id]
+    return run_id
+
+
+def test_reap_marks_runs_of_a_silent_instance_abandoned(store: Store, make_daemon: Any) -> None:
+    daemon = make_daemon(job("work", retries=1))
+    store.register_instance("gone", "elsewhere", 1, "test")
+    run_id = start_run(store, "work", "gone")
+    age_heartbeat(store, "gone", SETTINGS.lease_ttl + 1)
+    daemon._reap()
+    lost = store.execution(run_id)
+    assert lost is not None and lost.status is Status.ABANDONED
+    retries = [r for r in store.executions("work", limit=None) if r.id != run_id]
+    assert [(r.trigger, r.attempt, r.retry_of) for r in retries] == [(Trigger.RETRY, 2, run_id)]
+
+
+def test_reap_never_abandons_this_instances_own_runs(store: Store, make_daemon: Any) -> None:
+    # A store outage kept our heartbeat from being written; our run is still going.
+    daemon = make_daemon(job("work"))
+    run_id = start_run(store, "work", daemon.instance, daemon.host)
+    age_heartbeat(store, daemon.instance, SETTINGS.lease_ttl + 1)
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.RUNNING
