@@ -83,6 +83,7 @@ class Daemon:
         self.backoff = Backoff(config.settings.max_backoff)
         self.store_ok = True
         self._stop_deadline: float | None = None
+        self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
 
@@ -111,6 +112,8 @@ class Daemon:
         self.store.heartbeat(self.instance, role, self.executor.busy, skew)
 
     def _reap(self) -> None:
+        if not self.store_ok or time.monotonic() < self._reap_from:
+            return
         # Our own runs are judged by our heartbeat too, and a store outage may have kept
         # it from being written while they went on: write it first.
         self._heartbeat()
@@ -205,6 +208,10 @@ class Daemon:
             timeout = self.tick(now)
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
+            if self.executor.busy:
+                # Runs going on here need our heartbeat back within lease_ttl of the
+                # store's return, or other instances will take them for lost.
+                delay = min(delay, self.config.settings.lease_ttl / 3)
             if self.store_ok:
                 log.error(
                     "store unavailable (%s); retrying with back-off",
@@ -217,6 +224,9 @@ class Daemon:
         if self.backoff.reset():
             log.info("store available again", extra={"action": "store.up"})
             self.store_ok = True
+            # The other instances lost the store too and their heartbeats are as stale
+            # as ours was: give them a lease_ttl to write one before judging them dead.
+            self._reap_from = time.monotonic() + self.config.settings.lease_ttl
             self._listen()
         return timeout
 

@@ -452,3 +452,34 @@ def test_a_manual_run_starts_within_milliseconds(
     assert max(delays) < 0.5
     assert math.isfinite(max(delays))
     assert daemon.stop() == 0
+
+
+def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
+    postgres_url: str, daemons: Daemons
+) -> None:
+    """Every instance loses the store at once: when it is back, none may take the
+    others' stale heartbeats for deaths while their runs are still going."""
+    store = open_store(postgres_url)
+    with proxy_to(postgres_url) as proxy:
+        daemons.write_config(
+            {"long": {"command": ["sleep", "8"], "overlap": "allow"}}, max_concurrent=1
+        )
+        url = proxy.url_for(postgres_url)
+        first, second = daemons.start(url, "a"), daemons.start(url, "b")
+        ids = [trigger(store, "long"), trigger(store, "long")]
+        running = [
+            wait_run(store, i, lambda r: r.status is Status.RUNNING and r.pid is not None)
+            for i in ids
+        ]
+        assert {r.instance for r in running} == {
+            first.instance_id,
+            second.instance_id,
+        }, "each daemon runs one"
+        cut_at = now()
+        proxy.cut()
+        wait_clock(cut_at + 4 * SECOND)  # longer than lease_ttl
+        proxy.restore()
+        for run_id in ids:
+            run = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
+            assert run.status is Status.SUCCEEDED, run.error
+        assert len(runs(store, "long")) == 2  # nothing was retried

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -73,3 +73,45 @@ def test_reap_never_abandons_this_instances_own_runs(store: Store, make_daemon: 
     daemon._reap()
     run = store.execution(run_id)
     assert run is not None and run.status is Status.RUNNING
+
+
+def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
+    store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = make_daemon(job("work"))
+    store.register_instance("peer", "elsewhere", 1, "test")
+    run_id = start_run(store, "work", "peer")
+    # Both lost the store for longer than lease_ttl; we get it back first.
+    age_heartbeat(store, "peer", SETTINGS.lease_ttl + 1)
+    daemon.store_ok = False
+    daemon.backoff.next()
+    daemon._safe_tick(daemon.clock.now())
+    assert daemon.store_ok
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.RUNNING
+    # A lease_ttl later the peer is judged by its heartbeat again.
+    import jobd.daemon as daemon_module
+
+    later = daemon_module.time.monotonic() + SETTINGS.lease_ttl + 0.1
+    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: later)
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.ABANDONED
+
+
+def test_store_backoff_stays_below_lease_ttl_while_runs_go_on(
+    store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import peewee as pw
+
+    daemon = make_daemon(job("work"))
+
+    def unavailable(now: datetime) -> float:
+        raise pw.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(daemon, "tick", unavailable)
+    idle = [daemon._safe_tick(daemon.clock.now()) for _ in range(6)]
+    assert idle == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    monkeypatch.setattr(daemon.executor, "running", {1: object()})
+    assert daemon._safe_tick(daemon.clock.now()) == SETTINGS.lease_ttl / 3
