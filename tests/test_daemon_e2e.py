@@ -483,3 +483,20 @@ def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
             run = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
             assert run.status is Status.SUCCEEDED, run.error
         assert len(runs(store, "long")) == 2  # nothing was retried
+
+
+def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons: Daemons) -> None:
+    store = open_store(postgres_url)
+    with proxy_to(postgres_url) as proxy:
+        # A long lease keeps housekeeping quiet: only NOTIFY can start the run soon.
+        daemons.write_config({"now": {"command": ["true"]}}, lease_ttl="90s")
+        daemon = daemons.start(proxy.url_for(postgres_url))
+        proxy.cut()  # the LISTEN connection breaks: the daemon notices at once
+        daemon.wait_log("store unavailable", timeout=5)
+        proxy.restore()
+        daemon.wait_log("store available again", timeout=10)
+        run_id = trigger(store, "now")
+        run = wait_run(store, run_id, lambda r: r.status.final, timeout=5)
+        assert run.started_at is not None
+        assert (run.started_at - run.queued_at).total_seconds() < 0.5
+        assert "cannot LISTEN" not in daemon.log()
