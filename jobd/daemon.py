@@ -28,7 +28,7 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status, Trigger
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
 from jobd.signals import SignalFlags
@@ -261,9 +261,13 @@ class Daemon:
             plan = plan_job(record.spec, record.next_fire_at, now, since)
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            is_active = record.name in active
+            was_active = is_active = record.name in active
             for fire in plan.fires:
-                decision = overlap_decision(record.spec, is_active)
+                # Missed fires are a backlog that catchup = all asks to run: they wait
+                # behind each other (claims never overlap them) instead of skipping
+                # each other; only a run that was already active can make them skip.
+                catchup = fire.trigger is Trigger.CATCHUP
+                decision = overlap_decision(record.spec, was_active if catchup else is_active)
                 not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
                 runs.append(
                     NewRun(

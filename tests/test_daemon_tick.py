@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from jobd.daemon import Daemon
-from jobd.model import Config, JobKind, JobSpec, NewRun, Settings, Status, Trigger
+from jobd.model import (
+    Catchup,
+    Config,
+    JobKind,
+    JobSpec,
+    NewRun,
+    Overlap,
+    Settings,
+    Status,
+    Trigger,
+)
 from jobd.store import Store
 from jobd.timeutil import to_db
 
@@ -115,3 +126,38 @@ def test_store_backoff_stays_below_lease_ttl_while_runs_go_on(
     assert idle == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     monkeypatch.setattr(daemon.executor, "running", {1: object()})
     assert daemon._safe_tick(daemon.clock.now()) == SETTINGS.lease_ttl / 3
+
+
+@pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE, Overlap.REPLACE])
+def test_missed_fires_under_catchup_all_run_instead_of_skipping_each_other(
+    store: Store, make_daemon: Any, overlap: Overlap
+) -> None:
+    spec = replace(job("tick", catchup=Catchup.ALL, overlap=overlap), schedule="* * * * * *")
+    daemon = make_daemon(spec)
+    assert daemon.leader.poll()
+    now = daemon.clock.now()
+    missed_from = now.replace(microsecond=0) - timedelta(seconds=5)
+    Job = store.m.Job
+    Job.update(next_fire_at=to_db(missed_from)).where(Job.name == "tick").execute()
+    daemon.fire_due(now)
+    rows = list(reversed(store.executions("tick", limit=None)))
+    catchups = [r for r in rows if r.trigger is Trigger.CATCHUP]
+    assert len(catchups) >= 5
+    assert {r.status for r in catchups} == {Status.QUEUED}
+
+
+def test_missed_fires_still_skip_a_run_that_is_already_active(
+    store: Store, make_daemon: Any
+) -> None:
+    spec = replace(job("tick", catchup=Catchup.ALL), schedule="* * * * * *")
+    daemon = make_daemon(spec)
+    assert daemon.leader.poll()
+    start_run(store, "tick", "peer")
+    now = daemon.clock.now()
+    Job = store.m.Job
+    Job.update(next_fire_at=to_db(now.replace(microsecond=0) - timedelta(seconds=3))).where(
+        Job.name == "tick"
+    ).execute()
+    daemon.fire_due(now)
+    fired = [r for r in store.executions("tick", limit=None) if r.trigger is not Trigger.MANUAL]
+    assert fired and {r.status for r in fired} == {Status.SKIPPED}
