@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -28,10 +29,11 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status, Trigger
 from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
@@ -41,6 +43,7 @@ from jobd.waker import Waker
 log = logging.getLogger("jobd")
 
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
+PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
@@ -89,6 +92,8 @@ class Daemon:
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
         self._status_text = ""
+        self._pruner: threading.Thread | None = None
+        self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class Daemon:
         # An instance is lost after lease_ttl of silence; looking often keeps the
         # abandoned marking close to that, at one cheap query per look.
         self.housekeeping.every(max(0.5, ttl / 5)).seconds.do(self._reap)
+        self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
     def _heartbeat(self) -> None:
         role = "leader" if self.leader.leading else "standby"
@@ -121,8 +127,15 @@ class Daemon:
         self.store.heartbeat(self.instance, role, self.executor.busy, skew)
 
     def _reap(self) -> None:
+        if not self.store_ok or time.monotonic() < self._reap_from:
+            return
+        # Our own runs are judged by our heartbeat too, and a store outage may have kept
+        # it from being written while they went on: write it first.
+        self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
+            if run.host == self.host:
+                kill_leftovers(run.id, run.job)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -130,6 +143,32 @@ class Daemon:
                 run.instance,
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
+
+    def _prune_in_background(self) -> None:
+        """Enforce `history` retention hourly, on the leader only, off the loop's thread:
+        a first prune of a large store may take minutes and fires must not wait."""
+        if not self.leader.leading or (self._pruner and self._pruner.is_alive()):
+            return
+        settings = self.config.settings
+        keep = settings.history_keep or None
+        max_age = settings.history_max_age or None
+
+        def prune() -> None:
+            from jobd.store.admin import prune as prune_history
+
+            try:
+                counts = prune_history(self.store, keep, max_age, self.clock.now())
+                if counts:
+                    total = sum(counts.values())
+                    self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
+                    log.info("pruned %d old runs", total, extra={"action": "history.prune"})
+            except STORE_FAILURES as exc:
+                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+            finally:
+                self.store.db.close()  # this thread's own connection
+
+        self._pruner = threading.Thread(target=prune, name="prune", daemon=True)
+        self._pruner.start()
 
     def _follow_ups(self, run: Run, outcome: Outcome, spec: JobSpec | None) -> list[NewRun]:
         if spec is None:
@@ -144,18 +183,20 @@ class Daemon:
             if inst["host"] == self.host
             and inst["id"] != self.instance
             and inst["stopped_at"] is None
-            and not _pid_alive(inst["pid"])
+            and not pid_alive(inst["pid"])
         ]
         if dead:
             lost = self.store.reap_lost_runs(
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
+                leftovers = kill_leftovers(run.id, run.job)
                 log.warning(
-                    "run %s of %s abandoned: its jobd (%s) is gone",
+                    "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
                     run.job,
                     run.instance,
+                    f"; killed {leftovers} leftover process(es)" if leftovers else "",
                     extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
                 )
 
@@ -171,6 +212,8 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
+        self._prune_in_background()
         self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
@@ -246,6 +289,10 @@ class Daemon:
             timeout = self.tick(now)
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
+            if self.executor.busy:
+                # Runs going on here need our heartbeat back within lease_ttl of the
+                # store's return, or other instances will take them for lost.
+                delay = min(delay, self.config.settings.lease_ttl / 3)
             if self.store_ok:
                 log.error(
                     "store unavailable (%s); retrying with back-off",
@@ -258,6 +305,9 @@ class Daemon:
         if self.backoff.reset():
             log.info("store available again", extra={"action": "store.up"})
             self.store_ok = True
+            # The other instances lost the store too and their heartbeats are as stale
+            # as ours was: give them a lease_ttl to write one before judging them dead.
+            self._reap_from = time.monotonic() + self.config.settings.lease_ttl
         if self._listen():
             return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout
@@ -284,10 +334,14 @@ class Daemon:
             self._claim()
         return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
 
-    def fire_due(self, now: datetime, term: Term) -> bool:
+    def fire_due(self, now: datetime, term: Term | None = None) -> bool:
         """Turn due slots into runs, exactly once per slot. True when more may be due.
 
-        The write is fenced by `term`'s epoch: LeaseLost when a newer leader exists."""
+        The write is fenced by the epoch of `term` (by default the current one, read
+        once): LeaseLost when a newer leader exists."""
+        term = term or self.leader.term()
+        if term is None:
+            return False
         due = self.store.due_jobs(now, DUE_BATCH)
         if not due:
             return False
@@ -301,9 +355,13 @@ class Daemon:
             plan = plan_job(record.spec, record.next_fire_at, now, since)
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            is_active = record.name in active
+            was_active = is_active = record.name in active
             for fire in plan.fires:
-                decision = overlap_decision(record.spec, is_active)
+                # Missed fires are a backlog that catchup = all asks to run: they wait
+                # behind each other (claims never overlap them) instead of skipping
+                # each other; only a run that was already active can make them skip.
+                catchup = fire.trigger is Trigger.CATCHUP
+                decision = overlap_decision(record.spec, was_active if catchup else is_active)
                 not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
                 runs.append(
                     NewRun(
@@ -446,16 +504,6 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

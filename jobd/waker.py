@@ -74,15 +74,15 @@ class Waker:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
-        self._listen_conn = conn
-        # Remembered: once the server has dropped the connection, conn.fileno() raises,
-        # and a stale registration would refuse the next connection's (reused) fd.
+        # Remember the descriptor: a broken connection no longer tells its fileno(), and
+        # a registration left behind makes the next LISTEN (same fd number) fail.
         self._listen_fd = conn.fileno()
         self.selector.register(self._listen_fd, selectors.EVENT_READ, "listen")
+        self._listen_conn = conn
 
     def unlisten(self) -> None:
         if self._listen_fd is not None:
-            with contextlib.suppress(KeyError, ValueError):
+            with contextlib.suppress(Exception):
                 self.selector.unregister(self._listen_fd)
             self._listen_fd = None
         if self._listen_conn is not None:
