@@ -122,10 +122,11 @@ class Executor:
         extra = {"action": "run.end", "job": run.job, "execution_id": run.id}
         if not applied:
             log.warning(
-                "run %s of %s ended (%s) but was already recorded as ended elsewhere; kept that",
+                "run %s of %s ended (%s%s) but was already recorded as ended elsewhere; kept that",
                 run.id,
                 run.job,
                 outcome.status.value,
+                f": {outcome.error}" if outcome.error else "",
                 extra=extra,
             )
             return

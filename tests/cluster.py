@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -68,14 +69,21 @@ class Cluster:
             self._store = open_store(self.url)
         return self._store
 
-    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+    def start(
+        self, env: dict[str, str] | None = None, wait: bool = True, host: str | None = None
+    ) -> Proc:
+        """Start a daemon; with `host`, under that host name (its own UTS namespace),
+        so that it and the others treat each other as different machines."""
         name = f"d{len(self.procs)}"
         log_path = self.tmp_path / f"{name}.log"
         full_env = {**os.environ, "JOBD_STORE": self.url, **(env or {})}
         full_env.pop("NOTIFY_SOCKET", None)
+        cmd = jobd_cmd("--config", str(self.config_path), "run", "--log-level", "debug")
+        if host is not None:
+            cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *cmd]
         with open(log_path, "w") as log:
             popen = subprocess.Popen(
-                jobd_cmd("--config", str(self.config_path), "run", "--log-level", "debug"),
+                cmd,
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -176,3 +184,13 @@ def assert_every_slot_once(rows: list[Any], start: datetime, end: datetime) -> N
     wanted = set(range(math.ceil(start.timestamp()), int(end.timestamp()) + 1))
     missing = sorted(wanted - set(seconds))
     assert not missing, f"slots never fired: {[datetime.fromtimestamp(s, UTC) for s in missing]}"
+
+
+def can_fake_hosts() -> bool:
+    """Whether daemons can be started under another host name (root, with unshare)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--uts", "hostname", "jobd-probe"], capture_output=True, timeout=10
+    )
+    return probe.returncode == 0
