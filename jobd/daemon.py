@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,8 +30,10 @@ from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status, Trigger
+from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
@@ -40,6 +43,7 @@ from jobd.waker import Waker
 log = logging.getLogger("jobd")
 
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
+PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
@@ -84,6 +88,9 @@ class Daemon:
         self.store_ok = True
         self._stop_deadline: float | None = None
         self._reap_from = 0.0  # monotonic; see _safe_tick
+        self.notifier = Notifier.from_env()
+        self._status_text = ""
+        self._pruner: threading.Thread | None = None
 
     # -- wiring -----------------------------------------------------------------
 
@@ -105,6 +112,7 @@ class Daemon:
         self.housekeeping.clear()
         self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
         self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+        self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
     def _heartbeat(self) -> None:
         role = "leader" if self.leader.leading else "standby"
@@ -119,6 +127,8 @@ class Daemon:
         self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
+            if run.host == self.host:
+                kill_leftovers(run.id, run.job)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -126,6 +136,32 @@ class Daemon:
                 run.instance,
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
+
+    def _prune_in_background(self) -> None:
+        """Enforce `history` retention hourly, on the leader only, off the loop's thread:
+        a first prune of a large store may take minutes and fires must not wait."""
+        if not self.leader.leading or (self._pruner and self._pruner.is_alive()):
+            return
+        settings = self.config.settings
+        keep = settings.history_keep or None
+        max_age = settings.history_max_age or None
+
+        def prune() -> None:
+            from jobd.store.admin import prune as prune_history
+
+            try:
+                counts = prune_history(self.store, keep, max_age, self.clock.now())
+                if counts:
+                    total = sum(counts.values())
+                    self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
+                    log.info("pruned %d old runs", total, extra={"action": "history.prune"})
+            except STORE_FAILURES as exc:
+                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+            finally:
+                self.store.db.close()  # this thread's own connection
+
+        self._pruner = threading.Thread(target=prune, name="prune", daemon=True)
+        self._pruner.start()
 
     def _follow_ups(self, run: Run, outcome: Outcome, spec: JobSpec | None) -> list[NewRun]:
         if spec is None:
@@ -140,18 +176,20 @@ class Daemon:
             if inst["host"] == self.host
             and inst["id"] != self.instance
             and inst["stopped_at"] is None
-            and not _pid_alive(inst["pid"])
+            and not pid_alive(inst["pid"])
         ]
         if dead:
             lost = self.store.reap_lost_runs(
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
+                leftovers = kill_leftovers(run.id, run.job)
                 log.warning(
-                    "run %s of %s abandoned: its jobd (%s) is gone",
+                    "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
                     run.job,
                     run.instance,
+                    f"; killed {leftovers} leftover process(es)" if leftovers else "",
                     extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
                 )
 
@@ -167,6 +205,9 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
+        self._prune_in_background()
+        self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
             __version__,
@@ -196,12 +237,27 @@ class Daemon:
                 timeout = self._safe_tick(self.clock.now())
                 if self._finished():
                     break
-                self.waker.sleep(timeout)
+                self._notify_tick()
+                watchdog = self.notifier.seconds_until_watchdog(time.monotonic())
+                self.waker.sleep(timeout if watchdog is None else min(timeout, watchdog))
             self._shutdown()
         finally:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _status(self) -> str:
+        role = "leader" if self.leader.leading else "standby"
+        store = "store ok" if self.store_ok else "store unavailable"
+        return f"{role}, {self.executor.busy} running, {store}"
+
+    def _notify_tick(self) -> None:
+        """Watchdog pings come from the loop itself, so a hung loop stops pinging."""
+        self.notifier.maybe_watchdog(time.monotonic())
+        text = self._status()
+        if text != self._status_text:
+            self._status_text = text
+            self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
         try:
@@ -328,6 +384,14 @@ class Daemon:
     def reload(self) -> None:
         if self.reload_config is None:
             return
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready(self._status())
+
+    def _reload(self) -> None:
+        assert self.reload_config is not None
         try:
             config = self.reload_config()
         except ConfigError as exc:
@@ -374,6 +438,7 @@ class Daemon:
         if self.flags.stop_requests == 0:
             return False
         if self._stop_deadline is None:
+            self.notifier.stopping()
             grace = self.config.settings.shutdown_grace
             self._stop_deadline = time.monotonic() + grace
             log.info(
@@ -401,16 +466,6 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

@@ -70,10 +70,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobd.db'}"
 
 
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
+
+
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest) -> str:
-    fixture = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}[request.param]
-    return request.getfixturevalue(fixture)
+    return request.getfixturevalue(URL_FIXTURES[request.param])
 
 
 @pytest.fixture

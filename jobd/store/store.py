@@ -36,6 +36,7 @@ from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
 LEASE_NAME = "scheduler"
+APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
@@ -153,6 +154,9 @@ class Store:
         added, updated, removed = [], [], []
         Job = self.m.Job
         with self.db.atomic():
+            if self.backend == "postgresql":
+                # Daemons starting together with one config would race on the inserts.
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
             existing = {row.name: row for row in Job.select()}
             for name, spec in config.jobs.items():
                 row = existing.get(name)
@@ -172,20 +176,24 @@ class Store:
                     removed.append(name)
         return ApplyReport(tuple(added), tuple(updated), tuple(removed))
 
+    @staticmethod
+    def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
+        """The jobs-table columns that follow from a spec."""
+        return {
+            "source": spec.source.value,
+            "spec": spec.to_json(),
+            "config_hash": spec.config_hash,
+            "schedule": spec.schedule,
+            "timezone": spec.timezone,
+            "overlap": spec.overlap.value,
+            "enabled": spec.enabled,
+            "next_fire_at": to_db(next_fire if spec.enabled else None),
+            "updated_at": to_db(now),
+        }
+
     def _insert_job(self, spec: JobSpec, now: datetime) -> None:
-        self.m.Job.insert(
-            name=spec.name,
-            source=spec.source.value,
-            spec=spec.to_json(),
-            config_hash=spec.config_hash,
-            schedule=spec.schedule,
-            timezone=spec.timezone,
-            overlap=spec.overlap.value,
-            enabled=spec.enabled,
-            next_fire_at=to_db(first_fire_after(spec, now) if spec.enabled else None),
-            created_at=to_db(now),
-            updated_at=to_db(now),
-        ).execute()
+        columns = self._definition(spec, first_fire_after(spec, now), now)
+        self.m.Job.insert(name=spec.name, created_at=to_db(now), **columns).execute()
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
         old = JobSpec.from_json(row.spec)
@@ -193,18 +201,8 @@ class Store:
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
             next_fire = first_fire_after(spec, now)
-        self.m.Job.update(
-            source=spec.source.value,
-            spec=spec.to_json(),
-            config_hash=spec.config_hash,
-            schedule=spec.schedule,
-            timezone=spec.timezone,
-            overlap=spec.overlap.value,
-            enabled=spec.enabled,
-            removed=False,
-            next_fire_at=to_db(next_fire if spec.enabled else None),
-            updated_at=to_db(now),
-        ).where(self.m.Job.name == spec.name).execute()
+        columns = self._definition(spec, next_fire, now)
+        self.m.Job.update(removed=False, **columns).where(self.m.Job.name == spec.name).execute()
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
@@ -222,9 +220,19 @@ class Store:
         ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
-        self.m.Job.update(paused=paused, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        """Pause or resume. A resumed job fires at its next slot after now: the slots
+        it slept through are not missed fires to catch up on."""
+        Job = self.m.Job
+        with self.db.atomic():
+            row = Job.get_or_none(Job.name == name)
+            if row is None:
+                return
+            changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
+            if not paused and row.paused:
+                spec = JobSpec.from_json(row.spec)
+                if spec.enabled and not row.removed:
+                    changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
+            Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         Job = self.m.Job
@@ -575,7 +583,18 @@ class Store:
             row = E.get_or_none(E.id == run_id)
             if row is None or row.status != Status.RUNNING or row.instance != instance:
                 return False
-            started = from_db(row.started_at) or now
+            if not self._end_run(row, instance, outcome, now):
+                return False
+            for run in follow_ups:
+                E.insert(self._run_row(run, now)).execute()
+        return True
+
+    def _end_run(self, row: Any, instance: str, outcome: Outcome, now: datetime) -> bool:
+        """Record a run's end only if `instance` still runs it: the condition is in the
+        UPDATE itself, so a concurrent abandon or cancel cannot be overwritten."""
+        E = self.m.Execution
+        started = from_db(row.started_at) or now
+        updated = (
             E.update(
                 status=outcome.status.value,
                 exit_code=outcome.exit_code,
@@ -583,10 +602,11 @@ class Store:
                 error=outcome.error,
                 finished_at=to_db(now),
                 duration_s=max(0.0, (now - started).total_seconds()),
-            ).where(E.id == run_id).execute()
-            for run in follow_ups:
-                E.insert(self._run_row(run, now)).execute()
-        return True
+            )
+            .where(E.id == row.id, E.status == Status.RUNNING, E.instance == instance)
+            .execute()
+        )
+        return bool(updated)
 
     def request_cancel(self, run_id: int) -> Status:
         """Cancel a queued run at once, or flag a running one for its daemon.
@@ -599,13 +619,22 @@ class Store:
                 raise KeyError(run_id)
             status = Status(row.status)
             if status is Status.QUEUED:
-                E.update(
-                    status=Status.CANCELLED,
-                    finished_at=to_db(self.now()),
-                    error="cancelled before it started",
-                ).where(E.id == run_id).execute()
-            elif status is Status.RUNNING:
-                E.update(cancel_requested=True).where(E.id == run_id).execute()
+                cancelled = (
+                    E.update(
+                        status=Status.CANCELLED,
+                        finished_at=to_db(self.now()),
+                        error="cancelled before it started",
+                    )
+                    .where(E.id == run_id, E.status == Status.QUEUED)
+                    .execute()
+                )
+                if cancelled:
+                    return status
+                status = Status.RUNNING  # claimed meanwhile: flag it for its daemon
+            if status is Status.RUNNING:
+                E.update(cancel_requested=True).where(
+                    E.id == run_id, E.status == Status.RUNNING
+                ).execute()
             return status
 
     # -- instances and lost runs ---------------------------------------------------
@@ -726,19 +755,12 @@ class Store:
             for run_id, (tail, total) in logs.items():
                 E.update(log=tail, log_bytes=total).where(E.id == run_id).execute()
             for run_id, instance, outcome, follows in finishes:
-                row = E.select(E.status, E.instance, E.started_at).where(E.id == run_id).first()
-                if row is None or row.status != Status.RUNNING or row.instance != instance:
+                row = (
+                    E.select(E.id, E.status, E.instance, E.started_at).where(E.id == run_id).first()
+                )
+                if row is None or not self._end_run(row, instance, outcome, now):
                     applied.append(False)
                     continue
-                started = from_db(row.started_at) or now
-                E.update(
-                    status=outcome.status.value,
-                    exit_code=outcome.exit_code,
-                    signal=outcome.signal,
-                    error=outcome.error,
-                    finished_at=to_db(now),
-                    duration_s=max(0.0, (now - started).total_seconds()),
-                ).where(E.id == run_id).execute()
                 for follow in follows:
                     E.insert(self._run_row(follow, now)).execute()
                 applied.append(True)
