@@ -21,7 +21,7 @@ from jobd.model import NewRun, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import wait_for
 from tests.daemons import Daemons, finished, proxy_to, runs, wait_clock, wait_run
-from tests.processes import assert_group_gone
+from tests.processes import alive, assert_group_gone, wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,10 @@ def assert_one_row_per_consecutive_slot(rows: list[Run], step: timedelta = SECON
     assert len(slots) == len(set(slots)), "a slot fired twice"
     gaps = [(a, b) for a, b in pairwise(slots) if b - a != step]
     assert not gaps, f"missing slots between {gaps}"
+
+
+def going(run: Run) -> bool:
+    return run.status is Status.RUNNING and run.pid is not None
 
 
 def current_statuses(store: Store, ids: list[int]) -> list[Status]:
@@ -517,3 +521,21 @@ def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons
         assert run.started_at is not None
         assert (run.started_at - run.queued_at).total_seconds() < 0.5
         assert "cannot LISTEN" not in daemon.log()
+
+
+def test_a_restart_kills_only_its_own_leftover_processes(tmp_path: Path, daemons: Daemons) -> None:
+    """Two jobd on one host with their own stores: both have run 1 of the same job."""
+    urls = [f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"]
+    daemons.write_config({"work": {"command": ["sleep", "60"]}})
+    first, second = (daemons.start(url, name) for url, name in zip(urls, "ab", strict=True))
+    ours, theirs = (open_store(url) for url in urls)
+    assert trigger(ours, "work") == trigger(theirs, "work") == 1
+    ours_run, theirs_run = (wait_run(store, 1, going) for store in (ours, theirs))
+    second.kill()
+    daemons.start(urls[1], "b-again")
+    assert wait_run(theirs, 1, lambda r: r.status.final).status is Status.ABANDONED
+    assert theirs_run.pid is not None and ours_run.pid is not None
+    wait_dead(theirs_run.pid)  # the killed daemon's leftover goes
+    assert alive(ours_run.pid)  # the other jobd's run with the same id and job stays
+    assert ours.execution(1).status is Status.RUNNING  # type: ignore[union-attr]
+    assert first.running
