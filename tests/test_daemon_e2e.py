@@ -163,9 +163,9 @@ def test_two_daemons_on_postgresql(postgres_url: str, daemons: Daemons) -> None:
 def test_timeout_kills_the_job_and_its_grandchild(
     store_url: str, store: Store, daemons: Daemons
 ) -> None:
-    daemons.write_config({"slow": {"shell": "sleep 300 & sleep 300", "timeout": "1s"}})
+    daemons.write_config({"group_leader": {"shell": "sleep 300 & sleep 300", "timeout": "1s"}})
     daemons.start(store_url)
-    run_id = trigger(store, "slow")
+    run_id = trigger(store, "group_leader")
     run = wait_run(store, run_id, lambda r: r.status.final)
     assert run.status is Status.TIMED_OUT
     assert run.error == "timed out after 1.00s"
@@ -185,17 +185,17 @@ def test_sigterm_lets_short_runs_finish_and_cancels_the_long_one(
         {
             "short1": {"command": ["sleep", "1"]},
             "short2": {"command": ["sleep", "1.5"]},
-            "long": {"shell": "sleep 60 & sleep 60"},
+            "long_sleeper": {"shell": "sleep 60 & sleep 60"},
         },
         shutdown_grace="2500ms",
     )
     daemon = daemons.start(store_url)
-    ids = {name: trigger(store, name) for name in ("short1", "short2", "long")}
+    ids = {name: trigger(store, name) for name in ("short1", "short2", "long_sleeper")}
     for run_id in ids.values():
         wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=15) == 0
-    short1, short2, long = (store.execution(ids[n]) for n in ("short1", "short2", "long"))
+    short1, short2, long = (store.execution(ids[n]) for n in ("short1", "short2", "long_sleeper"))
     assert short1 and short1.status is Status.SUCCEEDED
     assert short2 and short2.status is Status.SUCCEEDED
     assert long and long.status is Status.CANCELLED
@@ -387,9 +387,9 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     store_url: str, store: Store, daemons: Daemons
 ) -> None:
     script = 'echo "attempt $JOBD_ATTEMPT"; [ "$JOBD_ATTEMPT" -gt 1 ] || sleep 60'
-    daemons.write_config({"work": {"shell": script, "retries": 1, "retry_delay": "0s"}})
+    daemons.write_config({"interrupted_work": {"shell": script, "retries": 1, "retry_delay": "0s"}})
     daemon = daemons.start(store_url)
-    run_id = trigger(store, "work")
+    run_id = trigger(store, "interrupted_work")
     wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
     daemon.kill()
     assert store.execution(run_id).status is Status.RUNNING  # type: ignore[union-attr]
@@ -398,7 +398,7 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     lost = wait_run(store, run_id, lambda r: r.status.final, timeout=10)
     assert lost.status is Status.ABANDONED
     assert lost.error and f"instance {lost.instance}" in lost.error and "vanished" in lost.error
-    retry = wait_for(lambda: [r for r in finished(store, "work") if r.id != run_id])[0]
+    retry = wait_for(lambda: [r for r in finished(store, "interrupted_work") if r.id != run_id])[0]
     assert (retry.trigger, retry.attempt, retry.retry_of) == (Trigger.RETRY, 2, run_id)
     assert retry.status is Status.SUCCEEDED
 
@@ -412,13 +412,13 @@ def test_postgresql_outage_is_survived(postgres_url: str, daemons: Daemons) -> N
         daemons.write_config(
             {
                 "tick": {"schedule": EVERY_SECOND, "command": ["true"]},
-                "short": {"command": ["sleep", "1.5"]},
-                "long": {"command": ["sleep", "7"]},
+                "short_sleeper": {"command": ["sleep", "1.5"]},
+                "long_sleeper": {"command": ["sleep", "7"]},
             }
         )
         daemon = daemons.start(proxy.url_for(postgres_url))
         wait_for(lambda: len(finished(store, "tick")) >= 2)
-        short_id, long_id = trigger(store, "short"), trigger(store, "long")
+        short_id, long_id = trigger(store, "short_sleeper"), trigger(store, "long_sleeper")
         for run_id in (short_id, long_id):
             wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
 
@@ -483,11 +483,11 @@ def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
     store = open_store(postgres_url)
     with proxy_to(postgres_url) as proxy:
         daemons.write_config(
-            {"long": {"command": ["sleep", "8"], "overlap": "allow"}}, max_concurrent=1
+            {"long_sleeper": {"command": ["sleep", "8"], "overlap": "allow"}}, max_concurrent=1
         )
         url = proxy.url_for(postgres_url)
         first, second = daemons.start(url, "a"), daemons.start(url, "b")
-        ids = [trigger(store, "long"), trigger(store, "long")]
+        ids = [trigger(store, "long_sleeper"), trigger(store, "long_sleeper")]
         running = [
             wait_run(store, i, lambda r: r.status is Status.RUNNING and r.pid is not None)
             for i in ids
@@ -503,7 +503,7 @@ def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
         for run_id in ids:
             run = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
             assert run.status is Status.SUCCEEDED, run.error
-        assert len(runs(store, "long")) == 2  # nothing was retried
+        assert len(runs(store, "long_sleeper")) == 2  # nothing was retried
 
 
 def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons: Daemons) -> None:
@@ -526,10 +526,10 @@ def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons
 def test_a_restart_kills_only_its_own_leftover_processes(tmp_path: Path, daemons: Daemons) -> None:
     """Two jobd on one host with their own stores: both have run 1 of the same job."""
     urls = [f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"]
-    daemons.write_config({"work": {"command": ["sleep", "60"]}})
+    daemons.write_config({"interrupted_work": {"command": ["sleep", "60"]}})
     first, second = (daemons.start(url, name) for url, name in zip(urls, "ab", strict=True))
     ours, theirs = (open_store(url) for url in urls)
-    assert trigger(ours, "work") == trigger(theirs, "work") == 1
+    assert trigger(ours, "interrupted_work") == trigger(theirs, "interrupted_work") == 1
     ours_run, theirs_run = (wait_run(store, 1, going) for store in (ours, theirs))
     second.kill()
     daemons.start(urls[1], "b-again")
