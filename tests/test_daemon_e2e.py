@@ -390,9 +390,10 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     daemons.write_config({"interrupted_work": {"shell": script, "retries": 1, "retry_delay": "0s"}})
     daemon = daemons.start(store_url)
     run_id = trigger(store, "interrupted_work")
-    wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+    running = wait_run(store, run_id, going)
     daemon.kill()
     assert store.execution(run_id).status is Status.RUNNING  # type: ignore[union-attr]
+    assert running.pid is not None and alive(running.pid)  # SIGKILL cannot take it along
 
     daemons.start(store_url, "restarted")
     lost = wait_run(store, run_id, lambda r: r.status.final, timeout=10)
@@ -401,6 +402,9 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     retry = wait_for(lambda: [r for r in finished(store, "interrupted_work") if r.id != run_id])[0]
     assert (retry.trigger, retry.attempt, retry.retry_of) == (Trigger.RETRY, 2, run_id)
     assert retry.status is Status.SUCCEEDED
+    # The restarted daemon killed the first attempt, which was still sleeping.
+    wait_dead(running.pid)
+    wait_for(lambda: daemons.leftovers() == [], timeout=3)
 
 
 # -- 10. a PostgreSQL outage ------------------------------------------------------------------
