@@ -87,10 +87,10 @@ class Daemon:
         self.backoff = Backoff(config.settings.max_backoff)
         self.store_ok = True
         self._stop_deadline: float | None = None
-        self._reap_from = 0.0  # monotonic; see _safe_tick
         self.notifier = Notifier.from_env()
         self._status_text = ""
         self._pruner: threading.Thread | None = None
+        self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
 
