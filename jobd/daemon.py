@@ -128,7 +128,7 @@ class Daemon:
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             if run.host == self.host:
-                kill_leftovers(run.id, run.job)
+                kill_leftovers(run.id, run.job, run.instance)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -183,7 +183,7 @@ class Daemon:
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
-                leftovers = kill_leftovers(run.id, run.job)
+                leftovers = kill_leftovers(run.id, run.job, run.instance)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
