@@ -90,6 +90,8 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self._status_text = ""
         self._pruner: threading.Thread | None = None
+        self.applied_at: datetime | None = None  # when the caller applied the config
+        self._first_term_since: datetime | None = None
         self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
@@ -205,6 +207,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._first_term_since = self.leader.since
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self.notifier.ready(self._status())
@@ -308,6 +311,10 @@ class Daemon:
         if not due:
             return False
         since = self.leader.since or now
+        if self.applied_at is not None and since == self._first_term_since:
+            # Slots that fell due between applying the config and taking the guard at
+            # start were this daemon's to fire, not fires missed while none led.
+            since = min(since, self.applied_at)
         active = self.store.active_jobs([r.name for r in due])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
@@ -473,5 +480,12 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def serve(config: Config, store: Store, reload_config: Callable[[], Config] | None = None) -> int:
-    return Daemon(config, store, reload_config).run()
+def serve(
+    config: Config,
+    store: Store,
+    reload_config: Callable[[], Config] | None = None,
+    applied_at: datetime | None = None,
+) -> int:
+    daemon = Daemon(config, store, reload_config)
+    daemon.applied_at = applied_at
+    return daemon.run()
