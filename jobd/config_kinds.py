@@ -160,3 +160,18 @@ def http_request(raw: Mapping[str, Any], file: str, job: str) -> dict[str, Any]:
         )
     request["expect"] = list(expect)  # empty: any 2xx
     return request
+
+
+def fill_placeholders(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """`text` with each `${VAR}` replaced from `environ`, and the values used (to mask
+    them in output). Raises KeyError naming the first variable that is not set."""
+    used: list[str] = []
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise KeyError(name)
+        used.append(environ[name])
+        return environ[name]
+
+    return PLACEHOLDER.sub(value, text), used
