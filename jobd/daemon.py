@@ -32,6 +32,7 @@ from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
@@ -116,6 +117,8 @@ class Daemon:
     def _reap(self) -> None:
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
+            if run.host == self.host:
+                kill_leftovers(run.id, run.job)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -137,18 +140,20 @@ class Daemon:
             if inst["host"] == self.host
             and inst["id"] != self.instance
             and inst["stopped_at"] is None
-            and not _pid_alive(inst["pid"])
+            and not pid_alive(inst["pid"])
         ]
         if dead:
             lost = self.store.reap_lost_runs(
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
+                leftovers = kill_leftovers(run.id, run.job)
                 log.warning(
-                    "run %s of %s abandoned: its jobd (%s) is gone",
+                    "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
                     run.job,
                     run.instance,
+                    f"; killed {leftovers} leftover process(es)" if leftovers else "",
                     extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
                 )
 
@@ -412,16 +417,6 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

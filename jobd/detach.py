@@ -7,21 +7,11 @@ KillMode and KeepAlive.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from jobd.errors import UsageError
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from jobd.runner import pid_alive
 
 
 def held_by(pidfile: Path) -> int | None:
@@ -30,7 +20,7 @@ def held_by(pidfile: Path) -> int | None:
         pid = int(pidfile.read_text().strip() or "0")
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and _pid_alive(pid) else None
+    return pid if pid > 0 and pid_alive(pid) else None
 
 
 def detach(pidfile: str, log_file: str) -> Any:

@@ -134,6 +134,16 @@ def build_env(
     return env
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
+
+
 def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -318,3 +328,33 @@ class RunProcess(threading.Thread):
     def _signal_group(pgid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+def kill_leftovers(run_id: int, job: str, proc_root: str = "/proc") -> int:
+    """SIGKILL every process still carrying this run's identity in its environment.
+
+    A daemon killed with SIGKILL cannot take its runs' process groups with it; the
+    next daemon on the host finds them here, by the JOBD_EXECUTION_ID every job
+    process inherits (a recorded pid alone could have been reused). Linux only;
+    elsewhere it finds nothing. Returns how many processes it signalled.
+    """
+    marker = f"JOBD_EXECUTION_ID={run_id}\0".encode()
+    job_marker = f"JOBD_JOB={job}\0".encode()
+    killed = 0
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc_root, entry, "environ"), "rb") as handle:
+                environ = handle.read() + b"\0"
+        except OSError:
+            continue
+        if marker in environ and job_marker in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+    return killed

@@ -176,20 +176,24 @@ class Store:
                     removed.append(name)
         return ApplyReport(tuple(added), tuple(updated), tuple(removed))
 
+    @staticmethod
+    def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
+        """The jobs-table columns that follow from a spec."""
+        return {
+            "source": spec.source.value,
+            "spec": spec.to_json(),
+            "config_hash": spec.config_hash,
+            "schedule": spec.schedule,
+            "timezone": spec.timezone,
+            "overlap": spec.overlap.value,
+            "enabled": spec.enabled,
+            "next_fire_at": to_db(next_fire if spec.enabled else None),
+            "updated_at": to_db(now),
+        }
+
     def _insert_job(self, spec: JobSpec, now: datetime) -> None:
-        self.m.Job.insert(
-            name=spec.name,
-            source=spec.source.value,
-            spec=spec.to_json(),
-            config_hash=spec.config_hash,
-            schedule=spec.schedule,
-            timezone=spec.timezone,
-            overlap=spec.overlap.value,
-            enabled=spec.enabled,
-            next_fire_at=to_db(first_fire_after(spec, now) if spec.enabled else None),
-            created_at=to_db(now),
-            updated_at=to_db(now),
-        ).execute()
+        columns = self._definition(spec, first_fire_after(spec, now), now)
+        self.m.Job.insert(name=spec.name, created_at=to_db(now), **columns).execute()
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
         old = JobSpec.from_json(row.spec)
@@ -197,18 +201,8 @@ class Store:
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
             next_fire = first_fire_after(spec, now)
-        self.m.Job.update(
-            source=spec.source.value,
-            spec=spec.to_json(),
-            config_hash=spec.config_hash,
-            schedule=spec.schedule,
-            timezone=spec.timezone,
-            overlap=spec.overlap.value,
-            enabled=spec.enabled,
-            removed=False,
-            next_fire_at=to_db(next_fire if spec.enabled else None),
-            updated_at=to_db(now),
-        ).where(self.m.Job.name == spec.name).execute()
+        columns = self._definition(spec, next_fire, now)
+        self.m.Job.update(removed=False, **columns).where(self.m.Job.name == spec.name).execute()
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
@@ -226,9 +220,19 @@ class Store:
         ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
-        self.m.Job.update(paused=paused, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        """Pause or resume. A resumed job fires at its next slot after now: the slots
+        it slept through are not missed fires to catch up on."""
+        Job = self.m.Job
+        with self.db.atomic():
+            row = Job.get_or_none(Job.name == name)
+            if row is None:
+                return
+            changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
+            if not paused and row.paused:
+                spec = JobSpec.from_json(row.spec)
+                if spec.enabled and not row.removed:
+                    changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
+            Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         Job = self.m.Job
