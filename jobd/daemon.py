@@ -31,11 +31,18 @@ from jobd.leader.lease import TableLeader
 from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
 from jobd.planner import plan_job
-from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.policies import (
+    FireAction,
+    follow_ups,
+    jitter_offset,
+    overlap_decision,
+    quota_decision,
+)
 from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.groups import active_by_group
 from jobd.store.store import LeaseLost
 from jobd.waker import Waker
 
@@ -264,6 +271,9 @@ class Daemon:
             return False
         since = self.leader.since or now
         active = self.store.active_jobs([r.name for r in due])
+        groups = self.config.groups
+        limited = {r.spec.group for r in due if r.spec.group in groups}
+        group_active = active_by_group(self.store, [g for g in limited if groups[g].max_active])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
@@ -273,8 +283,20 @@ class Daemon:
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
             is_active = record.name in active
+            quota = groups.get(record.spec.group or "")
             for fire in plan.fires:
                 decision = overlap_decision(record.spec, is_active)
+                if decision.action is FireAction.ENQUEUE and quota is not None:
+                    decision = quota_decision(quota, group_active.get(quota.name, 0))
+                    if decision.action is FireAction.ENQUEUE:
+                        group_active[quota.name] = group_active.get(quota.name, 0) + 1
+                    else:
+                        log.warning(
+                            "%s: fire skipped: %s",
+                            record.name,
+                            decision.reason,
+                            extra={"action": "quota.skipped", "job": record.name},
+                        )
                 not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
                 runs.append(
                     NewRun(
@@ -291,7 +313,8 @@ class Daemon:
                 )
                 if decision.action is FireAction.REPLACE:
                     replace.append(record.name)
-                is_active = True
+                if decision.action is not FireAction.SKIP:
+                    is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
         inserted = self.store.record_fires(runs, advances, replace, epoch=self.leader.epoch)
