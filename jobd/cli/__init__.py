@@ -93,9 +93,9 @@ def _common_params() -> list[click.Parameter]:
 
 
 def _register() -> None:
-    from jobd.cli import daemon_cmd, jobs
+    from jobd.cli import daemon_cmd, imports, jobs
 
-    for module in (jobs, daemon_cmd):
+    for module in (jobs, daemon_cmd, imports):
         for command in module.COMMANDS:
             command.params.extend(_common_params())
             cli.add_command(command)
