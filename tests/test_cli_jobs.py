@@ -41,12 +41,19 @@ enabled = false
 RFC3339_Z = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+    # As root, jobd refuses a config writable by group or others, as cron does:
+    # do not depend on the umask the tests run with.
+    path.chmod(0o644)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> dict[str, Any]:
     """A working directory with a jobd.toml, and user dirs that are ours alone."""
     work = tmp_path / "work"
     work.mkdir()
-    (work / "jobd.toml").write_text(CONFIG)
+    write(work / "jobd.toml", CONFIG)
     env = {
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "XDG_DATA_HOME": str(tmp_path / "data"),
@@ -128,7 +135,7 @@ def test_validate_bad_config_is_one_line_exit_2(
     home: dict[str, Any], text: str, fragments: list[str]
 ) -> None:
     bad = home["cwd"] / "bad.toml"
-    bad.write_text(text)
+    write(bad, text)
     result = jobd(home, "validate", "--config", str(bad))
     assert result.returncode == 2
     line = error_line(result)
@@ -140,7 +147,7 @@ def test_validate_bad_config_is_one_line_exit_2(
 
 def test_config_is_found_through_the_environment(home: dict[str, Any]) -> None:
     other = home["cwd"].parent / "other.toml"
-    other.write_text('[jobs.elsewhere]\ncommand = ["true"]\n')
+    write(other, '[jobs.elsewhere]\ncommand = ["true"]\n')
     result = jobd(home, "validate", "--json", JOBD_CONFIG=str(other))
     assert [job["name"] for job in json.loads(result.stdout)["jobs"]] == ["elsewhere"]
     missing = jobd(home, "validate", "--config", str(home["cwd"] / "nope.toml"))
@@ -255,9 +262,7 @@ def test_next_across_the_fall_back_fold(home: dict[str, Any]) -> None:
 
 def test_next_wildcard_job_fires_on_real_time_through_the_fold(home: dict[str, Any]) -> None:
     berlin = home["cwd"] / "berlin.toml"
-    berlin.write_text(
-        '[jobs.h]\nschedule = "*/30 * * * *"\ntimezone = "Europe/Berlin"\nshell = ":"'
-    )
+    write(berlin, '[jobs.h]\nschedule = "*/30 * * * *"\ntimezone = "Europe/Berlin"\nshell = ":"')
     args = ("next", "h", "-n", "4", "--after", "2026-10-25T01:45:00+02:00", "--json")
     result = jobd(home, *args, "--config", str(berlin))
     assert json.loads(result.stdout)["local"] == [
