@@ -106,12 +106,6 @@ def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, s
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
-        if not JOB_NAME.fullmatch(name):
-            raise ConfigError(
-                "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
-                file=file,
-                job=name,
-            )
         jobs[name] = parse_job(
             name,
             _table(raw, file, name, None),
@@ -158,6 +152,12 @@ def parse_job(
     `databases` and `groups` are the config's tables that `database` and `group`
     may name; `store` is the store URL, the default database of `sql` jobs.
     """
+    if not JOB_NAME.fullmatch(name):
+        raise ConfigError(
+            "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
+            file=file,
+            job=name,
+        )
     _check_keys(raw, JOB_KEYS, file=file, job=name, prefix="")
     f = _Fields(raw, file, name)
 

@@ -86,8 +86,8 @@ def test_there_are_commands_to_document() -> None:
 def test_every_command_is_in_the_man_page(command: str) -> None:
     page = (ROOT / "man" / "jobd.1").read_text()
     section = page.split(".SH COMMANDS", 1)[1].split("\n.SH ", 1)[0]
-    # Each command opens a .TP entry: `.B name` or `.BR name ...`.
-    assert re.search(rf"^\.BR? {re.escape(command)}(\s|$)", section, re.MULTILINE), (
+    # Each command opens a .TP entry: `.B name`, `.BR name ...` or `.BI name " ARG"`.
+    assert re.search(rf"^\.B[RI]? {re.escape(command)}(\s|$)", section, re.MULTILINE), (
         f"`jobd {command}` is missing from man/jobd.1 COMMANDS"
     )
 
@@ -96,7 +96,7 @@ def test_every_command_is_in_the_man_page(command: str) -> None:
 def test_every_command_is_in_the_readme(command: str) -> None:
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
-    assert re.search(rf"^\| `jobd {re.escape(command)}[` ]", table, re.MULTILINE), (
+    assert re.search(rf"^\|.*`jobd {re.escape(command)}[` ]", table, re.MULTILINE), (
         f"`jobd {command}` is missing from the README's command table"
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobd.durations import DurationError, format_duration, parse_duration
@@ -104,7 +104,7 @@ def test_format(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.floats(min_value=0, max_value=400 * 86400, allow_nan=False))
 def test_format_reads_back_within_its_precision(seconds: float) -> None:
     # What `executions` shows parses back to nearly the same duration: the

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from jobd.cli.context import Context, pass_ctx
 from jobd.errors import UsageError
-from jobd.model import Config
-from jobd.store import mask_url
+
+if TYPE_CHECKING:
+    from jobd.model import Config
 
 
 @click.command()
@@ -54,6 +56,7 @@ def run(
       jobd run --detach --pidfile /run/jobd.pid --log-file /var/log/jobd.log
     """
     from jobd.log import add_secrets, add_store_url, setup_logging
+    from jobd.store import mask_url
 
     config = ctx.config  # validate before detaching, so errors reach the terminal
     store_url = ctx.store_url
