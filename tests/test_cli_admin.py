@@ -61,6 +61,17 @@ STATUS_SHAPE = {
     "queue_depth": int,
     "running": [RUN_SHAPE],
     "next_fires": [{"job": str, "at": Time, "timezone": str}],
+    "groups": [
+        {
+            "group": str,
+            "jobs": int,
+            "max_jobs": int,
+            "active": int,
+            "max_active": int,
+            "retained": int,
+            "max_retained": int,
+        }
+    ],
     "checked_at": Time,
 }
 CHECK_SHAPE = {
@@ -75,6 +86,7 @@ PRUNE_SHAPE = {
     "keep": nullable(int),
     "older_than_s": nullable(float),
     "deleted": MapOf(int),
+    "groups": MapOf(int),
     "total": int,
 }
 AUDIT_SHAPE = [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from jobd.model import ACTIVE_STATUSES, FINAL_STATUSES, GroupQuota, NewRun
+from jobd.model import ACTIVE_STATUSES, FINAL_STATUSES, GroupQuota, JobSpec, NewRun
 from jobd.policies import FireAction, quota_decision
 
 if TYPE_CHECKING:
@@ -95,9 +95,7 @@ def enqueue_within_quota(store: Store, run: NewRun, quota: GroupQuota) -> tuple[
     last slot cannot both get it.
     """
     with store.atomic():
-        if store.backend == "postgresql":
-            key = zlib.crc32(f"jobd-group:{quota.name}".encode())
-            store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+        _lock(store, quota)
         active = active_by_group(store, [quota.name]).get(quota.name, 0)
         decision = quota_decision(quota, active)
         if decision.action is FireAction.SKIP:
@@ -105,6 +103,27 @@ def enqueue_within_quota(store: Store, run: NewRun, quota: GroupQuota) -> tuple[
         run_id = int(store.m.Execution.insert(store._run_row(run, store.now())).execute())
     store.wake_daemons()
     return run_id, ""
+
+
+def _lock(store: Store, quota: GroupQuota) -> None:
+    """Serialize admissions to one group (SQLite's write transactions already are)."""
+    if store.backend == "postgresql":
+        key = zlib.crc32(f"jobd-group:{quota.name}".encode())
+        store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
+def upsert_within_quota(store: Store, spec: JobSpec, quota: GroupQuota) -> tuple[bool | None, str]:
+    """Create or update a store-only job in `quota`'s group unless the group already
+    has max_jobs other jobs. Returns (created, "") or (None, the reason)."""
+    with store.atomic():
+        _lock(store, quota)
+        others = job_count(store, quota.name, excluding=spec.name)
+        if quota.max_jobs and others >= quota.max_jobs:
+            return None, (
+                f"group {quota.name!r} is at its quota: {others} of max_jobs = "
+                f"{quota.max_jobs} jobs"
+            )
+        return store.upsert_cli_job(spec, store.now()), ""
 
 
 def prune_retained(store: Store, quota: GroupQuota, dry_run: bool = False) -> dict[str, int]:
