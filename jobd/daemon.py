@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from jobd.waker import Waker
 log = logging.getLogger("jobd")
 
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
+PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
@@ -94,6 +96,7 @@ class Daemon:
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
         self._status_text = ""
+        self._pruner: threading.Thread | None = None
 
     # -- wiring -----------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class Daemon:
         self.housekeeping.clear()
         self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
         self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+        self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
     def _heartbeat(self) -> None:
         role = "leader" if self.leader.leading else "standby"
@@ -133,6 +137,32 @@ class Daemon:
                 run.instance,
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
+
+    def _prune_in_background(self) -> None:
+        """Enforce `history` retention hourly, on the leader only, off the loop's thread:
+        a first prune of a large store may take minutes and fires must not wait."""
+        if not self.leader.leading or (self._pruner and self._pruner.is_alive()):
+            return
+        settings = self.config.settings
+        keep = settings.history_keep or None
+        max_age = settings.history_max_age or None
+
+        def prune() -> None:
+            from jobd.store.admin import prune as prune_history
+
+            try:
+                counts = prune_history(self.store, keep, max_age, self.clock.now())
+                if counts:
+                    total = sum(counts.values())
+                    self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
+                    log.info("pruned %d old runs", total, extra={"action": "history.prune"})
+            except STORE_FAILURES as exc:
+                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+            finally:
+                self.store.db.close()  # this thread's own connection
+
+        self._pruner = threading.Thread(target=prune, name="prune", daemon=True)
+        self._pruner.start()
 
     def _follow_ups(self, run: Run, outcome: Outcome, spec: JobSpec | None) -> list[NewRun]:
         if spec is None:
@@ -176,6 +206,8 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
+        self._prune_in_background()
         self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
