@@ -146,12 +146,17 @@ class Daemon:
         settings = self.config.settings
         keep = settings.history_keep or None
         max_age = settings.history_max_age or None
+        quotas = [q for q in self.config.groups.values() if q.max_retained]
 
         def prune() -> None:
             from jobd.store.admin import prune as prune_history
+            from jobd.store.groups import prune_retained
 
             try:
                 counts = prune_history(self.store, keep, max_age, self.clock.now())
+                for quota in quotas:  # [groups.NAME] max_retained, across the group
+                    for job, n in prune_retained(self.store, quota).items():
+                        counts[job] = counts.get(job, 0) + n
                 if counts:
                     total = sum(counts.values())
                     self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})

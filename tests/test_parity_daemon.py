@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from jobd.model import Run, Status
+from jobd.config import parse_config
+from jobd.model import NewRun, Outcome, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import wait_for
 from tests.daemons import jobd_daemon
@@ -119,12 +120,13 @@ def test_http_jobs_with_a_secret_that_never_reaches_the_store(
         + "json = { connection_id = 42, full = true }, expect = [200, 202] }\n"
         + "[jobs.flaky]\n"
         + f'http = {{ url = "{http_server.url}/status/500", expect = [200] }}\n'
-        + 'schedule = "*/30 * * * * *"\n'
         + 'retries = 1\nretry_delay = "0s"\n'
     )
     store_url = f"sqlite:///{tmp_path / 'jobd.db'}"
     with jobd_daemon(config, store_url, env={"SERVICE_KEY": SECRET}):
         store = opened(store_url)
+        wait_for(lambda: store.job("flaky"))  # the daemon has applied the config
+        store.enqueue(NewRun("flaky", Trigger.MANUAL, store.now()))
         sync = finished(store, "trigger_sync")[0]
         flaky = finished(store, "flaky", count=2)
     assert sync.status is Status.SUCCEEDED, sync.log
@@ -168,3 +170,27 @@ def test_scheduled_fires_over_the_group_quota_are_skipped(tmp_path: Path, opened
         active = [r for r in store.executions(limit=None) if not r.status.final]
     assert len(active) <= 1
     assert "fire skipped: group 'tenant-a' is at its quota" in (tmp_path / "jobd.log").read_text()
+
+
+def test_the_daemon_keeps_each_group_to_max_retained(tmp_path: Path, opened: Any) -> None:
+    text = (
+        FAST + "[groups.tenant-a]\nmax_retained = 3\n"
+        '[jobs.a1]\ncommand = ["true"]\ngroup = "tenant-a"\n'
+        '[jobs.a2]\ncommand = ["true"]\ngroup = "tenant-a"\n'
+        '[jobs.other]\ncommand = ["true"]\n'
+    )
+    config = tmp_path / "jobd.toml"
+    config.write_text(text)
+    store_url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    store = opened(store_url)
+    store.apply_config(parse_config(text), store.now())
+    for job in ["a1", "a2", "other"] * 3:
+        run_id = store.enqueue(NewRun(job, Trigger.MANUAL, store.now()))
+        store.claim_run(run_id, "old", "h")
+        store.finish(run_id, "old", Outcome(Status.SUCCEEDED, 0))
+    with jobd_daemon(config, store_url):
+        # The daemon prunes at start: the group's newest 3 of 6 stay, `other` keeps all.
+        wait_for(lambda: len(store.executions(limit=None)) == 6, timeout=20)
+    kept = store.executions(limit=None)
+    assert sorted(r.id for r in kept if r.job != "other") == [5, 7, 8]
+    assert len([r for r in kept if r.job == "other"]) == 3
