@@ -13,7 +13,7 @@ import pytest
 from jobd.config import parse_config
 from jobd.model import NewRun, Outcome, Run, Status, Trigger
 from jobd.store import Store, open_store
-from tests.conftest import wait_for
+from tests.conftest import run_jobd, wait_for
 from tests.daemons import jobd_daemon
 from tests.httpserver import Server, http_server_fixture  # noqa: F401 - a fixture
 
@@ -194,3 +194,32 @@ def test_the_daemon_keeps_each_group_to_max_retained(tmp_path: Path, opened: Any
     kept = store.executions(limit=None)
     assert sorted(r.id for r in kept if r.job != "other") == [5, 7, 8]
     assert len([r for r in kept if r.job == "other"]) == 3
+
+
+def test_a_manual_trigger_over_quota_is_refused_while_a_daemon_runs(
+    tmp_path: Path, opened: Any
+) -> None:
+    config = tmp_path / "jobd.toml"
+    config.write_text(
+        FAST + "[groups.tenant-a]\nmax_active = 1\n"
+        '[jobs.scan]\ncommand = ["sleep", "30"]\ngroup = "tenant-a"\n'
+        '[jobs.report]\ncommand = ["true"]\ngroup = "tenant-a"\n'
+    )
+    store_url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    args = ("--config", str(config), "--store", store_url)
+    with jobd_daemon(config, store_url):
+        store = opened(store_url)
+        wait_for(lambda: store.job("scan"))
+        first = run_jobd(*args, "trigger", "scan")
+        assert first.returncode == 0, first.stderr
+        wait_for(lambda: store.execution(int(first.stdout)).status is Status.RUNNING)
+        refused = run_jobd(*args, "trigger", "report", "--wait")
+        assert refused.returncode == 75, refused.stderr
+        assert "is at its quota: 1 of max_active = 1" in refused.stderr
+        assert run_jobd(*args, "cancel", first.stdout.strip()).returncode == 0
+        wait_for(lambda: store.execution(int(first.stdout)).status.final)
+        # Room again: the same trigger is now accepted, and runs.
+        again = run_jobd(*args, "trigger", "report", "--wait")
+        assert again.returncode == 0, again.stderr
+    actions = [e["action"] for e in store.audit_events(10)]
+    assert actions.count("quota.refused") == 1
