@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from jobd.model import ACTIVE_STATUSES, FINAL_STATUSES, GroupQuota, JobSpec, NewRun
+from jobd.model import ACTIVE_STATUSES, GroupQuota, JobSpec, NewRun
 from jobd.policies import FireAction, quota_decision
+from jobd.store.admin import FINAL, delete_in_ranges
 
 if TYPE_CHECKING:
     from jobd.store.store import Store
 
 ACTIVE = [status.value for status in ACTIVE_STATUSES]
-FINAL = [status.value for status in FINAL_STATUSES]
-DELETE_BATCH = 5000
 
 
 def _members(store: Store, group: str) -> Any:
@@ -130,8 +129,7 @@ def prune_retained(store: Store, quota: GroupQuota, dry_run: bool = False) -> di
     """Delete the group's final runs beyond its newest max_retained; per job, what went.
 
     Queued and running runs always stay. The bound is found once through the
-    executions' id order, then runs are deleted in id ranges, one short
-    transaction each, so a daemon sharing the store is never blocked for long.
+    executions' id order; the deletes go in id ranges, as `jobd prune`'s do.
     """
     if not quota.max_retained:
         return {}
@@ -149,23 +147,6 @@ def prune_retained(store: Store, quota: GroupQuota, dry_run: bool = False) -> di
         return {}
     doomed = E.job.in_(members) & E.status.in_(FINAL) & (E.id <= bound)
     counts = dict(E.select(E.job, pw.fn.COUNT(E.id)).where(doomed).group_by(E.job).tuples())
-    if dry_run:
-        return counts
-    low = 0
-    while True:
-        with store.atomic():
-            high = (
-                E.select(E.id)
-                .where(doomed, E.id > low)
-                .order_by(E.id)
-                .offset(DELETE_BATCH - 1)
-                .limit(1)
-                .scalar()
-            )
-            query = E.delete().where(doomed, E.id > low)
-            if high is not None:
-                query = query.where(E.id <= high)
-            query.execute()
-        if high is None:
-            return counts
-        low = high
+    if not dry_run:
+        delete_in_ranges(store, doomed)
+    return counts
