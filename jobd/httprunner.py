@@ -19,29 +19,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
+from jobd.childlog import Masker, fail
 from jobd.config_kinds import fill_placeholders
 from jobd.model import HTTP_BODY_SHOWN
 
-ERROR_PREFIX = "error: "
 MAX_REDIRECTS = 5
 DEFAULT_TIMEOUT = 300.0  # a job without a timeout still gets an answer or an error
-
-
-class Masker:
-    def __init__(self) -> None:
-        self.secrets: list[str] = []
-
-    def add(self, values: Sequence[str]) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        self.secrets = sorted({*self.secrets, *(v for v in values if v)}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def fill(value: Any, environ: Mapping[str, str], masker: Masker) -> Any:
@@ -67,11 +53,6 @@ def excerpt(body: bytes, masker: Masker, length: str | None) -> str:
         + f"\n… cut at {HTTP_BODY_SHOWN} bytes"
         + (f" of {length}" if length else "")
     )
-
-
-def fail(message: str, masker: Masker) -> int:
-    print(ERROR_PREFIX + " ".join(masker(message).split()), flush=True)
-    return 1
 
 
 def request(spec: dict[str, Any], timeout: float, environ: Mapping[str, str]) -> int:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from jobd.childlog import error_line
 from jobd.durations import format_duration
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
 
@@ -91,10 +92,9 @@ class Event:
     outcome: Outcome | None = None
 
 
-# The children that run sql and http jobs end a failed run with this line, which
-# becomes the run's error (the output tail is masked, so no secret reaches it).
+# The children that run sql and http jobs end a failed run with an error line
+# (childlog.py), which becomes the run's error; the output tail is masked first.
 ERROR_LINE_KINDS = (JobKind.SQL, JobKind.HTTP)
-ERROR_PREFIX = "error: "
 
 
 def build_argv(spec: JobSpec) -> list[str]:
@@ -320,9 +320,7 @@ class RunProcess(threading.Thread):
         """The `error: …` line a jobd runner child ended its output with, if any."""
         if self.spec.kind not in ERROR_LINE_KINDS:
             return None
-        lines = self.tail.text().rstrip("\n").rsplit("\n", 1)
-        last = lines[-1] if lines else ""
-        return last[len(ERROR_PREFIX) :] if last.startswith(ERROR_PREFIX) else None
+        return error_line(self.tail.text())
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:

@@ -20,24 +20,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jobd.childlog import Masker, fail
 from jobd.config_kinds import fill_placeholders
 from jobd.model import SQL_ROWS_SHOWN
 
-ERROR_PREFIX = "error: "
 CELL_CHARS = 200  # one value, in the log
 CONNECT_TIMEOUT = 10
-
-
-def fail(message: str, secrets: Sequence[str] = ()) -> int:
-    print(ERROR_PREFIX + " ".join(mask(message, secrets).split()), flush=True)
-    return 1
-
-
-def mask(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def cell(value: Any) -> str:
@@ -64,7 +52,7 @@ def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], total: int
     print(f"({count} row{'s' if count != 1 else ''})", flush=True)
 
 
-def run_postgres(url: str, statement: str, timeout: float, secrets: Sequence[str]) -> int:
+def run_postgres(url: str, statement: str, timeout: float, mask: Masker) -> int:
     import psycopg2
     import psycopg2.extensions
     import psycopg2.extras
@@ -78,7 +66,7 @@ def run_postgres(url: str, statement: str, timeout: float, secrets: Sequence[str
         )
     except psycopg2.Error as exc:
         first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-        return fail(f"cannot connect: {first}", secrets)
+        return fail(f"cannot connect: {first}", mask)
     conn.autocommit = True  # as pg_cron: no transaction left open, VACUUM works
     try:
         with conn.cursor() as cur:
@@ -89,12 +77,12 @@ def run_postgres(url: str, statement: str, timeout: float, secrets: Sequence[str
             try:
                 cur.execute(statement)
             except psycopg2.Error as exc:
-                print_notices(conn.notices, secrets)
+                print_notices(conn.notices, mask)
                 for line in (exc.pgerror or "").strip().splitlines()[1:]:
-                    print(mask(line, secrets))  # LINE, DETAIL, HINT, CONTEXT
+                    print(mask(line))  # LINE, DETAIL, HINT, CONTEXT
                 message = exc.diag.message_primary or str(exc).strip() or type(exc).__name__
-                return fail(f"SQLSTATE {exc.pgcode or '?????'}: {message}", secrets)
-            print_notices(conn.notices, secrets)
+                return fail(f"SQLSTATE {exc.pgcode or '?????'}: {message}", mask)
+            print_notices(conn.notices, mask)
             if cur.description is not None:
                 columns = [d.name for d in cur.description]
                 print_rows(columns, iter(cur.fetchone, None), cur.rowcount)
@@ -104,9 +92,9 @@ def run_postgres(url: str, statement: str, timeout: float, secrets: Sequence[str
     return 0
 
 
-def print_notices(notices: list[str], secrets: Sequence[str]) -> None:
+def print_notices(notices: list[str], mask: Masker) -> None:
     for notice in notices:
-        print(mask(notice.rstrip(), secrets))
+        print(mask(notice.rstrip()))
     notices.clear()
 
 
@@ -157,7 +145,7 @@ def main() -> int:
     from urllib.parse import urlsplit
 
     password = urlsplit(url).password
-    return run_postgres(url, statement, timeout, [*secrets, *([password] if password else [])])
+    return run_postgres(url, statement, timeout, Masker([*secrets, password or ""]))
 
 
 if __name__ == "__main__":
