@@ -396,7 +396,7 @@ def test_a_busy_leader_wakes_the_others_to_run_what_it_fires(tmp_path: Path) -> 
             if r.instance == helper_id and r.started_at is not None
         ]
         assert len(late) >= 3
-        assert max(late) < 1.0, late
+        assert max(late) < 2.0, late  # without the wake-up: up to lease_ttl/5 = 6 s
 
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
