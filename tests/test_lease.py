@@ -194,6 +194,16 @@ def test_a_holder_that_cannot_renew_steps_down_before_the_lease_expires(store: A
     assert not leader.leading and leader.term() is None
 
 
+def test_release_after_stepping_down_frees_a_lease_still_in_our_name(store: Any) -> None:
+    leader, clock = _leader(store)
+    assert leader.poll()
+    clock.mono += TTL
+    assert not leader.leading
+    assert store.lease()["holder"] == "a"  # the database still gives it a margin
+    leader.release()
+    assert store.lease()["holder"] is None
+
+
 def test_a_standby_asks_again_when_the_lease_expires(store: Any) -> None:
     holder, _ = _leader(store, "a")
     standby, _ = _leader(store, "b")

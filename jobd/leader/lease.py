@@ -57,6 +57,7 @@ class TableLeader:
         self._term: Term | None = None
         self._valid_until = 0.0  # monotonic
         self._next_poll = 0.0  # monotonic
+        self._held_once = False
 
     # -- the term ---------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class TableLeader:
                 self._lose(f"lease taken by {state.holder} (epoch {state.epoch}); stepping down")
             self._standby(sent, state)
             return False
+        self._held_once = True
         if self._term is None or self._term.epoch != state.epoch:
             self._term = Term(since=state.db_now, epoch=state.epoch)
             log.info(
@@ -178,7 +180,9 @@ class TableLeader:
         return max(0.0, self._next_poll - self.clock.monotonic())
 
     def release(self) -> None:
-        if self._term is not None:
+        # Also after stepping down on our own clock: the row may still name us for up
+        # to `margin`, and a standby should not have to wait that out.
+        if self._held_once:
             with contextlib.suppress(*STORE_ERRORS):
                 self.store.release_lease(self.instance)
         self._term = None
