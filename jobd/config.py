@@ -312,4 +312,9 @@ def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:
     try:
         ZoneInfo(name)
     except Exception:  # ZoneInfo raises several types for odd names
-        raise ConfigError(f"unknown time zone {name!r}", file=file, job=job, key=key) from None
+        from zoneinfo import available_timezones
+
+        hint = did_you_mean(name, available_timezones()) if isinstance(name, str) else None
+        raise ConfigError(
+            f"unknown time zone {name!r}", file=file, job=job, key=key, hint=hint
+        ) from None
