@@ -1,0 +1,139 @@
+"""Idle cost: CPU seconds and memory of a scheduler with 10,000 jobs, none of them due.
+
+All four schedulers (jobd on SQLite and on PostgreSQL, APScheduler with its
+memory and its SQLite store) are started together, each with 10,000 `@yearly`
+jobs; once all are ready and a few seconds have passed, each process's CPU time
+(user + system, from /proc) is read at the start and the end of the window, and
+its resident set size at the end. Idle processes do not disturb each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH,
+    ensure_aps_venv,
+    log,
+    proc_cpu_seconds,
+    proc_rss_mib,
+    proc_threads,
+    stop_process,
+)
+from bench.jobd_side import jobd_setup
+from bench.report import table
+
+JOBS = 10_000
+SETTLE = 5.0
+
+
+@contextlib.contextmanager
+def aps_idle(store: str, n: int):
+    with tempfile.TemporaryDirectory(prefix="aps-bench-") as workdir:
+        cfg = {"mode": "idle", "store": store, "n": n, "workdir": workdir}
+        proc = subprocess.Popen(
+            [str(ensure_aps_venv()), str(BENCH / "aps_worker.py"), json.dumps(cfg)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("APScheduler idle worker exited before it was ready")
+            yield proc.pid
+        finally:
+            stop_process(proc)
+
+
+def measure(window: float, postgres: bool, n: int = JOBS) -> list[dict[str, Any]]:
+    log(f"idle cost: {n:,} jobs, {window:.0f}s window")
+    jobs = {f"y{i:05d}": {"schedule": "@yearly", "command": ["true"]} for i in range(n)}
+    with contextlib.ExitStack() as stack:
+        pids: dict[str, int] = {}
+        backends = ["sqlite", "postgresql"] if postgres else ["sqlite"]
+        for backend in backends:
+            setup = stack.enter_context(jobd_setup(backend))
+            setup.write_config(jobs)
+            setup.apply()
+            setup.start()
+            assert setup.proc is not None
+            pids[f"jobd, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}"] = setup.proc.pid
+        pids["APScheduler, MemoryJobStore"] = stack.enter_context(aps_idle("memory", n))
+        pids["APScheduler, SQLAlchemy (SQLite)"] = stack.enter_context(aps_idle("sqlite", n))
+        time.sleep(SETTLE)
+        before = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+        time.sleep(window)
+        results = [
+            {
+                "system": name,
+                "cpu": proc_cpu_seconds(pid) - before[name],
+                "rss": proc_rss_mib(pid),
+                "peak": _peak_mib(pid),
+                "threads": proc_threads(pid),
+                "window": window,
+            }
+            for name, pid in pids.items()
+        ]
+    for r in results:
+        log(f"  {r['system']}: {r['cpu']:.2f} CPU s, {r['rss']:.1f} MiB")
+    return results
+
+
+def _peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def section(results: list[dict[str, Any]]) -> str:
+    window = results[0]["window"]
+    rows = [
+        [
+            r["system"],
+            f"{r['cpu']:.2f}",
+            f"{r['cpu'] / window * 100:.2f} %",
+            f"{r['rss']:.1f}",
+            f"{r['peak']:.1f}",
+            r["threads"],
+        ]
+        for r in results
+    ]
+    return "\n\n".join(
+        [
+            "## Idle cost: 10,000 jobs, none due",
+            f"CPU seconds (user + system, /proc, 10 ms resolution) over {window:.0f} s after "
+            "start-up settled, resident memory at the end of the window and its peak since "
+            "start (jobd's peak is while it reads and applies the 10,000-job config).",
+            table(["system", "CPU s", "CPU %", "RSS MiB", "peak RSS MiB", "threads"], rows),
+        ]
+    )
+
+
+def check(results: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    by = {r["system"]: r for r in results}
+    aps = by.get("APScheduler, MemoryJobStore")
+    checks = []
+    for name, r in by.items():
+        if not name.startswith("jobd"):
+            continue
+        if aps:
+            # /proc counts CPU in 10 ms ticks: a tie within one tick is a tie.
+            checks.append(
+                (
+                    f"idle CPU no more than APScheduler's (memory store), {name}",
+                    r["cpu"] <= aps["cpu"] + 0.01,
+                    f"{r['cpu']:.2f} s vs {aps['cpu']:.2f} s",
+                )
+            )
+        checks.append(
+            (f"idle RSS ≤ 40 MiB with 10,000 jobs, {name}", r["rss"] <= 40, f"{r['rss']:.1f} MiB")
+        )
+    return checks
