@@ -30,7 +30,7 @@ from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
-from jobd.planner import plan_job
+from jobd.planner import plan_jobs
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
@@ -42,6 +42,7 @@ log = logging.getLogger("jobd")
 
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
+FIRE_BUDGET = 0.5  # seconds of firing batches per tick before claiming runs
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
 
@@ -247,6 +248,13 @@ class Daemon:
         more_due = False
         if self.leader.leading and not stopping:
             more_due = self.fire_due(now)
+            # Queue every due slot before starting any run, so that thousands of jobs
+            # due in one second are all queued within it rather than behind the
+            # spawning of the first batch; the budget keeps a long catch-up from
+            # holding up claims for good.
+            budget_end = time.monotonic() + FIRE_BUDGET
+            while more_due and time.monotonic() < budget_end:
+                more_due = self.fire_due(self.clock.now())
         self.executor.check_cancels()
         if not stopping:
             self._claim()
@@ -262,9 +270,9 @@ class Daemon:
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
-        for record in due:
+        plans = plan_jobs([(r.spec, r.next_fire_at) for r in due], now, since)  # type: ignore[misc]
+        for record, plan in zip(due, plans, strict=True):
             assert record.next_fire_at is not None
-            plan = plan_job(record.spec, record.next_fire_at, now, since)
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
             is_active = record.name in active

@@ -147,7 +147,7 @@ class Executor:
         """Stop runs whose cancel was requested in the store (by `jobd cancel` or replace)."""
         if not self.running:
             return
-        for run_id in self.store.cancel_requested(list(self.running)):
+        for run_id in self.store.cancel_requested_for(self.instance):
             process = self.running.get(run_id)
             if process is not None:
                 process.stop(Status.CANCELLED, "cancelled by request")

@@ -36,6 +36,7 @@ from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
 LEASE_NAME = "scheduler"
+BATCH = 500  # rows per statement or IN list in batched writes
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
@@ -229,7 +230,14 @@ class Store:
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         Job = self.m.Job
         query = (
-            Job.select()
+            Job.select(
+                Job.spec,
+                Job.paused,
+                Job.removed,
+                Job.next_fire_at,
+                Job.last_fire_at,
+                Job.updated_at,
+            )
             .where(
                 Job.next_fire_at.is_null(False),
                 Job.next_fire_at <= to_db(now),
@@ -239,8 +247,19 @@ class Store:
             )
             .order_by(Job.next_fire_at)
             .limit(limit)
+            .tuples()  # thousands may be due at once: no model instance per row
         )
-        return [self._record(row) for row in query]
+        return [
+            JobRecord(
+                spec=JobSpec.from_json(spec),
+                paused=paused,
+                removed=removed,
+                next_fire_at=from_db(next_fire),
+                last_fire_at=from_db(last_fire),
+                updated_at=from_db(updated),  # type: ignore[arg-type]
+            )
+            for spec, paused, removed, next_fire, last_fire, updated in query
+        ]
 
     def next_fire_at(self) -> datetime | None:
         Job = self.m.Job
@@ -272,25 +291,60 @@ class Store:
     ) -> int:
         """Insert fired runs (a slot already recorded is ignored) and move each job's
         next fire, in one transaction. Returns the number of rows inserted."""
-        E, Job = self.m.Execution, self.m.Job
+        E = self.m.Execution
         now = self.now()
+        p = self.db.param
         with self.db.atomic():
             if epoch is not None:
                 self._check_epoch(epoch)
-            inserted = 0
-            rows = [self._run_row(run, now, epoch) for run in runs]
-            for start in range(0, len(rows), 500):
-                batch = rows[start : start + 500]
-                inserted += E.insert_many(batch).on_conflict_ignore().as_rowcount().execute()
-            for name, (next_fire, last_fire) in advances.items():
-                Job.update(next_fire_at=to_db(next_fire), last_fire_at=to_db(last_fire)).where(
-                    Job.name == name
-                ).execute()
+            inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
+            self._executemany(
+                f"UPDATE jobs SET next_fire_at = {p}, last_fire_at = {p} WHERE name = {p}",
+                [
+                    (to_db(next_fire), to_db(last_fire), name)
+                    for name, (next_fire, last_fire) in advances.items()
+                ],
+            )
             if cancel_jobs:
                 E.update(cancel_requested=True).where(
                     E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
                 ).execute()
         return inserted
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many rows: one call into the driver, not one per row."""
+        if not rows:
+            return
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_batch
+
+            execute_batch(cursor, sql, rows, page_size=BATCH)
+        else:
+            cursor.executemany(sql, rows)
+
+    def _insert_fires(self, rows: list[dict[str, Any]]) -> int:
+        """Insert run rows, ignoring a slot already recorded; returns how many were new."""
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        values = [tuple(row[c] for c in columns) for row in rows]
+        names = ", ".join(f'"{c}"' for c in columns)
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_values
+
+            returned = execute_values(
+                cursor,
+                f"INSERT INTO executions ({names}) VALUES %s ON CONFLICT DO NOTHING RETURNING id",
+                values,
+                page_size=BATCH,
+                fetch=True,
+            )
+            return len(returned)
+        marks = ", ".join("?" for _ in columns)
+        cursor.executemany(f"INSERT OR IGNORE INTO executions ({names}) VALUES ({marks})", values)
+        return cursor.rowcount
 
     def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> dict[str, Any]:
         final = run.status.final
@@ -307,6 +361,10 @@ class Store:
             "error": run.error,
             "finished_at": to_db(now) if final else None,
             "epoch": epoch,
+            # Model defaults, spelled out for the batched insert that bypasses the model.
+            "cancel_requested": False,
+            "log": "",
+            "log_bytes": 0,
         }
 
     def enqueue(self, run: NewRun) -> int:
@@ -438,6 +496,17 @@ class Store:
             epoch=row.epoch,
         )
 
+    @staticmethod
+    def _run_from_dict(row: dict[str, Any]) -> Run:
+        values = dict(row)
+        for key in ("queued_at", "not_before", "scheduled_for", "started_at", "finished_at"):
+            values[key] = from_db(values[key])
+        values["trigger"] = Trigger(values["trigger"])
+        values["status"] = Status(values["status"])
+        values["log"] = values["log"] or ""
+        values["log_bytes"] = values["log_bytes"] or 0
+        return Run(**values)
+
     def execution(self, run_id: int) -> Run | None:
         row = self.m.Execution.get_or_none(self.m.Execution.id == run_id)
         return self._run(row) if row else None
@@ -478,7 +547,7 @@ class Store:
         with self.db.atomic():
             moment = now or self.now()
             query = (
-                E.select(E.id, E.job, Job.overlap, Job.spec, Job.config_hash)
+                E.select(E.id, E.job, Job.overlap, Job.config_hash)
                 .join(Job, on=(Job.name == E.job))
                 .where(E.status == Status.QUEUED, E.not_before <= to_db(moment))
                 .order_by(E.id)
@@ -486,7 +555,8 @@ class Store:
             )
             if self.backend == "postgresql":
                 query = query.for_update("FOR UPDATE OF t1 SKIP LOCKED")
-            candidates = list(query.dicts())
+            keys = ("id", "job", "overlap", "config_hash")
+            candidates = [dict(zip(keys, row, strict=True)) for row in query.tuples()]
             exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
             if exclusive and self.backend == "postgresql":
                 # Serialize claimers of the same exclusive job across instances.
@@ -503,17 +573,30 @@ class Store:
                 chosen.append(cand)
             if not chosen:
                 return []
-            for cand in chosen:
-                E.update(
-                    status=Status.RUNNING,
-                    started_at=to_db(moment),
-                    instance=instance,
-                    host=host,
-                    config_hash=cand["config_hash"],
-                ).where(E.id == cand["id"], E.status == Status.QUEUED).execute()
-            rows = E.select().where(E.id.in_([c["id"] for c in chosen]))
-            runs = {row.id: self._run(row) for row in rows}
-        return [(runs[c["id"]], JobSpec.from_json(c["spec"])) for c in chosen]
+            p = self.db.param
+            self._executemany(
+                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
+                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
+                [
+                    (Status.RUNNING.value, to_db(moment), instance, host, c["config_hash"],
+                     c["id"], Status.QUEUED.value)
+                    for c in chosen
+                ],
+            )  # fmt: skip
+            runs = self._runs_by_id([c["id"] for c in chosen])
+            # Specs of the chosen runs' jobs only, each parsed once for all its runs.
+            names = sorted({c["job"] for c in chosen})
+            texts = dict(Job.select(Job.name, Job.spec).where(Job.name.in_(names)).tuples())
+        specs = {name: JobSpec.from_json(text) for name, text in texts.items()}
+        return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
+
+    def _runs_by_id(self, ids: Sequence[int]) -> dict[int, Run]:
+        E = self.m.Execution
+        runs: dict[int, Run] = {}
+        for start in range(0, len(ids), BATCH):
+            query = E.select().where(E.id.in_(list(ids[start : start + BATCH]))).dicts()
+            runs.update((row["id"], self._run_from_dict(row)) for row in query)
+        return runs
 
     def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
         """Claim one specific queued run (for `jobd trigger --local`)."""
@@ -553,6 +636,15 @@ class Store:
         E = self.m.Execution
         E.update(log=tail, log_bytes=total_bytes).where(E.id == run_id).execute()
         return not bool(E.select(E.cancel_requested).where(E.id == run_id).scalar())
+
+    def cancel_requested_for(self, instance: str) -> set[int]:
+        """This instance's running runs whose cancel was requested: a query of
+        constant size, however many runs are going."""
+        E = self.m.Execution
+        query = E.select(E.id).where(
+            E.status == Status.RUNNING, E.instance == instance, E.cancel_requested
+        )
+        return {row[0] for row in query.tuples()}
 
     def cancel_requested(self, run_ids: Sequence[int]) -> set[int]:
         if not run_ids:
@@ -718,30 +810,47 @@ class Store:
         """Write a tick's worth of run progress in one transaction: pids, output tails,
         and ends (each with its retries/chains). Returns, per finish, whether it applied."""
         E = self.m.Execution
+        p = self.db.param
         applied: list[bool] = []
         with self.db.atomic():
             now = self.now()
-            for run_id, pid in pids.items():
-                E.update(pid=pid).where(E.id == run_id).execute()
-            for run_id, (tail, total) in logs.items():
-                E.update(log=tail, log_bytes=total).where(E.id == run_id).execute()
+            self._executemany(
+                f"UPDATE executions SET pid = {p} WHERE id = {p}",
+                [(pid, run_id) for run_id, pid in pids.items()],
+            )
+            self._executemany(
+                f"UPDATE executions SET log = {p}, log_bytes = {p} WHERE id = {p}",
+                [(tail, total, run_id) for run_id, (tail, total) in logs.items()],
+            )
+            if not finishes:
+                return applied
+            ids = [run_id for run_id, *_rest in finishes]
+            current: dict[int, tuple[str, str | None, Any]] = {}
+            for start in range(0, len(ids), BATCH):
+                query = E.select(E.id, E.status, E.instance, E.started_at).where(
+                    E.id.in_(ids[start : start + BATCH])
+                )
+                current.update((r[0], r[1:]) for r in query.tuples())
+            ends, follow_rows = [], []
             for run_id, instance, outcome, follows in finishes:
-                row = E.select(E.status, E.instance, E.started_at).where(E.id == run_id).first()
-                if row is None or row.status != Status.RUNNING or row.instance != instance:
+                row = current.get(run_id)
+                if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     applied.append(False)
                     continue
-                started = from_db(row.started_at) or now
-                E.update(
-                    status=outcome.status.value,
-                    exit_code=outcome.exit_code,
-                    signal=outcome.signal,
-                    error=outcome.error,
-                    finished_at=to_db(now),
-                    duration_s=max(0.0, (now - started).total_seconds()),
-                ).where(E.id == run_id).execute()
-                for follow in follows:
-                    E.insert(self._run_row(follow, now)).execute()
+                started = from_db(row[2]) or now
+                ends.append(
+                    (outcome.status.value, outcome.exit_code, outcome.signal, outcome.error,
+                     to_db(now), max(0.0, (now - started).total_seconds()), run_id)
+                )  # fmt: skip
+                follow_rows += [self._run_row(follow, now) for follow in follows]
                 applied.append(True)
+            self._executemany(
+                f"UPDATE executions SET status = {p}, exit_code = {p}, signal = {p}, "
+                f"error = {p}, finished_at = {p}, duration_s = {p} WHERE id = {p}",
+                ends,
+            )
+            for start in range(0, len(follow_rows), BATCH):
+                E.insert_many(follow_rows[start : start + BATCH]).execute()
         return applied
 
     def next_queued_at(self) -> datetime | None:
