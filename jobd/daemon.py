@@ -311,8 +311,9 @@ class Daemon:
         room = self.config.settings.max_concurrent - self.executor.busy
         if room <= 0:
             return
-        for run, spec in self.store.claim(self.instance, self.host, room):
-            self.executor.start(run, spec)
+        claimed = self.store.claim(self.instance, self.host, room)
+        if claimed:
+            self.executor.start_all(claimed)
 
     def _sleep_for(self, now: datetime, stopping: bool) -> float:
         waits = [IDLE_CAP, self.leader.next_poll_in()]
