@@ -107,7 +107,10 @@ class Executor:
 
     def _report(self, event: Event) -> None:
         self._events.put(event)
-        self.wake()
+        # An end frees a slot and may queue a retry: look at once. Pids and output
+        # wait for the next round, at most ACTIVE_POLL away while runs go on.
+        if event.kind == "done":
+            self.wake()
 
     def collect(self, now_rand: Callable[[], float] = random.random) -> None:
         """Move runner events into the pending writes (no I/O)."""
