@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -122,6 +123,12 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
+        """The spec stored as `text`. The daemon reads the same specs over and over
+        (a fire, then its claim; an every-second job): recent ones are kept."""
+        return _spec_from_json(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> JobSpec:
         data: dict[str, Any] = json.loads(text)
         data["kind"] = JobKind(data["kind"])
         data["overlap"] = Overlap(data["overlap"])
@@ -144,6 +151,10 @@ class JobSpec:
         if self.kind is JobKind.SHELL:
             return self.shell
         return self.call
+
+
+# Specs are frozen; sharing one parsed instance between callers is safe.
+_spec_from_json = lru_cache(maxsize=2048)(JobSpec._parse)
 
 
 @dataclass(frozen=True)

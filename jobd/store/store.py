@@ -37,6 +37,8 @@ from jobd.timeutil import from_db, to_db
 
 LEASE_NAME = "scheduler"
 BATCH = 500  # rows per statement or IN list in batched writes
+# The executions table's columns, which are also Run's fields.
+RUN_COLUMNS = tuple(f for f in Run.__dataclass_fields__)
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
@@ -228,37 +230,24 @@ class Store:
         ).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
-        Job = self.m.Job
-        query = (
-            Job.select(
-                Job.spec,
-                Job.paused,
-                Job.removed,
-                Job.next_fire_at,
-                Job.last_fire_at,
-                Job.updated_at,
-            )
-            .where(
-                Job.next_fire_at.is_null(False),
-                Job.next_fire_at <= to_db(now),
-                ~Job.paused,
-                ~Job.removed,
-                Job.enabled,
-            )
-            .order_by(Job.next_fire_at)
-            .limit(limit)
-            .tuples()  # thousands may be due at once: no model instance per row
+        # Thousands may be due at once: straight through the driver, no query object.
+        p = self.db.param
+        cursor = self.db.execute_sql(
+            "SELECT spec, paused, removed, next_fire_at, last_fire_at, updated_at FROM jobs "
+            f"WHERE next_fire_at IS NOT NULL AND next_fire_at <= {p} "
+            f"AND NOT paused AND NOT removed AND enabled ORDER BY next_fire_at LIMIT {p}",
+            (to_db(now), limit),
         )
         return [
             JobRecord(
                 spec=JobSpec.from_json(spec),
-                paused=paused,
-                removed=removed,
+                paused=bool(paused),
+                removed=bool(removed),
                 next_fire_at=from_db(next_fire),
                 last_fire_at=from_db(last_fire),
                 updated_at=from_db(updated),  # type: ignore[arg-type]
             )
-            for spec, paused, removed, next_fire, last_fire, updated in query
+            for spec, paused, removed, next_fire, last_fire, updated in cursor.fetchall()
         ]
 
     def next_fire_at(self) -> datetime | None:
@@ -274,13 +263,12 @@ class Store:
         """The jobs among `names` with a queued or running run."""
         if not names:
             return set()
-        E = self.m.Execution
-        query = (
-            E.select(E.job)
-            .where(E.job.in_(list(names)), E.status.in_([Status.QUEUED, Status.RUNNING]))
-            .distinct()
+        rows = self._select_in(
+            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+            names,
+            (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return {row.job for row in query}
+        return {row[0] for row in rows}
 
     def record_fires(
         self,
@@ -310,6 +298,19 @@ class Store:
                     E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
                 ).execute()
         return inserted
+
+    def _select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list:
+        """Rows of `sql`, whose `{in}` is an IN list of `values`, run in chunks. The
+        hot paths read hundreds of rows by key: straight through the driver, this is
+        several times cheaper than building and iterating a query object."""
+        rows: list = []
+        for start in range(0, len(values), BATCH):
+            chunk = list(values[start : start + BATCH])
+            marks = ", ".join([self.db.param] * len(chunk))
+            cursor = self.db.execute_sql(sql.format(p=self.db.param, **{"in": marks}),
+                                         [*params, *chunk])  # fmt: skip
+            rows += cursor.fetchall()
+        return rows
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement over many rows: one call into the driver, not one per row."""
@@ -505,6 +506,7 @@ class Store:
         values["status"] = Status(values["status"])
         values["log"] = values["log"] or ""
         values["log_bytes"] = values["log_bytes"] or 0
+        values["cancel_requested"] = bool(values["cancel_requested"])  # SQLite has 0/1
         return Run(**values)
 
     def execution(self, run_id: int) -> Run | None:
@@ -543,20 +545,19 @@ class Store:
         """
         if limit <= 0:
             return []
-        E, Job = self.m.Execution, self.m.Job
+        Job = self.m.Job
         with self.db.atomic():
             moment = now or self.now()
-            query = (
-                E.select(E.id, E.job, Job.overlap, Job.config_hash)
-                .join(Job, on=(Job.name == E.job))
-                .where(E.status == Status.QUEUED, E.not_before <= to_db(moment))
-                .order_by(E.id)
-                .limit(limit * 4)
+            p = self.db.param
+            lock = " FOR UPDATE OF e SKIP LOCKED" if self.backend == "postgresql" else ""
+            cursor = self.db.execute_sql(
+                "SELECT e.id, e.job, j.overlap, j.config_hash FROM executions e "
+                f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= {p} "
+                f"ORDER BY e.id LIMIT {p}{lock}",
+                (Status.QUEUED.value, to_db(moment), limit * 4),
             )
-            if self.backend == "postgresql":
-                query = query.for_update("FOR UPDATE OF t1 SKIP LOCKED")
             keys = ("id", "job", "overlap", "config_hash")
-            candidates = [dict(zip(keys, row, strict=True)) for row in query.tuples()]
+            candidates = [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
             exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
             if exclusive and self.backend == "postgresql":
                 # Serialize claimers of the same exclusive job across instances.
@@ -586,17 +587,15 @@ class Store:
             runs = self._runs_by_id([c["id"] for c in chosen])
             # Specs of the chosen runs' jobs only, each parsed once for all its runs.
             names = sorted({c["job"] for c in chosen})
-            texts = dict(Job.select(Job.name, Job.spec).where(Job.name.in_(names)).tuples())
+            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", names))
         specs = {name: JobSpec.from_json(text) for name, text in texts.items()}
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
     def _runs_by_id(self, ids: Sequence[int]) -> dict[int, Run]:
-        E = self.m.Execution
-        runs: dict[int, Run] = {}
-        for start in range(0, len(ids), BATCH):
-            query = E.select().where(E.id.in_(list(ids[start : start + BATCH]))).dicts()
-            runs.update((row["id"], self._run_from_dict(row)) for row in query)
-        return runs
+        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+        rows = self._select_in(f"SELECT {names} FROM executions WHERE id IN ({{in}})", ids)
+        runs = (self._run_from_dict(dict(zip(RUN_COLUMNS, row, strict=True))) for row in rows)
+        return {run.id: run for run in runs}
 
     def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
         """Claim one specific queued run (for `jobd trigger --local`)."""
@@ -624,9 +623,12 @@ class Store:
     def _running_jobs(self, names: Sequence[str]) -> set[str]:
         if not names:
             return set()
-        E = self.m.Execution
-        query = E.select(E.job).where(E.job.in_(list(names)), E.status == Status.RUNNING).distinct()
-        return {row.job for row in query}
+        rows = self._select_in(
+            "SELECT DISTINCT job FROM executions WHERE status = {p} AND job IN ({in})",
+            names,
+            (Status.RUNNING.value,),
+        )
+        return {row[0] for row in rows}
 
     def set_pid(self, run_id: int, pid: int) -> None:
         self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
@@ -825,12 +827,13 @@ class Store:
             if not finishes:
                 return applied
             ids = [run_id for run_id, *_rest in finishes]
-            current: dict[int, tuple[str, str | None, Any]] = {}
-            for start in range(0, len(ids), BATCH):
-                query = E.select(E.id, E.status, E.instance, E.started_at).where(
-                    E.id.in_(ids[start : start + BATCH])
+            current: dict[int, tuple[str, str | None, Any]] = {
+                r[0]: r[1:]
+                for r in self._select_in(
+                    "SELECT id, status, instance, started_at FROM executions WHERE id IN ({in})",
+                    ids,
                 )
-                current.update((r[0], r[1:]) for r in query.tuples())
+            }
             ends, follow_rows = [], []
             for run_id, instance, outcome, follows in finishes:
                 row = current.get(run_id)
