@@ -9,6 +9,7 @@ runs and `jobd trigger` wake the sleep early. Nothing spins.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -72,7 +73,7 @@ class Daemon:
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.config = config
+        self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
         self.clock = clock or Clock()
@@ -376,7 +377,7 @@ class Daemon:
                 extra={"action": "config.rejected"},
             )
             return
-        self.config = config
+        self.config = _settings_only(config)
         self.executor.settings = config.settings
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
@@ -427,6 +428,12 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
+
+
+def _settings_only(config: Config) -> Config:
+    """The daemon reads jobs from the store; holding every parsed job as well would
+    keep megabytes (10,000 jobs) in memory for nothing."""
+    return dataclasses.replace(config, jobs={})
 
 
 def _pid_alive(pid: int) -> bool:

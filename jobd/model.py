@@ -90,7 +90,7 @@ MAX_CLOCK_SKEW_WARN = 2.0
 DEFAULT_MAX_CLOCK_SKEW = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a daemon may hold 10,000 of these
 class JobSpec:
     """One job's definition, validated. Durations are seconds."""
 
@@ -205,7 +205,7 @@ RUN_KEYS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewRun:
     """A run about to be recorded: a fire, a retry, a chain or a manual trigger."""
 
@@ -220,7 +220,7 @@ class NewRun:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """One recorded execution; datetimes are aware UTC."""
 
@@ -250,7 +250,7 @@ class Run:
     epoch: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended, as the runner saw it."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import click
@@ -50,6 +51,9 @@ def run(ctx: Context, once: bool, log_level: str, log_format: str) -> None:
     )
     if once:
         return
+    # The jobs are in the store now, where the daemon reads them; dropping the
+    # parsed config here keeps 10,000 jobs' worth of objects out of its memory.
+    ctx._config = config = dataclasses.replace(config, jobs={})
     from jobd.daemon import serve
     from jobd.paths import load_config
 
