@@ -199,7 +199,7 @@ class Daemon:
                     break
                 self._notify_tick()
                 watchdog = self.notifier.seconds_until_watchdog(time.monotonic())
-                woken = self.waker.sleep(timeout if watchdog is None else min(timeout, watchdog))
+                woken = self._sleep(timeout if watchdog is None else min(timeout, watchdog))
                 if woken and self.executor.busy:
                     # Runs that end in quick succession are recorded, and their slots
                     # refilled, a batch per tick: a tick for each would cost more
@@ -210,6 +210,18 @@ class Daemon:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _sleep(self, timeout: float) -> bool:
+        """Sleep until woken or `timeout` is over, to the tenth of a millisecond: the
+        selector counts whole milliseconds, rounded up, which would start every
+        scheduled run up to a millisecond late."""
+        deadline = time.monotonic() + timeout
+        woken = self.waker.sleep(max(0.0, timeout - 0.001))
+        if not woken:
+            rest = deadline - time.monotonic()
+            if rest > 0.0001:
+                time.sleep(rest)
+        return woken
 
     def _status(self) -> str:
         role = "leader" if self.leader.leading else "standby"
@@ -265,7 +277,7 @@ class Daemon:
         self.executor.check_cancels()
         if not stopping:
             self._claim()
-        return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
+        return 0.0 if more_due else self._sleep_for(stopping)
 
     def fire_due(self, now: datetime) -> bool:
         """Turn due slots into runs, exactly once per slot. True when more may be due."""
@@ -322,19 +334,22 @@ class Daemon:
         if claimed:
             self.executor.start_all(claimed)
 
-    def _sleep_for(self, now: datetime, stopping: bool) -> float:
+    def _sleep_for(self, stopping: bool) -> float:
+        next_fire = next_queued = None
+        if self.leader.leading and not stopping:
+            next_fire = self.store.next_fire_at()
+        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
+            next_queued = self.store.next_queued_at()
+        # The clock is read after the queries, so their time does not make us late.
+        now = self.clock.now()
         waits = [IDLE_CAP, self.leader.next_poll_in()]
         idle = self.housekeeping.idle_seconds
         if idle is not None:
             waits.append(idle)
-        if self.leader.leading and not stopping:
-            next_fire = self.store.next_fire_at()
-            if next_fire is not None:
-                waits.append((next_fire - now).total_seconds())
-        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
-            next_queued = self.store.next_queued_at()
-            if next_queued is not None:
-                waits.append((next_queued - now).total_seconds())
+        if next_fire is not None:
+            waits.append((next_fire - now).total_seconds())
+        if next_queued is not None:
+            waits.append((next_queued - now).total_seconds())
         if self.executor.busy:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
