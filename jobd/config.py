@@ -18,9 +18,10 @@ from jobd.durations import DurationError, parse_duration
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings
 
-JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-CALL_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Used with fullmatch: with match, `$` also accepts a trailing newline ("a\n").
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TOP_KEYS = ("jobd", "jobs")
 SETTINGS_KEYS = (
@@ -75,6 +76,8 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}", file=file) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("TOML syntax error: nested too deeply", file=file) from None
     return config_from_data(data, file, environ or {})
 
 
@@ -84,12 +87,6 @@ def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, s
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
-        if not JOB_NAME.match(name):
-            raise ConfigError(
-                "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
-                file=file,
-                job=name,
-            )
         jobs[name] = parse_job(
             name, _table(raw, file, name, None), file, environ, settings.timezone
         )
@@ -113,6 +110,12 @@ def parse_job(
     source: model.Source = model.Source.FILE,
 ) -> JobSpec:
     """Validate one job table; also used for jobs created with `jobd schedule`."""
+    if not JOB_NAME.fullmatch(name):
+        raise ConfigError(
+            "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
+            file=file,
+            job=name,
+        )
     _check_keys(raw, JOB_KEYS, file=file, job=name, prefix="")
     f = _Fields(raw, file, name)
 
@@ -120,7 +123,10 @@ def parse_job(
     if len(kinds) != 1:
         what = "none" if not kinds else " and ".join(kinds)
         raise ConfigError(
-            f"exactly one of {', '.join(KIND_KEYS)} is required, found {what}", file=file, job=name
+            f"exactly one of {', '.join(KIND_KEYS)} is required, found {what}",
+            file=file,
+            job=name,
+            key=kinds[-1] if kinds else None,  # the one to delete
         )
     kind = JobKind(kinds[0])
     command: tuple[str, ...] = ()
@@ -135,7 +141,7 @@ def parse_job(
             raise ConfigError("must not be empty", file=file, job=name, key="shell")
     else:
         call = f.str("call", required=True) or ""
-        if not CALL_TARGET.match(call):
+        if not CALL_TARGET.fullmatch(call):
             raise ConfigError("expected 'module:function'", file=file, job=name, key="call")
 
     schedule = f.str("schedule")
@@ -158,7 +164,7 @@ def parse_job(
     env = f.str_map("env")
     secret_env = f.str_list("secret_env")
     for key in env:
-        if not ENV_NAME.match(key):
+        if not ENV_NAME.fullmatch(key):
             raise ConfigError(f"invalid variable name {key!r}", file=file, job=name, key="env")
 
     retries = f.int("retries", 0, minimum=0)
@@ -197,9 +203,13 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     h = _Fields(history, file, None, prefix="jobd.history.")
     timezone = f.str("timezone") or model.DEFAULT_TIMEZONE
     _check_timezone(timezone, file, None, "jobd.timezone")
-    store = environ.get("JOBD_STORE") or f.str("store")
-    if store is not None:
-        _check_store_url(store, file)
+    if environ.get("JOBD_STORE"):
+        store: str | None = environ["JOBD_STORE"]
+        _check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
+    else:
+        store = f.str("store")
+        if store is not None:
+            _check_store_url(store, file, "jobd.store")
     return Settings(
         store=store,
         timezone=timezone,
@@ -220,12 +230,15 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     )
 
 
-def _check_store_url(url: str, file: str) -> None:
-    if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
+def _check_store_url(url: str, file: str, key: str) -> None:
+    sqlite_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
+    if sqlite_path == "" or (
+        sqlite_path is None and not url.startswith(("postgresql://", "postgres://"))
+    ):
         raise ConfigError(
             "expected sqlite:////absolute/path.db or postgresql://user@host/db",
             file=file,
-            key="jobd.store",
+            key=key,
         )
 
 
@@ -325,6 +338,8 @@ class _Fields:
             seconds = parse_duration(str(value)) if isinstance(value, str) else float(value)
         except DurationError as exc:
             raise self._error(key, str(exc)) from None
+        except OverflowError:  # an int too large for a float
+            raise self._error(key, "must be a finite, non-negative duration") from None
         if seconds < 0 or seconds != seconds or seconds == float("inf"):
             raise self._error(key, "must be a finite, non-negative duration")
         if positive and seconds == 0:

@@ -25,6 +25,8 @@ NICKNAMES = {
     "@hourly": "0 * * * *",
 }
 
+MAX_INTERVAL = 366 * 86400.0
+
 # A probe instant for validation; any fixed aware instant works.
 _PROBE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -37,10 +39,11 @@ class CronError(ValueError):
 class CronSchedule:
     """A 5-field (minute first) or 6-field (seconds first) cron expression.
 
-    DST follows Debian cron, as cronsim implements it: a fixed-time job whose
-    wall time falls in a spring-forward gap fires once, right after the gap; one
-    whose wall time occurs twice in a fall-back fold fires once, on the first
-    occurrence. Jobs with a wildcard minute or hour fire on real elapsed time.
+    DST follows Debian cron, as cronsim implements it for 5 fields (and this class
+    for 6): a fixed-time job whose wall time falls in a spring-forward gap fires
+    once, right after the gap; one whose wall time occurs twice in a fall-back
+    fold fires once, on the first occurrence. Jobs with a wildcard minute or hour
+    fire on real elapsed time.
     """
 
     expr: str
@@ -48,7 +51,11 @@ class CronSchedule:
 
     def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
         local = after.astimezone(tz)
-        for candidate in CronSim(self.fields, local):
+        if self._fixed_time_with_seconds:
+            candidates = (_wall_to_instant(c, tz) for c in CronSim(self.fields, _naive(local)))
+        else:
+            candidates = iter(CronSim(self.fields, local))
+        for candidate in candidates:
             fire = candidate.astimezone(UTC)
             # cronsim walks fixed-time jobs in naive wall time, so starting from
             # the second pass of a fold it can return the first pass, which is
@@ -63,8 +70,38 @@ class CronSchedule:
         # floor(at) + 1µs yields fires at or before floor(at).
         start = at.astimezone(tz).replace(microsecond=1)
         for candidate in CronSim(self.fields, start, reverse=True):
-            return candidate.astimezone(UTC)
+            latest = candidate.astimezone(UTC)
+            # In the second pass of a fall-back fold, reverse iteration compares
+            # naive wall times and skips a fire that happened earlier in real time
+            # (02:30 CEST seen from 02:10 CET); forward iteration is authoritative.
+            while (following := self.next_after(latest, tz)) <= at:
+                latest = following
+            return latest
         return None
+
+    @property
+    def _fixed_time_with_seconds(self) -> bool:
+        # cronsim applies Debian cron's DST rule to 5-field expressions only; a
+        # 6-field one walked in real time skips the spring-forward day entirely
+        # and fires twice in the fall-back fold. The rule is the same with a
+        # seconds field: fixed minute and hour (neither starts with '*').
+        parts = self.fields.split()
+        return len(parts) == 6 and not parts[1].startswith("*") and not parts[2].startswith("*")
+
+
+def _naive(local: datetime) -> datetime:
+    return local.replace(tzinfo=None, fold=0)
+
+
+def _wall_to_instant(wall: datetime, tz: ZoneInfo) -> datetime:
+    """A wall time in `tz` as an instant, the way Debian cron (and cronsim) treat
+    fixed-time jobs: a time in a spring-forward gap moves to just after the gap
+    (minute by minute, keeping the seconds); a time in a fold is its first pass."""
+    moment = wall.replace(tzinfo=tz, fold=0)
+    while moment.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != moment.replace(tzinfo=None):
+        wall += timedelta(minutes=1)
+        moment = wall.replace(tzinfo=tz, fold=0)
+    return moment
 
 
 @dataclass(frozen=True)
@@ -106,6 +143,10 @@ def parse_schedule(expr: str) -> Schedule:
             raise CronError(f"bad interval in {expr!r}: {exc}") from None
         if seconds < 1:
             raise CronError(f"interval in {expr!r} must be at least 1s")
+        if seconds > MAX_INTERVAL:
+            # Fire times must stay representable (an absurd interval overflowed
+            # datetime in next_after); longer periods are cron's job.
+            raise CronError(f"interval in {expr!r} must be at most 366d; use a cron expression")
         return IntervalSchedule(text, seconds)
     if lowered == "@reboot":
         raise CronError("@reboot is not supported: jobd fires on time, not on start")

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
@@ -42,6 +44,7 @@ from jobd.waker import Waker
 log = logging.getLogger("jobd")
 
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
+PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 FIRE_BUDGET = 0.5  # seconds of firing batches per tick before claiming runs
 COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
@@ -89,6 +92,7 @@ class Daemon:
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
         self._status_text = ""
+        self._pruner: threading.Thread | None = None
 
     # -- wiring -----------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class Daemon:
         self.housekeeping.clear()
         self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
         self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+        self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
     def _heartbeat(self) -> None:
         role = "leader" if self.leader.leading else "standby"
@@ -119,6 +124,8 @@ class Daemon:
     def _reap(self) -> None:
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
+            if run.host == self.host:
+                kill_leftovers(run.id, run.job)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -126,6 +133,32 @@ class Daemon:
                 run.instance,
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
+
+    def _prune_in_background(self) -> None:
+        """Enforce `history` retention hourly, on the leader only, off the loop's thread:
+        a first prune of a large store may take minutes and fires must not wait."""
+        if not self.leader.leading or (self._pruner and self._pruner.is_alive()):
+            return
+        settings = self.config.settings
+        keep = settings.history_keep or None
+        max_age = settings.history_max_age or None
+
+        def prune() -> None:
+            from jobd.store.admin import prune as prune_history
+
+            try:
+                counts = prune_history(self.store, keep, max_age, self.clock.now())
+                if counts:
+                    total = sum(counts.values())
+                    self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
+                    log.info("pruned %d old runs", total, extra={"action": "history.prune"})
+            except STORE_FAILURES as exc:
+                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+            finally:
+                self.store.db.close()  # this thread's own connection
+
+        self._pruner = threading.Thread(target=prune, name="prune", daemon=True)
+        self._pruner.start()
 
     def _follow_ups(self, run: Run, outcome: Outcome, spec: JobSpec | None) -> list[NewRun]:
         if spec is None:
@@ -140,18 +173,20 @@ class Daemon:
             if inst["host"] == self.host
             and inst["id"] != self.instance
             and inst["stopped_at"] is None
-            and not _pid_alive(inst["pid"])
+            and not pid_alive(inst["pid"])
         ]
         if dead:
             lost = self.store.reap_lost_runs(
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
+                leftovers = kill_leftovers(run.id, run.job)
                 log.warning(
-                    "run %s of %s abandoned: its jobd (%s) is gone",
+                    "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
                     run.job,
                     run.instance,
+                    f"; killed {leftovers} leftover process(es)" if leftovers else "",
                     extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
                 )
 
@@ -167,6 +202,8 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
+        self._prune_in_background()
         self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
@@ -449,16 +486,6 @@ def _settings_only(config: Config) -> Config:
     """The daemon reads jobs from the store; holding every parsed job as well would
     keep megabytes (10,000 jobs) in memory for nothing."""
     return dataclasses.replace(config, jobs={})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _one_line(exc: BaseException) -> str:

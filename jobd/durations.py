@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# ASCII digits only: `\d` would also take other scripts' digits, which float() accepts.
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 
 
 class DurationError(ValueError):
@@ -19,7 +20,7 @@ def parse_duration(text: str) -> float:
     cleaned = text.strip().lower().replace(" ", "")
     if not cleaned:
         raise DurationError("empty duration")
-    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", cleaned):
         return float(cleaned)
     pos = 0
     total = 0.0
@@ -37,11 +38,12 @@ def format_duration(seconds: float) -> str:
     """The shortest readable form: 0.42s, 12s, 5m03s, 2h05m, 3d04h."""
     if seconds < 0:
         return "-" + format_duration(-seconds)
-    if seconds < 10:
+    # Decide the form after rounding, so 9.996 shows as 10s and 59.6 as 1m00s.
+    if round(seconds, 2) < 10:
         return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.0f}s"
     whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -50,10 +50,12 @@ class ConfigError(UsageError):
         where = []
         if self.file:
             where.append(self.file)
+        # repr quotes like 'name' and escapes a newline in a quoted TOML key, so
+        # the message stays one line.
         if self.job:
-            where.append(f"job '{self.job}'")
+            where.append(f"job {self.job!r}")
         if self.key:
-            where.append(f"key '{self.key}'")
+            where.append(f"key {self.key!r}")
         text = ": ".join([*where, self.message])
         if self.hint:
             text += f" ({self.hint})"

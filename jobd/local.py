@@ -3,6 +3,7 @@ through the daemon's executor, recorded in the same store."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -18,6 +19,11 @@ POLL = 0.1
 
 
 def run_local(store: Store, config: Config, run_id: int) -> Outcome:
+    # The executor logs for the daemon; here the command reports the outcome itself.
+    logger = logging.getLogger("jobd")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
     host = socket.gethostname()
     instance = f"{host}-{os.getpid()}-local-{uuid.uuid4().hex[:6]}"
     store.register_instance(instance, host, os.getpid(), __version__)

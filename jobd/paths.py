@@ -6,12 +6,15 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import platformdirs
-
-from jobd.config import parse_config
 from jobd.errors import ConfigError
-from jobd.model import Config
+
+if TYPE_CHECKING:
+    from jobd.model import Config
+
+# platformdirs and the config parser are imported where used: reading history
+# needs only the store URL (see jobd.cli.context), not a parsed config.
 
 APP = "jobd"
 SYSTEM_CONFIG = Path("/etc/jobd/jobd.toml")
@@ -23,6 +26,8 @@ def config_candidates(explicit: str | None, environ: Mapping[str, str], cwd: Pat
         return [Path(explicit)]
     if environ.get("JOBD_CONFIG"):
         return [Path(environ["JOBD_CONFIG"])]
+    import platformdirs
+
     return [
         cwd / "jobd.toml",
         Path(platformdirs.user_config_dir(APP)) / "jobd.toml",
@@ -41,6 +46,8 @@ def locate_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -
 
 
 def default_store_url() -> str:
+    import platformdirs
+
     data_dir = Path(platformdirs.user_data_dir(APP))
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return f"sqlite:///{data_dir / 'jobd.db'}"
@@ -61,6 +68,8 @@ def load_config(
     explicit: str | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Config:
     """Find, read and parse the config; no file at all gives an empty config."""
+    from jobd.config import parse_config
+
     env = os.environ if environ is None else environ
     path = locate_config(explicit, env, cwd or Path.cwd())
     if path is None:

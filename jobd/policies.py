@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from jobd.model import (
@@ -91,5 +91,7 @@ def jitter_offset(spec: JobSpec, slot: datetime) -> float:
     """A delay in [0, jitter) derived from (job, slot): the same on every host and restart."""
     if spec.jitter <= 0:
         return 0.0
-    digest = hashlib.sha256(f"{spec.name}@{slot.isoformat()}".encode()).digest()
+    # The instant, not its wall-clock spelling: a slot given in another zone is the same slot.
+    instant = slot.astimezone(UTC).isoformat()
+    digest = hashlib.sha256(f"{spec.name}@{instant}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * spec.jitter

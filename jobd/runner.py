@@ -7,6 +7,7 @@ A RunProcess never touches the store: it reports what happens through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -32,20 +33,42 @@ class OutputTail:
     def __init__(self, max_lines: int, max_bytes: int, secrets: tuple[str, ...] = ()) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.secrets = tuple(s for s in secrets if s)
+        self.secrets = tuple(s.encode() for s in secrets if s)
+        # A secret cut by the byte bound must still be seen whole to be masked, so the
+        # buffer keeps this much more than max_bytes.
+        self._margin = max((len(s) for s in self.secrets), default=0)
         self.total = 0
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
         self._buf += data
-        if len(self._buf) > 2 * self.max_bytes + READ_CHUNK:
-            del self._buf[: len(self._buf) - self.max_bytes]
+        if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
+            del self._buf[: len(self._buf) - self.max_bytes - self._margin]
+
+    def _window(self) -> bytes:
+        """The last max_bytes of output with every secret reaching into them masked,
+        including one that begins before them (masking after the cut leaked its rest)."""
+        buf = bytes(self._buf)
+        start = max(0, len(buf) - self.max_bytes)
+        spans = []
+        for secret in self.secrets:
+            at = buf.find(secret, max(0, start - len(secret) + 1))
+            while at != -1:
+                spans.append((at, at + len(secret)))
+                at = buf.find(secret, at + 1)
+        out, pos = bytearray(), start
+        for begin, end in sorted(spans):
+            if end > pos:
+                out += buf[pos : max(begin, pos)] + b"***"
+                pos = end
+        out += buf[pos:]
+        return bytes(out)
 
     def text(self) -> str:
         if self.max_lines == 0 or self.max_bytes == 0:
             return ""
-        raw = bytes(self._buf[-self.max_bytes :])
+        raw = self._window()
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -53,10 +76,7 @@ class OutputTail:
             raw = b"\n".join(keep) + b"\n"
         else:
             raw = b"\n".join(lines[-self.max_lines :])
-        text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,16 @@ def build_env(spec: JobSpec, run: Run, base: Mapping[str, str]) -> dict[str, str
     if run.scheduled_for is not None:
         env["JOBD_SCHEDULED_FOR"] = run.scheduled_for.isoformat()
     return env
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user
+    return True
 
 
 def signal_name(number: int) -> str:
@@ -221,3 +251,33 @@ class RunProcess:
         self.report(
             Event("log", self.run_record.id, log=self.tail.text(), log_bytes=self.tail.total)
         )
+
+
+def kill_leftovers(run_id: int, job: str, proc_root: str = "/proc") -> int:
+    """SIGKILL every process still carrying this run's identity in its environment.
+
+    A daemon killed with SIGKILL cannot take its runs' process groups with it; the
+    next daemon on the host finds them here, by the JOBD_EXECUTION_ID every job
+    process inherits (a recorded pid alone could have been reused). Linux only;
+    elsewhere it finds nothing. Returns how many processes it signalled.
+    """
+    marker = f"JOBD_EXECUTION_ID={run_id}\0".encode()
+    job_marker = f"JOBD_JOB={job}\0".encode()
+    killed = 0
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc_root, entry, "environ"), "rb") as handle:
+                environ = handle.read() + b"\0"
+        except OSError:
+            continue
+        if marker in environ and job_marker in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+    return killed

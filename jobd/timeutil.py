@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only annotations here; importing zoneinfo costs a history read ~3 ms
+    from zoneinfo import ZoneInfo
 
 
 def to_db(moment: datetime | None) -> datetime | None:

@@ -70,9 +70,12 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'jobd.db'}"
 
 
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
+
+
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue(f"{request.param}_url")
+    return request.getfixturevalue(URL_FIXTURES[request.param])
 
 
 @pytest.fixture

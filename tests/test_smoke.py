@@ -19,6 +19,7 @@ def test_validate_bundled_example() -> None:
 def test_bad_config_is_one_line_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "jobd.toml"
     bad.write_text('[jobs.a]\nschedul = "* * * * *"\ncommand = ["true"]\n')
+    bad.chmod(0o644)  # as root, a group-writable config is refused whatever the umask
     result = run_jobd("validate", "--config", str(bad))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

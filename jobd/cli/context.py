@@ -1,32 +1,33 @@
-"""What every command shares: the loaded config, the store, and option decorators."""
+"""What every command shares: the loaded config, the store, and option decorators.
+
+Click is imported only by the decorators, so that fast.py can use Context
+without it.
+"""
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
-
 from jobd.errors import NotFound, did_you_mean
-from jobd.model import Config
 
 if TYPE_CHECKING:
+    from jobd.model import Config
     from jobd.store import JobRecord, Store
+    from jobd.store.reader import Reader
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
 class Context:
-    config_path: str | None
-    store_override: str | None
-    _config: Config | None = None
-    _store: Store | None = field(default=None, repr=False)
+    def __init__(self, config_path: str | None, store_override: str | None) -> None:
+        self.config_path = config_path
+        self.store_override = store_override
+        self._config: Config | None = None
+        self._store: Store | None = None
+        self._reader: Reader | None = None
 
     @property
     def config(self) -> Config:
@@ -38,12 +39,11 @@ class Context:
 
     @property
     def store_url(self) -> str:
-        from jobd.paths import store_url
-
-        env_store = os.environ.get("JOBD_STORE")
-        override = self.store_override or env_store
+        override = self.store_override or os.environ.get("JOBD_STORE")
         if override:
             return override
+        from jobd.paths import store_url
+
         return store_url(self.config)
 
     @property
@@ -54,7 +54,61 @@ class Context:
             self._store = open_store(self.store_url)
         return self._store
 
+    def reader(self) -> Reader:
+        """Read-only history queries without the ORM (see jobd.store.reader).
+
+        A missing, older or newer store is opened through Store first, which
+        creates, migrates or refuses it.
+        """
+        if self._reader is None:
+            from jobd.store.reader import Reader, open_reader
+
+            reader = None
+            if self._store is None:
+                url = self.store_url if self._config is not None else self._history_store_url()
+                reader = open_reader(url)
+            self._reader = reader or Reader.over(self.store)
+        return self._reader
+
+    def _history_store_url(self) -> str:
+        """The store URL without parsing the config: `--store`, $JOBD_STORE, the
+        config file's `[jobd] store`, or the default.
+
+        Reading history needs nothing else, and parsing and validating every
+        job (cron expressions, time zones) costs more than the query itself
+        (bench/cli_latency.py). Commands that act on jobs load the whole config.
+        """
+        override = self.store_override or os.environ.get("JOBD_STORE")
+        if override:
+            return override
+        import tomllib
+        from pathlib import Path
+
+        from jobd.errors import ConfigError
+        from jobd.paths import check_config_ownership, default_store_url, locate_config
+
+        path = locate_config(self.config_path, os.environ, Path.cwd())
+        if path is None:
+            return default_store_url()
+        check_config_ownership(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"TOML syntax error: {exc}", file=str(path)) from None
+        table = data.get("jobd")
+        store = table.get("store") if isinstance(table, dict) else None
+        if store is None:
+            return default_store_url()
+        if not isinstance(store, str):
+            raise ConfigError("expected a string", file=str(path), key="jobd.store")
+        return store
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -73,6 +127,9 @@ class Context:
 
 def actor() -> str:
     """user@host of whoever runs this command, for audit events and triggered_by."""
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:
@@ -80,14 +137,21 @@ def actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-pass_ctx = click.make_pass_decorator(Context)
+def pass_ctx(func: F) -> F:
+    import click
+
+    return click.make_pass_decorator(Context)(func)  # type: ignore[return-value]
 
 
 def json_option(func: F) -> F:
+    import click
+
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 
 
 def local_option(func: F) -> F:
+    import click
+
     return click.option(
         "--local", "local_time", is_flag=True, help="Show local times instead of UTC."
     )(func)

@@ -1,21 +1,31 @@
-"""Commands about job definitions: validate, list, next."""
+"""Commands about job definitions: validate, list, next.
+
+Every command module imports only click and the CLI's own small modules at the
+top; the rest is imported inside the command, so that `jobd executions` does
+not pay for cron parsing or the store's ORM (see bench/cli_latency.py).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 import click
 
 from jobd.cli import render
 from jobd.cli.context import Context, json_option, local_option, pass_ctx
-from jobd.cron import next_fires, parse_schedule
 from jobd.errors import NotFound, UsageError, did_you_mean
-from jobd.model import JobSpec
 from jobd.timeutil import parse_instant, rfc3339
+
+if TYPE_CHECKING:
+    from jobd.model import JobSpec
 
 
 def _next_fire(spec: JobSpec, after: datetime) -> datetime | None:
+    from zoneinfo import ZoneInfo
+
+    from jobd.cron import parse_schedule
+
     if spec.schedule is None or not spec.enabled:
         return None
     return parse_schedule(spec.schedule).next_after(after, ZoneInfo(spec.timezone))
@@ -142,11 +152,17 @@ def next_cmd(
     if spec is None:
         record = ctx.store.job(name)
         if record is None or record.removed:
-            hint = did_you_mean(name, ctx.config.jobs)
+            # Jobs made with `jobd schedule` live only in the store: suggest them too.
+            names = {*ctx.config.jobs, *(r.name for r in ctx.store.jobs())}
+            hint = did_you_mean(name, sorted(names))
             raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
         spec = record.spec
     if spec.schedule is None:
         raise UsageError(f"job {name!r} has no schedule; it runs only when triggered")
+    from zoneinfo import ZoneInfo
+
+    from jobd.cron import next_fires, parse_schedule
+
     try:
         start = parse_instant(after) if after else datetime.now(UTC)
     except ValueError:

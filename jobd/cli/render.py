@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 from jobd.durations import format_duration
-from jobd.model import Status
 from jobd.timeutil import rfc3339
 
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# Keyed by the statuses' values, so that rendering a history does not import the
+# model's dataclasses; tests check the keys against model.Status.
 STATUS_STYLE = {
-    Status.QUEUED: "cyan",
-    Status.RUNNING: "blue bold",
-    Status.SUCCEEDED: "green",
-    Status.FAILED: "red bold",
-    Status.TIMED_OUT: "red",
-    Status.CANCELLED: "yellow",
-    Status.ABANDONED: "magenta",
-    Status.SKIPPED: "dim",
+    "queued": "cyan",
+    "running": "blue bold",
+    "succeeded": "green",
+    "failed": "red bold",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "abandoned": "magenta",
+    "skipped": "dim",
 }
 
 
 def is_terminal(stream: Any = None) -> bool:
     stream = stream or sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def interactive(err: bool = False) -> bool:
+    """Whether a person watches this stream: a terminal that can redraw (spinners)."""
+    stream = sys.stderr if err else sys.stdout
+    return is_terminal(stream) and os.environ.get("TERM") != "dumb"
 
 
 def use_color(stream: Any = None) -> bool:
@@ -38,6 +46,8 @@ def use_color(stream: Any = None) -> bool:
 
 
 def print_json(value: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(value, indent=2, default=_json_default) + "\n")
 
 
@@ -51,6 +61,8 @@ def local_zone() -> ZoneInfo | None:
     """The system's zone for `--local`; None falls back to the platform offset."""
     name = os.environ.get("TZ")
     if name:
+        from zoneinfo import ZoneInfo
+
         try:
             return ZoneInfo(name.lstrip(":"))
         except Exception:
@@ -79,6 +91,32 @@ def ago(moment: datetime | None, now: datetime) -> str:
 
 def duration(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
+
+
+def size(count: int) -> str:
+    """Bytes for people: 812 B, 12.3 KB, 4.0 MB."""
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+def moment(value: datetime | None, now: datetime, local: bool = False) -> str:
+    """Relative ("3m ago") for a person at a terminal, absolute on a pipe or with --local."""
+    if value is None:
+        return "-"
+    if is_terminal() and not local:
+        return ago(value, now)
+    return when(value, local)
+
+
+def fields(pairs: Sequence[tuple[str, str]]) -> None:
+    """Aligned `key  value` lines, as `show` and `status` print them."""
+    width = max((len(key) for key, _ in pairs), default=0)
+    for key, value in pairs:
+        sys.stdout.write(f"{key.ljust(width)}  {value}\n")
 
 
 def table(
@@ -119,7 +157,4 @@ def _escape(text: str) -> str:
 
 
 def status_style(cell: str) -> str | None:
-    try:
-        return STATUS_STYLE[Status(cell)]
-    except ValueError:
-        return None
+    return STATUS_STYLE.get(cell)

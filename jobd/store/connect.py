@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
@@ -11,31 +13,9 @@ from playhouse.db_url import connect as url_connect
 from playhouse.shortcuts import ReconnectMixin
 
 from jobd.errors import StoreUnavailable
+from jobd.store.urls import backend_of, mask_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced, for output and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    host = netloc[1] if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def backend_of(url: str) -> str:
-    if url.startswith("sqlite:///"):
-        return "sqlite"
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql"
-    raise StoreUnavailable(f"unsupported store URL {mask_url(url)!r} (sqlite:/// or postgresql://)")
-
-
-def sqlite_path(url: str) -> str:
-    return url[len("sqlite:///") :]
 
 
 class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
@@ -84,13 +64,32 @@ def _connect_sqlite(path: str, url: str) -> pw.Database:
             check_same_thread=False,
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
-        try:
-            db.connect(reuse_if_open=True)
-        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
-            raise StoreUnavailable(f"store {url}: {exc}") from None
+        _connect_waiting_for_writers(db, url)
     finally:
         os.umask(old_umask)
     return db
+
+
+def _connect_waiting_for_writers(db: pw.SqliteDatabase, url: str) -> None:
+    """Connect, retrying while another connection holds the write lock.
+
+    Switching a new file to WAL needs a write lock, and SQLite refuses it at once
+    instead of honouring the busy timeout; several processes creating the store
+    together would otherwise see "database is locked".
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+            with contextlib.suppress(Exception):
+                db.close()
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StoreUnavailable(f"store {url}: {exc}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _connect_postgres(url: str) -> pw.Database:
@@ -99,7 +98,7 @@ def _connect_postgres(url: str) -> pw.Database:
     params = dict(db.connect_params)
     params.setdefault("connect_timeout", 5)
     params.setdefault("application_name", "jobd")
-    db = ReconnectingPostgres(db.database, autorollback=True, **params)
+    db = ReconnectingPostgres(db.database, **params)
     try:
         db.connect(reuse_if_open=True)
     except pw.OperationalError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from jobd.errors import StoreTooNew
+from jobd.errors import StoreTooNew, StoreUnavailable
 from jobd.store.schema import Models
 
 
@@ -44,6 +44,15 @@ def migrate(db: pw.Database, models: Models, url: str, lock: Callable[[], None])
     check_not_newer(version, url)
     if version == SCHEMA_VERSION:
         return version
+    if version == 0 and isinstance(db, pw.SqliteDatabase):
+        foreign = [
+            t for t in db.get_tables() if t not in {m._meta.table_name for m in models.all()}
+        ]
+        if foreign:
+            raise StoreUnavailable(
+                f"store {url} is not a jobd store (it has other tables: "
+                f"{', '.join(sorted(foreign)[:3])}); refusing to modify it"
+            )
     with db.atomic():
         lock()
         db.create_tables([models.Schema], safe=True)

@@ -36,6 +36,7 @@ from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
 LEASE_NAME = "scheduler"
+APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 BATCH = 500  # rows per statement or IN list in batched writes
 # The executions table's columns, which are also Run's fields.
 RUN_COLUMNS = tuple(f for f in Run.__dataclass_fields__)
@@ -157,6 +158,9 @@ class Store:
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
         with self.db.atomic():
+            if self.backend == "postgresql":
+                # Daemons starting together with one config would race on the inserts.
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
             # Only what decides the action: 10,000 full rows would be read for nothing.
             existing = {
                 name: (source, config_hash, removed)
@@ -185,6 +189,21 @@ class Store:
                     removed.append(name)
         return ApplyReport(tuple(added), tuple(updated), tuple(removed))
 
+    @staticmethod
+    def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
+        """The jobs-table columns that follow from a spec."""
+        return {
+            "source": spec.source.value,
+            "spec": spec.to_json(),
+            "config_hash": spec.config_hash,
+            "schedule": spec.schedule,
+            "timezone": spec.timezone,
+            "overlap": spec.overlap.value,
+            "enabled": spec.enabled,
+            "next_fire_at": to_db(next_fire if spec.enabled else None),
+            "updated_at": to_db(now),
+        }
+
     def _insert_job(self, spec: JobSpec, now: datetime) -> None:
         self.m.Job.insert(self._job_row(spec, now)).execute()
 
@@ -205,19 +224,7 @@ class Store:
                     first_fires[key] = first
             else:
                 first = first_fires[key]
-        return {
-            "name": spec.name,
-            "source": spec.source.value,
-            "spec": spec.to_json(),
-            "config_hash": spec.config_hash,
-            "schedule": spec.schedule,
-            "timezone": spec.timezone,
-            "overlap": spec.overlap.value,
-            "enabled": spec.enabled,
-            "next_fire_at": to_db(first),
-            "created_at": to_db(now),
-            "updated_at": to_db(now),
-        }
+        return {"name": spec.name, "created_at": to_db(now), **self._definition(spec, first, now)}
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
         old = JobSpec.from_json(row.spec)
@@ -225,18 +232,8 @@ class Store:
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
             next_fire = first_fire_after(spec, now)
-        self.m.Job.update(
-            source=spec.source.value,
-            spec=spec.to_json(),
-            config_hash=spec.config_hash,
-            schedule=spec.schedule,
-            timezone=spec.timezone,
-            overlap=spec.overlap.value,
-            enabled=spec.enabled,
-            removed=False,
-            next_fire_at=to_db(next_fire if spec.enabled else None),
-            updated_at=to_db(now),
-        ).where(self.m.Job.name == spec.name).execute()
+        columns = self._definition(spec, next_fire, now)
+        self.m.Job.update(removed=False, **columns).where(self.m.Job.name == spec.name).execute()
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
@@ -254,9 +251,19 @@ class Store:
         ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
-        self.m.Job.update(paused=paused, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        """Pause or resume. A resumed job fires at its next slot after now: the slots
+        it slept through are not missed fires to catch up on."""
+        Job = self.m.Job
+        with self.db.atomic():
+            row = Job.get_or_none(Job.name == name)
+            if row is None:
+                return
+            changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
+            if not paused and row.paused:
+                spec = JobSpec.from_json(row.spec)
+                if spec.enabled and not row.removed:
+                    changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
+            Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         # Thousands may be due at once: straight through the driver, no query object.
@@ -698,7 +705,18 @@ class Store:
             row = E.get_or_none(E.id == run_id)
             if row is None or row.status != Status.RUNNING or row.instance != instance:
                 return False
-            started = from_db(row.started_at) or now
+            if not self._end_run(row, instance, outcome, now):
+                return False
+            for run in follow_ups:
+                E.insert(self._run_row(run, now)).execute()
+        return True
+
+    def _end_run(self, row: Any, instance: str, outcome: Outcome, now: datetime) -> bool:
+        """Record a run's end only if `instance` still runs it: the condition is in the
+        UPDATE itself, so a concurrent abandon or cancel cannot be overwritten."""
+        E = self.m.Execution
+        started = from_db(row.started_at) or now
+        updated = (
             E.update(
                 status=outcome.status.value,
                 exit_code=outcome.exit_code,
@@ -706,10 +724,11 @@ class Store:
                 error=outcome.error,
                 finished_at=to_db(now),
                 duration_s=max(0.0, (now - started).total_seconds()),
-            ).where(E.id == run_id).execute()
-            for run in follow_ups:
-                E.insert(self._run_row(run, now)).execute()
-        return True
+            )
+            .where(E.id == row.id, E.status == Status.RUNNING, E.instance == instance)
+            .execute()
+        )
+        return bool(updated)
 
     def request_cancel(self, run_id: int) -> Status:
         """Cancel a queued run at once, or flag a running one for its daemon.
@@ -722,13 +741,22 @@ class Store:
                 raise KeyError(run_id)
             status = Status(row.status)
             if status is Status.QUEUED:
-                E.update(
-                    status=Status.CANCELLED,
-                    finished_at=to_db(self.now()),
-                    error="cancelled before it started",
-                ).where(E.id == run_id).execute()
-            elif status is Status.RUNNING:
-                E.update(cancel_requested=True).where(E.id == run_id).execute()
+                cancelled = (
+                    E.update(
+                        status=Status.CANCELLED,
+                        finished_at=to_db(self.now()),
+                        error="cancelled before it started",
+                    )
+                    .where(E.id == run_id, E.status == Status.QUEUED)
+                    .execute()
+                )
+                if cancelled:
+                    return status
+                status = Status.RUNNING  # claimed meanwhile: flag it for its daemon
+            if status is Status.RUNNING:
+                E.update(cancel_requested=True).where(
+                    E.id == run_id, E.status == Status.RUNNING
+                ).execute()
             return status
 
     # -- instances and lost runs ---------------------------------------------------
@@ -863,27 +891,63 @@ class Store:
                     ids,
                 )
             }
-            ends, follow_rows = [], []
-            for run_id, instance, outcome, follows in finishes:
+            ends = []
+            for run_id, instance, outcome, _follows in finishes:
                 row = current.get(run_id)
                 if row is None or row[0] != Status.RUNNING or row[1] != instance:
-                    applied.append(False)
                     continue
                 started = from_db(row[2]) or now
                 ends.append(
-                    (outcome.status.value, outcome.exit_code, outcome.signal, outcome.error,
-                     to_db(now), max(0.0, (now - started).total_seconds()), run_id)
+                    (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
+                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
                 )  # fmt: skip
-                follow_rows += [self._run_row(follow, now) for follow in follows]
-                applied.append(True)
-            self._executemany(
-                f"UPDATE executions SET status = {p}, exit_code = {p}, signal = {p}, "
-                f"error = {p}, finished_at = {p}, duration_s = {p} WHERE id = {p}",
-                ends,
-            )
+            ended = self._end_runs(ends)
+            follow_rows = []
+            for run_id, _instance, _outcome, follows in finishes:
+                applied.append(run_id in ended)
+                if run_id in ended:
+                    follow_rows += [self._run_row(follow, now) for follow in follows]
             for start in range(0, len(follow_rows), BATCH):
                 E.insert_many(follow_rows[start : start + BATCH]).execute()
         return applied
+
+    def _end_runs(self, ends: Sequence[tuple]) -> set[int]:
+        """Record many ends, each only if its instance still runs it (the condition is
+        in the UPDATE, as in _end_run); returns the ids whose end was recorded. Rows
+        are (id, instance, status, exit_code, signal, error, finished_at, duration_s)."""
+        if not ends:
+            return set()
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_values
+
+            returned = execute_values(
+                cursor,
+                "UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, "
+                "signal = v.signal, error = v.error, finished_at = v.finished_at, "
+                "duration_s = v.duration_s FROM (VALUES %s) AS v(id, instance, status, "
+                "exit_code, signal, error, finished_at, duration_s) "
+                "WHERE e.id = v.id AND e.status = 'running' AND e.instance = v.instance "
+                "RETURNING e.id",
+                ends,
+                template="(%s::integer, %s::text, %s::text, %s::integer, %s::integer, %s::text, "
+                "%s::timestamp, %s::double precision)",
+                page_size=BATCH,
+                fetch=True,
+            )
+            return {row[0] for row in returned}
+        # SQLite: this transaction took the write lock when it began, so the rows read
+        # before are still as they were and every conditional UPDATE applies.
+        cursor.executemany(
+            "UPDATE executions SET status = ?, exit_code = ?, signal = ?, error = ?, "
+            "finished_at = ?, duration_s = ? WHERE id = ? AND status = 'running' "
+            "AND instance = ?",
+            [
+                (st, code, sig, err, fin, dur, rid, inst)
+                for rid, inst, st, code, sig, err, fin, dur in ends
+            ],
+        )
+        return {row[0] for row in ends}
 
     def next_queued_at(self) -> datetime | None:
         E = self.m.Execution

@@ -1,0 +1,297 @@
+"""Commands for operators and monitors: status, check, prune, audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from jobd.cli import render
+from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
+from jobd.errors import ExitCode
+
+RUNNING_SHOWN = 20
+
+
+@click.command()
+@json_option
+@local_option
+@pass_ctx
+def status(ctx: Context, as_json: bool, local_time: bool) -> None:
+    """Show the store, the leader, the instances, the queue and the next fires.
+
+    \b
+    Examples:
+      jobd status
+      jobd status --json | jq '.instances[] | select(.live) | .host'
+    """
+    from jobd.store import admin, mask_url
+    from jobd.store.reader import Reader
+
+    store = ctx.store
+    now = store.now()
+    ttl = ctx.config.settings.lease_ttl
+    lease = admin.leader_lease(store, now)
+    instances = admin.instances(store, ttl, now)
+    running = Reader.over(store).executions(statuses=["running"], limit=None)
+    report = {
+        "store": {
+            "url": mask_url(ctx.store_url),
+            "backend": store.backend,
+            "schema_version": admin.schema_version(store),
+        },
+        "leader": lease,
+        "instances": instances,
+        "queue_depth": store.queue_depth(),
+        "running": running,
+        "next_fires": admin.upcoming(store, 5),
+        "checked_at": now,
+    }
+    if as_json:
+        render.print_json(report)
+        return
+    _print_status(report, now, local_time)
+
+
+def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
+    store, lease = report["store"], report["leader"]
+    live = [i for i in report["instances"] if i["live"]]
+    leading = [i for i in live if i["role"] == "leader"]
+    if lease is None or (lease["holder"] is None and leading):
+        # The file guard keeps no lease row; the leader says so in its heartbeat.
+        leader = (
+            f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
+            if leading
+            else "none (no live daemon holds the leader guard)"
+        )
+    else:
+        state = "EXPIRED" if lease["expired"] else "held"
+        leader = (
+            f"{lease['holder']} on {lease['host']}, epoch {lease['epoch']}, {state}; "
+            f"acquired {render.ago(lease['acquired_at'], now)}, "
+            f"expires {render.ago(lease['expires_at'], now)}"
+        )
+    render.fields(
+        [
+            ("store", f"{store['url']} ({store['backend']}, schema {store['schema_version']})"),
+            ("leader", leader),
+            ("instances", f"{len(live)} live, {len(report['instances']) - len(live)} gone"),
+            ("queued", str(report["queue_depth"])),
+            ("running", str(len(report["running"]))),
+        ]
+    )
+    if report["instances"]:
+        click.echo("")
+        rows = [
+            [
+                i["id"],
+                i["host"],
+                str(i["pid"]),
+                i["role"],
+                str(i["running"]),
+                render.ago(i["heartbeat_at"], now),
+                "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
+            ]
+            for i in report["instances"]
+        ]
+        render.table(["INSTANCE", "HOST", "PID", "ROLE", "RUNNING", "HEARTBEAT", "LIVE"], rows)
+    if report["running"]:
+        click.echo("")
+        rows = [
+            [
+                str(r["id"]),
+                r["job"],
+                render.moment(r["started_at"], now, local),
+                r["host"] or "-",
+            ]
+            for r in report["running"][:RUNNING_SHOWN]
+        ]
+        render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
+        if len(report["running"]) > RUNNING_SHOWN:
+            click.echo(f"… and {len(report['running']) - RUNNING_SHOWN} more", err=True)
+    if report["next_fires"]:
+        click.echo("")
+        rows = [
+            [f["job"], render.when(f["at"], local), render.ago(f["at"], now)]
+            for f in report["next_fires"]
+        ]
+        render.table(["NEXT FIRE", "AT", "IN"], rows)
+
+
+@click.command()
+@json_option
+@pass_ctx
+def check(ctx: Context, as_json: bool) -> None:
+    """Monitoring probe: exit 0 when healthy, 1 with the reasons when not.
+
+    Unhealthy: no live instance; an expired leader lease; a job overdue by
+    more than max(60s, 2 x lease_ttl) while not paused; a job whose last run
+    failed, timed out or was abandoned. The store unreachable: exit 69.
+
+    \b
+    Examples:
+      jobd check
+      jobd check --json   # for a monitor that parses the reasons
+    """
+    from jobd.store import admin
+
+    store = ctx.store
+    now = store.now()
+    ttl = ctx.config.settings.lease_ttl
+    reasons: list[dict[str, Any]] = []
+
+    def reason(kind: str, message: str, job: str | None = None) -> None:
+        reasons.append({"check": kind, "job": job, "message": message})
+
+    live = admin.live_instances(store, ttl, now)
+    if not live:
+        last = admin.last_heartbeat(store)
+        seen = f"last heartbeat {render.ago(last, now)}" if last else "none ever started"
+        reason("instances", f"no live instance ({seen})")
+    lease = admin.leader_lease(store, now)
+    if lease is not None and lease["expired"]:
+        reason(
+            "leader",
+            f"leader lease expired {render.ago(lease['expires_at'], now)} "
+            f"(last holder {lease['holder']} on {lease['host']})",
+        )
+    grace = max(60.0, 2 * ttl)
+    for job in admin.overdue(store, now - timedelta(seconds=grace)):
+        late = render.ago(job["due"], now)
+        reason("overdue", f"{job['job']} should have fired {late}", job["job"])
+    names = [record.name for record in store.jobs()]
+    for name, last in admin.last_outcomes(store, names).items():
+        if last["status"] != "succeeded":
+            reason("failing", f"{name}: last run {last['id']} {last['status']}", name)
+    healthy = not reasons
+    if as_json:
+        render.print_json(
+            {
+                "healthy": healthy,
+                "reasons": reasons,
+                "live_instances": len(live),
+                "jobs": len(names),
+                "checked_at": now,
+            }
+        )
+    elif healthy:
+        click.echo(f"healthy: {len(live)} live instance(s), {len(names)} job(s)")
+    else:
+        click.echo(f"unhealthy: {len(reasons)} problem(s)")
+        for item in reasons:
+            click.echo(f"- {item['message']}")
+    if not healthy:
+        raise click.exceptions.Exit(int(ExitCode.FAILURE))
+
+
+@click.command()
+@click.option(
+    "--keep",
+    metavar="N",
+    type=click.IntRange(min=0),
+    help="Runs kept per job (default: [jobd] history.keep).",
+)
+@click.option(
+    "--older-than",
+    metavar="AGE",
+    help="Delete runs that finished longer ago, e.g. 90d (default: [jobd] history.max_age).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+@json_option
+@pass_ctx
+def prune(
+    ctx: Context, keep: int | None, older_than: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Enforce history retention now: delete finished runs beyond the newest
+    --keep per job, or older than --older-than. Queued and running runs stay.
+
+    0 disables a limit.
+
+    \b
+    Examples:
+      jobd prune --dry-run
+      jobd prune --keep 100 --older-than 30d
+    """
+    from jobd.durations import DurationError, parse_duration
+    from jobd.errors import UsageError
+    from jobd.store import admin
+
+    settings = ctx.config.settings
+    keep_n = settings.history_keep if keep is None else keep
+    if older_than is None:
+        max_age = settings.history_max_age
+    else:
+        try:
+            max_age = parse_duration(older_than)
+        except DurationError as exc:
+            raise UsageError(f"--older-than: {exc}") from None
+    store = ctx.store
+    counts = admin.prune(store, keep_n or None, max_age or None, store.now(), dry_run=dry_run)
+    total = sum(counts.values())
+    if not dry_run:
+        detail = {"keep": keep_n, "older_than_s": max_age, "deleted": total}
+        store.audit("prune", actor(), None, detail)
+    if as_json:
+        render.print_json(
+            {
+                "dry_run": dry_run,
+                "keep": keep_n or None,
+                "older_than_s": max_age or None,
+                "deleted": counts,
+                "total": total,
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    if counts:
+        render.table(["JOB", "RUNS"], [[job, str(n)] for job, n in sorted(counts.items())])
+    kept = f"newest {keep_n} per job kept" if keep_n else "no count limit"
+    aged = f"older than {render.duration(max_age)}" if max_age else "no age limit"
+    click.echo(f"{verb} {total} run(s): {kept}, {aged}", err=True)
+
+
+@click.command()
+@click.option(
+    "--limit",
+    metavar="N",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Events shown.",
+)
+@json_option
+@local_option
+@pass_ctx
+def audit(ctx: Context, limit: int, as_json: bool, local_time: bool) -> None:
+    """Show who triggered, cancelled, paused, scheduled and pruned what, newest first.
+
+    \b
+    Examples:
+      jobd audit --limit 50
+      jobd audit --json | jq '.[] | select(.action == "trigger")'
+    """
+    events = ctx.store.audit_events(limit)
+    if as_json:
+        render.print_json(events)
+        return
+    if not events:
+        click.echo("no audit events yet", err=True)
+        return
+    now = ctx.now()
+    rows = [
+        [
+            str(event["id"]),
+            render.moment(event["at"], now, local_time),
+            event["action"],
+            event["actor"],
+            event["target"] or "-",
+            json.dumps(event["detail"], sort_keys=True) if event["detail"] else "-",
+        ]
+        for event in events
+    ]
+    render.table(["ID", "AT", "ACTION", "ACTOR", "TARGET", "DETAIL"], rows)
+
+
+COMMANDS = [status, check, prune, audit]

@@ -1,0 +1,85 @@
+"""`jobd executions` itself, without click: the click command and fast.py both call it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobd.cli import render
+from jobd.cli.context import Context
+from jobd.errors import NotFound, UsageError, did_you_mean
+
+HEADERS = ["ID", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "EXIT", "HOST"]
+
+
+def list_runs(
+    ctx: Context,
+    job: str | None,
+    statuses: Sequence[str],
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    local_time: bool,
+) -> None:
+    """Print runs newest first: a table for people, RUN_KEYS objects with --json."""
+    now = ctx.now()
+    since_at = parse_since(since, now) if since else None
+    reader = ctx.reader()
+    if job is not None and not reader.job_exists(job):
+        hint = did_you_mean(job, reader.job_names())
+        raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
+    rows = reader.executions(job, [s.lower() for s in statuses], since_at, limit or None)
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        sys.stderr.write("no runs match\n")
+        return
+    table = [
+        [
+            str(row["id"]),
+            row["job"],
+            row["trigger"],
+            row["status"],
+            render.moment(row["started_at"] or row["queued_at"], now, local_time),
+            took(row, now),
+            exit_text(row),
+            row["host"] or "-",
+        ]
+        for row in rows
+    ]
+    render.table(HEADERS, table, styles={3: render.status_style})
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A look-back: a duration such as `1d` or `2h30m`, or an RFC 3339 instant."""
+    from jobd.durations import DurationError, parse_duration
+    from jobd.timeutil import parse_instant
+
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except DurationError:
+        pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
+        ) from None
+
+
+def took(row: dict[str, Any], now: datetime) -> str:
+    """The duration, or the time so far (with an ellipsis) while it runs."""
+    if row["status"] == "running" and row["started_at"] is not None:
+        return render.duration((now - row["started_at"]).total_seconds()) + "…"
+    return render.duration(row["duration_s"])
+
+
+def exit_text(row: dict[str, Any]) -> str:
+    if row["exit_code"] is not None:
+        return str(row["exit_code"])
+    if row["signal"] is not None:
+        return f"sig {row['signal']}"
+    return "-"
