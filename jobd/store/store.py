@@ -423,7 +423,9 @@ class Store:
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
         if self.backend == "postgresql":
-            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+            # The payload names the schema, so jobd stores in other schemas of the
+            # same database (NOTIFY is database-wide) are not woken for nothing.
+            self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         from jobd.waker import poke_all
 
