@@ -107,16 +107,22 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
-def proc_cpu_precise(pid: int) -> float:
-    """CPU seconds of a process's live threads, from schedstat (nanoseconds): an idle
-    scheduler uses less than /proc/PID/stat's 10 ms ticks can show."""
-    total = 0
+def proc_task_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each live thread, from schedstat (nanoseconds): an idle scheduler
+    uses less than /proc/PID/stat's 10 ms ticks can show."""
+    times: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            times[task.name] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
-    return total / 1e9
+    return times
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float]) -> float:
+    """CPU used between two proc_task_cpu readings, by the threads alive at the end
+    (a thread that ended in between takes its share with it)."""
+    return sum(value - before.get(tid, 0.0) for tid, value in after.items())
 
 
 def proc_rss_mib(pid: int) -> float:

@@ -19,10 +19,11 @@ from typing import Any
 
 from bench.common import (
     BENCH,
+    cpu_between,
     ensure_aps_venv,
     log,
-    proc_cpu_precise,
     proc_rss_mib,
+    proc_task_cpu,
     proc_threads,
     stop_process,
 )
@@ -68,12 +69,12 @@ def measure(window: float, postgres: bool, n: int = JOBS) -> list[dict[str, Any]
         pids["APScheduler, MemoryJobStore"] = stack.enter_context(aps_idle("memory", n))
         pids["APScheduler, SQLAlchemy (SQLite)"] = stack.enter_context(aps_idle("sqlite", n))
         time.sleep(SETTLE)
-        before = {name: proc_cpu_precise(pid) for name, pid in pids.items()}
+        before = {name: proc_task_cpu(pid) for name, pid in pids.items()}
         time.sleep(window)
         results = [
             {
                 "system": name,
-                "cpu": proc_cpu_precise(pid) - before[name],
+                "cpu": cpu_between(before[name], proc_task_cpu(pid)),
                 "rss": proc_rss_mib(pid),
                 "peak": _peak_mib(pid),
                 "threads": proc_threads(pid),
