@@ -30,7 +30,16 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.model import (
+    Config,
+    JobSpec,
+    LeaderMode,
+    NewRun,
+    Outcome,
+    Run,
+    Status,
+    forget_parsed_specs,
+)
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
@@ -46,7 +55,7 @@ log = logging.getLogger("jobd")
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
 PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
-FIRE_BUDGET = 0.5  # seconds of firing batches per tick before claiming runs
+FIRE_BUDGET = 2.0  # seconds of firing batches per tick before claiming runs
 COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
@@ -276,6 +285,7 @@ class Daemon:
     def _safe_tick(self, now: datetime) -> float:
         try:
             timeout = self.tick(now)
+            forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
             if self.store_ok:

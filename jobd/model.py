@@ -123,8 +123,9 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
-        """The spec stored as `text`. The daemon reads the same specs over and over
-        (a fire, then its claim; an every-second job): recent ones are kept."""
+        """The spec stored as `text`. Within one daemon tick the same spec is read
+        twice (a fire, then its run's claim): parsed ones are kept until
+        forget_parsed_specs(), which the daemon calls after every tick."""
         return _spec_from_json(text)
 
     @classmethod
@@ -137,6 +138,8 @@ class JobSpec:
         for key in ("command", "secret_env", "on_success", "on_failure"):
             data[key] = tuple(data.get(key) or ())
         known = cls.__dataclass_fields__
+        if data.keys() <= known.keys():
+            return cls(**data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
@@ -153,8 +156,13 @@ class JobSpec:
         return self.call
 
 
-# Specs are frozen; sharing one parsed instance between callers is safe.
-_spec_from_json = lru_cache(maxsize=2048)(JobSpec._parse)
+# Specs are frozen; sharing one parsed instance between callers is safe. The bound
+# only guards a caller that never forgets; the daemon forgets after every tick.
+_spec_from_json = lru_cache(maxsize=65536)(JobSpec._parse)
+
+
+def forget_parsed_specs() -> None:
+    _spec_from_json.cache_clear()
 
 
 @dataclass(frozen=True)
