@@ -53,10 +53,10 @@ def main() -> None:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
     quick = args.quick
-    ks = [200, 1000] if quick else [1000, 10_000]
+    ks = [1000] if quick else [1000, 10_000]
     window = 20 if quick else 60
     precision_s = 30 if quick else 60
-    runs_n = 1000 if quick else 5000
+    runs_n = 500 if quick else 5000
 
     began = time.monotonic()
     load_before = os.getloadavg()
@@ -74,13 +74,22 @@ def main() -> None:
 
     if "cron" in parts:
         log("cron math")
-        result = timed("cron", lambda: run_aps({"mode": "cron", "count": 500 if quick else 2000}))
+        cfg = {"mode": "cron", "count": 300 if quick else 2000, "repeat": 1 if quick else 2}
+        result = timed("cron", lambda: run_aps(cfg))
         sections.append(("cron-math", cron_math.section(result)))
-    if "idle" in parts:
-        results = timed("idle", lambda: idle.measure(window, postgres))
-        sections.append(("idle", idle.section(results)))
-        checks += idle.check(results)
-    if "precision" in parts:
+    if "idle" in parts and "precision" in parts:
+        results, idle_results = timed(
+            "precision+idle",
+            lambda: precision.with_idle(precision_s, window, postgres, sqlite_alongside=quick),
+        )
+        sections.append(("idle", idle.section(idle_results)))
+        sections.append(("precision", precision.section(results, precision_s, quick)))
+        checks += idle.check(idle_results) + precision.check(results)
+    elif "idle" in parts:
+        idle_results = timed("idle", lambda: idle.measure(window, postgres))
+        sections.append(("idle", idle.section(idle_results)))
+        checks += idle.check(idle_results)
+    elif "precision" in parts:
         results = timed("precision", lambda: precision.measure(precision_s, postgres))
         sections.append(("precision", precision.section(results, precision_s)))
         checks += precision.check(results)

@@ -31,6 +31,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 STARTS: list[tuple[str, float]] = []
 ENDS: list[float] = []
@@ -140,14 +141,22 @@ def fire(cfg: dict) -> dict:
 
 
 def precision(cfg: dict) -> dict:
-    """One job every second for `seconds`: how late each run starts."""
+    """One job every second for `seconds`: how late each run starts. With `offset`
+    (seconds), the slots fall that far into each second, so that another scheduler
+    measured at the same time fires at other instants."""
+    offset = float(cfg.get("offset", 0.0))
     scheduler = make_scheduler(cfg["store"], cfg["workdir"])
-    scheduler.add_job(stamp, CronTrigger(second="*", timezone=UTC), args=["tick"], id="tick")
+    if offset:
+        first = datetime.fromtimestamp(math.floor(time.time()) + 1 + offset, UTC)
+        trigger = IntervalTrigger(seconds=1, start_date=first, timezone=UTC)
+    else:
+        trigger = CronTrigger(second="*", timezone=UTC)
+    scheduler.add_job(stamp, trigger, args=["tick"], id="tick")
     scheduler.start()
     time.sleep(cfg["seconds"])
     scheduler.shutdown(wait=True)
     # Each run is late by far less than a second, so its slot is its start, rounded down.
-    lateness = [t - math.floor(t) for _key, t in STARTS]
+    lateness = [(t - offset) - math.floor(t - offset) for _key, t in STARTS]
     return {"started": lateness[1:], "missed": len(MISSED)}  # the first may race the start
 
 

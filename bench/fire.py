@@ -102,13 +102,14 @@ def aps_fire(store: str, k: int, lead: float) -> dict[str, Any]:
 def measure(ks: list[int], postgres: bool) -> list[dict[str, Any]]:
     results = []
     for k in ks:
-        lead = 3 + k / 1000
+        # Seconds from choosing the due second to the scheduler being ready for it
+        # (config applied, daemon started); a guess too short is retried, longer.
         log(f"fire latency, K={k}")
-        results.append(jobd_fire("sqlite", k, lead))
+        results.append(jobd_fire("sqlite", k, 2.5 + k / 1500))
         if postgres:
-            results.append(jobd_fire("postgresql", k, lead + k / 2000))
-        results.append(aps_fire("memory", k, lead))
-        results.append(aps_fire("sqlite", k, lead * 2))
+            results.append(jobd_fire("postgresql", k, 3 + k / 1000))
+        results.append(aps_fire("memory", k, 1.5 + k / 5000))
+        results.append(aps_fire("sqlite", k, 2 + k / 600))
     return results
 
 

@@ -14,10 +14,14 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    APS_STORES,
     BENCH,
     cpu_between,
     ensure_aps_venv,
@@ -27,7 +31,7 @@ from bench.common import (
     proc_threads,
     stop_process,
 )
-from bench.jobd_side import jobd_setup
+from bench.jobd_side import JobdSetup, jobd_setup
 from bench.report import table
 
 JOBS = 10_000
@@ -35,7 +39,8 @@ SETTLE = 5.0
 
 
 @contextlib.contextmanager
-def aps_idle(store: str, n: int):
+def aps_idle(store: str, n: int) -> Iterator[subprocess.Popen]:
+    """An APScheduler process with n jobs; the caller waits for it with aps_ready()."""
     with tempfile.TemporaryDirectory(prefix="aps-bench-") as workdir:
         cfg = {"mode": "idle", "store": store, "n": n, "workdir": workdir}
         proc = subprocess.Popen(
@@ -44,30 +49,62 @@ def aps_idle(store: str, n: int):
             text=True,
         )
         try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("APScheduler idle worker exited before it was ready")
-            yield proc.pid
+            yield proc
         finally:
             stop_process(proc)
 
 
-def measure(window: float, postgres: bool, n: int = JOBS) -> list[dict[str, Any]]:
-    log(f"idle cost: {n:,} jobs, {window:.0f}s window")
+def aps_ready(proc: subprocess.Popen) -> None:
+    assert proc.stdout is not None
+    if not proc.stdout.readline():
+        raise RuntimeError("APScheduler idle worker exited before it was ready")
+
+
+@dataclass
+class Started:
+    stack: contextlib.ExitStack
+    pids: dict[str, int]
+
+
+def start_all(postgres: bool, n: int = JOBS) -> Started:
+    """Every scheduler with n far-away jobs, set up side by side, all ready."""
+    log(f"idle cost: starting schedulers with {n:,} jobs each")
     jobs = {f"y{i:05d}": {"schedule": "@yearly", "command": ["true"]} for i in range(n)}
-    with contextlib.ExitStack() as stack:
-        pids: dict[str, int] = {}
-        backends = ["sqlite", "postgresql"] if postgres else ["sqlite"]
-        for backend in backends:
-            setup = stack.enter_context(jobd_setup(backend))
+    stack = contextlib.ExitStack()
+    ready: dict[str, Callable[[], int]] = {}
+    for backend in ["sqlite", "postgresql"] if postgres else ["sqlite"]:
+        setup = stack.enter_context(jobd_setup(backend))
+
+        def bring_up(setup: JobdSetup = setup) -> int:
             setup.write_config(jobs)
             setup.apply()
             setup.start()
             assert setup.proc is not None
-            pids[f"jobd, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}"] = setup.proc.pid
-        pids["APScheduler, MemoryJobStore"] = stack.enter_context(aps_idle("memory", n))
-        pids["APScheduler, SQLAlchemy (SQLite)"] = stack.enter_context(aps_idle("sqlite", n))
+            return setup.proc.pid
+
+        ready[f"jobd, {'SQLite' if backend == 'sqlite' else 'PostgreSQL'}"] = bring_up
+    for store, name in APS_STORES.items():
+        proc = stack.enter_context(aps_idle(store, n))
+
+        def wait(proc: subprocess.Popen = proc) -> int:
+            aps_ready(proc)
+            return proc.pid
+
+        ready[f"APScheduler, {name}"] = wait
+    try:
+        with ThreadPoolExecutor(max_workers=len(ready)) as pool:
+            futures = {name: pool.submit(func) for name, func in ready.items()}
+            pids = {name: future.result() for name, future in futures.items()}
+    except BaseException:
+        stack.close()
+        raise
+    return Started(stack, pids)
+
+
+def measure_window(started: Started, window: float) -> list[dict[str, Any]]:
+    """CPU over `window` seconds after SETTLE, and memory at its end; stops them all."""
+    with started.stack:
+        pids = started.pids
         time.sleep(SETTLE)
         before = {name: proc_task_cpu(pid) for name, pid in pids.items()}
         time.sleep(window)
@@ -85,6 +122,10 @@ def measure(window: float, postgres: bool, n: int = JOBS) -> list[dict[str, Any]
     for r in results:
         log(f"  {r['system']}: {r['cpu'] * 1000:.1f} CPU ms, {r['rss']:.1f} MiB")
     return results
+
+
+def measure(window: float, postgres: bool, n: int = JOBS) -> list[dict[str, Any]]:
+    return measure_window(start_all(postgres, n), window)
 
 
 def _peak_mib(pid: int) -> float:

@@ -41,11 +41,13 @@ def jobd_precision(backend: str, seconds: int) -> dict[str, Any]:
     }
 
 
-def aps_precision(seconds: int) -> dict[str, Any]:
+def aps_precision(seconds: int, offset: float = 0.5) -> dict[str, Any]:
+    """APScheduler's slots fall `offset` into each second, so that it can run beside
+    a jobd being measured (whose cron slots are whole seconds) without either
+    delaying the other."""
     with tempfile.TemporaryDirectory(prefix="aps-bench-") as workdir:
-        out = run_aps(
-            {"mode": "precision", "store": "memory", "seconds": seconds, "workdir": workdir}
-        )
+        cfg = {"mode": "precision", "store": "memory", "seconds": seconds, "offset": offset}
+        out = run_aps({**cfg, "workdir": workdir})
     return {
         "system": "APScheduler, MemoryJobStore",
         "queued": None,
@@ -64,7 +66,35 @@ def measure(seconds: int, postgres: bool) -> list[dict[str, Any]]:
     return results
 
 
-def section(results: list[dict[str, Any]], seconds: int) -> str:
+def with_idle(
+    seconds: int, window: float, postgres: bool, sqlite_alongside: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Precision and idle cost in one stretch of wall time: APScheduler's precision
+    (half a second off jobd's slots) and jobd on PostgreSQL run during the idle
+    window, beside the idle schedulers, whose few wake-ups do not disturb them;
+    jobd on SQLite, the figure the target is about, runs alone afterwards (or
+    alongside too, with `sqlite_alongside`, to save time in a quick run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench import idle
+
+    log(f"single-job precision ({seconds}s) with the idle cost ({window:.0f}s window)")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        started = idle.start_all(postgres)  # every idle scheduler ready
+        aps = pool.submit(aps_precision, seconds)
+        pg = pool.submit(jobd_precision, "postgresql", seconds) if postgres else None
+        lite = pool.submit(jobd_precision, "sqlite", seconds) if sqlite_alongside else None
+        idle_results = idle.measure_window(started, window)
+        results = [lite.result()] if lite else []
+        if pg:
+            results.append(pg.result())
+        results.append(aps.result())
+    if not sqlite_alongside:
+        results.insert(0, jobd_precision("sqlite", seconds))
+    return results, idle_results
+
+
+def section(results: list[dict[str, Any]], seconds: int, side_by_side: bool = False) -> str:
     rows = []
     for r in results:
         q, c, s = r["queued"], r["claimed"], r["started"]
@@ -84,9 +114,18 @@ def section(results: list[dict[str, Any]], seconds: int) -> str:
     return "\n\n".join(
         [
             "## Single-job precision: one job every second",
-            f"{seconds} s of a `* * * * * *` job; milliseconds from the due second to the "
-            "start as the job itself sees it (jobd: inside the child process; APScheduler: "
-            "the job function).",
+            f"{seconds} s of a `* * * * * *` job; milliseconds from the due second. "
+            "*queued* and *claimed* are jobd's `queued_at` and `started_at` in the store "
+            "(SQLite keeps milliseconds); *started* is the start as the job itself sees it "
+            "(jobd: inside the child process, after fork, exec and bash's start-up; "
+            "APScheduler: the job function, whose slots are set half a second off jobd's "
+            "so the two never compete for the CPU). APScheduler and jobd on PostgreSQL "
+            "are measured during the idle-cost window; "
+            + (
+                "in this quick run jobd on SQLite too, at the same instants as PostgreSQL."
+                if side_by_side
+                else "jobd on SQLite alone afterwards."
+            ),
             table(
                 [
                     "system",
