@@ -192,7 +192,18 @@ def machine_section(
 
 def targets_section(checks: list[tuple[str, bool, str]]) -> str:
     rows = [[what, figures, "met" if ok else "**missed**"] for what, ok, figures in checks]
-    return "\n\n".join(["## Targets", table(["target", "this run", ""], rows)])
+    return "\n\n".join(
+        [
+            "## Targets",
+            "Checked on this run's figures. Start latencies are given two ways: the "
+            "*recorded start* is the run's `started_at` in the store (the claim, after "
+            "which jobd spawns the child at once); *the child's own clock* is the time "
+            "the job process itself reads as it begins, after fork, exec and bash's "
+            "start-up, which for many runs at once is bound by how fast this machine "
+            "creates processes (see the spawn floor under Fire latency).",
+            table(["target", "this run", ""], rows),
+        ]
+    )
 
 
 def cpu_model() -> str:

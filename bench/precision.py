@@ -148,8 +148,13 @@ def check(results: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     checks = []
     for r in results:
         if r["system"].startswith("jobd"):
-            p50 = r["started"].p(50)
-            checks.append(
-                (f"single-job due→started p50 ≤ 5 ms, {r['system']}", p50 <= 0.005, f"{ms(p50)} ms")
-            )
+            for label, key in (("recorded start", "claimed"), ("the child's own clock", "started")):
+                p50 = r[key].p(50)
+                checks.append(
+                    (
+                        f"single-job due→started p50 ≤ 5 ms, {r['system']} ({label})",
+                        p50 <= 0.005,
+                        f"{ms(p50)} ms",
+                    )
+                )
     return checks
