@@ -157,6 +157,7 @@ class Supervisor:
         self._watches: list[_Watch] = []
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._adopt_pending = False
 
     def watch(self, process: RunProcess, proc: subprocess.Popen[bytes]) -> None:
         self._incoming.put(_Watch(process, proc))
@@ -164,7 +165,11 @@ class Supervisor:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="jobd-runs", daemon=True)
                 self._thread.start()
-        self.poke()
+        # One wake-up per batch of new runs: _adopt() clears the flag before it
+        # drains the queue, so a run added after that pokes again.
+        if not self._adopt_pending:
+            self._adopt_pending = True
+            self.poke()
 
     def poke(self) -> None:
         """From any thread: look at every run again now (a stop request, a new run)."""
@@ -209,6 +214,7 @@ class Supervisor:
             self._watches = still
 
     def _adopt(self) -> None:
+        self._adopt_pending = False
         while True:
             try:
                 watch = self._incoming.get_nowait()
