@@ -38,6 +38,7 @@ from jobd.model import (
     Outcome,
     Run,
     Status,
+    Trigger,
     forget_parsed_specs,
 )
 from jobd.notify import Notifier
@@ -102,6 +103,9 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self._status_text = ""
         self._pruner: threading.Thread | None = None
+        self.applied_at: datetime | None = None  # when the caller applied the config
+        self._first_term_since: datetime | None = None
+        self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
 
@@ -131,10 +135,15 @@ class Daemon:
         self.store.heartbeat(self.instance, role, self.executor.busy, skew)
 
     def _reap(self) -> None:
+        if not self.store_ok or time.monotonic() < self._reap_from:
+            return
+        # Our own runs are judged by our heartbeat too, and a store outage may have kept
+        # it from being written while they went on: write it first.
+        self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             if run.host == self.host:
-                kill_leftovers(run.id, run.job)
+                kill_leftovers(run.id, run.job, run.instance)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -189,7 +198,7 @@ class Daemon:
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
-                leftovers = kill_leftovers(run.id, run.job)
+                leftovers = kill_leftovers(run.id, run.job, run.instance)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
@@ -211,6 +220,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._first_term_since = self.leader.since
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self.notifier.ready(self._status())
@@ -288,6 +298,10 @@ class Daemon:
             forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
+            if self.executor.busy:
+                # Runs going on here need our heartbeat back within lease_ttl of the
+                # store's return, or other instances will take them for lost.
+                delay = min(delay, self.config.settings.lease_ttl / 3)
             if self.store_ok:
                 log.error(
                     "store unavailable (%s); retrying with back-off",
@@ -300,6 +314,9 @@ class Daemon:
         if self.backoff.reset():
             log.info("store available again", extra={"action": "store.up"})
             self.store_ok = True
+            # The other instances lost the store too and their heartbeats are as stale
+            # as ours was: give them a lease_ttl to write one before judging them dead.
+            self._reap_from = time.monotonic() + self.config.settings.lease_ttl
             self._listen()
         return timeout
 
@@ -332,6 +349,10 @@ class Daemon:
         if not due:
             return False
         since = self.leader.since or now
+        if self.applied_at is not None and since == self._first_term_since:
+            # Slots that fell due between applying the config and taking the guard at
+            # start were this daemon's to fire, not fires missed while none led.
+            since = min(since, self.applied_at)
         active = self.store.active_jobs([r.name for r in due])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
@@ -341,9 +362,13 @@ class Daemon:
             assert record.next_fire_at is not None
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            is_active = record.name in active
+            was_active = is_active = record.name in active
             for fire in plan.fires:
-                decision = overlap_decision(record.spec, is_active)
+                # Missed fires are a backlog that catchup = all asks to run: they wait
+                # behind each other (claims never overlap them) instead of skipping
+                # each other; only a run that was already active can make them skip.
+                catchup = fire.trigger is Trigger.CATCHUP
+                decision = overlap_decision(record.spec, was_active if catchup else is_active)
                 not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
                 runs.append(
                     NewRun(
@@ -503,5 +528,12 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def serve(config: Config, store: Store, reload_config: Callable[[], Config] | None = None) -> int:
-    return Daemon(config, store, reload_config).run()
+def serve(
+    config: Config,
+    store: Store,
+    reload_config: Callable[[], Config] | None = None,
+    applied_at: datetime | None = None,
+) -> int:
+    daemon = Daemon(config, store, reload_config)
+    daemon.applied_at = applied_at
+    return daemon.run()

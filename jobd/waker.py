@@ -46,6 +46,7 @@ class Waker:
         self._socket: socket.socket | None = None
         self._socket_path: str | None = None
         self._listen_conn: Any = None
+        self._listen_fd: int | None = None
         self._schema: str | None = None  # the store's schema, named by a NOTIFY's payload
         self._old_wakeup_fd: int | None = None
 
@@ -77,13 +78,18 @@ class Waker:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
             cur.execute("SELECT current_schema()")
             self._schema = cur.fetchone()[0]
+        # Remember the descriptor: a broken connection no longer tells its fileno(), and
+        # a registration left behind makes the next LISTEN (same fd number) fail.
+        self._listen_fd = conn.fileno()
+        self.selector.register(self._listen_fd, selectors.EVENT_READ, "listen")
         self._listen_conn = conn
-        self.selector.register(conn.fileno(), selectors.EVENT_READ, "listen")
 
     def unlisten(self) -> None:
-        if self._listen_conn is not None:
+        if self._listen_fd is not None:
             with contextlib.suppress(Exception):
-                self.selector.unregister(self._listen_conn.fileno())
+                self.selector.unregister(self._listen_fd)
+            self._listen_fd = None
+        if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 self._listen_conn.close()
             self._listen_conn = None

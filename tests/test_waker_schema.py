@@ -27,7 +27,13 @@ def two_schemas(postgres_admin: Any) -> Iterator[tuple[str, str]]:
             cur.execute(f"DROP SCHEMA {name} CASCADE")
 
 
-def test_only_our_schemas_notify_wakes_us(two_schemas: tuple[str, str]) -> None:
+def test_only_our_schemas_notify_wakes_us(
+    two_schemas: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A channel of our own: other jobd processes on this server must not wake us.
+    channel = f"jobd_wake_test_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr("jobd.waker.WAKE_CHANNEL", channel)
+    monkeypatch.setattr("jobd.store.store.WAKE_CHANNEL", channel)
     ours_url, theirs_url = two_schemas
     ours, theirs = open_store(ours_url), open_store(theirs_url)
     waker = Waker()
