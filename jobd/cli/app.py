@@ -138,6 +138,7 @@ COMMAND_MODULES = {
     "prune": "admin",
     "audit": "admin",
     "run": "daemon_cmd",
+    "import": "imports",
 }
 
 
