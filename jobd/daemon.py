@@ -9,6 +9,7 @@ runs and `jobd trigger` wake the sleep early. Nothing spins.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -29,9 +30,19 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status, Trigger
+from jobd.model import (
+    Config,
+    JobSpec,
+    LeaderMode,
+    NewRun,
+    Outcome,
+    Run,
+    Status,
+    Trigger,
+    forget_parsed_specs,
+)
 from jobd.notify import Notifier
-from jobd.planner import plan_job
+from jobd.planner import plan_jobs
 from jobd.policies import (
     FireAction,
     follow_ups,
@@ -52,6 +63,8 @@ log = logging.getLogger("jobd")
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
 PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
+FIRE_BUDGET = 2.0  # seconds of firing batches per tick before claiming runs
+COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
 
@@ -80,7 +93,7 @@ class Daemon:
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.config = config
+        self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
         self.clock = clock or Clock.from_env()
@@ -280,12 +293,29 @@ class Daemon:
                     break
                 self._notify_tick()
                 watchdog = self.notifier.seconds_until_watchdog(time.monotonic())
-                self.waker.sleep(timeout if watchdog is None else min(timeout, watchdog))
+                woken = self._sleep(timeout if watchdog is None else min(timeout, watchdog))
+                if woken and self.executor.busy:
+                    # Runs that end in quick succession are recorded, and their slots
+                    # refilled, a batch per tick: a tick for each would cost more
+                    # than the runs. Fires are timed wake-ups, never delayed by this.
+                    time.sleep(COALESCE)
             self._shutdown()
         finally:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _sleep(self, timeout: float) -> bool:
+        """Sleep until woken or `timeout` is over, to the tenth of a millisecond: the
+        selector counts whole milliseconds, rounded up, which would start every
+        scheduled run up to a millisecond late."""
+        deadline = time.monotonic() + timeout
+        woken = self.waker.sleep(max(0.0, timeout - 0.001))
+        if not woken:
+            rest = deadline - time.monotonic()
+            if rest > 0.0001:
+                time.sleep(rest)
+        return woken
 
     def _status(self) -> str:
         role = "leader" if self.leader.leading else "standby"
@@ -303,6 +333,7 @@ class Daemon:
     def _safe_tick(self, now: datetime) -> float:
         try:
             timeout = self.tick(now)
+            forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
             if self.executor.busy:
@@ -341,6 +372,13 @@ class Daemon:
         if term is not None:
             try:
                 more_due = self.fire_due(now, term)
+                # Queue every due slot before starting any run, so that thousands of
+                # jobs due in one second are all queued within it rather than behind
+                # the spawning of the first batch; the budget keeps a long catch-up
+                # from holding up claims for good.
+                budget_end = time.monotonic() + FIRE_BUDGET
+                while more_due and time.monotonic() < budget_end:
+                    more_due = self.fire_due(self.clock.now(), term)
             except LeaseLost as exc:
                 # Paused or cut off past the lease, and someone else leads now:
                 # nothing was written, and the new leader fires these slots.
@@ -348,7 +386,7 @@ class Daemon:
         self.executor.check_cancels()
         if not stopping:
             self._claim()
-        return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
+        return 0.0 if more_due else self._sleep_for(stopping)
 
     def fire_due(self, now: datetime, term: Term | None = None) -> bool:
         """Turn due slots into runs, exactly once per slot. True when more may be due.
@@ -373,9 +411,9 @@ class Daemon:
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
-        for record in due:
+        plans = plan_jobs([(r.spec, r.next_fire_at) for r in due], now, since)  # type: ignore[misc]
+        for record, plan in zip(due, plans, strict=True):
             assert record.next_fire_at is not None
-            plan = plan_job(record.spec, record.next_fire_at, now, since)
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
             was_active = is_active = record.name in active
@@ -431,22 +469,26 @@ class Daemon:
         room = self.config.settings.max_concurrent - self.executor.busy
         if room <= 0:
             return
-        for run, spec in self.store.claim(self.instance, self.host, room):
-            self.executor.start(run, spec)
+        claimed = self.store.claim(self.instance, self.host, room)
+        if claimed:
+            self.executor.start_all(claimed)
 
-    def _sleep_for(self, now: datetime, stopping: bool) -> float:
+    def _sleep_for(self, stopping: bool) -> float:
+        next_fire = next_queued = None
+        if self.leader.leading and not stopping:
+            next_fire = self.store.next_fire_at()
+        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
+            next_queued = self.store.next_queued_at()
+        # The clock is read after the queries, so their time does not make us late.
+        now = self.clock.now()
         waits = [IDLE_CAP, self.leader.next_poll_in()]
         idle = self.housekeeping.idle_seconds
         if idle is not None:
             waits.append(idle)
-        if self.leader.leading and not stopping:
-            next_fire = self.store.next_fire_at()
-            if next_fire is not None:
-                waits.append((next_fire - now).total_seconds())
-        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
-            next_queued = self.store.next_queued_at()
-            if next_queued is not None:
-                waits.append((next_queued - now).total_seconds())
+        if next_fire is not None:
+            waits.append((next_fire - now).total_seconds())
+        if next_queued is not None:
+            waits.append((next_queued - now).total_seconds())
         if self.executor.busy:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
@@ -489,7 +531,7 @@ class Daemon:
                 extra={"action": "config.rejected"},
             )
             return
-        self.config = config
+        self.config = _settings_only(config)
         self.executor.settings = config.settings
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
@@ -540,6 +582,12 @@ class Daemon:
             self.store.stop_instance(self.instance)
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
+
+
+def _settings_only(config: Config) -> Config:
+    """The daemon reads jobs from the store; holding every parsed job as well would
+    keep megabytes (10,000 jobs) in memory for nothing."""
+    return dataclasses.replace(config, jobs={})
 
 
 def _one_line(exc: BaseException) -> str:

@@ -73,8 +73,12 @@ class SecretMasker:
         pattern = self._pattern
         if pattern is not None:
             text = pattern.sub(MASK, text)
-        text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
-        return _PARAM_PASSWORD.sub(rf"\g<1>{MASK}", text)
+        # Most lines hold neither a URL nor a password parameter: skip those scans.
+        if "://" in text:
+            text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+        if "password=" in text.lower():
+            text = _PARAM_PASSWORD.sub(rf"\g<1>{MASK}", text)
+        return text
 
 
 _secrets = SecretMasker()

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -94,7 +95,7 @@ HTTP_BODY_SHOWN = 2048  # bytes of an `http` job's response body printed to its 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a daemon may hold 10,000 of these
 class JobSpec:
     """One job's definition, validated. Durations are seconds."""
 
@@ -133,14 +134,24 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
+        """The spec stored as `text`. Within one daemon tick the same spec is read
+        twice (a fire, then its run's claim): parsed ones are kept until
+        forget_parsed_specs(), which the daemon calls after every tick."""
+        return _spec_from_json(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> JobSpec:
         data: dict[str, Any] = json.loads(text)
-        data["kind"] = JobKind(data["kind"])
-        data["overlap"] = Overlap(data["overlap"])
-        data["catchup"] = Catchup(data["catchup"])
-        data["source"] = Source(data["source"])
+        # Lookups rather than Enum calls: the daemon parses thousands at a time.
+        data["kind"] = _KINDS[data["kind"]]
+        data["overlap"] = _OVERLAPS[data["overlap"]]
+        data["catchup"] = _CATCHUPS[data["catchup"]]
+        data["source"] = _SOURCES[data["source"]]
         for key in ("command", "secret_env", "on_success", "on_failure"):
             data[key] = tuple(data.get(key) or ())
         known = cls.__dataclass_fields__
+        if data.keys() <= known.keys():
+            return cls(**data)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
@@ -159,6 +170,20 @@ class JobSpec:
         if self.kind is JobKind.HTTP:
             return f"{self.http.get('method', 'GET')} {self.http.get('url', '')}"
         return self.call
+
+
+_KINDS = {k.value: k for k in JobKind}
+_OVERLAPS = {o.value: o for o in Overlap}
+_CATCHUPS = {c.value: c for c in Catchup}
+_SOURCES = {s.value: s for s in Source}
+
+# Specs are frozen; sharing one parsed instance between callers is safe. The bound
+# only guards a caller that never forgets; the daemon forgets after every tick.
+_spec_from_json = lru_cache(maxsize=65536)(JobSpec._parse)
+
+
+def forget_parsed_specs() -> None:
+    _spec_from_json.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -221,7 +246,7 @@ RUN_KEYS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewRun:
     """A run about to be recorded: a fire, a retry, a chain or a manual trigger."""
 
@@ -236,7 +261,7 @@ class NewRun:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """One recorded execution; datetimes are aware UTC."""
 
@@ -266,7 +291,7 @@ class Run:
     epoch: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a run ended, as the runner saw it."""
 

@@ -48,6 +48,27 @@ def zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+def plan_jobs(
+    items: list[tuple[JobSpec, datetime]], now: datetime, lead_since: datetime
+) -> list[JobPlan]:
+    """plan_job for many (spec, next_fire_at) at one `now`.
+
+    A plan depends on the spec only through its schedule, time zone and catchup
+    policy, so jobs that share those and their next fire (the hundreds of jobs
+    due at the top of an hour, say) share one plan instead of each walking the
+    same cron expression again.
+    """
+    plans: dict[tuple, JobPlan] = {}
+    result = []
+    for spec, next_fire_at in items:
+        key = (spec.schedule, spec.timezone, spec.catchup, spec.catchup_window, next_fire_at)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = plan_job(spec, next_fire_at, now, lead_since)
+        result.append(plan)
+    return result
+
+
 def plan_job(spec: JobSpec, next_fire_at: datetime, now: datetime, lead_since: datetime) -> JobPlan:
     if spec.schedule is None:
         return JobPlan([], None)

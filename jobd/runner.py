@@ -1,8 +1,8 @@
 """Run one execution in a child process: its own session and process group, output
 tail captured, timeout and cancel escalated SIGTERM → SIGKILL to the whole group.
 
-A RunProcess is a thread that never touches the store: it reports what happens
-through `report(event)` and the daemon records it, in batches.
+A RunProcess never touches the store: it reports what happens through
+`report(event)` (from the supervisor's thread) and the daemon records it, in batches.
 """
 
 from __future__ import annotations
@@ -11,21 +11,20 @@ import contextlib
 import json
 import os
 import pwd
-import selectors
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from jobd.childlog import error_line
 from jobd.durations import format_duration
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
+from jobd.supervisor import LOG_FLUSH_INTERVAL, READ_CHUNK, Supervisor, shared_supervisor
 
-LOG_FLUSH_INTERVAL = 1.0  # seconds between output writes to the store, per run
-READ_CHUNK = 65536
+__all__ = ["LOG_FLUSH_INTERVAL", "Event", "OutputTail", "RunProcess", "build_argv", "build_env"]
+
 # The daemon's own wiring that a job must not inherit.
 PRIVATE_ENV = ("JOBD_STORE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
@@ -155,7 +154,15 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-class RunProcess(threading.Thread):
+class RunProcess:
+    """One execution: its child is spawned by `start()`, in the caller's thread, and
+    then watched, with every other run, by the shared Supervisor thread.
+
+    A thread per run cost a thread start, GIL hand-overs and a polling loop per
+    run; one watcher over all children's pipes and exit notifications does the
+    same work without them.
+    """
+
     def __init__(
         self,
         run: Run,
@@ -164,16 +171,18 @@ class RunProcess(threading.Thread):
         report: Callable[[Event], None],
         base_env: Mapping[str, str] | None = None,
         store_url: str | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        super().__init__(name=f"run-{run.id}", daemon=True)
+        self.name = f"run-{run.id}"
         self.run_record = run
         self.spec = spec
         self.settings = settings
         self.report = report
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.store_url = store_url  # the default database of sql jobs
+        self.supervisor = supervisor
         self._stop_reason: tuple[Status, str] | None = None
-        self._stop_requested = threading.Event()
+        self._done = threading.Event()
         # A secret may come from the job's env or, kept out of the store, the daemon's.
         sources = (spec.env, self.base_env)
         secrets = tuple(
@@ -182,17 +191,46 @@ class RunProcess(threading.Thread):
         self.tail = OutputTail(settings.log_lines, settings.log_bytes, secrets)
         self.pid: int | None = None
 
+    def start(self) -> None:
+        """Spawn the child now; a child that cannot start ends the run as failed."""
+        try:
+            proc = self._spawn()
+        except (OSError, KeyError, PermissionError, subprocess.SubprocessError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, KeyError):
+                message = f"unknown user {self.spec.user!r}"
+            target = build_argv(self.spec)[0]
+            self.finish(Outcome(Status.FAILED, error=f"cannot start {target}: {message}"))
+            return
+        except Exception as exc:  # a bug here must still end the run, never hang it
+            self.finish(Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}"))
+            return
+        self.pid = proc.pid
+        self.report(Event("started", self.run_record.id, proc.pid))
+        (self.supervisor or shared_supervisor()).watch(self, proc)
+
     def stop(self, status: Status, reason: str) -> None:
         """Ask the run to end (cancel or shutdown); the first reason given wins."""
         if self._stop_reason is None:
             self._stop_reason = (status, reason)
-        self._stop_requested.set()
+        if not self._done.is_set():
+            (self.supervisor or shared_supervisor()).poke()
 
-    def run(self) -> None:
-        try:
-            outcome = self._execute()
-        except Exception as exc:  # a bug here must still end the run, never hang it
-            outcome = Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}")
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
+    def is_alive(self) -> bool:
+        return not self._done.is_set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._done.wait(timeout)
+
+    def finish(self, outcome: Outcome) -> None:
+        """The run is over: report it, once, with its output tail."""
+        if self._done.is_set():
+            return
+        self._done.set()
         self.report(
             Event("done", self.run_record.id, self.pid, self.tail.text(), self.tail.total, outcome)
         )
@@ -225,87 +263,7 @@ class RunProcess(threading.Thread):
             **kwargs,
         )
 
-    def _execute(self) -> Outcome:
-        try:
-            proc = self._spawn()
-        except (OSError, KeyError, PermissionError, subprocess.SubprocessError) as exc:
-            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if isinstance(exc, KeyError):
-                message = f"unknown user {self.spec.user!r}"
-            target = build_argv(self.spec)[0]
-            return Outcome(Status.FAILED, error=f"cannot start {target}: {message}")
-        self.pid = proc.pid
-        self.report(Event("started", self.run_record.id, proc.pid))
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        selector = selectors.DefaultSelector()
-        selector.register(fd, selectors.EVENT_READ)
-        started = time.monotonic()
-        deadline = started + self.spec.timeout if self.spec.timeout else None
-        terminated_at: float | None = None
-        killed = False
-        exited_at: float | None = None
-        timed_out = False
-        last_flush = started
-        flushed_bytes = 0
-        eof = False
-        try:
-            while True:
-                now = time.monotonic()
-                if not eof:
-                    for _key, _mask in selector.select(timeout=0.1):
-                        try:
-                            data = os.read(fd, READ_CHUNK)
-                        except BlockingIOError:
-                            continue
-                        if not data:
-                            eof = True
-                            selector.unregister(fd)
-                            break
-                        self.tail.feed(data)
-                else:
-                    self._stop_requested.wait(0.05)
-                now = time.monotonic()
-                if exited_at is None and proc.poll() is not None:
-                    exited_at = now
-                    # The job is over; anything it left in its group goes with it.
-                    self._signal_group(proc.pid, signal.SIGTERM)
-                    terminated_at = terminated_at or now
-                if exited_at is not None and (eof or now - exited_at > self.settings.kill_grace):
-                    break
-                if terminated_at is None:
-                    if deadline is not None and now >= deadline:
-                        timed_out = True
-                        self._signal_group(proc.pid, signal.SIGTERM)
-                        terminated_at = now
-                    elif self._stop_requested.is_set():
-                        self._signal_group(proc.pid, signal.SIGTERM)
-                        terminated_at = now
-                elif not killed and now - terminated_at >= self.settings.kill_grace:
-                    self._signal_group(proc.pid, signal.SIGKILL)
-                    killed = True
-                if now - last_flush >= LOG_FLUSH_INTERVAL and self.tail.total != flushed_bytes:
-                    self.report(
-                        Event(
-                            "log",
-                            self.run_record.id,
-                            log=self.tail.text(),
-                            log_bytes=self.tail.total,
-                        )
-                    )
-                    flushed_bytes = self.tail.total
-                    last_flush = now
-        finally:
-            selector.close()
-            if proc.poll() is None:
-                self._signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-            self._signal_group(proc.pid, signal.SIGKILL)
-            proc.stdout.close()
-        return self._outcome(proc.returncode, timed_out, time.monotonic() - started)
-
-    def _outcome(self, returncode: int, timed_out: bool, elapsed: float) -> Outcome:
+    def outcome(self, returncode: int, timed_out: bool, elapsed: float) -> Outcome:
         code = returncode if returncode >= 0 else None
         sig = -returncode if returncode < 0 else None
         if timed_out:
@@ -326,10 +284,11 @@ class RunProcess(threading.Thread):
             return None
         return error_line(self.tail.text())
 
-    @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+    def report_output(self) -> None:
+        """Send the output so far to the store (called about once a second while it grows)."""
+        self.report(
+            Event("log", self.run_record.id, log=self.tail.text(), log_bytes=self.tail.total)
+        )
 
 
 def kill_leftovers(

@@ -10,6 +10,7 @@ import os
 import selectors
 import signal
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -46,6 +47,7 @@ class Waker:
         self._socket_path: str | None = None
         self._listen_conn: Any = None
         self._listen_fd: int | None = None
+        self._schema: str | None = None  # the store's schema, named by a NOTIFY's payload
         self._old_wakeup_fd: int | None = None
 
     def install_signal_wakeup(self) -> None:
@@ -74,6 +76,8 @@ class Waker:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
+            cur.execute("SELECT current_schema()")
+            self._schema = cur.fetchone()[0]
         # Remember the descriptor: a broken connection no longer tells its fileno(), and
         # a registration left behind makes the next LISTEN (same fd number) fail.
         self._listen_fd = conn.fileno()
@@ -100,8 +104,21 @@ class Waker:
             os.write(self._write_fd, b"w")
 
     def sleep(self, timeout: float) -> bool:
-        """Sleep up to `timeout` seconds; True when woken before it ran out."""
-        events = self.selector.select(timeout=max(0.0, timeout))
+        """Sleep up to `timeout` seconds; True when woken before it ran out.
+
+        A NOTIFY that names another schema (another jobd sharing the database) is
+        not for us: the sleep goes on."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            events = self.selector.select(timeout=max(0.0, deadline - time.monotonic()))
+            if not events:
+                return False
+            if self._handle(events):
+                return True
+
+    def _handle(self, events: list) -> bool:
+        """Drain what woke us; True unless it was only other schemas' notifications."""
+        relevant = False
         for key, _mask in events:
             if key.data == "pipe":
                 with contextlib.suppress(BlockingIOError):
@@ -115,10 +132,18 @@ class Waker:
             elif key.data == "listen":
                 try:
                     self._listen_conn.poll()
+                    payloads = [n.payload for n in self._listen_conn.notifies]
                     self._listen_conn.notifies.clear()
                 except Exception:
                     self.unlisten()  # the daemon re-listens after its store recovers
-        return bool(events)
+                    relevant = True
+                    continue
+                # An empty payload (an older jobd) is for everyone.
+                if any(not p or p == self._schema for p in payloads):
+                    relevant = True
+                continue
+            relevant = True
+        return relevant
 
     def close(self) -> None:
         if self._old_wakeup_fd is not None:

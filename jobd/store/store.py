@@ -37,6 +37,9 @@ from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
+BATCH = 500  # rows per statement or IN list in batched writes
+# The executions table's columns, which are also Run's fields.
+RUN_COLUMNS = tuple(f for f in Run.__dataclass_fields__)
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
@@ -153,23 +156,33 @@ class Store(LeaseOps):
         """
         added, updated, removed = [], [], []
         Job = self.m.Job
+        first_fires: dict[tuple[str | None, str], datetime | None] = {}
         with self.db.atomic():
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-            existing = {row.name: row for row in Job.select()}
+            # Only what decides the action: 10,000 full rows would be read for nothing.
+            existing = {
+                name: (source, config_hash, removed)
+                for name, source, config_hash, removed in Job.select(
+                    Job.name, Job.source, Job.config_hash, Job.removed
+                ).tuples()
+            }
+            new_rows = []
             for name, spec in config.jobs.items():
                 row = existing.get(name)
-                if row is not None and row.source == Source.CLI.value:
+                if row is not None and row[0] == Source.CLI.value:
                     continue  # the CLI owns it; the file may not silently take it over
                 if row is None:
-                    self._insert_job(spec, now)
+                    new_rows.append(self._job_row(spec, now, first_fires))
                     added.append(name)
-                elif row.removed or row.config_hash != spec.config_hash:
-                    self._update_job(row, spec, now)
+                elif row[2] or row[1] != spec.config_hash:
+                    self._update_job(Job.get(Job.name == name), spec, now)
                     updated.append(name)
-            for name, row in existing.items():
-                if row.source == Source.FILE.value and not row.removed and name not in config.jobs:
+            for start in range(0, len(new_rows), BATCH):
+                Job.insert_many(new_rows[start : start + BATCH]).execute()
+            for name, (source, _hash, was_removed) in existing.items():
+                if source == Source.FILE.value and not was_removed and name not in config.jobs:
                     Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
                         Job.name == name
                     ).execute()
@@ -193,8 +206,26 @@ class Store(LeaseOps):
         }
 
     def _insert_job(self, spec: JobSpec, now: datetime) -> None:
-        columns = self._definition(spec, first_fire_after(spec, now), now)
-        self.m.Job.insert(name=spec.name, created_at=to_db(now), **columns).execute()
+        self.m.Job.insert(self._job_row(spec, now)).execute()
+
+    def _job_row(
+        self,
+        spec: JobSpec,
+        now: datetime,
+        first_fires: dict[tuple[str | None, str], datetime | None] | None = None,
+    ) -> dict[str, Any]:
+        """A new job's row; `first_fires` shares the first fire of jobs with the same
+        schedule and zone (it depends on nothing else at one `now`)."""
+        first: datetime | None = None
+        if spec.enabled:
+            key = (spec.schedule, spec.timezone)
+            if first_fires is None or key not in first_fires:
+                first = first_fire_after(spec, now)
+                if first_fires is not None:
+                    first_fires[key] = first
+            else:
+                first = first_fires[key]
+        return {"name": spec.name, "created_at": to_db(now), **self._definition(spec, first, now)}
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
         old = JobSpec.from_json(row.spec)
@@ -236,20 +267,25 @@ class Store(LeaseOps):
             Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
-        Job = self.m.Job
-        query = (
-            Job.select()
-            .where(
-                Job.next_fire_at.is_null(False),
-                Job.next_fire_at <= to_db(now),
-                ~Job.paused,
-                ~Job.removed,
-                Job.enabled,
-            )
-            .order_by(Job.next_fire_at)
-            .limit(limit)
+        # Thousands may be due at once: straight through the driver, no query object.
+        p = self.db.param
+        cursor = self.db.execute_sql(
+            "SELECT spec, paused, removed, next_fire_at, last_fire_at, updated_at FROM jobs "
+            f"WHERE next_fire_at IS NOT NULL AND next_fire_at <= {p} "
+            f"AND NOT paused AND NOT removed AND enabled ORDER BY next_fire_at LIMIT {p}",
+            (to_db(now), limit),
         )
-        return [self._record(row) for row in query]
+        return [
+            JobRecord(
+                spec=JobSpec.from_json(spec),
+                paused=bool(paused),
+                removed=bool(removed),
+                next_fire_at=from_db(next_fire),
+                last_fire_at=from_db(last_fire),
+                updated_at=from_db(updated),  # type: ignore[arg-type]
+            )
+            for spec, paused, removed, next_fire, last_fire, updated in cursor.fetchall()
+        ]
 
     def next_fire_at(self) -> datetime | None:
         Job = self.m.Job
@@ -264,13 +300,12 @@ class Store(LeaseOps):
         """The jobs among `names` with a queued or running run."""
         if not names:
             return set()
-        E = self.m.Execution
-        query = (
-            E.select(E.job)
-            .where(E.job.in_(list(names)), E.status.in_([Status.QUEUED, Status.RUNNING]))
-            .distinct()
+        rows = self._select_in(
+            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+            names,
+            (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return {row.job for row in query}
+        return {row[0] for row in rows}
 
     def record_fires(
         self,
@@ -284,22 +319,13 @@ class Store(LeaseOps):
 
         With an `epoch`, the write happens only while that lease term is current
         (LeaseLost otherwise). Other daemons are woken to share the new runs."""
-        E, Job = self.m.Execution, self.m.Job
+        E = self.m.Execution
         now = self.now()
         with self.db.atomic():
             if epoch is not None:
                 self.check_epoch(epoch)
-            inserted = 0
-            rows = [self._run_row(run, now, epoch) for run in runs]
-            for start in range(0, len(rows), 500):
-                batch = rows[start : start + 500]
-                inserted += E.insert_many(batch).on_conflict_ignore().as_rowcount().execute()
-            # Job rows are locked in name order, as claim() locks them: two
-            # transactions taking the same rows in different orders deadlock.
-            for name, (next_fire, last_fire) in sorted(advances.items()):
-                Job.update(next_fire_at=to_db(next_fire), last_fire_at=to_db(last_fire)).where(
-                    Job.name == name
-                ).execute()
+            inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
+            self._advance(advances)
             if cancel_jobs:
                 E.update(cancel_requested=True).where(
                     E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
@@ -310,6 +336,81 @@ class Store(LeaseOps):
         if inserted and queued:
             self._wake_after_commit()
         return inserted
+
+    def _select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list:
+        """Rows of `sql`, whose `{in}` is an IN list of `values`, run in chunks. The
+        hot paths read hundreds of rows by key: straight through the driver, this is
+        several times cheaper than building and iterating a query object."""
+        rows: list = []
+        for start in range(0, len(values), BATCH):
+            chunk = list(values[start : start + BATCH])
+            marks = ", ".join([self.db.param] * len(chunk))
+            cursor = self.db.execute_sql(sql.format(p=self.db.param, **{"in": marks}),
+                                         [*params, *chunk])  # fmt: skip
+            rows += cursor.fetchall()
+        return rows
+
+    def _advance(self, advances: dict[str, tuple[datetime | None, datetime]]) -> None:
+        """Move each job's next and last fire. Jobs fired together mostly move to the
+        same slots (the same schedule): on SQLite they then move with one UPDATE per
+        500 of them."""
+        p = self.db.param
+        groups: dict[tuple[datetime | None, datetime], list[str]] = {}
+        for name, fires in advances.items():
+            groups.setdefault(fires, []).append(name)
+        if self.backend == "postgresql" or len(groups) * 4 > len(advances):
+            # Job rows are locked in name order, as claim() locks them: two
+            # transactions taking the same rows in different orders deadlock.
+            # (SQLite has one writer at a time, and an IN list locks nothing there.)
+            self._executemany(
+                f"UPDATE jobs SET next_fire_at = {p}, last_fire_at = {p} WHERE name = {p}",
+                [(to_db(nxt), to_db(last), name) for name, (nxt, last) in sorted(advances.items())],
+            )
+            return
+        for (nxt, last), names in groups.items():
+            for start in range(0, len(names), BATCH):
+                part = names[start : start + BATCH]
+                marks = ", ".join([p] * len(part))
+                self.db.execute_sql(
+                    f"UPDATE jobs SET next_fire_at = {p}, last_fire_at = {p} "
+                    f"WHERE name IN ({marks})",
+                    [to_db(nxt), to_db(last), *part],
+                )
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many rows: one call into the driver, not one per row."""
+        if not rows:
+            return
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_batch
+
+            execute_batch(cursor, sql, rows, page_size=BATCH)
+        else:
+            cursor.executemany(sql, rows)
+
+    def _insert_fires(self, rows: list[dict[str, Any]]) -> int:
+        """Insert run rows, ignoring a slot already recorded; returns how many were new."""
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        values = [tuple(row[c] for c in columns) for row in rows]
+        names = ", ".join(f'"{c}"' for c in columns)
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_values
+
+            returned = execute_values(
+                cursor,
+                f"INSERT INTO executions ({names}) VALUES %s ON CONFLICT DO NOTHING RETURNING id",
+                values,
+                page_size=BATCH,
+                fetch=True,
+            )
+            return len(returned)
+        marks = ", ".join("?" for _ in columns)
+        cursor.executemany(f"INSERT OR IGNORE INTO executions ({names}) VALUES ({marks})", values)
+        return cursor.rowcount
 
     def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> dict[str, Any]:
         final = run.status.final
@@ -326,6 +427,10 @@ class Store(LeaseOps):
             "error": run.error,
             "finished_at": to_db(now) if final else None,
             "epoch": epoch,
+            # Model defaults, spelled out for the batched insert that bypasses the model.
+            "cancel_requested": False,
+            "log": "",
+            "log_bytes": 0,
         }
 
     def enqueue(self, run: NewRun) -> int:
@@ -347,14 +452,16 @@ class Store(LeaseOps):
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
         if self.backend == "postgresql":
-            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+            # The payload names the schema, so jobd stores in other schemas of the
+            # same database (NOTIFY is database-wide) are not woken for nothing.
+            self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         self._wake_after_commit()
 
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits."""
         if self.backend == "postgresql":
-            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+            self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
 
     def _wake_after_commit(self) -> None:
         if self.backend == "postgresql":
@@ -395,6 +502,18 @@ class Store(LeaseOps):
             epoch=row.epoch,
         )
 
+    @staticmethod
+    def _run_from_dict(row: dict[str, Any]) -> Run:
+        values = dict(row)
+        for key in ("queued_at", "not_before", "scheduled_for", "started_at", "finished_at"):
+            values[key] = from_db(values[key])
+        values["trigger"] = Trigger(values["trigger"])
+        values["status"] = Status(values["status"])
+        values["log"] = values["log"] or ""
+        values["log_bytes"] = values["log_bytes"] or 0
+        values["cancel_requested"] = bool(values["cancel_requested"])  # SQLite has 0/1
+        return Run(**values)
+
     def execution(self, run_id: int) -> Run | None:
         row = self.m.Execution.get_or_none(self.m.Execution.id == run_id)
         return self._run(row) if row else None
@@ -431,19 +550,32 @@ class Store(LeaseOps):
         """
         if limit <= 0:
             return []
-        E, Job = self.m.Execution, self.m.Job
+        # Most ticks find nothing to claim (an idle daemon ticks for its heartbeats):
+        # one read says so, instead of a write transaction of four statements.
+        p = self.db.param
+        probe_at = now
+        if probe_at is None and self.backend == "sqlite":
+            probe_at = self.now()  # in-process, and compared as the claim compares it below
+        moment_sql = p if probe_at is not None else self._db_now_sql()
+        probe = self.db.execute_sql(
+            f"SELECT 1 FROM executions WHERE status = {p} AND not_before <= {moment_sql} LIMIT 1",
+            (Status.QUEUED.value, *((to_db(probe_at),) if probe_at is not None else ())),
+        ).fetchone()
+        if probe is None:
+            return []
+        Job = self.m.Job
         with self.db.atomic():
             moment = now or self.now()
-            query = (
-                E.select(E.id, E.job, Job.overlap, Job.spec, Job.config_hash)
-                .join(Job, on=(Job.name == E.job))
-                .where(E.status == Status.QUEUED, E.not_before <= to_db(moment))
-                .order_by(E.id)
-                .limit(limit * 4)
+            p = self.db.param
+            lock = " FOR UPDATE OF e SKIP LOCKED" if self.backend == "postgresql" else ""
+            cursor = self.db.execute_sql(
+                "SELECT e.id, e.job, j.overlap, j.config_hash FROM executions e "
+                f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= {p} "
+                f"ORDER BY e.id LIMIT {p}{lock}",
+                (Status.QUEUED.value, to_db(moment), limit * 4),
             )
-            if self.backend == "postgresql":
-                query = query.for_update("FOR UPDATE OF t1 SKIP LOCKED")
-            candidates = list(query.dicts())
+            keys = ("id", "job", "overlap", "config_hash")
+            candidates = [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
             exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
             if exclusive and self.backend == "postgresql":
                 # Serialize claimers of the same exclusive job across instances.
@@ -460,18 +592,29 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
+            p = self.db.param
             started = self.now() if now is None else moment  # after any lock wait
-            for cand in chosen:
-                E.update(
-                    status=Status.RUNNING,
-                    started_at=to_db(started),
-                    instance=instance,
-                    host=host,
-                    config_hash=cand["config_hash"],
-                ).where(E.id == cand["id"], E.status == Status.QUEUED).execute()
-            rows = E.select().where(E.id.in_([c["id"] for c in chosen]))
-            runs = {row.id: self._run(row) for row in rows}
-        return [(runs[c["id"]], JobSpec.from_json(c["spec"])) for c in chosen]
+            self._executemany(
+                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
+                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
+                [
+                    (Status.RUNNING.value, to_db(started), instance, host, c["config_hash"],
+                     c["id"], Status.QUEUED.value)
+                    for c in chosen
+                ],
+            )  # fmt: skip
+            runs = self._runs_by_id([c["id"] for c in chosen])
+            # Specs of the chosen runs' jobs only, each parsed once for all its runs.
+            names = sorted({c["job"] for c in chosen})
+            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", names))
+        specs = {name: JobSpec.from_json(text) for name, text in texts.items()}
+        return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
+
+    def _runs_by_id(self, ids: Sequence[int]) -> dict[int, Run]:
+        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+        rows = self._select_in(f"SELECT {names} FROM executions WHERE id IN ({{in}})", ids)
+        runs = (self._run_from_dict(dict(zip(RUN_COLUMNS, row, strict=True))) for row in rows)
+        return {run.id: run for run in runs}
 
     def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
         """Claim one specific queued run (for `jobd trigger --local`)."""
@@ -499,9 +642,12 @@ class Store(LeaseOps):
     def _running_jobs(self, names: Sequence[str]) -> set[str]:
         if not names:
             return set()
-        E = self.m.Execution
-        query = E.select(E.job).where(E.job.in_(list(names)), E.status == Status.RUNNING).distinct()
-        return {row.job for row in query}
+        rows = self._select_in(
+            "SELECT DISTINCT job FROM executions WHERE status = {p} AND job IN ({in})",
+            names,
+            (Status.RUNNING.value,),
+        )
+        return {row[0] for row in rows}
 
     def set_pid(self, run_id: int, pid: int) -> None:
         self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
@@ -525,16 +671,16 @@ class Store(LeaseOps):
         it abandoned while this one was paused or cut off) and may be retrying it."""
         if not run_ids:
             return {}
-        E = self.m.Execution
-        rows = E.select(E.id, E.status, E.instance, E.cancel_requested).where(
-            E.id.in_(list(run_ids))
+        rows = self._select_in(
+            "SELECT id, status, instance, cancel_requested FROM executions WHERE id IN ({in})",
+            run_ids,
         )
         stop: dict[int, str] = {}
-        for row in rows:
-            if row.status != Status.RUNNING or row.instance != instance:
-                stop[row.id] = f"stopped: the store already has this run as {row.status}"
-            elif row.cancel_requested:
-                stop[row.id] = "cancelled by request"
+        for run_id, status, owner, cancel in rows:
+            if status != Status.RUNNING or owner != instance:
+                stop[run_id] = f"stopped: the store already has this run as {status}"
+            elif cancel:
+                stop[run_id] = "cancelled by request"
         return stop
 
     def finish(
@@ -723,29 +869,90 @@ class Store(LeaseOps):
         """Write a tick's worth of run progress in one transaction: pids, output tails,
         and ends (each with its retries/chains). Returns, per finish, whether it applied."""
         E = self.m.Execution
+        p = self.db.param
         applied: list[bool] = []
         with self.db.atomic():
             now = self.now()
-            for run_id, pid in pids.items():
-                E.update(pid=pid).where(E.id == run_id).execute()
-            for run_id, (tail, total) in logs.items():
-                E.update(log=tail, log_bytes=total).where(E.id == run_id).execute()
-            for run_id, instance, outcome, follows in finishes:
-                row = (
-                    E.select(E.id, E.status, E.instance, E.started_at).where(E.id == run_id).first()
+            self._executemany(
+                f"UPDATE executions SET pid = {p} WHERE id = {p}",
+                [(pid, run_id) for run_id, pid in pids.items()],
+            )
+            self._executemany(
+                f"UPDATE executions SET log = {p}, log_bytes = {p} WHERE id = {p}",
+                [(tail, total, run_id) for run_id, (tail, total) in logs.items()],
+            )
+            if not finishes:
+                return applied
+            ids = [run_id for run_id, *_rest in finishes]
+            current: dict[int, tuple[str, str | None, Any]] = {
+                r[0]: r[1:]
+                for r in self._select_in(
+                    "SELECT id, status, instance, started_at FROM executions WHERE id IN ({in})",
+                    ids,
                 )
-                if row is None or not self._end_run(row, instance, outcome, now):
-                    applied.append(False)
+            }
+            ends = []
+            for run_id, instance, outcome, _follows in finishes:
+                row = current.get(run_id)
+                if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     continue
-                for follow in follows:
-                    E.insert(self._run_row(follow, now)).execute()
-                applied.append(True)
-            queued = any(ok and f[3] for ok, f in zip(applied, finishes, strict=True))
+                started = from_db(row[2]) or now
+                ends.append(
+                    (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
+                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
+                )  # fmt: skip
+            ended = self._end_runs(ends)
+            follow_rows = []
+            for run_id, _instance, _outcome, follows in finishes:
+                applied.append(run_id in ended)
+                if run_id in ended:
+                    follow_rows += [self._run_row(follow, now) for follow in follows]
+            for start in range(0, len(follow_rows), BATCH):
+                E.insert_many(follow_rows[start : start + BATCH]).execute()
+            queued = bool(follow_rows)
             if queued:
                 self._wake_in_transaction()
         if queued:
             self._wake_after_commit()
         return applied
+
+    def _end_runs(self, ends: Sequence[tuple]) -> set[int]:
+        """Record many ends, each only if its instance still runs it (the condition is
+        in the UPDATE, as in _end_run); returns the ids whose end was recorded. Rows
+        are (id, instance, status, exit_code, signal, error, finished_at, duration_s)."""
+        if not ends:
+            return set()
+        cursor = self.db.cursor()
+        if self.backend == "postgresql":
+            from psycopg2.extras import execute_values
+
+            returned = execute_values(
+                cursor,
+                "UPDATE executions AS e SET status = v.status, exit_code = v.exit_code, "
+                "signal = v.signal, error = v.error, finished_at = v.finished_at, "
+                "duration_s = v.duration_s FROM (VALUES %s) AS v(id, instance, status, "
+                "exit_code, signal, error, finished_at, duration_s) "
+                "WHERE e.id = v.id AND e.status = 'running' AND e.instance = v.instance "
+                "RETURNING e.id",
+                ends,
+                template="(%s::integer, %s::text, %s::text, %s::integer, %s::integer, %s::text, "
+                "%s::timestamp, %s::double precision)",
+                page_size=BATCH,
+                fetch=True,
+            )
+            return {row[0] for row in returned}
+        # SQLite: this transaction took the write lock when it began, so the rows read
+        # before are still as they were and every conditional UPDATE applies.
+        cursor.executemany(
+            "UPDATE executions SET status = ?, exit_code = ?, signal = ?, error = ?, "
+            "finished_at = ?, duration_s = ? WHERE id = ? AND status = 'running' "
+            "AND instance = ?",
+            [
+                (st, code, sig, err, fin, dur, rid, inst)
+                for rid, inst, st, code, sig, err, fin, dur in ends
+            ],
+        )
+        return {row[0] for row in ends}
 
     def next_queued_at(self) -> datetime | None:
         E = self.m.Execution

@@ -1,0 +1,255 @@
+"""`python -m bench`: measure jobd and APScheduler 3.11 on this machine, write BENCHMARKS.md.
+
+    bench/run                  # creates the venvs if needed, then the full run (< 10 min)
+    bench/run --quick          # smaller K, shorter windows (< 2 min)
+    python -m bench --only fire,throughput --no-write
+
+Plain scripts, not tests: figures depend on the machine and on whatever else
+runs on it, so the load average is recorded beside them. Only this harness's own
+sections of BENCHMARKS.md are replaced; other sections are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import cron_math, fire, idle, precision, throughput
+from bench.common import (
+    POSTGRES_DSN,
+    ROOT,
+    aps_version,
+    ensure_aps_venv,
+    log,
+    postgres_available,
+    run_aps,
+)
+from bench.report import merge, owned_headings, table
+
+PARTS = ("cron", "idle", "precision", "throughput", "fire", "others")
+TITLE = "# Benchmarks"
+OTHER_SCRIPTS = (("cli_latency.py", "CLI latency"), ("failover.py", "Failover"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller K and shorter windows")
+    parser.add_argument("--only", help=f"comma-separated parts: {','.join(PARTS)}")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--no-write", action="store_true", help="print, do not write the file")
+    args = parser.parse_args()
+    parts = args.only.split(",") if args.only else list(PARTS)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+
+    quick = args.quick
+    ks = [1000] if quick else [1000, 10_000]
+    window = 20 if quick else 60
+    precision_s = 30 if quick else 60
+    runs_n = 500 if quick else 5000
+
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    ensure_aps_venv()
+    postgres = not args.no_postgres and postgres_available()
+    sections: list[tuple[str, str]] = []
+    checks: list[tuple[str, bool, str]] = []
+    timings: list[tuple[str, float]] = []
+
+    def timed(name: str, func):
+        started = time.monotonic()
+        result = func()
+        timings.append((name, time.monotonic() - started))
+        return result
+
+    if "cron" in parts:
+        log("cron math")
+        cfg = {"mode": "cron", "count": 300 if quick else 2000, "repeat": 1 if quick else 2}
+        result = timed("cron", lambda: run_aps(cfg))
+        sections.append(("cron-math", cron_math.section(result)))
+    if "idle" in parts and "precision" in parts:
+        results, idle_results = timed(
+            "precision+idle",
+            lambda: precision.with_idle(precision_s, window, postgres, sqlite_alongside=quick),
+        )
+        sections.append(("idle", idle.section(idle_results)))
+        sections.append(("precision", precision.section(results, precision_s, quick)))
+        checks += idle.check(idle_results) + precision.check(results)
+    elif "idle" in parts:
+        idle_results = timed("idle", lambda: idle.measure(window, postgres))
+        sections.append(("idle", idle.section(idle_results)))
+        checks += idle.check(idle_results)
+    elif "precision" in parts:
+        results = timed("precision", lambda: precision.measure(precision_s, postgres))
+        sections.append(("precision", precision.section(results, precision_s)))
+        checks += precision.check(results)
+    if "throughput" in parts:
+        results = timed("throughput", lambda: throughput.measure(runs_n, postgres))
+        sections.append(("throughput", throughput.section(results)))
+        checks += throughput.check(results)
+    if "fire" in parts:
+        results = timed("fire", lambda: fire.measure(ks, postgres))
+        sections.append(("fire-latency", fire.section(results)))
+        checks += fire.check(results)
+
+    output = Path(args.output)
+    existing = output.read_text() if output.exists() else ""
+    if "others" in parts:
+        for script, heading in OTHER_SCRIPTS:
+            if heading in owned_headings(existing):
+                continue  # that script keeps its own section in the file
+            if not (ROOT / "bench" / script).exists():
+                continue
+            body = timed(script, lambda s=script, h=heading: other_script(s, h, quick))
+            if body:
+                sections.append((heading.lower().replace(" ", "-"), body))
+
+    elapsed = time.monotonic() - began
+    load_after = os.getloadavg()
+    head = [
+        ("machine", machine_section(quick, postgres, load_before, load_after, elapsed, timings)),
+    ]
+    if checks:
+        head.append(("targets", targets_section(checks)))
+    all_sections = head + sections
+    if args.no_write:
+        for _name, body in all_sections:
+            print(body + "\n")
+    else:
+        merge(output, all_sections, TITLE)
+        log(f"wrote {output}")
+    for what, ok, figures in checks:
+        log(f"{'ok  ' if ok else 'MISS'} {what}: {figures}")
+    log(f"done in {elapsed:.0f}s")
+
+
+def other_script(script: str, heading: str, quick: bool) -> str | None:
+    """Another engineer's benchmark, run as its author meant it; its printed table kept."""
+    path = ROOT / "bench" / script
+    if not path.exists():
+        return None
+    log(f"{heading.lower()}: bench/{script}")
+    argv = [sys.executable, str(path), *(["--quick"] if quick else [])]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    out = result.stdout.strip()
+    lines = [f"## {heading}", f"From `{' '.join(['python', f'bench/{script}', *argv[2:]])}`:"]
+    if out.lstrip().startswith("|") or "\n|" in out:
+        lines.append(out)
+    else:
+        lines.append("```\n" + (out or "(no output)") + "\n```")
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or ["?"]
+        lines.append(f"It exited with status {result.returncode}: {tail[0]}")
+    return "\n\n".join(lines)
+
+
+def machine_section(
+    quick: bool,
+    postgres: bool,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    elapsed: float,
+    timings: list[tuple[str, float]],
+) -> str:
+    command = os.environ.get("BENCH_COMMAND") or shlex.join(
+        ["python", "-m", "bench", *sys.argv[1:]]
+    )
+    rows = [
+        ["date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
+        ["command", f"`{command}`"],
+        ["cores (`nproc`)", str(os.cpu_count())],
+        ["CPU", cpu_model()],
+        ["memory", memory_total()],
+        ["OS", f"{platform.system()} {platform.release()}"],
+        ["Python", platform.python_version()],
+        ["SQLite", sqlite3.sqlite_version],
+        ["PostgreSQL", postgres_version() if postgres else "not measured"],
+        ["jobd commit", git_commit()],
+        ["APScheduler", aps_version()],
+        ["load average (1 min) before → after", f"{load_before[0]:.2f} → {load_after[0]:.2f}"],
+        [
+            "wall time",
+            f"{elapsed:.0f} s (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings) + ")",
+        ],
+    ]
+    return "\n\n".join(
+        [
+            "## Machine and run",
+            table(["", ""], rows),
+            "Other work may share the machine (the load average shows how much); "
+            "every latency is measured within one run, jobd and APScheduler back to back.",
+        ]
+    )
+
+
+def targets_section(checks: list[tuple[str, bool, str]]) -> str:
+    rows = [[what, figures, "met" if ok else "**missed**"] for what, ok, figures in checks]
+    return "\n\n".join(
+        [
+            "## Targets",
+            "Checked on this run's figures. Start latencies are given two ways: the "
+            "*recorded start* is the run's `started_at` in the store (the claim, after "
+            "which jobd spawns the child at once); *the child's own clock* is the time "
+            "the job process itself reads as it begins, after fork, exec and bash's "
+            "start-up, which for many runs at once is bound by how fast this machine "
+            "creates processes (see the spawn floor under Fire latency).",
+            table(["target", "this run", ""], rows),
+        ]
+    )
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def memory_total() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def postgres_version() -> str:
+    import psycopg2
+
+    conn = psycopg2.connect(POSTGRES_DSN)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "jobd")
+    return commit + (" (with uncommitted changes to jobd/)" if dirty else "")
+
+
+if __name__ == "__main__":
+    main()
