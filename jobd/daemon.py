@@ -23,13 +23,14 @@ import peewee as pw
 import schedule
 
 from jobd import __version__
-from jobd.clock import Clock
+from jobd.clock import Clock, JumpDetector
+from jobd.durations import format_duration
 from jobd.errors import ConfigError
 from jobd.executor import Executor
 from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.model import CATCHUP_CAP, Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
 from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
@@ -90,6 +91,7 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self._status_text = ""
         self._pruner: threading.Thread | None = None
+        self._jumps = JumpDetector()
 
     # -- wiring -----------------------------------------------------------------
 
@@ -227,7 +229,9 @@ class Daemon:
                 if self.flags.reload_requested:
                     self.flags.reload_requested = False
                     self.reload()
-                timeout = self._safe_tick(self.clock.now())
+                now = self.clock.now()
+                self._check_clock(now)
+                timeout = self._safe_tick(now)
                 if self._finished():
                     break
                 self._notify_tick()
@@ -238,6 +242,27 @@ class Daemon:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _check_clock(self, now: datetime) -> None:
+        """Say so when the wall clock was stepped: fires follow it (see jobd.planner)."""
+        jump = self._jumps.check(now, self.clock.monotonic())
+        if jump is None:
+            return
+        if jump > 0:
+            log.warning(
+                "wall clock jumped forward by %s: skipped slots are replayed, at most %d "
+                "per job; beyond that only the latest fires",
+                format_duration(jump),
+                CATCHUP_CAP,
+                extra={"action": "clock.jump"},
+            )
+        else:
+            log.warning(
+                "wall clock jumped back by %s: no slot fires twice; jobs wait for their "
+                "next slot not yet fired",
+                format_duration(-jump),
+                extra={"action": "clock.jump"},
+            )
 
     def _status(self) -> str:
         role = "leader" if self.leader.leading else "standby"
