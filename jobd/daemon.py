@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import peewee as pw
 import schedule
@@ -319,6 +319,22 @@ class Daemon:
         if not due:
             return False
         since = self.leader.since or now
+        # Claims compare not_before with the store's clock, which may differ from
+        # ours (another host's database, or our clock was stepped): a run is due
+        # `delay` after now on our clock, so it is due `delay` after now on theirs.
+        store_now = self.store.now()
+        skew = (now - store_now).total_seconds()
+        if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
+            # The lease notices at its next renewal; until then fire times from a
+            # clock this far off would run jobs at the wrong time, and move their
+            # next fire with it.
+            log.error(
+                "clock differs from the store's by %.1fs (limit %.0fs); not firing",
+                skew,
+                self.config.settings.max_clock_skew,
+                extra={"action": "leader.clock_skew"},
+            )
+            return False
         active = self.store.active_jobs([r.name for r in due])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
@@ -331,13 +347,14 @@ class Daemon:
             is_active = record.name in active
             for fire in plan.fires:
                 decision = overlap_decision(record.spec, is_active)
-                not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
+                due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
+                delay = max(timedelta(0), due_at - now)
                 runs.append(
                     NewRun(
                         job=record.name,
                         trigger=fire.trigger,
                         scheduled_for=fire.slot,
-                        not_before=datetime.fromtimestamp(not_before, fire.slot.tzinfo),
+                        not_before=store_now + delay,
                         **(
                             {"status": Status.SKIPPED, "error": decision.reason}
                             if decision.action is FireAction.SKIP
@@ -377,9 +394,9 @@ class Daemon:
             if next_fire is not None:
                 waits.append((next_fire - now).total_seconds())
         if not stopping and self.executor.busy < self.config.settings.max_concurrent:
-            next_queued = self.store.next_queued_at()
+            next_queued = self.store.next_queued_in()
             if next_queued is not None:
-                waits.append((next_queued - now).total_seconds())
+                waits.append(next_queued)
         if self.executor.busy:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
