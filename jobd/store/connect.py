@@ -31,6 +31,16 @@ class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
     )
 
 
+class SqliteStore(pw.SqliteDatabase):
+    def rollback(self) -> None:
+        # SQLite ends a transaction by itself on some errors ("database or disk is
+        # full", I/O errors); a ROLLBACK after that fails with "no transaction is
+        # active", and that error replaced the one the operator needs to see.
+        if not self.is_closed() and not self.connection().in_transaction:
+            return
+        super().rollback()
+
+
 def connect(url: str) -> pw.Database:
     backend = backend_of(url)
     if backend == "sqlite":
@@ -50,7 +60,7 @@ def _connect_sqlite(path: str, url: str) -> pw.Database:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
                 raise StoreUnavailable(f"store {url}: cannot create: {exc.strerror}") from None
-        db = pw.SqliteDatabase(
+        db = SqliteStore(
             path,
             pragmas={
                 "journal_mode": "wal",
