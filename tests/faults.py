@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -136,6 +137,31 @@ class Daemon:
         while (left := marked(self.token)) and time.monotonic() < deadline:
             time.sleep(0.05)
         return left
+
+
+def jobd_main(args: list[str], env: dict[str, str]) -> tuple[int, str, str, BaseException | None]:
+    """`jobd ARGS` in this process as `jobd.cli.main` runs it (the fast path for plain
+    `executions`, then click): (exit code, stdout, stderr, uncaught exception)."""
+    from click.testing import CliRunner
+
+    from jobd.cli import fast
+    from jobd.cli.app import cli
+
+    runner = CliRunner()
+    error: BaseException | None = None
+    with runner.isolation(env=env) as (out, err, _mixed):
+        try:
+            code = fast.run(args)
+            if code is None:
+                cli.main(args=args, prog_name="jobd", standalone_mode=True)
+                code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception as exc:
+            error, code = exc, 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return code, out.getvalue().decode(), err.getvalue().decode(), error
 
 
 def duplicates(values: Iterable[Any]) -> int:
