@@ -30,7 +30,17 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.model import CATCHUP_CAP, Config, JobSpec, LeaderMode, NewRun, Outcome, Run, Status
+from jobd.model import (
+    CATCHUP_CAP,
+    Config,
+    JobSpec,
+    LeaderMode,
+    NewRun,
+    Outcome,
+    Run,
+    Status,
+    Trigger,
+)
 from jobd.notify import Notifier
 from jobd.planner import plan_job
 from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
@@ -92,6 +102,7 @@ class Daemon:
         self._status_text = ""
         self._pruner: threading.Thread | None = None
         self._jumps = JumpDetector()
+        self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
 
@@ -121,6 +132,11 @@ class Daemon:
         self.store.heartbeat(self.instance, role, self.executor.busy, skew)
 
     def _reap(self) -> None:
+        if not self.store_ok or time.monotonic() < self._reap_from:
+            return
+        # Our own runs are judged by our heartbeat too, and a store outage may have kept
+        # it from being written while they went on: write it first.
+        self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             if run.host == self.host:
@@ -201,6 +217,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self.notifier.ready(self._status())
         log.info(
@@ -282,6 +299,10 @@ class Daemon:
             timeout = self.tick(now)
         except STORE_FAILURES as exc:
             delay = self.backoff.next()
+            if self.executor.busy:
+                # Runs going on here need our heartbeat back within lease_ttl of the
+                # store's return, or other instances will take them for lost.
+                delay = min(delay, self.config.settings.lease_ttl / 3)
             if self.store_ok:
                 log.error(
                     "store unavailable (%s); retrying with back-off",
@@ -294,6 +315,9 @@ class Daemon:
         if self.backoff.reset():
             log.info("store available again", extra={"action": "store.up"})
             self.store_ok = True
+            # The other instances lost the store too and their heartbeats are as stale
+            # as ours was: give them a lease_ttl to write one before judging them dead.
+            self._reap_from = time.monotonic() + self.config.settings.lease_ttl
             self._listen()
         return timeout
 
@@ -344,9 +368,13 @@ class Daemon:
             plan = plan_job(record.spec, record.next_fire_at, now, since)
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            is_active = record.name in active
+            was_active = is_active = record.name in active
             for fire in plan.fires:
-                decision = overlap_decision(record.spec, is_active)
+                # Missed fires are a backlog that catchup = all asks to run: they wait
+                # behind each other (claims never overlap them) instead of skipping
+                # each other; only a run that was already active can make them skip.
+                catchup = fire.trigger is Trigger.CATCHUP
+                decision = overlap_decision(record.spec, was_active if catchup else is_active)
                 due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
                 delay = max(timedelta(0), due_at - now)
                 runs.append(

@@ -70,6 +70,8 @@ class OutputTail:
         if self.max_lines == 0 or self.max_bytes == 0:
             return ""
         raw = self._window()
+        if not raw:
+            return ""  # no output is no log, not an empty line
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()

@@ -45,6 +45,7 @@ class Waker:
         self._socket: socket.socket | None = None
         self._socket_path: str | None = None
         self._listen_conn: Any = None
+        self._listen_fd: int | None = None
         self._old_wakeup_fd: int | None = None
 
     def install_signal_wakeup(self) -> None:
@@ -73,13 +74,18 @@ class Waker:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
+        # Remember the descriptor: a broken connection no longer tells its fileno(), and
+        # a registration left behind makes the next LISTEN (same fd number) fail.
+        self._listen_fd = conn.fileno()
+        self.selector.register(self._listen_fd, selectors.EVENT_READ, "listen")
         self._listen_conn = conn
-        self.selector.register(conn.fileno(), selectors.EVENT_READ, "listen")
 
     def unlisten(self) -> None:
-        if self._listen_conn is not None:
+        if self._listen_fd is not None:
             with contextlib.suppress(Exception):
-                self.selector.unregister(self._listen_conn.fileno())
+                self.selector.unregister(self._listen_fd)
+            self._listen_fd = None
+        if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 self._listen_conn.close()
             self._listen_conn = None

@@ -138,7 +138,7 @@ def test_status_for_people_on_a_pipe(store_url: str, store: Any, tmp_path: Path)
     result = jobd(store_url, tmp_path, "status")
     assert result.returncode == 0, result.stderr
     assert not ANSI.search(result.stdout)
-    assert "leader     none" in result.stdout
+    assert "leader     live-1 on " in result.stdout  # its heartbeat says it leads
     assert "instances  1 live, 0 gone" in result.stdout
     assert "live-1" in result.stdout and "backup" in result.stdout
 

@@ -166,6 +166,11 @@ def test_output_without_final_newline_is_kept() -> None:
     assert done.log == "b\nlast"
 
 
+def test_no_output_is_an_empty_log() -> None:
+    done, _ = execute(command("true"))
+    assert done.log == "" and done.log_bytes == 0
+
+
 def test_zero_log_lines_keeps_nothing_but_counts() -> None:
     done, _ = execute(shell("echo hello"), replace(SETTINGS, log_lines=0))
     assert done.log == "" and done.log_bytes == 6

@@ -58,8 +58,14 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
 def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
     store, lease = report["store"], report["leader"]
     live = [i for i in report["instances"] if i["live"]]
-    if lease is None:
-        leader = "none (no lease row: the file lock elects one, or no daemon runs)"
+    leading = [i for i in live if i["role"] == "leader"]
+    if lease is None or (lease["holder"] is None and leading):
+        # The file guard keeps no lease row; the leader says so in its heartbeat.
+        leader = (
+            f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
+            if leading
+            else "none (no live daemon holds the leader guard)"
+        )
     else:
         state = "EXPIRED" if lease["expired"] else "held"
         leader = (

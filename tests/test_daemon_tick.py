@@ -1,0 +1,163 @@
+"""The daemon driven in-process on a real store, one step at a time: what a tick,
+a reap or a fire does, without processes or waiting on the clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobd.daemon import Daemon
+from jobd.model import (
+    Catchup,
+    Config,
+    JobKind,
+    JobSpec,
+    NewRun,
+    Overlap,
+    Settings,
+    Status,
+    Trigger,
+)
+from jobd.store import Store
+from jobd.timeutil import to_db
+
+SETTINGS = Settings(lease_ttl=3.0, kill_grace=1.0, shutdown_grace=2.0)
+
+
+def job(name: str, **fields: Any) -> JobSpec:
+    return JobSpec(name=name, schedule=None, kind=JobKind.COMMAND, command=("true",), **fields)
+
+
+@pytest.fixture
+def make_daemon(store: Store) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(*specs: JobSpec) -> Daemon:
+        config = Config(SETTINGS, {spec.name: spec for spec in specs})
+        store.apply_config(config, store.now())
+        daemon = Daemon(config, store)
+        store.register_instance(daemon.instance, daemon.host, os.getpid(), "test")
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.leader.release()
+        daemon.waker.close()
+
+
+def age_heartbeat(store: Store, instance: str, seconds: float) -> None:
+    Instance = store.m.Instance
+    stale = to_db(store.now() - timedelta(seconds=seconds))
+    Instance.update(heartbeat_at=stale).where(Instance.id == instance).execute()
+
+
+def start_run(store: Store, name: str, instance: str, host: str = "elsewhere") -> int:
+    run_id = store.enqueue(NewRun(name, Trigger.MANUAL, not_before=store.now()))
+    claimed = store.claim(instance, host, 10)
+    assert [run.id for run, _ in claimed] == [run_id]
+    return run_id
+
+
+def test_reap_marks_runs_of_a_silent_instance_abandoned(store: Store, make_daemon: Any) -> None:
+    daemon = make_daemon(job("work", retries=1))
+    store.register_instance("gone", "elsewhere", 1, "test")
+    run_id = start_run(store, "work", "gone")
+    age_heartbeat(store, "gone", SETTINGS.lease_ttl + 1)
+    daemon._reap()
+    lost = store.execution(run_id)
+    assert lost is not None and lost.status is Status.ABANDONED
+    retries = [r for r in store.executions("work", limit=None) if r.id != run_id]
+    assert [(r.trigger, r.attempt, r.retry_of) for r in retries] == [(Trigger.RETRY, 2, run_id)]
+
+
+def test_reap_never_abandons_this_instances_own_runs(store: Store, make_daemon: Any) -> None:
+    # A store outage kept our heartbeat from being written; our run is still going.
+    daemon = make_daemon(job("work"))
+    run_id = start_run(store, "work", daemon.instance, daemon.host)
+    age_heartbeat(store, daemon.instance, SETTINGS.lease_ttl + 1)
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.RUNNING
+
+
+def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
+    store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = make_daemon(job("work"))
+    store.register_instance("peer", "elsewhere", 1, "test")
+    run_id = start_run(store, "work", "peer")
+    # Both lost the store for longer than lease_ttl; we get it back first.
+    age_heartbeat(store, "peer", SETTINGS.lease_ttl + 1)
+    daemon.store_ok = False
+    daemon.backoff.next()
+    daemon._safe_tick(daemon.clock.now())
+    assert daemon.store_ok
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.RUNNING
+    # A lease_ttl later the peer is judged by its heartbeat again.
+    import jobd.daemon as daemon_module
+
+    later = daemon_module.time.monotonic() + SETTINGS.lease_ttl + 0.1
+    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: later)
+    daemon._reap()
+    run = store.execution(run_id)
+    assert run is not None and run.status is Status.ABANDONED
+
+
+def test_store_backoff_stays_below_lease_ttl_while_runs_go_on(
+    store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import peewee as pw
+
+    daemon = make_daemon(job("work"))
+
+    def unavailable(now: datetime) -> float:
+        raise pw.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(daemon, "tick", unavailable)
+    idle = [daemon._safe_tick(daemon.clock.now()) for _ in range(6)]
+    assert idle == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    monkeypatch.setattr(daemon.executor, "running", {1: object()})
+    assert daemon._safe_tick(daemon.clock.now()) == SETTINGS.lease_ttl / 3
+
+
+@pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE, Overlap.REPLACE])
+def test_missed_fires_under_catchup_all_run_instead_of_skipping_each_other(
+    store: Store, make_daemon: Any, overlap: Overlap
+) -> None:
+    spec = replace(job("tick", catchup=Catchup.ALL, overlap=overlap), schedule="* * * * * *")
+    daemon = make_daemon(spec)
+    assert daemon.leader.poll()
+    now = daemon.clock.now()
+    missed_from = now.replace(microsecond=0) - timedelta(seconds=5)
+    Job = store.m.Job
+    Job.update(next_fire_at=to_db(missed_from)).where(Job.name == "tick").execute()
+    daemon.fire_due(now)
+    rows = list(reversed(store.executions("tick", limit=None)))
+    catchups = [r for r in rows if r.trigger is Trigger.CATCHUP]
+    assert len(catchups) >= 5
+    assert {r.status for r in catchups} == {Status.QUEUED}
+
+
+def test_missed_fires_still_skip_a_run_that_is_already_active(
+    store: Store, make_daemon: Any
+) -> None:
+    spec = replace(job("tick", catchup=Catchup.ALL), schedule="* * * * * *")
+    daemon = make_daemon(spec)
+    assert daemon.leader.poll()
+    start_run(store, "tick", "peer")
+    now = daemon.clock.now()
+    Job = store.m.Job
+    Job.update(next_fire_at=to_db(now.replace(microsecond=0) - timedelta(seconds=3))).where(
+        Job.name == "tick"
+    ).execute()
+    daemon.fire_due(now)
+    fired = [r for r in store.executions("tick", limit=None) if r.trigger is not Trigger.MANUAL]
+    assert fired and {r.status for r in fired} == {Status.SKIPPED}
