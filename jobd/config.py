@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 
 from jobd import model
 from jobd.cron import CronError, parse_schedule
-from jobd.durations import DurationError, parse_duration
+from jobd.durations import MAX_DURATION, DurationError, parse_duration
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings
 
 # Used with fullmatch: with match, `$` also accepts a trailing newline ("a\n").
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+MAX_INT = 2**31 - 1
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TOP_KEYS = ("jobd", "jobs")
@@ -306,6 +307,8 @@ class _Fields:
         )
         if minimum is not None and value < minimum:
             raise self._error(key, f"must be at least {minimum}")
+        if value > MAX_INT:  # the stores' integers are 64-bit
+            raise self._error(key, f"must be at most {MAX_INT}")
         return value
 
     def str_list(self, key: str, required: bool = False) -> tuple[str, ...]:
@@ -342,6 +345,8 @@ class _Fields:
             raise self._error(key, "must be a finite, non-negative duration") from None
         if seconds < 0 or seconds != seconds or seconds == float("inf"):
             raise self._error(key, "must be a finite, non-negative duration")
+        if seconds > MAX_DURATION:
+            raise self._error(key, "must be at most 100 years")
         if positive and seconds == 0:
             raise self._error(key, "must be greater than zero")
         return seconds

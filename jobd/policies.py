@@ -50,7 +50,8 @@ def overlap_decision(spec: JobSpec, active: bool) -> FireDecision:
 
 def retry_delay(spec: JobSpec, attempt: int, rand: float) -> float:
     """Seconds before retry number `attempt` (1 = the first retry): doubling, jittered, capped."""
-    base = spec.retry_delay * (2 ** max(0, attempt - 1))
+    # Past 2**40 the cap below applies anyway; a larger power overflows a float.
+    base = spec.retry_delay * (2 ** min(40, max(0, attempt - 1)))
     capped = min(base, max(DEFAULT_RETRY_DELAY_MAX, spec.retry_delay))
     return max(0.0, capped * (1 - RETRY_JITTER + 2 * RETRY_JITTER * rand))
 
