@@ -62,8 +62,8 @@ def parse(argv: Sequence[str]) -> dict[str, Any] | None:
                 return None
             found["statuses"].append(value)
         elif key == "limit":
-            if not value.isdigit():
-                return None
+            if not value.isdigit() or int(value) >= 2**63:
+                return None  # click says why
             found["limit"] = int(value)
         else:
             found[key] = value
