@@ -219,6 +219,7 @@ class Daemon:
         self.leader.poll()
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
+        self._check_users(self.config)
         self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",
@@ -229,6 +230,22 @@ class Daemon:
             "leading" if self.leader.leading else "standby",
             extra={"action": "daemon.start"},
         )
+
+    @staticmethod
+    def _check_users(config: Config) -> None:
+        """Say at once what each run of such a job would say: only root switches users."""
+        uid = os.geteuid()
+        if uid == 0:
+            return
+        for spec in config.jobs.values():
+            if spec.user:
+                log.error(
+                    "job %s has user = %r, but jobd runs as uid %d, not root: its runs will fail",
+                    spec.name,
+                    spec.user,
+                    uid,
+                    extra={"action": "config.user", "job": spec.name},
+                )
 
     def _listen(self) -> None:
         if self.store.backend == "postgresql" and not self.waker.listening:
@@ -469,6 +486,7 @@ class Daemon:
             return
         self.config = config
         self.executor.settings = config.settings
+        self._check_users(config)
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
