@@ -56,6 +56,7 @@ class Daemon:
         token: str | None = None,
         args: Iterable[str] = (),
         preexec: Any = None,
+        prefix: Iterable[str] = (),
     ) -> None:
         self.config, self.url, self.log_path = config, url, log
         self.token = token or uuid.uuid4().hex
@@ -69,6 +70,7 @@ class Daemon:
         self.env.pop("JOBD_CONFIG", None)
         self.args = list(args)
         self.preexec = preexec
+        self.prefix = list(prefix)  # e.g. setpriv, to run the daemon as another user
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -76,7 +78,7 @@ class Daemon:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                jobd_cmd("--config", str(self.config), "run", *self.args),
+                [*self.prefix, *jobd_cmd("--config", str(self.config), "run", *self.args)],
                 env=self.env,
                 stdout=log,
                 stderr=log,
