@@ -65,14 +65,14 @@ class FakeClock:
     def now(self) -> datetime:
         return datetime.now().astimezone() + timedelta(seconds=self.offset)
 
-    def env(self) -> dict[str, str]:
+    def env(self, cache: bool = True) -> dict[str, str]:
         assert LIBFAKETIME is not None, "libfaketime is required in CI (see .ci/run)"
         return {
             "LD_PRELOAD": LIBFAKETIME,
             "FAKETIME_TIMESTAMP_FILE": str(self.path),
-            # Re-read the offset every second: on every clock read, the
-            # reads alone would slow the daemon down.
-            "FAKETIME_CACHE_DURATION": "1",
+            # Re-read the offset every second (or on every clock read, which
+            # slows a busy daemon down).
+            **({"FAKETIME_CACHE_DURATION": "1"} if cache else {"FAKETIME_NO_CACHE": "1"}),
             "FAKETIME_DONT_FAKE_MONOTONIC": "1",
         }
 
