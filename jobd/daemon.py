@@ -102,6 +102,8 @@ class Daemon:
         self._status_text = ""
         self._pruner: threading.Thread | None = None
         self._jumps = JumpDetector()
+        self.applied_at: datetime | None = None  # when the caller applied the config
+        self._first_term_since: datetime | None = None
         self._reap_from = 0.0  # monotonic; see _safe_tick
 
     # -- wiring -----------------------------------------------------------------
@@ -140,7 +142,7 @@ class Daemon:
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             if run.host == self.host:
-                kill_leftovers(run.id, run.job)
+                kill_leftovers(run.id, run.job, run.instance)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -195,7 +197,7 @@ class Daemon:
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
             for run in lost:
-                leftovers = kill_leftovers(run.id, run.job)
+                leftovers = kill_leftovers(run.id, run.job, run.instance)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
@@ -217,6 +219,7 @@ class Daemon:
             self.waker.bind_socket(wake_dir)
         self._listen()
         self.leader.poll()
+        self._first_term_since = self.leader.since
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self._check_users(self.config)
@@ -360,6 +363,10 @@ class Daemon:
         if not due:
             return False
         since = self.leader.since or now
+        if self.applied_at is not None and since == self._first_term_since:
+            # Slots that fell due between applying the config and taking the guard at
+            # start were this daemon's to fire, not fires missed while none led.
+            since = min(since, self.applied_at)
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
@@ -543,5 +550,12 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def serve(config: Config, store: Store, reload_config: Callable[[], Config] | None = None) -> int:
-    return Daemon(config, store, reload_config).run()
+def serve(
+    config: Config,
+    store: Store,
+    reload_config: Callable[[], Config] | None = None,
+    applied_at: datetime | None = None,
+) -> int:
+    daemon = Daemon(config, store, reload_config)
+    daemon.applied_at = applied_at
+    return daemon.run()

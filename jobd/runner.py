@@ -117,6 +117,8 @@ def build_env(spec: JobSpec, run: Run, base: Mapping[str, str]) -> dict[str, str
     )
     if run.scheduled_for is not None:
         env["JOBD_SCHEDULED_FOR"] = run.scheduled_for.isoformat()
+    if run.instance is not None:
+        env["JOBD_INSTANCE"] = run.instance  # whose run it is, for kill_leftovers
     return env
 
 
@@ -302,16 +304,24 @@ class RunProcess(threading.Thread):
             os.killpg(pgid, sig)
 
 
-def kill_leftovers(run_id: int, job: str, proc_root: str = "/proc") -> int:
+def kill_leftovers(
+    run_id: int, job: str, instance: str | None = None, proc_root: str = "/proc"
+) -> int:
     """SIGKILL every process still carrying this run's identity in its environment.
 
     A daemon killed with SIGKILL cannot take its runs' process groups with it; the
     next daemon on the host finds them here, by the JOBD_EXECUTION_ID every job
-    process inherits (a recorded pid alone could have been reused). Linux only;
-    elsewhere it finds nothing. Returns how many processes it signalled.
+    process inherits (a recorded pid alone could have been reused). Execution ids
+    and job names repeat across stores, so when the run's `instance` is known only
+    processes that jobd instance started match: another jobd on the host (another
+    store, another user's) keeps its runs. Linux only; elsewhere it finds nothing.
+    Returns how many processes it signalled.
     """
-    marker = f"JOBD_EXECUTION_ID={run_id}\0".encode()
-    job_marker = f"JOBD_JOB={job}\0".encode()
+    markers = [f"JOBD_EXECUTION_ID={run_id}", f"JOBD_JOB={job}"]
+    if instance is not None:
+        markers.append(f"JOBD_INSTANCE={instance}")
+    # Whole variables only: FOO_JOBD_JOB=x is not JOBD_JOB=x.
+    needles = [f"\0{marker}\0".encode() for marker in markers]
     killed = 0
     try:
         entries = os.listdir(proc_root)
@@ -322,10 +332,10 @@ def kill_leftovers(run_id: int, job: str, proc_root: str = "/proc") -> int:
             continue
         try:
             with open(os.path.join(proc_root, entry, "environ"), "rb") as handle:
-                environ = handle.read() + b"\0"
+                environ = b"\0" + handle.read() + b"\0"
         except OSError:
             continue
-        if marker in environ and job_marker in environ:
+        if all(needle in environ for needle in needles):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry), signal.SIGKILL)
                 killed += 1

@@ -21,7 +21,7 @@ from jobd.model import NewRun, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import wait_for
 from tests.daemons import Daemons, finished, proxy_to, runs, wait_clock, wait_run
-from tests.processes import assert_group_gone
+from tests.processes import alive, assert_group_gone, wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,10 @@ def assert_one_row_per_consecutive_slot(rows: list[Run], step: timedelta = SECON
     assert len(slots) == len(set(slots)), "a slot fired twice"
     gaps = [(a, b) for a, b in pairwise(slots) if b - a != step]
     assert not gaps, f"missing slots between {gaps}"
+
+
+def going(run: Run) -> bool:
+    return run.status is Status.RUNNING and run.pid is not None
 
 
 def current_statuses(store: Store, ids: list[int]) -> list[Status]:
@@ -98,9 +102,10 @@ def test_every_second_for_ten_seconds_fires_each_slot_once(
 
 
 def _fail_over(store: Store, daemons: Daemons, url: str, takeover_bound: float) -> None:
-    daemons.write_config(
-        {"tick": {"schedule": EVERY_SECOND, "command": ["true"], "catchup": "all"}}
-    )
+    # catchup = all and overlap = queue: every slot runs, also those missed while no
+    # instance led (with skip, a live slot behind the queued backlog is skipped).
+    tick = {"schedule": EVERY_SECOND, "command": ["true"], "catchup": "all", "overlap": "queue"}
+    daemons.write_config({"tick": tick})
     first = daemons.start(url, "a")
     second = daemons.start(url, "b")
     assert first.leading and not second.leading
@@ -134,7 +139,9 @@ def _fail_over(store: Store, daemons: Daemons, url: str, takeover_bound: float) 
     assert second.stop() == 0
     rows = runs(store, "tick")
     assert_one_row_per_consecutive_slot(rows)
-    assert {r.status for r in rows} == {Status.SUCCEEDED}
+    assert {r.status for r in rows} == {Status.SUCCEEDED}, [
+        (r.id, r.trigger.value, r.status.value, r.scheduled_for, r.queued_at, r.error) for r in rows
+    ]
     assert any(r.scheduled_for and r.scheduled_for >= next_slot for r in rows)
 
 
@@ -156,9 +163,9 @@ def test_two_daemons_on_postgresql(postgres_url: str, daemons: Daemons) -> None:
 def test_timeout_kills_the_job_and_its_grandchild(
     store_url: str, store: Store, daemons: Daemons
 ) -> None:
-    daemons.write_config({"slow": {"shell": "sleep 300 & sleep 300", "timeout": "1s"}})
+    daemons.write_config({"group_leader": {"shell": "sleep 300 & sleep 300", "timeout": "1s"}})
     daemons.start(store_url)
-    run_id = trigger(store, "slow")
+    run_id = trigger(store, "group_leader")
     run = wait_run(store, run_id, lambda r: r.status.final)
     assert run.status is Status.TIMED_OUT
     assert run.error == "timed out after 1.00s"
@@ -178,17 +185,17 @@ def test_sigterm_lets_short_runs_finish_and_cancels_the_long_one(
         {
             "short1": {"command": ["sleep", "1"]},
             "short2": {"command": ["sleep", "1.5"]},
-            "long": {"shell": "sleep 60 & sleep 60"},
+            "long_sleeper": {"shell": "sleep 60 & sleep 60"},
         },
         shutdown_grace="2500ms",
     )
     daemon = daemons.start(store_url)
-    ids = {name: trigger(store, name) for name in ("short1", "short2", "long")}
+    ids = {name: trigger(store, name) for name in ("short1", "short2", "long_sleeper")}
     for run_id in ids.values():
         wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=15) == 0
-    short1, short2, long = (store.execution(ids[n]) for n in ("short1", "short2", "long"))
+    short1, short2, long = (store.execution(ids[n]) for n in ("short1", "short2", "long_sleeper"))
     assert short1 and short1.status is Status.SUCCEEDED
     assert short2 and short2.status is Status.SUCCEEDED
     assert long and long.status is Status.CANCELLED
@@ -380,20 +387,24 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     store_url: str, store: Store, daemons: Daemons
 ) -> None:
     script = 'echo "attempt $JOBD_ATTEMPT"; [ "$JOBD_ATTEMPT" -gt 1 ] || sleep 60'
-    daemons.write_config({"work": {"shell": script, "retries": 1, "retry_delay": "0s"}})
+    daemons.write_config({"interrupted_work": {"shell": script, "retries": 1, "retry_delay": "0s"}})
     daemon = daemons.start(store_url)
-    run_id = trigger(store, "work")
-    wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+    run_id = trigger(store, "interrupted_work")
+    running = wait_run(store, run_id, going)
     daemon.kill()
     assert store.execution(run_id).status is Status.RUNNING  # type: ignore[union-attr]
+    assert running.pid is not None and alive(running.pid)  # SIGKILL cannot take it along
 
     daemons.start(store_url, "restarted")
     lost = wait_run(store, run_id, lambda r: r.status.final, timeout=10)
     assert lost.status is Status.ABANDONED
     assert lost.error and f"instance {lost.instance}" in lost.error and "vanished" in lost.error
-    retry = wait_for(lambda: [r for r in finished(store, "work") if r.id != run_id])[0]
+    retry = wait_for(lambda: [r for r in finished(store, "interrupted_work") if r.id != run_id])[0]
     assert (retry.trigger, retry.attempt, retry.retry_of) == (Trigger.RETRY, 2, run_id)
     assert retry.status is Status.SUCCEEDED
+    # The restarted daemon killed the first attempt, which was still sleeping.
+    wait_dead(running.pid)
+    wait_for(lambda: daemons.leftovers() == [], timeout=3)
 
 
 # -- 10. a PostgreSQL outage ------------------------------------------------------------------
@@ -405,13 +416,13 @@ def test_postgresql_outage_is_survived(postgres_url: str, daemons: Daemons) -> N
         daemons.write_config(
             {
                 "tick": {"schedule": EVERY_SECOND, "command": ["true"]},
-                "short": {"command": ["sleep", "1.5"]},
-                "long": {"command": ["sleep", "7"]},
+                "short_sleeper": {"command": ["sleep", "1.5"]},
+                "long_sleeper": {"command": ["sleep", "7"]},
             }
         )
         daemon = daemons.start(proxy.url_for(postgres_url))
         wait_for(lambda: len(finished(store, "tick")) >= 2)
-        short_id, long_id = trigger(store, "short"), trigger(store, "long")
+        short_id, long_id = trigger(store, "short_sleeper"), trigger(store, "long_sleeper")
         for run_id in (short_id, long_id):
             wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
 
@@ -476,11 +487,11 @@ def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
     store = open_store(postgres_url)
     with proxy_to(postgres_url) as proxy:
         daemons.write_config(
-            {"long": {"command": ["sleep", "8"], "overlap": "allow"}}, max_concurrent=1
+            {"long_sleeper": {"command": ["sleep", "8"], "overlap": "allow"}}, max_concurrent=1
         )
         url = proxy.url_for(postgres_url)
         first, second = daemons.start(url, "a"), daemons.start(url, "b")
-        ids = [trigger(store, "long"), trigger(store, "long")]
+        ids = [trigger(store, "long_sleeper"), trigger(store, "long_sleeper")]
         running = [
             wait_run(store, i, lambda r: r.status is Status.RUNNING and r.pid is not None)
             for i in ids
@@ -496,7 +507,7 @@ def test_a_shared_outage_does_not_abandon_runs_of_live_instances(
         for run_id in ids:
             run = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
             assert run.status is Status.SUCCEEDED, run.error
-        assert len(runs(store, "long")) == 2  # nothing was retried
+        assert len(runs(store, "long_sleeper")) == 2  # nothing was retried
 
 
 def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons: Daemons) -> None:
@@ -514,3 +525,21 @@ def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons
         assert run.started_at is not None
         assert (run.started_at - run.queued_at).total_seconds() < 0.5
         assert "cannot LISTEN" not in daemon.log()
+
+
+def test_a_restart_kills_only_its_own_leftover_processes(tmp_path: Path, daemons: Daemons) -> None:
+    """Two jobd on one host with their own stores: both have run 1 of the same job."""
+    urls = [f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"]
+    daemons.write_config({"interrupted_work": {"command": ["sleep", "60"]}})
+    first, second = (daemons.start(url, name) for url, name in zip(urls, "ab", strict=True))
+    ours, theirs = (open_store(url) for url in urls)
+    assert trigger(ours, "interrupted_work") == trigger(theirs, "interrupted_work") == 1
+    ours_run, theirs_run = (wait_run(store, 1, going) for store in (ours, theirs))
+    second.kill()
+    daemons.start(urls[1], "b-again")
+    assert wait_run(theirs, 1, lambda r: r.status.final).status is Status.ABANDONED
+    assert theirs_run.pid is not None and ours_run.pid is not None
+    wait_dead(theirs_run.pid)  # the killed daemon's leftover goes
+    assert alive(ours_run.pid)  # the other jobd's run with the same id and job stays
+    assert ours.execution(1).status is Status.RUNNING  # type: ignore[union-attr]
+    assert first.running

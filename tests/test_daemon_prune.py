@@ -33,7 +33,7 @@ def test_daemon_prunes_history_to_keep(tmp_path: Path) -> None:
         wait_for(lambda: len(store.executions(job="report", limit=None)) == 3, timeout=20)
         kept = [run.id for run in store.executions(job="report", limit=None)]
         assert kept == [10, 9, 8]  # the newest stay
-        assert any(event["action"] == "prune" for event in store.audit_events())
+        wait_for(lambda: any(e["action"] == "prune" for e in store.audit_events()), timeout=20)
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0

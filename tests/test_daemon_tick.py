@@ -161,3 +161,23 @@ def test_missed_fires_still_skip_a_run_that_is_already_active(
     daemon.fire_due(now)
     fired = [r for r in store.executions("tick", limit=None) if r.trigger is not Trigger.MANUAL]
     assert fired and {r.status for r in fired} == {Status.SKIPPED}
+
+
+def test_a_slot_between_applying_the_config_and_leading_is_fired_not_missed(
+    store: Store, make_daemon: Any
+) -> None:
+    every_second = job("tick", catchup=Catchup.NONE)
+    every_second = replace(every_second, schedule="* * * * * *")
+    daemon = make_daemon(every_second)
+    record = store.job("tick")
+    assert record is not None and record.next_fire_at is not None
+    slot = record.next_fire_at
+    # The daemon took the leader guard only after that first slot had passed.
+    daemon.applied_at = slot - timedelta(milliseconds=500)
+    daemon.start()
+    late = slot + timedelta(milliseconds=200)
+    daemon.leader._since = late
+    daemon._first_term_since = late
+    daemon.fire_due(slot + timedelta(milliseconds=300))
+    fired = store.executions("tick", limit=None)
+    assert [(r.scheduled_for, r.trigger) for r in fired] == [(slot, Trigger.SCHEDULE)]

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import run_jobd, wait_for
 
@@ -43,9 +47,16 @@ def test_detach_pidfile_lifecycle(tmp_path: Path) -> None:
         assert f"already running as pid {pid}" in second.stderr
     finally:
         os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not _alive(pid))
+    wait_for(lambda: not _alive(pid), timeout=30)
     assert not pidfile.exists()
     assert "jobd stopped" in (tmp_path / "jobd.log").read_text()
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left(tmp_path: Path) -> Iterator[None]:
+    """A detached daemon outlives a failed test; find it by its paths and stop it."""
+    yield
+    subprocess.run(["pkill", "-KILL", "-f", "--", f"--pidfile {tmp_path}"], check=False)
 
 
 def test_stale_pidfile_is_taken_over(tmp_path: Path) -> None:
@@ -65,7 +76,7 @@ def test_stale_pidfile_is_taken_over(tmp_path: Path) -> None:
 
     pid = int(wait_for(new_pid))
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not _alive(pid))
+    wait_for(lambda: not _alive(pid), timeout=30)
 
 
 def test_detach_needs_pidfile(tmp_path: Path) -> None:

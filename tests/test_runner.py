@@ -7,6 +7,7 @@ import os
 import pwd
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from jobd import runner
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status, Trigger
-from jobd.runner import READ_CHUNK, Event, OutputTail, RunProcess
+from jobd.runner import READ_CHUNK, Event, OutputTail, RunProcess, kill_leftovers
 from tests.conftest import wait_for
 from tests.processes import assert_group_gone, group_survivors, wait_dead
 
@@ -485,3 +486,42 @@ def test_tail_never_shows_any_part_of_a_secret(
     assert not set(text) & set("SECRT3-LONGE7")
     assert len(text.encode()) <= max_bytes + 2  # a cut "***" may stand in for 1 byte
     assert text.count("\n") <= 5
+
+
+# -- leftovers of a killed daemon --------------------------------------------------------
+
+
+def _sleeper(**env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sleep", "300"], env={**os.environ, **env}, start_new_session=True)
+
+
+def test_leftovers_of_another_jobd_on_the_host_are_left_alone() -> None:
+    # Two stores on one host both have a run 4242 of a job named "stray".
+    ours = _sleeper(JOBD_EXECUTION_ID="4242", JOBD_JOB="stray", JOBD_INSTANCE="host-1-aaaaaa")
+    theirs = _sleeper(JOBD_EXECUTION_ID="4242", JOBD_JOB="stray", JOBD_INSTANCE="host-2-bbbbbb")
+    try:
+        assert kill_leftovers(4242, "stray", "host-1-aaaaaa") == 1
+        assert ours.wait(timeout=5) == -signal.SIGKILL
+        assert theirs.poll() is None
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+
+
+def test_leftovers_match_whole_variables_only() -> None:
+    lookalike = _sleeper(
+        JOBD_EXECUTION_ID="1", X_JOBD_EXECUTION_ID="4242", JOBD_JOB="stray", JOBD_INSTANCE="i"
+    )
+    try:
+        assert kill_leftovers(4242, "stray", "i") == 0
+        assert lookalike.poll() is None
+    finally:
+        lookalike.kill()
+        lookalike.wait()
+
+
+def test_a_job_knows_the_instance_that_runs_it() -> None:
+    env = runner.build_env(shell("true"), a_run(instance="host-1-abcdef"), {})
+    assert env["JOBD_INSTANCE"] == "host-1-abcdef"
+    assert "JOBD_INSTANCE" not in runner.build_env(shell("true"), a_run(), {})

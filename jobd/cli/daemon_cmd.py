@@ -78,7 +78,8 @@ def run(
     add_store_url(store_url)
     add_secrets(value for spec in config.jobs.values() for value in spec.env.values())
     store = ctx.store
-    report = store.apply_config(config, store.now())
+    applied_at = store.now()
+    report = store.apply_config(config, applied_at)
     logging.getLogger("jobd").info(
         "config %s applied to store %s: %d jobs (%d added, %d updated, %d removed)",
         config.path,
@@ -99,7 +100,7 @@ def run(
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(config, store, reload_config=reload_config)
+    serve(config, store, reload_config=reload_config, applied_at=applied_at)
 
 
 COMMANDS = [run]
