@@ -110,15 +110,15 @@ def test_clock_jumps_neither_double_nor_silently_drop_fires(
     try:
         daemon.start()
         wait_for(lambda: len(slots()) >= 2, timeout=20)
-        clock.set(30)  # forward 30 s: 29 skipped slots, within the cap, replayed
-        wait_for(lambda: fired_up_to(30), timeout=20)
+        clock.set(20)  # forward 20 s: 19 skipped slots, within the cap, replayed
+        wait_for(lambda: fired_up_to(20), timeout=20)
         before_back = slots()
-        clock.set(25)  # backward 5 s: those slots fired already
+        clock.set(15)  # backward 5 s: those slots fired already
         wait_for(lambda: slots()[-1] >= before_back[-1] + timedelta(seconds=2), timeout=20)
         after_back = slots()
         since_back = [s for s in after_back if s not in set(before_back)]
-        clock.set(25 + 7200)  # forward 2 h: 7,200 slots, beyond the cap
-        wait_for(lambda: fired_up_to(7200 + 26), timeout=20)
+        clock.set(15 + 7200)  # forward 2 h: 7,200 slots, beyond the cap
+        wait_for(lambda: fired_up_to(7200 + 16), timeout=20)
         wait_for(lambda: stuck_rows(store) == 0, timeout=20)
         assert daemon.stop() == 0
         log = daemon.full_log()
@@ -139,7 +139,7 @@ def test_clock_jumps_neither_double_nor_silently_drop_fires(
             lost=lost,
             orphans=len(daemon.orphans()),
             stuck=stuck_rows(store),
-            detail="+30 s replays 30 slots; -5 s fires nothing twice and waits; "
+            detail="+20 s replays 20 slots; -5 s fires nothing twice and waits; "
             "+2 h fires only the latest slot, with a warning",
         )
         assert duplicates(everything) == 0 and duplicates(executed) == 0

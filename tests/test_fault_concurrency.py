@@ -27,7 +27,7 @@ def test_concurrent_triggers_never_see_a_locked_store_and_run_once(
     store_url: str, tmp_path: Path, reliability: Recorder
 ) -> None:
     backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
-    triggers = sized(40, 100)
+    triggers = sized(25, 100)
     waiting = triggers // 10
     readers = triggers // 5
     ran = tmp_path / "ran"

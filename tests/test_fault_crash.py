@@ -92,7 +92,7 @@ def test_repeated_sigkill_loses_and_doubles_no_slot(
     store_url: str, tmp_path: Path, reliability: Recorder
 ) -> None:
     backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
-    kills = sized(4, 12)
+    kills = sized(3, 12)
     fired = tmp_path / "fired"
     config = write_config(
         tmp_path / "jobd.toml",
