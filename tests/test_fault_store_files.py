@@ -191,7 +191,9 @@ def test_a_bad_store_file_is_refused_in_one_line_and_left_alone(
 
 @pytest.fixture
 def read_only_store(tmp_path: Path) -> Iterator[Path]:
-    """A real store on a file system mounted read-only: even root cannot write it."""
+    """A real store on a file system mounted read-only: even root cannot write it
+    (chmod 0400 or a read-only directory stop everyone but root, and the tests run
+    as root)."""
     mount = tmp_path / "ro"
     mount.mkdir()
     done = subprocess.run(
