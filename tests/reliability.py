@@ -14,9 +14,9 @@ triggers, 10,000 queued runs, ...); the default sizes are scaled down to keep
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ FAULTS = {
     "downtime": "2 hours of downtime, per catchup policy",
     "clock": "Wall clock jumps forward and backward under a running daemon",
     "dst": "DST: a year of fires in four zones (planner, in process)",
-    "dst-daemon": "DST: a daemon stepped across the fall-back fold",
+    "dst-daemon": "DST: a daemon's clock stepped across DST changes",
     "output": "Output abuse: 50 MB, one 10 MB line, binary, invalid UTF-8",
     "concurrency": "Concurrent `jobd trigger` processes against a running daemon",
     "disk-full": "Disk full while recording (SQLite on a small tmpfs)",
@@ -91,9 +91,11 @@ def reliability(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     outcome = report.outcome if report is not None else "error"
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
-    for observation in recorder.observations:
+    test = hashlib.sha1(recorder.test.encode()).hexdigest()[:10]
+    for index, observation in enumerate(recorder.observations):
         observation.outcome = outcome
-        path = directory / f"{observation.fault}-{uuid.uuid4().hex[:8]}.json"
+        # Named by test, not at random: the report lists details in a stable order.
+        path = directory / f"{observation.fault}-{test}-{index}.json"
         path.write_text(json.dumps(asdict(observation), sort_keys=True))
 
 

@@ -28,7 +28,7 @@ from tests.reliability import FAULTS, FULL_ENV, OUT_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTS = ("runs", "duplicates", "lost", "orphans", "stuck")
-BACKEND_ORDER = {"sqlite": 0, "postgresql": 1, "any": 2}
+BACKEND_ORDER = {"sqlite": 0, "postgresql": 1}
 
 
 def run_tests(out: Path, full: bool, extra: list[str]) -> tuple[int, float]:

@@ -140,7 +140,7 @@ def test_a_year_of_fires_matches_debian_cron(zone: str, reliability: Recorder) -
             assert got == want, (expr, zone, pace, first_difference(got, want))
     reliability.observe(
         "dst",
-        zone,
+        f"planner, {zone}",
         runs=observed,
         duplicates=dupes + extra,
         lost=lost,
