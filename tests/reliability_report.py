@@ -65,7 +65,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = list(FAULTS)
     result = sorted(
         rows.values(),
-        key=lambda r: (order.index(r["fault"]), BACKEND_ORDER.get(r["backend"], 9)),
+        key=lambda r: (order.index(r["fault"]), BACKEND_ORDER.get(r["backend"], 9), r["backend"]),
     )
     for row in result:
         row["details"] = details[(row["fault"], row["backend"])]
