@@ -9,7 +9,9 @@ scripts/ensure-venv test
 .venv/bin/ruff check jobd tests bench
 .venv/bin/ruff format --check jobd tests bench
 set +e
-.venv/bin/python -m pytest "$@"
+# Most tests wait on real daemons and timers, not the CPU: four workers finish
+# the suite in about half the time even on two cores.
+.venv/bin/python -m pytest -n "${JOBD_TEST_WORKERS:-4}" "$@"
 status=$?
 set -e
 # pytest exits 5 when it collected no test at all: say so instead of passing silently.

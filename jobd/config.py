@@ -8,23 +8,37 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jobd import model
+from jobd.config_fields import ENV_NAME, JOB_NAME
+from jobd.config_fields import Fields as _Fields
+from jobd.config_fields import check_keys as _check_keys
+from jobd.config_fields import table as _table
+from jobd.config_kinds import (
+    databases_table,
+    groups_table,
+    http_request,
+    resolve_database,
+)
 from jobd.cron import CronError, parse_schedule
-from jobd.durations import MAX_DURATION, DurationError, parse_duration
 from jobd.errors import ConfigError, did_you_mean
-from jobd.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings
+from jobd.model import (
+    Catchup,
+    Config,
+    GroupQuota,
+    JobKind,
+    JobSpec,
+    LeaderMode,
+    Overlap,
+    Settings,
+)
 
-# Used with fullmatch: with match, `$` also accepts a trailing newline ("a\n").
-JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
-MAX_INT = 2**31 - 1
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-TOP_KEYS = ("jobd", "jobs")
+TOP_KEYS = ("jobd", "jobs", "databases", "groups")
 SETTINGS_KEYS = (
     "store",
     "timezone",
@@ -60,6 +74,8 @@ JOB_KEYS = (
     "on_success",
     "on_failure",
     "enabled",
+    "database",
+    "group",
 )
 
 
@@ -85,11 +101,20 @@ def parse_config(
 def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> Config:
     _check_keys(data, TOP_KEYS, file=file, job=None, prefix="")
     settings = _settings(_table(data.get("jobd", {}), file, None, "jobd"), file, environ)
+    databases = databases_table(_table(data.get("databases", {}), file, None, "databases"), file)
+    groups = groups_table(_table(data.get("groups", {}), file, None, "groups"), file)
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
         jobs[name] = parse_job(
-            name, _table(raw, file, name, None), file, environ, settings.timezone
+            name,
+            _table(raw, file, name, None),
+            file,
+            environ,
+            settings.timezone,
+            databases=databases,
+            groups=groups,
+            store=settings.store,
         )
     for spec in jobs.values():
         for key in ("on_success", "on_failure"):
@@ -99,7 +124,15 @@ def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, s
                     raise ConfigError(
                         f"unknown job {target!r}", file=file, job=spec.name, key=key, hint=hint
                     )
-    return Config(settings=settings, jobs=jobs, path=file)
+    for quota in groups.values():
+        members = sum(1 for spec in jobs.values() if spec.group == quota.name)
+        if quota.max_jobs and members > quota.max_jobs:
+            raise ConfigError(
+                f"{members} jobs name this group, more than max_jobs = {quota.max_jobs}",
+                file=file,
+                key=f"groups.{quota.name}.max_jobs",
+            )
+    return Config(settings=settings, jobs=jobs, path=file, databases=databases, groups=groups)
 
 
 def parse_job(
@@ -109,8 +142,16 @@ def parse_job(
     environ: Mapping[str, str],
     default_tz: str = model.DEFAULT_TIMEZONE,
     source: model.Source = model.Source.FILE,
+    *,
+    databases: Mapping[str, str] | None = None,
+    groups: Mapping[str, GroupQuota] | None = None,
+    store: str | None = None,
 ) -> JobSpec:
-    """Validate one job table; also used for jobs created with `jobd schedule`."""
+    """Validate one job table; also used for jobs created with `jobd schedule`.
+
+    `databases` and `groups` are the config's tables that `database` and `group`
+    may name; `store` is the store URL, the default database of `sql` jobs.
+    """
     if not JOB_NAME.fullmatch(name):
         raise ConfigError(
             "invalid job name (letters, digits, '_', '.', '-'; at most 128)",
@@ -131,7 +172,11 @@ def parse_job(
         )
     kind = JobKind(kinds[0])
     command: tuple[str, ...] = ()
-    shell = call = ""
+    shell = call = sql = ""
+    http: dict[str, Any] = {}
+    database = f.str("database")
+    if database is not None and kind is not JobKind.SQL:
+        raise ConfigError("only `sql` jobs take a database", file=file, job=name, key="database")
     if kind is JobKind.COMMAND:
         command = f.str_list("command", required=True)
         if not command:
@@ -140,10 +185,26 @@ def parse_job(
         shell = f.str("shell", required=True) or ""
         if not shell.strip():
             raise ConfigError("must not be empty", file=file, job=name, key="shell")
+    elif kind is JobKind.SQL:
+        sql = f.str("sql", required=True) or ""
+        if not sql.strip():
+            raise ConfigError("must not be empty", file=file, job=name, key="sql")
+        database = resolve_database(database, databases or {}, store, file, name)
+    elif kind is JobKind.HTTP:
+        http = http_request(_table(raw["http"], file, name, "http"), file, name)
     else:
         call = f.str("call", required=True) or ""
         if not CALL_TARGET.fullmatch(call):
             raise ConfigError("expected 'module:function'", file=file, job=name, key="call")
+    group = f.str("group")
+    if group is not None and group not in (groups or {}):
+        raise ConfigError(
+            f"unknown group {group!r} (define it as [groups.{group}])",
+            file=file,
+            job=name,
+            key="group",
+            hint=did_you_mean(group, groups or {}),
+        )
 
     schedule = f.str("schedule")
     schedule_key = "schedule"
@@ -176,6 +237,10 @@ def parse_job(
         command=command,
         shell=shell,
         call=call,
+        sql=sql,
+        database=database,
+        http=http,
+        group=group,
         description=f.str("description") or "",
         timezone=timezone,
         timeout=f.duration("timeout", None, positive=True),
@@ -247,115 +312,9 @@ def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:
     try:
         ZoneInfo(name)
     except Exception:  # ZoneInfo raises several types for odd names
-        raise ConfigError(f"unknown time zone {name!r}", file=file, job=job, key=key) from None
+        from zoneinfo import available_timezones
 
-
-def _table(value: Any, file: str, job: str | None, key: str | None) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"expected a table, got {_type_name(value)}", file=file, job=job, key=key)
-    return value
-
-
-def _check_keys(
-    raw: Mapping[str, Any], allowed: tuple[str, ...], *, file: str, job: str | None, prefix: str
-) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError(
-                "unknown key", file=file, job=job, key=prefix + key, hint=did_you_mean(key, allowed)
-            )
-
-
-def _type_name(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names.update({list: "an array", dict: "a table"})
-    return names.get(type(value), type(value).__name__)
-
-
-class _Fields:
-    """Typed getters over one table, raising ConfigError that names the key."""
-
-    def __init__(
-        self, raw: Mapping[str, Any], file: str, job: str | None, prefix: str = ""
-    ) -> None:
-        self.raw, self.file, self.job, self.prefix = raw, file, job, prefix
-
-    def _error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.file, job=self.job, key=self.prefix + key)
-
-    def _get(self, key: str, check: Callable[[Any], bool], expected: str) -> Any:
-        value = self.raw[key]
-        if not check(value):
-            raise self._error(key, f"expected {expected}, got {_type_name(value)}")
-        return value
-
-    def str(self, key: str, required: bool = False) -> str | None:
-        if key not in self.raw:
-            return None
-        return self._get(key, lambda v: isinstance(v, str), "a string")
-
-    def bool(self, key: str, default: bool) -> bool:
-        if key not in self.raw:
-            return default
-        return self._get(key, lambda v: isinstance(v, bool), "true or false")
-
-    def int(self, key: str, default: int, minimum: int | None = None) -> int:
-        if key not in self.raw:
-            return default
-        value = self._get(
-            key, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
-        )
-        if minimum is not None and value < minimum:
-            raise self._error(key, f"must be at least {minimum}")
-        if value > MAX_INT:  # the stores' integers are 64-bit
-            raise self._error(key, f"must be at most {MAX_INT}")
-        return value
-
-    def str_list(self, key: str, required: bool = False) -> tuple[str, ...]:
-        if key not in self.raw:
-            return ()
-        value = self._get(
-            key,
-            lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
-            "an array of strings",
-        )
-        return tuple(value)
-
-    def str_map(self, key: str) -> dict[str, str]:
-        if key not in self.raw:
-            return {}
-        value = self._get(
-            key,
-            lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
-            "a table of strings",
-        )
-        return dict(value)
-
-    def duration(self, key: str, default: float | None, positive: bool = False) -> float | None:
-        if key not in self.raw:
-            return default
-        value = self.raw[key]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise self._error(key, f"expected a duration like '30s', got {_type_name(value)}")
-        try:
-            seconds = parse_duration(str(value)) if isinstance(value, str) else float(value)
-        except DurationError as exc:
-            raise self._error(key, str(exc)) from None
-        except OverflowError:  # an int too large for a float
-            raise self._error(key, "must be a finite, non-negative duration") from None
-        if seconds < 0 or seconds != seconds or seconds == float("inf"):
-            raise self._error(key, "must be a finite, non-negative duration")
-        if seconds > MAX_DURATION:
-            raise self._error(key, "must be at most 100 years")
-        if positive and seconds == 0:
-            raise self._error(key, "must be greater than zero")
-        return seconds
-
-    def choice(self, key: str, enum: type, default: Any) -> Any:
-        if key not in self.raw:
-            return default
-        value = self._get(key, lambda v: isinstance(v, str), "a string")
-        choices = [member.value for member in enum]
-        if value not in choices:
-            raise self._error(key, f"expected one of {' | '.join(choices)}, got {value!r}")
-        return enum(value)
+        hint = did_you_mean(name, available_timezones()) if isinstance(name, str) else None
+        raise ConfigError(
+            f"unknown time zone {name!r}", file=file, job=job, key=key, hint=hint
+        ) from None

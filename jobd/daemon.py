@@ -43,11 +43,18 @@ from jobd.model import (
 )
 from jobd.notify import Notifier
 from jobd.planner import plan_job
-from jobd.policies import FireAction, follow_ups, jitter_offset, overlap_decision
+from jobd.policies import (
+    FireAction,
+    follow_ups,
+    jitter_offset,
+    overlap_decision,
+    quota_decision,
+)
 from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.groups import active_by_group
 from jobd.store.store import LeaseLost
 from jobd.waker import Waker
 
@@ -159,12 +166,17 @@ class Daemon:
         settings = self.config.settings
         keep = settings.history_keep or None
         max_age = settings.history_max_age or None
+        quotas = [q for q in self.config.groups.values() if q.max_retained]
 
         def prune() -> None:
             from jobd.store.admin import prune as prune_history
+            from jobd.store.groups import prune_retained
 
             try:
                 counts = prune_history(self.store, keep, max_age, self.clock.now())
+                for quota in quotas:  # [groups.NAME] max_retained, across the group
+                    for job, n in prune_retained(self.store, quota).items():
+                        counts[job] = counts.get(job, 0) + n
                 if counts:
                     total = sum(counts.values())
                     self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
@@ -384,6 +396,9 @@ class Daemon:
             )
             return False
         active = self.store.active_jobs([r.name for r in due])
+        groups = self.config.groups
+        limited = {r.spec.group for r in due if r.spec.group in groups}
+        group_active = active_by_group(self.store, [g for g in limited if groups[g].max_active])
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
@@ -393,12 +408,24 @@ class Daemon:
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
             was_active = is_active = record.name in active
+            quota = groups.get(record.spec.group or "")
             for fire in plan.fires:
                 # Missed fires are a backlog that catchup = all asks to run: they wait
                 # behind each other (claims never overlap them) instead of skipping
                 # each other; only a run that was already active can make them skip.
                 catchup = fire.trigger is Trigger.CATCHUP
                 decision = overlap_decision(record.spec, was_active if catchup else is_active)
+                if decision.action is FireAction.ENQUEUE and quota is not None:
+                    decision = quota_decision(quota, group_active.get(quota.name, 0))
+                    if decision.action is FireAction.ENQUEUE:
+                        group_active[quota.name] = group_active.get(quota.name, 0) + 1
+                    else:
+                        log.warning(
+                            "%s: fire skipped: %s",
+                            record.name,
+                            decision.reason,
+                            extra={"action": "quota.skipped", "job": record.name},
+                        )
                 due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
                 delay = max(timedelta(0), due_at - now)
                 runs.append(
@@ -416,7 +443,8 @@ class Daemon:
                 )
                 if decision.action is FireAction.REPLACE:
                     replace.append(record.name)
-                is_active = True
+                if decision.action is not FireAction.SKIP:
+                    is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
         inserted = self.store.record_fires(runs, advances, replace, epoch=self.leader.epoch)

@@ -58,7 +58,9 @@ class Executor:
         return bool(self._pids or self._logs or self._finished)
 
     def start(self, run: Run, spec: JobSpec) -> RunProcess:
-        process = RunProcess(run, spec, self.settings, self._report, self.base_env)
+        process = RunProcess(
+            run, spec, self.settings, self._report, self.base_env, store_url=self.store.url
+        )
         self.running[run.id] = process
         log.info(
             "run %s of %s started (%s, attempt %s)",

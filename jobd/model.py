@@ -68,6 +68,8 @@ class JobKind(StrEnum):
     COMMAND = "command"  # argv, never through a shell
     SHELL = "shell"  # /bin/sh -c, explicit opt-in
     CALL = "call"  # module:function, called in a child process
+    SQL = "sql"  # a statement run by `python -m jobd.sqlrunner` in a child process
+    HTTP = "http"  # a request made by `python -m jobd.httprunner` in a child process
 
 
 # Defaults, in one place: config parsing, docs and `validate` read these.
@@ -87,6 +89,9 @@ DEFAULT_CATCHUP_WINDOW = 86400.0
 CATCHUP_CAP = 100  # missed slots replayed per job at most, with a warning beyond
 MAX_CLOCK_SKEW_WARN = 2.0
 DEFAULT_MAX_CLOCK_SKEW = 30.0
+SQL_ROWS_SHOWN = 20  # rows of a `sql` job's result printed to its log
+HTTP_BODY_SHOWN = 2048  # bytes of an `http` job's response body printed to its log
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,12 @@ class JobSpec:
     command: tuple[str, ...] = ()
     shell: str = ""
     call: str = ""
+    sql: str = ""
+    # A postgresql:// or sqlite:/// URL, `${VAR}` filled in at run time; None: the store.
+    database: str | None = None
+    # method, url, headers, json or body, expect; `${VAR}` filled in at run time.
+    http: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None  # a [groups.NAME] quota the job counts against
     description: str = ""
     timezone: str = DEFAULT_TIMEZONE
     timeout: float | None = None
@@ -143,7 +154,21 @@ class JobSpec:
             return " ".join(self.command)
         if self.kind is JobKind.SHELL:
             return self.shell
+        if self.kind is JobKind.SQL:
+            return self.sql
+        if self.kind is JobKind.HTTP:
+            return f"{self.http.get('method', 'GET')} {self.http.get('url', '')}"
         return self.call
+
+
+@dataclass(frozen=True)
+class GroupQuota:
+    """A `[groups.NAME]` table: limits shared by the jobs with `group = NAME`; 0 = unlimited."""
+
+    name: str
+    max_active: int = 0  # queued + running runs across the group's jobs
+    max_jobs: int = 0  # jobs in the group, file and `jobd schedule` ones together
+    max_retained: int = 0  # final runs kept across the group's jobs (newest first)
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,8 @@ class Config:
     settings: Settings
     jobs: dict[str, JobSpec]
     path: str | None = None
+    databases: dict[str, str] = field(default_factory=dict)  # name → URL, for `sql` jobs
+    groups: dict[str, GroupQuota] = field(default_factory=dict)
 
 
 # The keys of an execution in `--json` output, in order (SPEC section 4).

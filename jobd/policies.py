@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from jobd.model import (
     DEFAULT_RETRY_DELAY_MAX,
+    GroupQuota,
     JobSpec,
     NewRun,
     Outcome,
@@ -47,6 +48,18 @@ def overlap_decision(spec: JobSpec, active: bool) -> FireDecision:
     if spec.overlap is Overlap.SKIP:
         return FireDecision(FireAction.SKIP, "overlap = skip: the previous run is still active")
     return FireDecision(FireAction.REPLACE, "overlap = replace: cancelling the active run")
+
+
+def quota_decision(quota: GroupQuota | None, active: int) -> FireDecision:
+    """Whether a group with `active` queued or running runs admits one more: a scheduled
+    fire beyond max_active is recorded as skipped, a manual trigger is refused."""
+    if quota is None or not quota.max_active or active < quota.max_active:
+        return FireDecision(FireAction.ENQUEUE)
+    return FireDecision(
+        FireAction.SKIP,
+        f"group {quota.name!r} is at its quota: {active} of max_active = {quota.max_active} "
+        "runs queued or running",
+    )
 
 
 def retry_delay(spec: JobSpec, attempt: int, rand: float) -> float:

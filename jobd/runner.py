@@ -8,6 +8,7 @@ through `report(event)` and the daemon records it, in batches.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import selectors
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from jobd.childlog import error_line
 from jobd.durations import format_duration
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
 
@@ -98,17 +100,37 @@ class Event:
     outcome: Outcome | None = None
 
 
+# The children that run sql and http jobs end a failed run with an error line
+# (childlog.py), which becomes the run's error; the output tail is masked first.
+ERROR_LINE_KINDS = (JobKind.SQL, JobKind.HTTP)
+
+
 def build_argv(spec: JobSpec) -> list[str]:
     if spec.kind is JobKind.COMMAND:
         return list(spec.command)
     if spec.kind is JobKind.SHELL:
         return ["/bin/sh", "-c", spec.shell]
+    if spec.kind is JobKind.SQL:
+        # The job's name only, for `ps`: the statement and the URL go in the environment.
+        return [sys.executable, "-m", "jobd.sqlrunner", spec.name]
+    if spec.kind is JobKind.HTTP:
+        return [sys.executable, "-m", "jobd.httprunner", spec.name]
     return [sys.executable, "-m", "jobd.callrunner", spec.call]
 
 
-def build_env(spec: JobSpec, run: Run, base: Mapping[str, str]) -> dict[str, str]:
+def build_env(
+    spec: JobSpec, run: Run, base: Mapping[str, str], store_url: str | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in PRIVATE_ENV}
     env.update(spec.env)
+    timeout = str(spec.timeout or "")
+    if spec.kind is JobKind.SQL:
+        database = spec.database
+        if database is None and store_url and store_url.startswith(("postgresql:", "postgres:")):
+            database = store_url
+        env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database or "", JOBD_SQL_TIMEOUT=timeout)
+    elif spec.kind is JobKind.HTTP:
+        env.update(JOBD_HTTP=json.dumps(spec.http), JOBD_HTTP_TIMEOUT=timeout)
     env.update(
         JOBD_JOB=spec.name,
         JOBD_EXECUTION_ID=str(run.id),
@@ -147,6 +169,7 @@ class RunProcess(threading.Thread):
         settings: Settings,
         report: Callable[[Event], None],
         base_env: Mapping[str, str] | None = None,
+        store_url: str | None = None,
     ) -> None:
         super().__init__(name=f"run-{run.id}", daemon=True)
         self.run_record = run
@@ -154,9 +177,14 @@ class RunProcess(threading.Thread):
         self.settings = settings
         self.report = report
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.store_url = store_url  # the default database of sql jobs
         self._stop_reason: tuple[Status, str] | None = None
         self._stop_requested = threading.Event()
-        secrets = tuple(spec.env[name] for name in spec.secret_env if name in spec.env)
+        # A secret may come from the job's env or, kept out of the store, the daemon's.
+        sources = (spec.env, self.base_env)
+        secrets = tuple(
+            source[name] for name in spec.secret_env for source in sources if name in source
+        )
         self.tail = OutputTail(settings.log_lines, settings.log_bytes, secrets)
         self.pid: int | None = None
 
@@ -177,7 +205,7 @@ class RunProcess(threading.Thread):
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         kwargs: dict = {}
-        env = build_env(self.spec, self.run_record, self.base_env)
+        env = build_env(self.spec, self.run_record, self.base_env, self.store_url)
         if self.spec.user:
             if os.geteuid() != 0:
                 raise PermissionError(
@@ -296,7 +324,13 @@ class RunProcess(threading.Thread):
             return Outcome(Status.SUCCEEDED, 0)
         if sig is not None:
             return Outcome(Status.FAILED, None, sig, f"killed by {signal_name(sig)}")
-        return Outcome(Status.FAILED, code, None, f"exit code {code}")
+        return Outcome(Status.FAILED, code, None, self._error_line() or f"exit code {code}")
+
+    def _error_line(self) -> str | None:
+        """The `error: …` line a jobd runner child ended its output with, if any."""
+        if self.spec.kind not in ERROR_LINE_KINDS:
+            return None
+        return error_line(self.tail.text())
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:

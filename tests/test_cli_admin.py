@@ -11,6 +11,7 @@ import pytest
 
 from jobd.model import NewRun, Status, Trigger
 from jobd.store import admin
+from jobd.store.migrations import SCHEMA_VERSION
 from jobd.timeutil import to_db
 from tests.clihelp import (
     ANSI,
@@ -60,6 +61,17 @@ STATUS_SHAPE = {
     "queue_depth": int,
     "running": [RUN_SHAPE],
     "next_fires": [{"job": str, "at": Time, "timezone": str}],
+    "groups": [
+        {
+            "group": str,
+            "jobs": int,
+            "max_jobs": int,
+            "active": int,
+            "max_active": int,
+            "retained": int,
+            "max_retained": int,
+        }
+    ],
     "checked_at": Time,
 }
 CHECK_SHAPE = {
@@ -74,6 +86,7 @@ PRUNE_SHAPE = {
     "keep": nullable(int),
     "older_than_s": nullable(float),
     "deleted": MapOf(int),
+    "groups": MapOf(int),
     "total": int,
 }
 AUDIT_SHAPE = [
@@ -122,7 +135,7 @@ def test_status_json(store_url: str, store: Any) -> None:
     report = json.loads(result.output)
     check_shape(report, STATUS_SHAPE)
     assert report["store"]["backend"] in ("sqlite", "postgresql")
-    assert report["store"]["schema_version"] == 1
+    assert report["store"]["schema_version"] == SCHEMA_VERSION
     assert (report["leader"]["holder"], report["leader"]["epoch"]) == ("inst-1", 7)
     assert report["leader"]["expired"] is False and report["leader"]["age_s"] >= 599
     live = {i["id"]: i["live"] for i in report["instances"]}

@@ -141,7 +141,9 @@ def test_spinner_on_a_terminal_only(store_url: str, store: Any, tmp_path: Path) 
     env = {**os.environ, "JOBD_STORE": store_url, "JOBD_CONFIG": empty_config(tmp_path)}
     env["TERM"] = "xterm-256color"
     started = time.monotonic()
-    step = Step(hold=lambda: time.monotonic() - started > 1.0)
+    step = Step(
+        hold=lambda: time.monotonic() - started > 4.0
+    )  # long enough for a loaded machine to start the CLI
     with Executor(store_url, step):
         shown = on_a_terminal(["trigger", "backup", "--wait"], env)
     assert "backup (run " in shown and "running" in shown  # the spinner's line

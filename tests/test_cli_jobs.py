@@ -187,7 +187,7 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     assert list(jobs) == ["halfhourly", "nightly", "notify", "off"]
     assert set(jobs["nightly"]) == {
         "name", "schedule", "timezone", "next_fire", "last_status", "paused", "enabled",
-        "source", "description",
+        "source", "description", "group",
     }  # fmt: skip
     nightly = jobs["nightly"]
     assert (nightly["schedule"], nightly["timezone"]) == ("30 2 * * *", "Europe/Berlin")

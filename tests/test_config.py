@@ -872,3 +872,9 @@ def test_random_toml_gives_config_or_config_error(text: str, environ: dict[str, 
 def test_random_schedules_give_schedule_or_cron_error(expr: str) -> None:
     with contextlib.suppress(CronError):
         parse_schedule(expr)
+
+
+def test_unknown_time_zone_suggests_the_closest_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config('[jobs.a]\ncommand = ["true"]\ntimezone = "Europe/Berln"\n')
+    assert "did you mean 'Europe/Berlin'?" in str(info.value)

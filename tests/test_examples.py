@@ -7,9 +7,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from jobd.config import ENV_NAME, parse_config, schedule_env_names
 from jobd.model import LeaderMode
+from tests.conftest import run_jobd, wait_for
+from tests.daemons import jobd_daemon
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "contrib" / "examples"
 MULTI_HOST = EXAMPLES / "multi-host.toml"
@@ -80,3 +85,86 @@ def test_every_contrib_path_the_docs_name_exists() -> None:
     assert "contrib/systemd/jobd.service" in named
     missing = sorted(path for path in named if not (root / path).exists())
     assert not missing
+
+
+# -- one example per kind of user (the seeds jobd replaces) ------------------------------
+
+PARITY_EXAMPLES = ["infraaudit.toml", "opsdeck.toml", "pgcron.toml", "multi-tenant.toml"]
+
+
+@pytest.mark.parametrize("name", PARITY_EXAMPLES)
+def test_parity_example_validates(name: str) -> None:
+    result = run_jobd("validate", "--config", str(EXAMPLES / name))
+    assert result.returncode == 0, result.stderr
+    assert f"{name}: ok" in result.stderr
+
+
+def test_infraaudit_example_keeps_the_five_default_schedules_and_env_overrides() -> None:
+    path = EXAMPLES / "infraaudit.toml"
+    text = path.read_text()
+    config = parse_config(text, str(path))
+    assert {name: spec.schedule for name, spec in config.jobs.items()} == {
+        "resource_sync": "0 */6 * * *",
+        "drift_detection": "0 */4 * * *",
+        "vulnerability_scan": "0 2 * * *",
+        "cost_sync": "0 3 * * *",
+        "compliance_check": "0 4 * * *",
+    }
+    # Every override the header shows is the seed's variable, and it works.
+    overrides = dict(re.findall(r'^#\s+([A-Z_]+_SCHEDULE)="([^"]+)"$', text, re.M))
+    assert len(overrides) == 5
+    overridden = parse_config(text, str(path), overrides)
+    for variable, schedule in overrides.items():
+        job = next(j for j in config.jobs if variable in schedule_env_names(j))
+        assert overridden.jobs[job].schedule == schedule != config.jobs[job].schedule
+
+
+def test_opsdeck_example_has_daily_weekly_and_monthly_jobs() -> None:
+    path = EXAMPLES / "opsdeck.toml"
+    config = parse_config(path.read_text(), str(path))
+    schedules = {spec.schedule for spec in config.jobs.values()}
+    assert {"0 9 * * mon", "0 3 * * *", "0 6 1 * *", "*/5 * * * *"} <= schedules
+    assert "--log-format json" in path.read_text()
+
+
+def test_multi_tenant_example_has_groups_with_quotas() -> None:
+    path = EXAMPLES / "multi-tenant.toml"
+    config = parse_config(path.read_text(), str(path))
+    assert config.settings.store is not None and config.settings.store.startswith("postgresql")
+    assert config.groups["tenant-a"].max_active == 2
+    assert config.groups["tenant-a"].max_retained == 5000
+    assert {spec.group for spec in config.jobs.values()} == {"tenant-a", "tenant-b", "operators"}
+
+
+@pytest.mark.slow
+def test_pgcron_example_runs_the_sync_after_the_recompute(
+    tmp_path: Path, postgres_url: str, postgres_admin: Any
+) -> None:
+    """The real example on the real PostgreSQL: the recompute fires (its schedule
+    overridden to every second through the environment, as an operator would), and
+    the sync runs when it has ended, never alongside."""
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    with postgres_admin.cursor() as cur:
+        cur.execute(
+            f"CREATE TABLE {schema}.calls (fn text, at timestamptz DEFAULT clock_timestamp());"
+            f"CREATE FUNCTION {schema}.fn_recompute_all_tenant_risk_scores() RETURNS void"
+            f" LANGUAGE sql AS $$ INSERT INTO {schema}.calls (fn) VALUES ('recompute_start');"
+            f" SELECT pg_sleep(1); INSERT INTO {schema}.calls (fn) VALUES ('recompute_end') $$;"
+            f"CREATE FUNCTION {schema}.fn_trigger_nightly_sync() RETURNS void"
+            f" LANGUAGE sql AS $$ INSERT INTO {schema}.calls (fn) VALUES ('sync') $$;"
+            f"CREATE FUNCTION {schema}.fn_refresh_expiring_tokens() RETURNS void"
+            f" LANGUAGE sql AS $$ SELECT $$"
+        )
+    config = tmp_path / "pgcron.toml"
+    config.write_text((EXAMPLES / "pgcron.toml").read_text())
+    env = {"NIGHTLY_RISK_RECOMPUTE_SCHEDULE": "* * * * * *"}
+    with jobd_daemon(config, postgres_url, env=env):
+
+        def calls() -> list[str] | None:
+            with postgres_admin.cursor() as cur:
+                cur.execute(f"SELECT fn FROM {schema}.calls ORDER BY at")
+                seen = [row[0] for row in cur.fetchall()]
+            return seen if "sync" in seen else None
+
+        seen = wait_for(calls, timeout=30)
+    assert seen[:3] == ["recompute_start", "recompute_end", "sync"]

@@ -154,9 +154,14 @@ def test_settings_example_is_valid(key: str) -> None:
 def test_job_example_is_valid(key: str) -> None:
     snippet = _example(JOBS[key])
     assert snippet.startswith(key + " =")
-    text = "[jobs.example]\n" + snippet + "\n"
-    if key not in config.KIND_KEYS:
+    # A PostgreSQL store, so that an `sql` job needs no `database`.
+    text = '[jobd]\nstore = "postgresql://jobd@db/jobd"\n[jobs.example]\n' + snippet + "\n"
+    if key == "database":
+        text += 'sql = "SELECT 1"\n'
+    elif key not in config.KIND_KEYS:
         text += 'command = ["true"]\n'
+    if key == "group":
+        text += f"[groups.{tomllib.loads(snippet)[key]}]\n"
     if key in ("on_success", "on_failure"):  # the chained jobs must exist
         for target in tomllib.loads(snippet)[key]:
             text += f'[jobs.{target}]\ncommand = ["true"]\n'

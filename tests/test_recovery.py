@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,12 +26,15 @@ def _alive(pid: int) -> bool:
 
 
 def test_kill_leftovers_finds_processes_by_their_run_identity() -> None:
-    env = {**os.environ, "JOBD_EXECUTION_ID": "4242", "JOBD_JOB": "stray"}
-    other = {**os.environ, "JOBD_EXECUTION_ID": "4243", "JOBD_JOB": "stray"}
+    # A unique instance keeps this test from touching other tests' processes.
+    instance = f"test-{uuid.uuid4().hex}"
+    base = {**os.environ, "JOBD_JOB": "stray", "JOBD_INSTANCE": instance}
+    env = {**base, "JOBD_EXECUTION_ID": "4242"}
+    other = {**base, "JOBD_EXECUTION_ID": "4243"}
     mine = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
     theirs = subprocess.Popen(["sleep", "300"], env=other, start_new_session=True)
     try:
-        assert kill_leftovers(4242, "stray") == 1
+        assert kill_leftovers(4242, "stray", instance) == 1
         mine.wait(timeout=5)
         assert mine.returncode == -signal.SIGKILL
         assert theirs.poll() is None  # another run's process is left alone

@@ -24,7 +24,7 @@ from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
-from jobd.store.migrations import SCHEMA_VERSION
+from jobd.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from tests.conftest import wait_for
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -116,11 +116,11 @@ def opened(store_url: str) -> Iterator[Callable[[], Store]]:
 # -- schema and migrations ------------------------------------------------------
 
 
-def test_migrations_create_schema_version_1(store: Store) -> None:
-    assert SCHEMA_VERSION == 1
-    assert [version for _, version in versions(store)] == [1]
+def test_migrations_create_the_current_schema_version(store: Store) -> None:
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert [version for _, version in versions(store)] == [SCHEMA_VERSION]
     assert set(store.db.get_tables()) >= TABLES
-    assert store.schema_version == 1
+    assert store.schema_version == SCHEMA_VERSION
 
 
 def test_reopening_is_a_no_op(store_url: str, store: Store) -> None:
@@ -152,7 +152,7 @@ def test_concurrent_first_opens_migrate_once(store_url: str, opened: Callable[[]
     results = in_threads(6, open_and_look)
     assert all(seen == results[0] for seen in results)
     schema_rows, jobs = results[0]
-    assert [version for _, version in schema_rows] == [1] and jobs == []
+    assert [version for _, version in schema_rows] == [SCHEMA_VERSION] and jobs == []
 
 
 def test_a_newer_store_is_refused_and_not_modified(store_url: str, store: Store) -> None:

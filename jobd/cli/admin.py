@@ -11,6 +11,7 @@ import click
 from jobd.cli import render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
 from jobd.cli.params import COUNT, MAX_INT
+from jobd.cli.quotas import group_usage, quota_cell, quota_style
 from jobd.errors import ExitCode
 
 RUNNING_SHOWN = 20
@@ -48,6 +49,7 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
         "queue_depth": store.queue_depth(),
         "running": running,
         "next_fires": admin.upcoming(store, 5),
+        "groups": group_usage(store, ctx.config.groups),
         "checked_at": now,
     }
     if as_json:
@@ -112,6 +114,21 @@ def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
         render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
         if len(report["running"]) > RUNNING_SHOWN:
             click.echo(f"… and {len(report['running']) - RUNNING_SHOWN} more", err=True)
+    if report["groups"]:
+        click.echo("")
+        render.table(
+            ["GROUP", "ACTIVE", "JOBS", "RETAINED"],
+            [
+                [
+                    g["group"],
+                    quota_cell(g["active"], g["max_active"]),
+                    quota_cell(g["jobs"], g["max_jobs"]),
+                    quota_cell(g["retained"], g["max_retained"]),
+                ]
+                for g in report["groups"]
+            ],
+            styles={1: quota_style, 2: quota_style, 3: quota_style},
+        )
     if report["next_fires"]:
         click.echo("")
         rows = [
@@ -206,9 +223,11 @@ def prune(
     ctx: Context, keep: int | None, older_than: str | None, dry_run: bool, as_json: bool
 ) -> None:
     """Enforce history retention now: delete finished runs beyond the newest
-    --keep per job, or older than --older-than. Queued and running runs stay.
+    --keep per job, or older than --older-than, and beyond the newest
+    max_retained across each [groups.NAME]. Queued and running runs stay.
 
-    0 disables a limit.
+    0 disables a limit. --dry-run counts each limit on its own, so a run
+    beyond two limits counts twice.
 
     \b
     Examples:
@@ -230,9 +249,21 @@ def prune(
             raise UsageError(f"--older-than: {exc}") from None
     store = ctx.store
     counts = admin.prune(store, keep_n or None, max_age or None, store.now(), dry_run=dry_run)
+    by_group: dict[str, int] = {}
+    if ctx.config.groups:
+        from jobd.store.groups import prune_retained
+
+        for quota in ctx.config.groups.values():
+            deleted = prune_retained(store, quota, dry_run=dry_run)
+            if deleted:
+                by_group[quota.name] = sum(deleted.values())
+            for job, n in deleted.items():
+                counts[job] = counts.get(job, 0) + n
     total = sum(counts.values())
     if not dry_run:
-        detail = {"keep": keep_n, "older_than_s": max_age, "deleted": total}
+        detail: dict[str, Any] = {"keep": keep_n, "older_than_s": max_age, "deleted": total}
+        if by_group:
+            detail["groups"] = by_group
         store.audit("prune", actor(), None, detail)
     if as_json:
         render.print_json(
@@ -241,6 +272,7 @@ def prune(
                 "keep": keep_n or None,
                 "older_than_s": max_age or None,
                 "deleted": counts,
+                "groups": by_group,
                 "total": total,
             }
         )
@@ -250,7 +282,11 @@ def prune(
         render.table(["JOB", "RUNS"], [[job, str(n)] for job, n in sorted(counts.items())])
     kept = f"newest {keep_n} per job kept" if keep_n else "no count limit"
     aged = f"older than {render.duration(max_age)}" if max_age else "no age limit"
-    click.echo(f"{verb} {total} run(s): {kept}, {aged}", err=True)
+    groups = "".join(
+        f"; group {name}: newest {ctx.config.groups[name].max_retained} kept ({n} run(s))"
+        for name, n in sorted(by_group.items())
+    )
+    click.echo(f"{verb} {total} run(s): {kept}, {aged}{groups}", err=True)
 
 
 @click.command()

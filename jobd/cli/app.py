@@ -144,6 +144,7 @@ COMMAND_MODULES = {
     "prune": "admin",
     "audit": "admin",
     "run": "daemon_cmd",
+    "import": "imports",
 }
 
 

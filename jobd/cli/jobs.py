@@ -8,7 +8,7 @@ not pay for cron parsing or the store's ORM (see bench/cli_latency.py).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -85,7 +85,8 @@ def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
 @local_option
 @pass_ctx
 def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
-    """List the store's jobs: schedule, tz, next fire, last status, paused, source.
+    """List the store's jobs: schedule, tz, next fire, last status, paused, source,
+    and, when jobs have groups, each group's active runs against max_active.
 
     \b
     Example:
@@ -93,6 +94,13 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     """
     records = ctx.store.jobs()
     last = ctx.store.last_statuses([r.name for r in records])
+    quotas = ctx.config.groups
+    grouped = {r.spec.group for r in records if r.spec.group}
+    active: dict[str, int] = {}
+    if grouped & set(quotas):
+        from jobd.store.groups import active_by_group
+
+        active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
     if as_json:
         render.print_json(
             [
@@ -106,6 +114,7 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
                     "enabled": r.spec.enabled,
                     "source": r.source.value,
                     "description": r.spec.description,
+                    "group": r.spec.group,
                 }
                 for r in records
             ]
@@ -123,13 +132,25 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
         ]
         for r in records
     ]
-    render.table(
-        ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LAST", "PAUSED", "SOURCE"],
-        rows,
-        styles={4: render.status_style},
-    )
+    headers = ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LAST", "PAUSED", "SOURCE"]
+    if grouped:  # a column only for stores that use groups
+        headers.append("GROUP (ACTIVE)")
+        for row, r in zip(rows, records, strict=True):
+            row.append(_group_cell(r.spec.group, active, quotas))
+    render.table(headers, rows, styles={4: render.status_style})
     if not records:
         click.echo("no jobs in the store yet: `jobd run` applies the config", err=True)
+
+
+def _group_cell(group: str | None, active: dict[str, int], quotas: Any) -> str:
+    """`tenant-a (2/2)`: the group and its queued + running runs against max_active."""
+    if group is None:
+        return "-"
+    if group not in quotas:
+        return f"{group} (no quota in this config)"
+    limit = quotas[group].max_active
+    used = active.get(group, 0)
+    return f"{group} ({used}/{limit})" if limit else f"{group} ({used})"
 
 
 @click.command(name="next")

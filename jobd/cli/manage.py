@@ -60,6 +60,11 @@ def _set_paused(ctx: Context, name: str, paused: bool) -> None:
 @click.option("--tz", metavar="ZONE", help="Time zone of the schedule (default: [jobd] timezone).")
 @click.option("--timeout", metavar="DURATION", help="Stop runs after this long, e.g. 30m.")
 @click.option("--description", metavar="TEXT", help="What the job is for.")
+@click.option(
+    "--group",
+    metavar="GROUP",
+    help="Count the job against a [groups.GROUP] quota of the config.",
+)
 @pass_ctx
 def schedule(
     ctx: Context,
@@ -69,23 +74,27 @@ def schedule(
     tz: str | None,
     timeout: str | None,
     description: str | None,
+    group: str | None,
 ) -> None:
     """Create or replace a store-only job, as pg_cron's cron.schedule does.
 
     The job's command comes after `--`, as an argv list, never through a
     shell. Jobs from the config file keep their names: scheduling one of those
-    is refused. Applying the config never touches jobs made here.
+    is refused. Applying the config never touches jobs made here. With
+    --group, a group already holding max_jobs jobs refuses a new one: exit 75,
+    audited as quota.refused.
 
     \b
     Examples:
       jobd schedule vacuum "0 3 * * *" -- psql -c "VACUUM ANALYZE" app
       jobd schedule report "@every 15m" --tz Europe/Berlin --timeout 5m -- ./report.sh
+      jobd schedule tenant_a_scan "0 1 * * *" --group tenant-a -- agent-bom scan --tenant a
     """
     from jobd.config import parse_job
     from jobd.model import Source
 
     raw: dict[str, object] = {"schedule": cron, "command": list(command)}
-    for key, value in (("timeout", timeout), ("description", description)):
+    for key, value in (("timeout", timeout), ("description", description), ("group", group)):
         if value is not None:
             raw[key] = value
     # The zone goes in as the default rather than a `timezone` key: config.py's
@@ -97,6 +106,7 @@ def schedule(
         environ={},
         default_tz=tz or ctx.config.settings.timezone,
         source=Source.CLI,
+        groups=ctx.config.groups,
     )
     store = ctx.store
     existing = store.job(name)
@@ -106,8 +116,16 @@ def schedule(
             f"job {name!r} is defined in the config file{where}; change it there "
             "(`jobd schedule` manages store-only jobs)"
         )
-    created = store.upsert_cli_job(spec, store.now())
+    quota = ctx.config.groups.get(spec.group or "")
+    if quota is not None and quota.max_jobs:
+        from jobd.cli.quotas import upsert_or_refuse
+
+        created = upsert_or_refuse(store, spec, quota)
+    else:
+        created = store.upsert_cli_job(spec, store.now())
     detail = {"schedule": spec.schedule, "timezone": spec.timezone, "command": list(command)}
+    if spec.group:
+        detail["group"] = spec.group
     store.audit("schedule", actor(), name, detail)
     record = store.job(name)
     when = render.when(record.next_fire_at) if record and record.next_fire_at else "never"

@@ -27,7 +27,9 @@ def trigger(
 
     A live daemon on the same store picks it up within milliseconds. Without
     one, nothing would run it: the command says so and exits 69 without
-    queueing, unless --local runs it here.
+    queueing, unless --local runs it here. A job whose group already has
+    max_active runs queued or running is refused at once: exit 75, audited
+    as quota.refused.
 
     \b
     Exit codes with --wait/--follow: 0 succeeded, 1 failed (or cancelled,
@@ -55,9 +57,14 @@ def trigger(
                 f"so nothing would run it; start `jobd run`, or run it here with "
                 f"`jobd trigger {name} --local`. Nothing was queued."
             )
-    run_id = store.enqueue(
-        NewRun(job=name, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by=actor())
-    )
+    run = NewRun(job=name, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by=actor())
+    quota = ctx.config.groups.get(record.spec.group or "")
+    if quota is not None and quota.max_active:
+        from jobd.cli.quotas import enqueue_or_refuse
+
+        run_id = enqueue_or_refuse(store, run, quota)
+    else:
+        run_id = store.enqueue(run)
     try:
         _after_queueing(ctx, record, run_id, wait, follow, run_local, as_json)
     except KeyboardInterrupt:

@@ -188,7 +188,7 @@ def prune(
         if dry_run:
             count = E.select().where(E.job == name, doomed).count()
         else:
-            count = _delete_in_ranges(store, name, doomed, batch)
+            count = delete_in_ranges(store, (E.job == name) & doomed, batch)
         if count:
             counts[name] = count
     return counts
@@ -230,20 +230,22 @@ def _doomed(store: Store, job: str, keep: int | None, cutoff: datetime | None) -
     return E.status.in_(FINAL) & condition
 
 
-def _delete_in_ranges(store: Store, job: str, doomed: Any, batch: int) -> int:
+def delete_in_ranges(store: Store, doomed: Any, batch: int = PRUNE_BATCH) -> int:
+    """Delete the executions `doomed` selects in id ranges of `batch` rows, one short
+    transaction each, so a daemon sharing the store is never blocked for long."""
     E = store.m.Execution
     deleted, low = 0, 0
     while True:
         with store.atomic():
             high = (
                 E.select(E.id)
-                .where(E.job == job, E.id > low, doomed)
+                .where(E.id > low, doomed)
                 .order_by(E.id)
                 .offset(batch - 1)
                 .limit(1)
                 .scalar()
             )
-            query = E.delete().where(E.job == job, E.id > low, doomed)
+            query = E.delete().where(E.id > low, doomed)
             if high is not None:
                 query = query.where(E.id <= high)
             deleted += query.execute()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import peewee as pw
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as apply_operations
 
 from jobd.errors import StoreTooNew, StoreUnavailable
 from jobd.store.schema import Models
@@ -19,7 +21,20 @@ def _initial(db: pw.Database, models: Models) -> None:
     db.create_tables([m for m in models.all() if m is not models.Schema])
 
 
-MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial]
+def _job_groups(db: pw.Database, models: Models) -> None:
+    """2: jobs.group_name, for [groups.NAME] quotas. A store created at version 2 or
+    later already has it (_initial builds today's models), so only add what is missing."""
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    if "group_name" not in {column.name for column in db.get_columns("jobs")}:
+        field = pw.CharField(null=True, max_length=128)
+        operations.append(migrator.add_column("jobs", "group_name", field))
+    if not any(index.columns == ["group_name"] for index in db.get_indexes("jobs")):
+        operations.append(migrator.add_index("jobs", ("group_name",), False))
+    apply_operations(*operations)
+
+
+MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

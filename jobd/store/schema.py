@@ -47,6 +47,8 @@ def build_models(db: pw.Database) -> Models:
         enabled = pw.BooleanField(default=True)
         paused = pw.BooleanField(default=False)
         removed = pw.BooleanField(default=False)
+        # A [groups.NAME] quota the job counts against (schema version 2).
+        group_name = pw.CharField(null=True, max_length=128, index=True)
         # The next slot to fire; the planner reads only rows whose slot is due.
         next_fire_at = pw.DateTimeField(null=True, index=True)
         last_fire_at = pw.DateTimeField(null=True)

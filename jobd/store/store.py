@@ -187,6 +187,7 @@ class Store:
             "timezone": spec.timezone,
             "overlap": spec.overlap.value,
             "enabled": spec.enabled,
+            "group_name": spec.group,
             "next_fire_at": to_db(next_fire if spec.enabled else None),
             "updated_at": to_db(now),
         }
