@@ -45,7 +45,21 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-cases = {"durations": 0, "configs": 0, "files": 0, "commands": 0}
+
+
+def tally(reliability: Recorder, what: str) -> None:
+    """Count one generated case on this test's scoreboard row (the fixture outlives
+    the examples, so the row holds them all)."""
+    if not reliability.observations:
+        reliability.observe(
+            "bad-input",
+            "sqlite",
+            runs=0,
+            detail=f"random {what}: only documented errors and exit codes, no traceback",
+        )
+    observation = reliability.observations[0]
+    observation.runs = (observation.runs or 0) + 1
+
 
 # -- durations ---------------------------------------------------------------------
 
@@ -58,8 +72,8 @@ DURATION_TEXT = st.one_of(
 
 @FUZZ
 @given(DURATION_TEXT)
-def test_random_durations_give_seconds_or_duration_error(text: str) -> None:
-    cases["durations"] += 1
+def test_random_durations_give_seconds_or_duration_error(reliability: Recorder, text: str) -> None:
+    tally(reliability, "durations")
     try:
         seconds = parse_duration(text)
     except DurationError as exc:
@@ -109,11 +123,11 @@ def job(**keys: Any) -> dict[str, Any]:
 @example(job(jitter="99999999w"), {}, 60, 0)
 @example(job(retries=2**31 - 1, retry_delay="1s"), {}, 60, 3000)
 def test_an_accepted_config_can_be_planned_and_retried(
-    data: dict[str, Any], environ: dict[str, str], down: int, attempt: int
+    reliability: Recorder, data: dict[str, Any], environ: dict[str, str], down: int, attempt: int
 ) -> None:
     """The daemon plans, jitters and retries every job of an accepted config; none
     of it may raise (an OverflowError there would stop the daemon)."""
-    cases["configs"] += 1
+    tally(reliability, "configs, planned and retried")
     try:
         config = config_from_data(data, "jobd.toml", environ)
     except ConfigError:
@@ -139,8 +153,10 @@ def test_an_accepted_config_can_be_planned_and_retried(
 
 @FUZZ
 @given(st.binary(max_size=300))
-def test_a_config_file_of_random_bytes_is_a_config_error(tmp_path: Path, data: bytes) -> None:
-    cases["files"] += 1
+def test_a_config_file_of_random_bytes_is_a_config_error(
+    tmp_path: Path, reliability: Recorder, data: bytes
+) -> None:
+    tally(reliability, "config files")
     path = tmp_path / "jobd.toml"
     path.write_bytes(data)
     path.chmod(0o644)
@@ -228,9 +244,9 @@ def fuzz_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 @FUZZ
 @given(argv=ARGVS)
 def test_random_command_lines_end_in_documented_errors(
-    fuzz_env: dict[str, str], argv: list[str]
+    fuzz_env: dict[str, str], reliability: Recorder, argv: list[str]
 ) -> None:
-    cases["commands"] += 1
+    tally(reliability, "command lines")
     code, out, err, error = jobd_main(argv, fuzz_env)
     assert error is None, f"jobd {argv}: uncaught {type(error).__name__}: {error}"
     assert code in EXIT_CODES, (argv, code, err)
@@ -261,15 +277,3 @@ def test_command_lines_that_once_failed_are_usage_errors(
     code, out, err, error = jobd_main(argv, fuzz_env)
     assert error is None and code == 2, (code, err, error)
     assert err.count("\n") == 1 and not out
-
-
-def test_zz_record_the_fuzzing(reliability: Recorder) -> None:
-    """One scoreboard row for the fuzzing above (it runs after them, by name)."""
-    total = sum(cases.values())
-    reliability.observe(
-        "bad-input",
-        "sqlite",
-        runs=total,
-        detail=", ".join(f"{n} {what}" for what, n in cases.items())
-        + ": only documented errors and exit codes, no traceback",
-    )
