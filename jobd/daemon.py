@@ -228,7 +228,16 @@ class Daemon:
         self._setup_housekeeping()
         wake_dir = self.store.wake_dir()
         if wake_dir:
-            self.waker.bind_socket(wake_dir)
+            try:
+                self.waker.bind_socket(wake_dir)
+            except OSError as exc:
+                log.warning(
+                    "cannot open the wake-up socket in %s (%s): triggers start within %.0fs",
+                    wake_dir,
+                    exc.strerror or exc,
+                    IDLE_CAP,
+                    extra={"action": "daemon.wake"},
+                )
         self._listen()
         self.leader.poll()
         self._first_term_since = self.leader.since
