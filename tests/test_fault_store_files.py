@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -24,7 +25,7 @@ from jobd.config import parse_config
 from jobd.model import NewRun, Outcome, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import jobd_cmd
-from tests.faults import jobd_main, write_config
+from tests.faults import Daemon, jobd_main, write_config
 from tests.reliability import Recorder
 
 pytestmark = [pytest.mark.fault]
@@ -310,3 +311,35 @@ def test_an_unreachable_postgresql_is_one_line_and_exit_69(
         detail=f"server not listening: {len(failures)} commands not refused in one line",
     )
     assert not failures, failures
+
+
+@pytest.mark.slow
+def test_a_store_deep_in_the_file_system_still_wakes_its_daemon(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """A wake socket beside a store this deep has a path longer than AF_UNIX takes
+    (108 bytes): the daemon used to die at start with a traceback."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    config = write_config(tmp_path / "jobd.toml", '[jobs.now]\ncommand = ["true"]\n')
+    daemon = Daemon(config, f"sqlite:///{deep / 'jobd.db'}", tmp_path / "jobd.log")
+    try:
+        daemon.start()
+        started = time.monotonic()
+        done = subprocess.run(
+            jobd_cmd("trigger", "now", "--wait"), env=daemon.env, capture_output=True, text=True
+        )
+        took = time.monotonic() - started
+        assert daemon.stop() == 0
+        reliability.observe(
+            "store-files",
+            "sqlite",
+            runs=1,
+            detail=f"store path of {len(str(deep / 'jobd.db'))} bytes: daemon up, "
+            f"a trigger ran in {took:.1f}s",
+        )
+        assert done.returncode == 0, done.stderr
+        assert took < 10  # woken by the socket, not by the 60 s idle poll
+        assert "cannot open the wake-up socket" not in daemon.full_log()
+    finally:
+        daemon.cleanup()
