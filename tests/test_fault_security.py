@@ -18,6 +18,7 @@ pieces; these check the whole, with real daemon processes.
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import pwd
@@ -26,6 +27,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +53,7 @@ AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", 
 TOKEN = "tok-7f3a9c2e51"  # in secret_env: masked even in the captured output
 REGION = "region-eu-west-9"  # a plain env value: never in jobd's own output
 PASSWORD = "pw-S3cret-77"  # the store's
+DB_PASSWORD = "db-Pa55-word-31"  # a sql job's database, written into the config
 
 
 def mode(path: Path) -> int:
@@ -277,14 +280,51 @@ def leak():
 """
 
 
-def secrets_config(directory: Path) -> str:
+KINDS = ("argv", "shell", "call", "sql", "http")
+
+
+def secrets_config(directory: Path, http_port: int) -> str:
     env = f'env = {{ API_TOKEN = "{TOKEN}", REGION = "{REGION}" }}\nsecret_env = ["API_TOKEN"]\n'
     echo = 'echo "$API_TOKEN $REGION"; env; sleep 1.5'
+    database = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/test"
+    headers = '{ Authorization = "Bearer ${API_TOKEN}" }'
     return (
+        "[jobd]\nmax_concurrent = 8\n"
         f"[jobs.argv]\ncommand = {json.dumps(['/bin/sh', '-c', echo])}\n{env}"
         f"[jobs.shell]\nshell = {q(echo)}\n{env}"
         f'[jobs.call]\ncall = "leaky_job:leak"\ncwd = {q(str(directory))}\n{env}'
+        f'[jobs.sql]\nsql = "SELECT pg_sleep(1.5), 42 AS answer"\ndatabase = {q(database)}\n{env}'
+        f'[jobs.http]\nhttp = {{ url = "http://127.0.0.1:{http_port}/slow", '
+        f"headers = {headers} }}\n{env}"
     )
+
+
+class SlowEcho(http.server.BaseHTTPRequestHandler):
+    """Answers after 1.5 s (so the job's process can be looked at) with the
+    Authorization header it got: a secret the job's output must mask."""
+
+    def do_GET(self) -> None:
+        time.sleep(1.5)
+        body = f"got {self.headers.get('Authorization')}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowEcho)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def cmdlines(pids: list[int]) -> list[str]:
@@ -296,22 +336,21 @@ def cmdlines(pids: list[int]) -> list[str]:
 
 
 def test_secrets_never_leak(
-    store_url: str, tmp_path: Path, reliability: Recorder, postgres_admin: Any
+    store_url: str, tmp_path: Path, reliability: Recorder, postgres_admin: Any, http_port: int
 ) -> None:
     backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
     if backend == "postgresql":  # trust authentication: any password is accepted
         store_url = store_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     (tmp_path / "leaky_job.py").write_text(JOB_MODULE)
-    config = write_config(tmp_path / "jobd.toml", secrets_config(tmp_path))
+    config = write_config(tmp_path / "jobd.toml", secrets_config(tmp_path, http_port))
     daemon = Daemon(config, store_url, tmp_path / "jobd.log")
     store = open_store(store_url)
-    secrets = [TOKEN, REGION, PASSWORD]
+    secrets = [TOKEN, REGION, PASSWORD, DB_PASSWORD]
     try:
         daemon.start()
-        ids = [
-            store.enqueue(NewRun(j, Trigger.MANUAL, store.now())) for j in ("argv", "shell", "call")
-        ]
-        wait_for(lambda: len(marked(daemon.token)) >= 4, timeout=20)  # daemon + 3 jobs at least
+        ids = [store.enqueue(NewRun(j, Trigger.MANUAL, store.now())) for j in KINDS]
+        # The daemon and every job's process at once (they all take 1.5 s).
+        wait_for(lambda: len(marked(daemon.token)) >= 1 + len(KINDS), timeout=20)
         argvs = cmdlines(marked(daemon.token))
         wait_for(lambda: all(store.execution(i).status.final for i in ids), timeout=30)
         env = {**daemon.env, "JOBD_CONFIG": str(config)}
@@ -341,18 +380,28 @@ def test_secrets_never_leak(
             leaks += [(name, s) for s in secrets if s in text and s not in allowed]
         leaks += [("daemon log", s) for s in secrets if s in log]
         leaks += [("argv", s) for s in secrets for line in argvs if s in line]
-        leaks += [(f"output of {r.job}", s) for r in runs for s in (TOKEN, PASSWORD) if s in r.log]
+        leaks += [
+            (f"output of {r.job}", s)
+            for r in runs
+            for s in (TOKEN, PASSWORD, DB_PASSWORD)
+            if s in r.log + (r.error or "")
+        ]
         reliability.observe(
             "security",
             backend,
             runs=len(runs),
             stuck=stuck_rows(store),
             detail=f"secrets in {len(outputs)} command outputs, the daemon log, "
-            f"{len(argvs)} process argvs and 3 job kinds' output: {len(leaks)} leaks",
+            f"{len(argvs)} process argvs and {len(KINDS)} job kinds' output: {len(leaks)} leaks",
         )
         assert not leaks, leaks
         assert all(r.status is Status.SUCCEEDED for r in runs), [r.error for r in runs]
+        by_job = {run.job: run for run in runs}
+        assert "got Bearer ***" in by_job["http"].log  # the echoed header, masked
+        assert "42" in by_job["sql"].log
         for run in runs:
+            if run.job in ("sql", "http"):
+                continue
             assert "***" in run.log and REGION in run.log  # masked, and the plain value kept
             assert "JOBD_STORE" not in run.log or "no store in env" in run.log
     finally:
