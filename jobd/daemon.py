@@ -27,7 +27,7 @@ from jobd.clock import Clock, JumpDetector
 from jobd.durations import format_duration
 from jobd.errors import ConfigError
 from jobd.executor import Executor
-from jobd.leader import LeaderGuard
+from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import (
@@ -55,7 +55,7 @@ from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
 from jobd.store.groups import active_by_group
-from jobd.store.store import LeaseLost
+from jobd.store.lease import LeaseLost
 from jobd.waker import Waker
 
 log = logging.getLogger("jobd")
@@ -64,7 +64,7 @@ DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immedia
 PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
-STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError, LeaseLost)
+STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
 
 
 class Backoff:
@@ -94,7 +94,7 @@ class Daemon:
         self.config = config
         self.store = store
         self.reload_config = reload_config
-        self.clock = clock or Clock()
+        self.clock = clock or Clock.from_env()
         self.host = socket.gethostname()
         self.instance = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.waker = Waker()
@@ -104,6 +104,9 @@ class Daemon:
         self.housekeeping = schedule.Scheduler()
         self.backoff = Backoff(config.settings.max_backoff)
         self.store_ok = True
+        self._listen_backoff = Backoff(config.settings.max_backoff)
+        self._listen_retry_at = 0.0
+        self._listened = False
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
         self._status_text = ""
@@ -126,13 +129,17 @@ class Daemon:
                 )
             return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
         s = self.config.settings
-        return TableLeader(self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew)
+        return TableLeader(
+            self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock
+        )
 
     def _setup_housekeeping(self) -> None:
         ttl = self.config.settings.lease_ttl
         self.housekeeping.clear()
         self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
-        self.housekeeping.every(max(0.5, ttl / 2)).seconds.do(self._reap)
+        # An instance is lost after lease_ttl of silence; looking often keeps the
+        # abandoned marking close to that, at one cheap query per look.
+        self.housekeeping.every(max(0.5, ttl / 5)).seconds.do(self._reap)
         self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
     def _heartbeat(self) -> None:
@@ -240,7 +247,8 @@ class Daemon:
                 )
         self._listen()
         self.leader.poll()
-        self._first_term_since = self.leader.since
+        first_term = self.leader.term()
+        self._first_term_since = first_term.since if first_term else None
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
         self._check_users(self.config)
@@ -271,12 +279,30 @@ class Daemon:
                     extra={"action": "config.user", "job": spec.name},
                 )
 
-    def _listen(self) -> None:
-        if self.store.backend == "postgresql" and not self.waker.listening:
-            try:
-                self.waker.listen_postgres(self.store.url)
-            except Exception as exc:
-                log.warning("cannot LISTEN for wake-ups: %s", exc, extra={"action": "store.listen"})
+    def _listen(self) -> bool:
+        """(Re)open the LISTEN connection when it is gone; True when it was just opened.
+
+        The store's own connection reconnects transparently, so a terminated LISTEN
+        connection must be noticed here, not only after a failed tick."""
+        if self.store.backend != "postgresql" or self.waker.listening:
+            return False
+        if time.monotonic() < self._listen_retry_at:
+            return False
+        try:
+            self.waker.listen_postgres(self.store.url)
+        except Exception as exc:
+            if self._listen_backoff.current == 0:
+                log.warning(
+                    "cannot LISTEN for wake-ups (%s); retrying with back-off",
+                    _one_line(exc),
+                    extra={"action": "store.listen"},
+                )
+            self._listen_retry_at = time.monotonic() + self._listen_backoff.next()
+            return False
+        if self._listen_backoff.reset() or self._listened:
+            log.info("listening for wake-ups again", extra={"action": "store.listen"})
+        self._listened = True
+        return True
 
     def run(self) -> int:
         self.flags.install()
@@ -359,7 +385,8 @@ class Daemon:
             # The other instances lost the store too and their heartbeats are as stale
             # as ours was: give them a lease_ttl to write one before judging them dead.
             self._reap_from = time.monotonic() + self.config.settings.lease_ttl
-            self._listen()
+        if self._listen():
+            return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout
 
     def tick(self, now: datetime) -> float:
@@ -371,19 +398,31 @@ class Daemon:
             self.leader.poll()
         stopping = self.flags.stop_requests > 0
         more_due = False
-        if self.leader.leading and not stopping:
-            more_due = self.fire_due(now)
+        term = None if stopping else self.leader.term()
+        if term is not None:
+            try:
+                more_due = self.fire_due(now, term)
+            except LeaseLost as exc:
+                # Paused or cut off past the lease, and someone else leads now:
+                # nothing was written, and the new leader fires these slots.
+                self.leader.step_down(f"a newer leader took over ({exc})")
         self.executor.check_cancels()
         if not stopping:
             self._claim()
         return 0.0 if more_due else self._sleep_for(self.clock.now(), stopping)
 
-    def fire_due(self, now: datetime) -> bool:
-        """Turn due slots into runs, exactly once per slot. True when more may be due."""
+    def fire_due(self, now: datetime, term: Term | None = None) -> bool:
+        """Turn due slots into runs, exactly once per slot. True when more may be due.
+
+        The write is fenced by the epoch of `term` (by default the current one, read
+        once): LeaseLost when a newer leader exists."""
+        term = term or self.leader.term()
+        if term is None:
+            return False
         due = self.store.due_jobs(now, DUE_BATCH)
         if not due:
             return False
-        since = self.leader.since or now
+        since = term.since
         if self.applied_at is not None and since == self._first_term_since:
             # Slots that fell due between applying the config and taking the guard at
             # start were this daemon's to fire, not fires missed while none led.
@@ -456,7 +495,7 @@ class Daemon:
                     is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
-        inserted = self.store.record_fires(runs, advances, replace, epoch=self.leader.epoch)
+        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
         log.debug(
             "fired %d slots of %d due jobs (%d new rows)",
             len(runs),

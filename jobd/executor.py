@@ -124,10 +124,11 @@ class Executor:
         extra = {"action": "run.end", "job": run.job, "execution_id": run.id}
         if not applied:
             log.warning(
-                "run %s of %s ended (%s) but was already recorded as ended elsewhere; kept that",
+                "run %s of %s ended (%s%s) but was already recorded as ended elsewhere; kept that",
                 run.id,
                 run.job,
                 outcome.status.value,
+                f": {outcome.error}" if outcome.error else "",
                 extra=extra,
             )
             return
@@ -146,13 +147,15 @@ class Executor:
             )
 
     def check_cancels(self) -> None:
-        """Stop runs whose cancel was requested in the store (by `jobd cancel` or replace)."""
+        """Stop runs whose cancel was requested in the store (by `jobd cancel` or
+        replace), and runs the store no longer counts as ours: another instance marked
+        them abandoned while we were paused or cut off, so a retry may already run."""
         if not self.running:
             return
-        for run_id in self.store.cancel_requested(list(self.running)):
+        for run_id, reason in self.store.runs_to_stop(self.instance, list(self.running)).items():
             process = self.running.get(run_id)
             if process is not None:
-                process.stop(Status.CANCELLED, "cancelled by request")
+                process.stop(Status.CANCELLED, reason)
 
     def stop_all(self, reason: str) -> None:
         for process in list(self.running.values()):

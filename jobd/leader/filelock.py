@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from jobd.leader import Term
+
 
 class FileLeader:
     name = "file"
@@ -29,13 +31,13 @@ class FileLeader:
     def leading(self) -> bool:
         return self._since is not None
 
-    @property
-    def since(self) -> datetime | None:
-        return self._since
+    def term(self) -> Term | None:
+        since = self._since
+        return Term(since, None) if since is not None else None
 
-    @property
-    def epoch(self) -> int | None:
-        return None
+    def step_down(self, reason: str) -> None:
+        self.release()
+        self._closed.clear()
 
     def poll(self) -> bool:
         if self.leading:

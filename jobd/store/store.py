@@ -31,19 +31,15 @@ from jobd.model import (
     Trigger,
 )
 from jobd.store.connect import backend_of, connect, mask_url
+from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
 from jobd.timeutil import from_db, to_db
 
-LEASE_NAME = "scheduler"
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
-
-
-class LeaseLost(Exception):
-    """The fencing check failed: a newer leader exists, so this write must not happen."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:
     return parse_schedule(spec.schedule).next_after(now, ZoneInfo(spec.timezone))
 
 
-class Store:
+class Store(LeaseOps):
     def __init__(self, db: pw.Database, url: str) -> None:
         self.db = db
         self.url = url
@@ -113,9 +109,13 @@ class Store:
             yield
 
     def now(self) -> datetime:
-        """The database's clock, aware UTC: the one clock all hosts share."""
+        """The database's clock, aware UTC: the one clock all hosts share.
+
+        On PostgreSQL this is clock_timestamp(), not now(): now() is frozen at the
+        start of the transaction, so a claim that waited for a lock would record
+        a start before the end of the run it waited for."""
         if self.backend == "postgresql":
-            value = self.db.execute_sql("SELECT now() AT TIME ZONE 'utc'").fetchone()[0]
+            value = self.db.execute_sql("SELECT clock_timestamp() AT TIME ZONE 'utc'").fetchone()[0]
         else:
             value = self.db.execute_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").fetchone()[0]
         moment = from_db(value)
@@ -280,18 +280,23 @@ class Store:
         epoch: int | None = None,
     ) -> int:
         """Insert fired runs (a slot already recorded is ignored) and move each job's
-        next fire, in one transaction. Returns the number of rows inserted."""
+        next fire, in one transaction. Returns the number of rows inserted.
+
+        With an `epoch`, the write happens only while that lease term is current
+        (LeaseLost otherwise). Other daemons are woken to share the new runs."""
         E, Job = self.m.Execution, self.m.Job
         now = self.now()
         with self.db.atomic():
             if epoch is not None:
-                self._check_epoch(epoch)
+                self.check_epoch(epoch)
             inserted = 0
             rows = [self._run_row(run, now, epoch) for run in runs]
             for start in range(0, len(rows), 500):
                 batch = rows[start : start + 500]
                 inserted += E.insert_many(batch).on_conflict_ignore().as_rowcount().execute()
-            for name, (next_fire, last_fire) in advances.items():
+            # Job rows are locked in name order, as claim() locks them: two
+            # transactions taking the same rows in different orders deadlock.
+            for name, (next_fire, last_fire) in sorted(advances.items()):
                 Job.update(next_fire_at=to_db(next_fire), last_fire_at=to_db(last_fire)).where(
                     Job.name == name
                 ).execute()
@@ -299,6 +304,11 @@ class Store:
                 E.update(cancel_requested=True).where(
                     E.job.in_(list(cancel_jobs)), E.status == Status.RUNNING
                 ).execute()
+            queued = any(not run.status.final for run in runs)
+            if inserted and queued:
+                self._wake_in_transaction()
+        if inserted and queued:
+            self._wake_after_commit()
         return inserted
 
     def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> dict[str, Any]:
@@ -339,83 +349,21 @@ class Store:
         if self.backend == "postgresql":
             self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
             return
+        self._wake_after_commit()
+
+    def _wake_in_transaction(self) -> None:
+        """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits."""
+        if self.backend == "postgresql":
+            self.db.execute_sql("SELECT pg_notify(%s, '')", (WAKE_CHANNEL,))
+
+    def _wake_after_commit(self) -> None:
+        if self.backend == "postgresql":
+            return
         from jobd.waker import poke_all
 
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
-
-    # -- leader lease ------------------------------------------------------------
-
-    def _db_now_sql(self) -> str:
-        if self.backend == "postgresql":
-            return "(now() AT TIME ZONE 'utc')"
-        return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-
-    def acquire_lease(self, holder: str, host: str, ttl: float) -> tuple[int, datetime] | None:
-        """Take the lease if it is free or expired, or renew it if we hold it, by the
-        database's clock in one statement. Returns (epoch, db now) or None."""
-        p = "%s" if self.backend == "postgresql" else "?"
-        now_sql = self._db_now_sql()
-        expires_sql = (
-            f"({now_sql} + {p} * interval '1 second')"
-            if self.backend == "postgresql"
-            else f"strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || {p} || ' seconds')"
-        )
-        with self.db.atomic():
-            self.m.Lease.insert(name=LEASE_NAME, epoch=0).on_conflict_ignore().execute()
-            cursor = self.db.execute_sql(
-                f"UPDATE leader_lease SET "
-                f"epoch = CASE WHEN holder = {p} THEN epoch ELSE epoch + 1 END, "
-                f"acquired_at = CASE WHEN holder = {p} THEN acquired_at ELSE {now_sql} END, "
-                f"holder = {p}, host = {p}, expires_at = {expires_sql} "
-                f"WHERE name = {p} AND (holder = {p} OR holder IS NULL OR expires_at < {now_sql}) "
-                f"RETURNING epoch, {now_sql}",
-                (
-                    holder,
-                    holder,
-                    holder,
-                    host,
-                    f"{ttl:.3f}" if self.backend == "sqlite" else ttl,
-                    LEASE_NAME,
-                    holder,
-                ),
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        moment = from_db(row[1])
-        assert moment is not None
-        return int(row[0]), moment
-
-    def release_lease(self, holder: str) -> None:
-        Lease = self.m.Lease
-        Lease.update(holder=None, expires_at=None).where(
-            Lease.name == LEASE_NAME, Lease.holder == holder
-        ).execute()
-
-    def lease(self) -> dict[str, Any] | None:
-        row = self.m.Lease.get_or_none(self.m.Lease.name == LEASE_NAME)
-        if row is None:
-            return None
-        return {
-            "holder": row.holder,
-            "host": row.host,
-            "epoch": row.epoch,
-            "acquired_at": from_db(row.acquired_at),
-            "expires_at": from_db(row.expires_at),
-        }
-
-    def _check_epoch(self, epoch: int) -> None:
-        p = "%s" if self.backend == "postgresql" else "?"
-        lock = " FOR UPDATE" if self.backend == "postgresql" else ""
-        row = self.db.execute_sql(
-            f"SELECT epoch, expires_at > {self._db_now_sql()} FROM leader_lease "
-            f"WHERE name = {p}{lock}",
-            (LEASE_NAME,),
-        ).fetchone()
-        if row is None or int(row[0]) != epoch or not row[1]:
-            raise LeaseLost(f"lease epoch {epoch} is no longer current")
 
     # -- executions ----------------------------------------------------------
 
@@ -512,10 +460,11 @@ class Store:
                 chosen.append(cand)
             if not chosen:
                 return []
+            started = self.now() if now is None else moment  # after any lock wait
             for cand in chosen:
                 E.update(
                     status=Status.RUNNING,
-                    started_at=to_db(moment),
+                    started_at=to_db(started),
                     instance=instance,
                     host=host,
                     config_hash=cand["config_hash"],
@@ -569,6 +518,24 @@ class Store:
         E = self.m.Execution
         query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
         return {row.id for row in query}
+
+    def runs_to_stop(self, instance: str, run_ids: Sequence[int]) -> dict[int, str]:
+        """Of the runs `instance` is executing, those it must stop, with the reason:
+        a cancel was requested, or another instance already settled the run (marked
+        it abandoned while this one was paused or cut off) and may be retrying it."""
+        if not run_ids:
+            return {}
+        E = self.m.Execution
+        rows = E.select(E.id, E.status, E.instance, E.cancel_requested).where(
+            E.id.in_(list(run_ids))
+        )
+        stop: dict[int, str] = {}
+        for row in rows:
+            if row.status != Status.RUNNING or row.instance != instance:
+                stop[row.id] = f"stopped: the store already has this run as {row.status}"
+            elif row.cancel_requested:
+                stop[row.id] = "cancelled by request"
+        return stop
 
     def finish(
         self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
@@ -706,8 +673,11 @@ class Store:
                 I.heartbeat_at >= cutoff,
                 I.id.not_in(list(dead_instances) or [""]),
             )
-            rows = list(E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)))
+            rows = list(
+                E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)).order_by(E.id)
+            )
             lost: list[Run] = []
+            queued = False
             for row in rows:
                 run = self._run(row)
                 instance = self.m.Instance.get_or_none(I.id == run.instance)
@@ -732,11 +702,16 @@ class Store:
                 spec = JobSpec.from_json(job_row.spec) if job_row else None
                 for follow in follow_ups(run, outcome, spec):
                     E.insert(self._run_row(follow, now)).execute()
+                    queued = True
                 lost.append(run)
             if dead_instances:
                 I.update(stopped_at=to_db(now), role="stopped", running=0).where(
                     I.id.in_(list(dead_instances)), I.stopped_at.is_null()
                 ).execute()
+            if queued:
+                self._wake_in_transaction()
+        if queued:
+            self._wake_after_commit()
         return lost
 
     def record_progress(
@@ -765,6 +740,11 @@ class Store:
                 for follow in follows:
                     E.insert(self._run_row(follow, now)).execute()
                 applied.append(True)
+            queued = any(ok and f[3] for ok, f in zip(applied, finishes, strict=True))
+            if queued:
+                self._wake_in_transaction()
+        if queued:
+            self._wake_after_commit()
         return applied
 
     def next_queued_at(self) -> datetime | None:
@@ -858,4 +838,12 @@ def open_store(url: str, migrate_schema: bool = True) -> Store:
     return store
 
 
-__all__ = ["STORE_ERRORS", "ApplyReport", "JobRecord", "Store", "open_store"]
+__all__ = [
+    "STORE_ERRORS",
+    "ApplyReport",
+    "JobRecord",
+    "LeaseLost",
+    "LeaseState",
+    "Store",
+    "open_store",
+]
