@@ -129,7 +129,7 @@ def test_terminal_gets_colour_and_relative_times(
     env.pop("NO_COLOR", None)
     env["TERM"] = "xterm-256color"
     coloured = on_a_terminal(["executions"], env)
-    assert ANSI.search(coloured) and "failed" in coloured and "5m00s ago" in coloured
+    assert ANSI.search(coloured) and "failed" in coloured and re.search(r"5m0\ds ago", coloured)
     plain = on_a_terminal(["executions"], {**env, "NO_COLOR": "1"})
     assert not ANSI.search(plain) and "failed" in plain
 
