@@ -9,11 +9,12 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobd.durations import DurationError, parse_duration
+from jobd.durations import MAX_DURATION, DurationError, parse_duration
 from jobd.errors import ConfigError, did_you_mean
 
 # Used with fullmatch: with match, `$` also accepts a trailing newline ("a\n").
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+MAX_INT = 2**31 - 1  # for every integer setting; far beyond any sensible value
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -74,6 +75,8 @@ class Fields:
         )
         if minimum is not None and value < minimum:
             raise self._error(key, f"must be at least {minimum}")
+        if value > MAX_INT:
+            raise self._error(key, f"must be at most {MAX_INT}")
         return value
 
     def str_list(self, key: str, required: bool = False) -> tuple[str, ...]:
@@ -110,6 +113,8 @@ class Fields:
             raise self._error(key, "must be a finite, non-negative duration") from None
         if seconds < 0 or seconds != seconds or seconds == float("inf"):
             raise self._error(key, "must be a finite, non-negative duration")
+        if seconds > MAX_DURATION:
+            raise self._error(key, "must be at most 100 years")
         if positive and seconds == 0:
             raise self._error(key, "must be greater than zero")
         return seconds

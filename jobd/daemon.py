@@ -18,19 +18,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import peewee as pw
 import schedule
 
 from jobd import __version__
-from jobd.clock import Clock
+from jobd.clock import Clock, JumpDetector
+from jobd.durations import format_duration
 from jobd.errors import ConfigError
 from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.model import (
+    CATCHUP_CAP,
     Config,
     JobSpec,
     LeaderMode,
@@ -93,6 +95,9 @@ class Daemon:
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
     ) -> None:
+        # Said once here, while the parsed jobs are at hand; the daemon keeps only
+        # the settings (the store holds the jobs).
+        self._check_users(config)
         self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
@@ -113,6 +118,7 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self._status_text = ""
         self._pruner: threading.Thread | None = None
+        self._jumps = JumpDetector()
         self.applied_at: datetime | None = None  # when the caller applied the config
         self._first_term_since: datetime | None = None
         self._reap_from = 0.0  # monotonic; see _safe_tick
@@ -236,7 +242,16 @@ class Daemon:
         self._setup_housekeeping()
         wake_dir = self.store.wake_dir()
         if wake_dir:
-            self.waker.bind_socket(wake_dir)
+            try:
+                self.waker.bind_socket(wake_dir)
+            except OSError as exc:
+                log.warning(
+                    "cannot open the wake-up socket in %s (%s): triggers start within %.0fs",
+                    wake_dir,
+                    exc.strerror or exc,
+                    IDLE_CAP,
+                    extra={"action": "daemon.wake"},
+                )
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -253,6 +268,22 @@ class Daemon:
             "leading" if self.leader.leading else "standby",
             extra={"action": "daemon.start"},
         )
+
+    @staticmethod
+    def _check_users(config: Config) -> None:
+        """Say at once what each run of such a job would say: only root switches users."""
+        uid = os.geteuid()
+        if uid == 0:
+            return
+        for spec in config.jobs.values():
+            if spec.user:
+                log.error(
+                    "job %s has user = %r, but jobd runs as uid %d, not root: its runs will fail",
+                    spec.name,
+                    spec.user,
+                    uid,
+                    extra={"action": "config.user", "job": spec.name},
+                )
 
     def _listen(self) -> bool:
         """(Re)open the LISTEN connection when it is gone; True when it was just opened.
@@ -288,7 +319,9 @@ class Daemon:
                 if self.flags.reload_requested:
                     self.flags.reload_requested = False
                     self.reload()
-                timeout = self._safe_tick(self.clock.now())
+                now = self.clock.now()
+                self._check_clock(now)
+                timeout = self._safe_tick(now)
                 if self._finished():
                     break
                 self._notify_tick()
@@ -298,7 +331,7 @@ class Daemon:
                     # Runs that end in quick succession are recorded, and their slots
                     # refilled, a batch per tick: a tick for each would cost more
                     # than the runs. Fires are timed wake-ups, never delayed by this.
-                    time.sleep(COALESCE)
+                    _nap(COALESCE)
             self._shutdown()
         finally:
             self.flags.restore()
@@ -314,8 +347,29 @@ class Daemon:
         if not woken:
             rest = deadline - time.monotonic()
             if rest > 0.0001:
-                time.sleep(rest)
+                _nap(rest)
         return woken
+
+    def _check_clock(self, now: datetime) -> None:
+        """Say so when the wall clock was stepped: fires follow it (see jobd.planner)."""
+        jump = self._jumps.check(now, self.clock.monotonic())
+        if jump is None:
+            return
+        if jump > 0:
+            log.warning(
+                "wall clock jumped forward by %s: skipped slots are replayed, at most %d "
+                "per job; beyond that only the latest fires",
+                format_duration(jump),
+                CATCHUP_CAP,
+                extra={"action": "clock.jump"},
+            )
+        else:
+            log.warning(
+                "wall clock jumped back by %s: no slot fires twice; jobs wait for their "
+                "next slot not yet fired",
+                format_duration(-jump),
+                extra={"action": "clock.jump"},
+            )
 
     def _status(self) -> str:
         role = "leader" if self.leader.leading else "standby"
@@ -404,6 +458,22 @@ class Daemon:
             # Slots that fell due between applying the config and taking the guard at
             # start were this daemon's to fire, not fires missed while none led.
             since = min(since, self.applied_at)
+        # Claims compare not_before with the store's clock, which may differ from
+        # ours (another host's database, or our clock was stepped): a run is due
+        # `delay` after now on our clock, so it is due `delay` after now on theirs.
+        store_now = self.store.now()
+        skew = (now - store_now).total_seconds()
+        if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
+            # The lease notices at its next renewal; until then fire times from a
+            # clock this far off would run jobs at the wrong time, and move their
+            # next fire with it.
+            log.error(
+                "clock differs from the store's by %.1fs (limit %.0fs); not firing",
+                skew,
+                self.config.settings.max_clock_skew,
+                extra={"action": "leader.clock_skew"},
+            )
+            return False
         active = self.store.active_jobs([r.name for r in due])
         groups = self.config.groups
         limited = {r.spec.group for r in due if r.spec.group in groups}
@@ -435,13 +505,14 @@ class Daemon:
                             decision.reason,
                             extra={"action": "quota.skipped", "job": record.name},
                         )
-                not_before = fire.slot.timestamp() + jitter_offset(record.spec, fire.slot)
+                due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
+                delay = max(timedelta(0), due_at - now)
                 runs.append(
                     NewRun(
                         job=record.name,
                         trigger=fire.trigger,
                         scheduled_for=fire.slot,
-                        not_before=datetime.fromtimestamp(not_before, fire.slot.tzinfo),
+                        not_before=store_now + delay,
                         **(
                             {"status": Status.SKIPPED, "error": decision.reason}
                             if decision.action is FireAction.SKIP
@@ -489,6 +560,14 @@ class Daemon:
             waits.append((next_fire - now).total_seconds())
         if next_queued is not None:
             waits.append((next_queued - now).total_seconds())
+        if self.leader.leading and not stopping:
+            next_fire = self.store.next_fire_at()
+            if next_fire is not None:
+                waits.append((next_fire - now).total_seconds())
+        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
+            next_queued = self.store.next_queued_in()
+            if next_queued is not None:
+                waits.append(next_queued)
         if self.executor.busy:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
@@ -533,6 +612,7 @@ class Daemon:
             return
         self.config = _settings_only(config)
         self.executor.settings = config.settings
+        self._check_users(config)
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
@@ -577,7 +657,7 @@ class Daemon:
                 self.executor.flush()
             except STORE_FAILURES:
                 self.store.reset_connection()
-                time.sleep(0.5)
+                _nap(0.5)
         with contextlib.suppress(STORE_FAILURES):
             self.store.stop_instance(self.instance)
         self.leader.release()
@@ -593,6 +673,14 @@ def _settings_only(config: Config) -> Config:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _nap(seconds: float) -> None:
+    """A short sleep that a stepped wall clock cannot break: some clock shims (and
+    kernels, around a clock step) answer nanosleep with EINVAL, and a failed nap
+    only means the loop looks again sooner."""
+    with contextlib.suppress(OSError):
+        time.sleep(seconds)
 
 
 def serve(

@@ -9,6 +9,12 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 
 
+# Every duration ends up added to or taken from a date. Past some thousands of
+# years that overflows (datetime stops at year 9999), deep in the daemon or a
+# command; no schedule needs more than a century.
+MAX_DURATION = 100 * 365 * 86400.0
+
+
 class DurationError(ValueError):
     pass
 
@@ -21,7 +27,7 @@ def parse_duration(text: str) -> float:
     if not cleaned:
         raise DurationError("empty duration")
     if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", cleaned):
-        return float(cleaned)
+        return _bounded(float(cleaned), text)
     pos = 0
     total = 0.0
     for match in _PART.finditer(cleaned):
@@ -31,7 +37,13 @@ def parse_duration(text: str) -> float:
         pos = match.end()
     if pos != len(cleaned):
         raise DurationError(f"invalid duration {text!r} (use e.g. 500ms, 30s, 5m, 2h, 1d, 1h30m)")
-    return total
+    return _bounded(total, text)
+
+
+def _bounded(seconds: float, text: str) -> float:
+    if seconds > MAX_DURATION:
+        raise DurationError(f"duration {text!r} is too long (at most 100 years)")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

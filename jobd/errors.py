@@ -89,6 +89,21 @@ class QuotaRefused(JobdError):
     exit_code = ExitCode.TEMPFAIL
 
 
+# Exceptions of the database drivers and the ORM, found by module so that this
+# module imports none of them.
+_STORE_MODULES = ("peewee", "sqlite3", "psycopg2", "playhouse")
+
+
+def store_failure(exc: BaseException) -> StoreUnavailable | None:
+    """A database error that escaped the store (disk full, connection lost, a
+    damaged file) as the one-line StoreUnavailable a command reports, or None."""
+    drivers = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+    if not drivers.intersection(_STORE_MODULES) or not isinstance(exc, Exception):
+        return None
+    lines = str(exc).strip().splitlines()
+    return StoreUnavailable(f"store error: {lines[0] if lines else type(exc).__name__}")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest valid choice, or None when nothing is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -7,6 +7,7 @@ the clock or does I/O: the caller passes `now` and any randomness.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -63,8 +64,14 @@ def quota_decision(quota: GroupQuota | None, active: int) -> FireDecision:
 
 def retry_delay(spec: JobSpec, attempt: int, rand: float) -> float:
     """Seconds before retry number `attempt` (1 = the first retry): doubling, jittered, capped."""
-    base = spec.retry_delay * (2 ** max(0, attempt - 1))
-    capped = min(base, max(DEFAULT_RETRY_DELAY_MAX, spec.retry_delay))
+    cap = max(DEFAULT_RETRY_DELAY_MAX, spec.retry_delay)
+    doublings = max(0, attempt - 1)
+    if spec.retry_delay <= 0:
+        capped = 0.0
+    elif doublings >= math.log2(cap / spec.retry_delay):
+        capped = cap  # without computing 2**doublings, which overflows a float past 1023
+    else:
+        capped = spec.retry_delay * 2**doublings
     return max(0.0, capped * (1 - RETRY_JITTER + 2 * RETRY_JITTER * rand))
 
 

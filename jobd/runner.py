@@ -80,7 +80,13 @@ class OutputTail:
             raw = b"\n".join(keep) + b"\n"
         else:
             raw = b"\n".join(lines[-self.max_lines :])
-        return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        # Each invalid byte became a 3-byte U+FFFD: binary output would otherwise
+        # store up to three times max_bytes. Keep the bound on what is stored.
+        encoded = text.encode()
+        if len(encoded) > self.max_bytes:
+            text = encoded[-self.max_bytes :].decode("utf-8", errors="ignore")
+        return text
 
 
 @dataclass(frozen=True)

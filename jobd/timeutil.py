@@ -39,4 +39,8 @@ def parse_instant(text: str, tz: ZoneInfo | None = None) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz or UTC)
+    # Near year 1 or 9999 the conversion, and any schedule walked from there, would
+    # leave what datetime can hold; no job runs then.
+    if not 1900 <= value.year <= 9000:
+        raise ValueError(f"{text!r} is not between the years 1900 and 9000")
     return value.astimezone(UTC)

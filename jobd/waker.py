@@ -12,9 +12,31 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 WAKE_CHANNEL = "jobd_wake"
+# sun_path holds 108 bytes on Linux (104 on macOS); a store deep in the file
+# system puts its wake sockets beyond that.
+MAX_SOCKET_PATH = 100
+
+
+@contextlib.contextmanager
+def _reachable(directory: str) -> Iterator[str]:
+    """`directory`, or a short path to it through /proc/self/fd when a socket path
+    in it would be too long to bind or send to."""
+    if len(os.fsencode(directory)) + 30 < MAX_SOCKET_PATH or not os.path.isdir("/proc/self/fd"):
+        yield directory
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield directory  # binding or sending will say what is wrong
+        return
+    try:
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 def poke_all(directory: str) -> None:
@@ -23,15 +45,14 @@ def poke_all(directory: str) -> None:
         names = os.listdir(directory)
     except OSError:
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, _reachable(directory) as short:
         sock.setblocking(False)
         for name in names:
-            path = os.path.join(directory, name)
             try:
-                sock.sendto(b"w", path)
+                sock.sendto(b"w", os.path.join(short, name))
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    os.unlink(os.path.join(directory, name))
             except OSError:
                 pass  # a full socket buffer means that daemon has a wake-up pending anyway
 
@@ -58,9 +79,15 @@ class Waker:
         old = os.umask(0o077)
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            path = os.path.join(directory, f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock")
+            name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+            path = os.path.join(directory, name)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.bind(path)
+            try:
+                with _reachable(directory) as short:
+                    sock.bind(os.path.join(short, name))
+            except OSError:
+                sock.close()
+                raise
         finally:
             os.umask(old)
         sock.setblocking(False)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.reliability import pytest_runtest_makereport, reliability
+
 POSTGRES_DSN = os.environ.get("JOBD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BACKENDS = ["sqlite", "postgresql"]
@@ -111,3 +113,6 @@ def run_jobd(
     return subprocess.run(
         jobd_cmd(*args), capture_output=True, text=True, env=full_env, timeout=60, **kwargs
     )
+
+
+__all__ = ["pytest_runtest_makereport", "reliability"]  # the scoreboard, see tests.reliability

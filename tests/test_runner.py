@@ -196,10 +196,18 @@ def test_binary_and_invalid_utf8_output_is_stored_as_text() -> None:
     assert done.log_bytes == 19
 
 
-def test_a_multibyte_character_cut_by_the_byte_bound_is_replaced() -> None:
+def test_a_multibyte_character_cut_by_the_byte_bound_is_dropped() -> None:
     settings = replace(SETTINGS, log_bytes=5)
     done, _ = execute(shell(r"printf 'aé1234'"), settings)  # é is 2 bytes; 5 bytes cut it
-    assert done.log == "\ufffd1234"
+    # Its second byte alone would show as U+FFFD, 3 bytes: 7 in all, over the bound.
+    assert done.log == "1234"
+
+
+def test_binary_output_is_stored_within_log_bytes() -> None:
+    settings = replace(SETTINGS, log_bytes=4096)
+    done, _ = execute(shell("head -c 100000 /dev/urandom"), settings)
+    assert done.log_bytes == 100000
+    assert 2048 < len(done.log.encode()) <= 4096
 
 
 def test_secret_env_values_are_masked_in_output() -> None:

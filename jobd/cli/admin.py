@@ -10,6 +10,7 @@ import click
 
 from jobd.cli import render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
+from jobd.cli.params import COUNT, MAX_INT
 from jobd.cli.quotas import group_usage, quota_cell, quota_style
 from jobd.errors import ExitCode
 
@@ -207,7 +208,7 @@ def check(ctx: Context, as_json: bool) -> None:
 @click.option(
     "--keep",
     metavar="N",
-    type=click.IntRange(min=0),
+    type=COUNT,
     help="Runs kept per job (default: [jobd] history.keep).",
 )
 @click.option(
@@ -294,7 +295,7 @@ def prune(
     metavar="N",
     default=20,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_INT),
     help="Events shown.",
 )
 @json_option

@@ -12,7 +12,7 @@ import click
 
 from jobd import __version__
 from jobd.cli.context import Context
-from jobd.errors import ExitCode, JobdError
+from jobd.errors import ExitCode, JobdError, store_failure
 
 
 def _one_line(exc: click.UsageError) -> click.UsageError:
@@ -49,6 +49,12 @@ class JobdGroup(click.Group):
         except JobdError as exc:
             click.echo(f"jobd: {exc}", err=True)
             ctx.exit(int(exc.exit_code))
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is None:
+                raise
+            click.echo(f"jobd: {failure}", err=True)
+            ctx.exit(int(failure.exit_code))
         except KeyboardInterrupt:
             click.echo("jobd: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))

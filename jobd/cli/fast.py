@@ -62,8 +62,8 @@ def parse(argv: Sequence[str]) -> dict[str, Any] | None:
                 return None
             found["statuses"].append(value)
         elif key == "limit":
-            if not value.isdigit():
-                return None
+            if not value.isdigit() or int(value) >= 2**63:
+                return None  # click says why
             found["limit"] = int(value)
         else:
             found[key] = value
@@ -77,7 +77,7 @@ def run(argv: Sequence[str]) -> int | None:
         return None
     from jobd.cli import history
     from jobd.cli.context import Context
-    from jobd.errors import ExitCode, JobdError
+    from jobd.errors import ExitCode, JobdError, store_failure
 
     ctx = Context(found.pop("config"), found.pop("store"))
     try:
@@ -86,6 +86,12 @@ def run(argv: Sequence[str]) -> int | None:
     except JobdError as exc:
         sys.stderr.write(f"jobd: {exc}\n")
         return int(exc.exit_code)
+    except Exception as exc:
+        failure = store_failure(exc)
+        if failure is None:
+            raise
+        sys.stderr.write(f"jobd: {failure}\n")
+        return int(failure.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("jobd: interrupted\n")
         return int(ExitCode.INTERRUPTED)

@@ -56,4 +56,7 @@ class JobName(click.ParamType):
 
 
 JOB_NAME = JobName()
-RUN_ID = click.IntRange(min=1)
+# The stores' integers are 64-bit: a larger number would fail in the driver.
+MAX_INT = 2**63 - 1
+RUN_ID = click.IntRange(min=1, max=MAX_INT)
+COUNT = click.IntRange(min=0, max=MAX_INT)

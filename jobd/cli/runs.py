@@ -9,7 +9,7 @@ import click
 from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
 from jobd.cli.follow import FINAL, await_run, finish, interrupted, waiting
-from jobd.cli.params import JOB_NAME, RUN_ID, StatusChoice
+from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
 from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
 
 
@@ -134,7 +134,7 @@ def _run_json(row: dict[str, Any] | None) -> dict[str, Any]:
     "--limit",
     default=10,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=COUNT,
     help="At most this many, newest first; 0 for all.",
 )
 @json_option

@@ -31,6 +31,16 @@ class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
     )
 
 
+class SqliteStore(pw.SqliteDatabase):
+    def rollback(self) -> None:
+        # SQLite ends a transaction by itself on some errors ("database or disk is
+        # full", I/O errors); a ROLLBACK after that fails with "no transaction is
+        # active", and that error replaced the one the operator needs to see.
+        if not self.is_closed() and not self.connection().in_transaction:
+            return
+        super().rollback()
+
+
 def connect(url: str) -> pw.Database:
     backend = backend_of(url)
     if backend == "sqlite":
@@ -50,10 +60,11 @@ def _connect_sqlite(path: str, url: str) -> pw.Database:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
                 raise StoreUnavailable(f"store {url}: cannot create: {exc.strerror}") from None
-        db = pw.SqliteDatabase(
+        db = SqliteStore(
             path,
+            # journal_mode is set once the file is known to be a jobd store: the
+            # switch to WAL rewrites the header of whatever database it is.
             pragmas={
-                "journal_mode": "wal",
                 "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
                 "synchronous": "normal",
                 "foreign_keys": 0,
@@ -82,7 +93,12 @@ def _connect_waiting_for_writers(db: pw.SqliteDatabase, url: str) -> None:
     while True:
         try:
             db.connect(reuse_if_open=True)
+            _refuse_foreign(db, url)
+            db.execute_sql("PRAGMA journal_mode = wal")
             return
+        except StoreUnavailable:
+            db.close()
+            raise
         except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
             with contextlib.suppress(Exception):
                 db.close()
@@ -90,6 +106,18 @@ def _connect_waiting_for_writers(db: pw.SqliteDatabase, url: str) -> None:
                 raise StoreUnavailable(f"store {url}: {exc}") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _refuse_foreign(db: pw.SqliteDatabase, url: str) -> None:
+    """Another program's SQLite database is refused before anything is written to it."""
+    tables = {
+        row[0] for row in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    if tables and "jobd_schema" not in tables:
+        shown = ", ".join(sorted(tables)[:3])
+        raise StoreUnavailable(
+            f"store {url} is not a jobd store (it has other tables: {shown}); refusing to modify it"
+        )
 
 
 def _connect_postgres(url: str) -> pw.Database:

@@ -959,6 +959,23 @@ class Store(LeaseOps):
         value = E.select(pw.fn.MIN(E.not_before)).where(E.status == Status.QUEUED).scalar()
         return from_db(value)
 
+    def next_queued_in(self) -> float | None:
+        """Seconds until the earliest queued run may start, by the store's clock (the
+        one claims use), or None when nothing is queued. A daemon whose own clock is
+        off would otherwise sleep too long, or spin on a run it cannot claim yet."""
+        E = self.m.Execution
+        row = (
+            E.select(pw.fn.MIN(E.not_before), pw.SQL(self._db_now_sql()))
+            .where(E.status == Status.QUEUED)
+            .tuples()
+            .first()
+        )
+        if row is None or row[0] is None:
+            return None
+        first, now = from_db(row[0]), from_db(row[1])
+        assert first is not None and now is not None
+        return (first - now).total_seconds()
+
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
         with suppress(Exception):
