@@ -549,7 +549,8 @@ class Daemon:
         if self.leader.leading and not stopping:
             next_fire = self.store.next_fire_at()
         if not stopping and self.executor.busy < self.config.settings.max_concurrent:
-            next_queued = self.store.next_queued_at()
+            # By the store's clock, the one claims compare not_before with.
+            next_queued = self.store.next_queued_in()
         # The clock is read after the queries, so their time does not make us late.
         now = self.clock.now()
         waits = [IDLE_CAP, self.leader.next_poll_in()]
@@ -559,15 +560,7 @@ class Daemon:
         if next_fire is not None:
             waits.append((next_fire - now).total_seconds())
         if next_queued is not None:
-            waits.append((next_queued - now).total_seconds())
-        if self.leader.leading and not stopping:
-            next_fire = self.store.next_fire_at()
-            if next_fire is not None:
-                waits.append((next_fire - now).total_seconds())
-        if not stopping and self.executor.busy < self.config.settings.max_concurrent:
-            next_queued = self.store.next_queued_in()
-            if next_queued is not None:
-                waits.append(next_queued)
+            waits.append(next_queued)
         if self.executor.busy:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:

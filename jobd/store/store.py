@@ -288,12 +288,11 @@ class Store(LeaseOps):
         ]
 
     def next_fire_at(self) -> datetime | None:
-        Job = self.m.Job
-        value = (
-            Job.select(pw.fn.MIN(Job.next_fire_at))
-            .where(~Job.paused, ~Job.removed, Job.enabled, Job.next_fire_at.is_null(False))
-            .scalar()
-        )
+        # Read before every sleep: straight through the driver.
+        (value,) = self.db.execute_sql(
+            "SELECT MIN(next_fire_at) FROM jobs WHERE next_fire_at IS NOT NULL "
+            "AND NOT paused AND NOT removed AND enabled"
+        ).fetchone()
         return from_db(value)
 
     def active_jobs(self, names: Sequence[str]) -> set[str]:
@@ -954,22 +953,15 @@ class Store(LeaseOps):
         )
         return {row[0] for row in ends}
 
-    def next_queued_at(self) -> datetime | None:
-        E = self.m.Execution
-        value = E.select(pw.fn.MIN(E.not_before)).where(E.status == Status.QUEUED).scalar()
-        return from_db(value)
-
     def next_queued_in(self) -> float | None:
         """Seconds until the earliest queued run may start, by the store's clock (the
         one claims use), or None when nothing is queued. A daemon whose own clock is
         off would otherwise sleep too long, or spin on a run it cannot claim yet."""
-        E = self.m.Execution
-        row = (
-            E.select(pw.fn.MIN(E.not_before), pw.SQL(self._db_now_sql()))
-            .where(E.status == Status.QUEUED)
-            .tuples()
-            .first()
-        )
+        row = self.db.execute_sql(
+            f"SELECT MIN(not_before), {self._db_now_sql()} FROM executions "
+            f"WHERE status = {self.db.param}",
+            (Status.QUEUED.value,),
+        ).fetchone()
         if row is None or row[0] is None:
             return None
         first, now = from_db(row[0]), from_db(row[1])
