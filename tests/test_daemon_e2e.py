@@ -157,6 +157,28 @@ def test_two_daemons_on_postgresql(postgres_url: str, daemons: Daemons) -> None:
     _fail_over(store, daemons, postgres_url, takeover_bound=3 + 1.5)
 
 
+def _loaded_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+def test_a_daemon_loads_only_its_own_store_driver(
+    sqlite_url: str, postgres_url: str, daemons: Daemons
+) -> None:
+    import psycopg2  # installed: so its absence below is jobd's doing
+
+    assert Path(psycopg2.__file__).exists()
+    daemons.write_config({"tick": {"schedule": EVERY_SECOND, "command": ["true"]}})
+    on_sqlite = daemons.start(sqlite_url, name="sqlite")
+    on_postgres = daemons.start(postgres_url, name="postgresql")
+    assert "psycopg2" not in _loaded_libraries(on_sqlite.pid)
+    assert "psycopg2" in _loaded_libraries(on_postgres.pid)
+    for url in (sqlite_url, postgres_url):
+        store = open_store(url)
+        wait_for(lambda store=store: finished(store, "tick"), timeout=10)
+        store.close()
+
+
 # -- 3. timeouts take the whole group ----------------------------------------------------
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 def main() -> None:
     from jobd.cli import fast
+    from jobd.store import drivers
+
+    drivers.one_store_process = True
 
     code = fast.run(sys.argv[1:])
     if code is not None:

@@ -49,9 +49,14 @@ class Context:
     @property
     def store(self) -> Store:
         if self._store is None:
+            from jobd.store.drivers import load_orm
+            from jobd.store.urls import backend_of
+
+            url = self.store_url
+            load_orm(backend_of(url))
             from jobd.store import open_store
 
-            self._store = open_store(self.store_url)
+            self._store = open_store(url)
         return self._store
 
     def reader(self) -> Reader:

@@ -9,10 +9,10 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
-from playhouse.db_url import connect as url_connect
 from playhouse.shortcuts import ReconnectMixin
 
 from jobd.errors import StoreUnavailable
+from jobd.store.drivers import orm_has_postgres
 from jobd.store.urls import backend_of, mask_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -121,6 +121,14 @@ def _refuse_foreign(db: pw.SqliteDatabase, url: str) -> None:
 
 
 def _connect_postgres(url: str) -> pw.Database:
+    # Here, not at the top: playhouse.db_url imports every backend's extensions and
+    # their drivers, megabytes a daemon on SQLite never uses.
+    from playhouse.db_url import connect as url_connect
+
+    if not orm_has_postgres():
+        raise StoreUnavailable(
+            f"store {mask_url(url)}: this process loaded its store layer for SQLite only"
+        )
     parts = urlsplit(url.replace("postgres://", "postgresql://", 1))
     db = url_connect(urlunsplit(parts._replace(scheme="postgresql")))
     params = dict(db.connect_params)

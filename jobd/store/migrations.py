@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import peewee as pw
-from playhouse.migrate import SchemaMigrator
-from playhouse.migrate import migrate as apply_operations
 
 from jobd.errors import StoreTooNew, StoreUnavailable
 from jobd.store.schema import Models
@@ -24,6 +22,11 @@ def _initial(db: pw.Database, models: Models) -> None:
 def _job_groups(db: pw.Database, models: Models) -> None:
     """2: jobs.group_name, for [groups.NAME] quotas. A store created at version 2 or
     later already has it (_initial builds today's models), so only add what is missing."""
+    # Imported when a migration runs: playhouse.migrate loads every backend's
+    # extensions and their drivers.
+    from playhouse.migrate import SchemaMigrator
+    from playhouse.migrate import migrate as apply_operations
+
     migrator = SchemaMigrator.from_database(db)
     operations = []
     if "group_name" not in {column.name for column in db.get_columns("jobs")}:
