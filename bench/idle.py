@@ -153,7 +153,8 @@ def section(results: list[dict[str, Any]]) -> str:
             "## Idle cost: 10,000 jobs, none due",
             f"CPU time (every thread's, from /proc/PID/task/*/schedstat) over {window:.0f} s after "
             "start-up settled, resident memory at the end of the window and its peak since "
-            "start (jobd's peak is while it reads and applies the 10,000-job config).",
+            "start (jobd parses and applies the 10,000-job config in a short-lived child "
+            "process, whose memory is not the daemon's).",
             table(["system", "CPU ms", "CPU %", "RSS MiB", "peak RSS MiB", "threads"], rows),
         ]
     )

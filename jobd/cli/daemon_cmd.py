@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from jobd.cli.context import Context, pass_ctx
 from jobd.errors import UsageError
+from jobd.forkcall import call_in_child
 
 if TYPE_CHECKING:
     from jobd.model import Config
@@ -59,11 +62,29 @@ def run(
     from jobd.log import add_secrets, add_store_url, setup_logging
     from jobd.store import mask_url
 
-    config = ctx.config  # validate before detaching, so errors reach the terminal
-    store_url = ctx.store_url
+    if (pidfile or log_file) and not detach:
+        raise UsageError("--pidfile and --log-file go with --detach")
+    if detach and not pidfile:
+        raise UsageError("--detach needs --pidfile PATH")
+    if once:
+        setup_logging(log_format, log_level)
+        _apply(ctx).log(mask_url)
+        return
+
+    def prepare() -> Applied:
+        setup_logging(log_format, log_level)  # a migration's messages reach the terminal
+        applied = _apply(ctx)
+        ctx.close()
+        return applied
+
+    # Parsing and applying happen before detaching, so their errors reach the
+    # terminal, and in a child process, so the daemon's memory never holds
+    # 10,000 jobs' worth of parsed config (jobd.forkcall).
+    applied = call_in_child(prepare)
+    ctx._config = config = applied.config
+    store_url = applied.store_url
     if detach:
-        if not pidfile:
-            raise UsageError("--detach needs --pidfile PATH")
+        assert pidfile is not None
         from pathlib import Path
 
         from jobd.detach import detach as enter_background
@@ -73,29 +94,11 @@ def run(
             ctx.config_path = str(Path(config.path).absolute())
         target = log_file or str(Path(pidfile).absolute().with_name("jobd.log"))
         enter_background(pidfile, str(Path(target).absolute()))
-    elif pidfile or log_file:
-        raise UsageError("--pidfile and --log-file go with --detach")
     setup_logging(log_format, log_level)
     add_store_url(store_url)
-    add_secrets(value for spec in config.jobs.values() for value in spec.env.values())
+    add_secrets(applied.secrets)
+    applied.log(mask_url)
     store = ctx.store
-    applied_at = store.now()
-    report = store.apply_config(config, applied_at)
-    logging.getLogger("jobd").info(
-        "config %s applied to store %s: %d jobs (%d added, %d updated, %d removed)",
-        config.path,
-        mask_url(ctx.store_url),
-        len(config.jobs),
-        len(report.added),
-        len(report.updated),
-        len(report.removed),
-        extra={"action": "config.apply"},
-    )
-    if once:
-        return
-    # The jobs are in the store now, where the daemon reads them; dropping the
-    # parsed config here keeps 10,000 jobs' worth of objects out of its memory.
-    ctx._config = config = dataclasses.replace(config, jobs={})
     from jobd.daemon import serve
     from jobd.paths import load_config
 
@@ -104,7 +107,55 @@ def run(
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(config, store, reload_config=reload_config, applied_at=applied_at)
+    serve(config, store, reload_config=reload_config, applied_at=applied.applied_at)
+
+
+@dataclasses.dataclass
+class Applied:
+    """What the daemon keeps of its config once the jobs are in the store."""
+
+    config: Config  # without its jobs: the daemon reads those from the store
+    store_url: str
+    secrets: list[str]
+    applied_at: datetime
+    jobs: int
+    added: int
+    updated: int
+    removed: int
+
+    def log(self, mask_url: Callable[[str], str]) -> None:
+        logging.getLogger("jobd").info(
+            "config %s applied to store %s: %d jobs (%d added, %d updated, %d removed)",
+            self.config.path,
+            mask_url(self.store_url),
+            self.jobs,
+            self.added,
+            self.updated,
+            self.removed,
+            extra={"action": "config.apply"},
+        )
+
+
+def _apply(ctx: Context) -> Applied:
+    """Parse the config and write its jobs to the store."""
+    from jobd.log import add_store_url
+
+    config = ctx.config
+    store_url = ctx.store_url
+    add_store_url(store_url)
+    store = ctx.store
+    applied_at = store.now()
+    report = store.apply_config(config, applied_at)
+    return Applied(
+        config=dataclasses.replace(config, jobs={}),
+        store_url=store_url,
+        secrets=[value for spec in config.jobs.values() for value in spec.env.values()],
+        applied_at=applied_at,
+        jobs=len(config.jobs),
+        added=len(report.added),
+        updated=len(report.updated),
+        removed=len(report.removed),
+    )
 
 
 COMMANDS = [run]
