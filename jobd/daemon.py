@@ -565,6 +565,10 @@ class Daemon:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
             waits.append(max(0.0, self._stop_deadline - time.monotonic()))
+        if self.store.backend == "postgresql" and not self.waker.listening:
+            # Without LISTEN no trigger wakes us: retry it when its back-off ends,
+            # not at the next heartbeat, up to lease_ttl / 3 away.
+            waits.append(max(0.0, self._listen_retry_at - time.monotonic()))
         return max(0.0, min(waits))
 
     # -- reload and stop --------------------------------------------------------------

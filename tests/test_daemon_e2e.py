@@ -548,7 +548,10 @@ def test_wake_ups_come_back_after_a_postgresql_outage(postgres_url: str, daemons
         assert (
             run.started_at - run.queued_at
         ).total_seconds() < 3.0  # the next housekeeping wake is 30 s away
-        assert "cannot LISTEN" not in daemon.log()
+        # The cut may land between a tick's queries and its LISTEN check: then the
+        # LISTEN retry is what meets the outage first, and it is retried after it.
+        log = daemon.log()
+        assert "cannot LISTEN" not in log or "listening for wake-ups again" in log
 
 
 def test_a_restart_kills_only_its_own_leftover_processes(tmp_path: Path, daemons: Daemons) -> None:
