@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -258,6 +259,10 @@ class Daemon:
         self._first_term_since = first_term.since if first_term else None
         self._heartbeat()  # record the role at once, for `jobd status`
         self._prune_in_background()
+        # What exists now (modules, the store's models) lives as long as the daemon:
+        # out of the collector's sight, a collection triggered by a thousand runs
+        # fired at once scans only what those runs created.
+        gc.freeze()
         self.notifier.ready(self._status())
         log.info(
             "jobd %s started: instance %s, store %s, %s leader guard, %s",

@@ -8,6 +8,7 @@ store is unreachable, so no outcome is lost to an outage.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -44,7 +45,9 @@ class Executor:
         self.instance = instance
         self.settings = settings
         self.wake = wake
-        self.base_env = base_env
+        # Read once: os.environ decodes every variable each time it is copied, and
+        # a thousand runs starting at once would copy it a thousand times.
+        self.base_env = dict(os.environ) if base_env is None else base_env
         self.running: dict[int, RunProcess] = {}
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._pids: dict[int, int] = {}

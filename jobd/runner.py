@@ -184,7 +184,7 @@ class RunProcess:
         self.spec = spec
         self.settings = settings
         self.report = report
-        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.base_env = os.environ.copy() if base_env is None else base_env  # only read
         self.store_url = store_url  # the default database of sql jobs
         self.supervisor = supervisor
         self._stop_reason: tuple[Status, str] | None = None

@@ -40,6 +40,7 @@ APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 BATCH = 500  # rows per statement or IN list in batched writes
 # The executions table's columns, which are also Run's fields.
 RUN_COLUMNS = tuple(f for f in Run.__dataclass_fields__)
+CLAIM_COLUMNS = ", ".join(f'e."{c}"' for c in RUN_COLUMNS)
 WAKE_CHANNEL = "jobd_wake"
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 STORE_ERRORS = (pw.OperationalError, pw.InterfaceError, sqlite3.OperationalError)
@@ -567,13 +568,14 @@ class Store(LeaseOps):
             moment = now or self.now()
             p = self.db.param
             lock = " FOR UPDATE OF e SKIP LOCKED" if self.backend == "postgresql" else ""
+            # The whole row, so the claimed runs need no second read.
             cursor = self.db.execute_sql(
-                "SELECT e.id, e.job, j.overlap, j.config_hash FROM executions e "
+                f"SELECT j.overlap, j.config_hash, {CLAIM_COLUMNS} FROM executions e "
                 f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= {p} "
                 f"ORDER BY e.id LIMIT {p}{lock}",
                 (Status.QUEUED.value, to_db(moment), limit * 4),
             )
-            keys = ("id", "job", "overlap", "config_hash")
+            keys = ("overlap", "job_config_hash", *RUN_COLUMNS)
             candidates = [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
             exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
             if exclusive and self.backend == "postgresql":
@@ -597,23 +599,22 @@ class Store(LeaseOps):
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
                 f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
                 [
-                    (Status.RUNNING.value, to_db(started), instance, host, c["config_hash"],
+                    (Status.RUNNING.value, to_db(started), instance, host, c["job_config_hash"],
                      c["id"], Status.QUEUED.value)
                     for c in chosen
                 ],
             )  # fmt: skip
-            runs = self._runs_by_id([c["id"] for c in chosen])
+            runs = {}
+            for c in chosen:
+                c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
+                         host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
+                del c["overlap"]
+                runs[c["id"]] = self._run_from_dict(c)
             # Specs of the chosen runs' jobs only, each parsed once for all its runs.
             names = sorted({c["job"] for c in chosen})
             texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", names))
         specs = {name: JobSpec.from_json(text) for name, text in texts.items()}
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
-
-    def _runs_by_id(self, ids: Sequence[int]) -> dict[int, Run]:
-        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
-        rows = self._select_in(f"SELECT {names} FROM executions WHERE id IN ({{in}})", ids)
-        runs = (self._run_from_dict(dict(zip(RUN_COLUMNS, row, strict=True))) for row in rows)
-        return {run.id: run for run in runs}
 
     def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
         """Claim one specific queued run (for `jobd trigger --local`)."""
