@@ -32,6 +32,7 @@ from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
+from jobd.liveness import DeathWatch, InstanceLock
 from jobd.model import (
     CATCHUP_CAP,
     Config,
@@ -66,6 +67,10 @@ log = logging.getLogger("jobd")
 DUE_BATCH = 1000  # jobs planned per tick; more due ones are taken on an immediate next tick
 PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promises
 IDLE_CAP = 60.0  # wake at least this often, so a missed wake-up costs at most a minute
+# ... unless nothing can be missed: liveness is a lock, triggers poke the wake
+# socket and the kernel reports clock steps. Then an idle daemon sleeps until its
+# next fire (or this), as APScheduler and systemd timers do.
+QUIET_IDLE_CAP = 3600.0
 FIRE_BUDGET = 2.0  # seconds of firing batches per tick before claiming runs
 COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
@@ -123,6 +128,15 @@ class Daemon:
         self.applied_at: datetime | None = None  # when the caller applied the config
         self._first_term_since: datetime | None = None
         self._reap_from = 0.0  # monotonic; see _safe_tick
+        # SQLite: liveness by lock (jobd.liveness), so an idle daemon neither writes
+        # heartbeats nor polls for others' deaths; see _lock_housekeeping.
+        self._lock: InstanceLock | None = None
+        self._deaths: DeathWatch | None = None
+        self._death_seen = threading.Event()
+        self._heartbeat_state: tuple[str, bool, float | None] | None = None
+        self._next_heartbeat = 0.0
+        self._next_reap = 0.0
+        self._quiet = False  # see QUIET_IDLE_CAP
 
     # -- wiring -----------------------------------------------------------------
 
@@ -142,22 +156,77 @@ class Daemon:
         )
 
     def _setup_housekeeping(self) -> None:
-        ttl = self.config.settings.lease_ttl
         self.housekeeping.clear()
-        self.housekeeping.every(max(0.2, ttl / 3)).seconds.do(self._heartbeat)
-        # An instance is lost after lease_ttl of silence; looking often keeps the
-        # abandoned marking close to that, at one cheap query per look.
-        self.housekeeping.every(max(0.5, ttl / 5)).seconds.do(self._reap)
+        if self._lock is None:
+            # An instance is lost after lease_ttl of silence; looking often keeps the
+            # abandoned marking close to that, at one cheap query per look.
+            self.housekeeping.every(self._heartbeat_every).seconds.do(self._heartbeat)
+            self.housekeeping.every(self._reap_every).seconds.do(self._reap)
         self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
 
-    def _heartbeat(self) -> None:
-        role = "leader" if self.leader.leading else "standby"
-        skew = getattr(self.leader, "clock_skew", None)
-        self.store.heartbeat(self.instance, role, self.executor.busy, skew)
+    @property
+    def _heartbeat_every(self) -> float:
+        return max(0.2, self.config.settings.lease_ttl / 3)
 
-    def _reap(self) -> None:
-        if not self.store_ok or time.monotonic() < self._reap_from:
+    @property
+    def _reap_every(self) -> float:
+        return max(0.5, self.config.settings.lease_ttl / 5)
+
+    def _hold_liveness_lock(self) -> None:
+        directory = self.store.instance_lock_dir()
+        if directory is None:
             return
+        lock = InstanceLock(directory, self.instance)
+        try:
+            lock.acquire()
+        except OSError as exc:
+            log.warning(
+                "cannot hold a liveness lock in %s (%s): heartbeats instead",
+                directory,
+                exc.strerror or exc,
+                extra={"action": "daemon.liveness"},
+            )
+            return
+        self._lock = lock
+        self._deaths = DeathWatch(directory, self._on_death)
+
+    def _on_death(self, instance: str) -> None:
+        """From a DeathWatch thread: another instance's process is gone."""
+        self._death_seen.set()
+        self.waker.wake()
+
+    def _lock_housekeeping(self) -> None:
+        """Heartbeats and reaping while liveness is a lock: a heartbeat only says
+        what `jobd status` shows (role, running), so it is written when that
+        changes, and while runs go on; others' deaths come from DeathWatch, and
+        while we are busy (awake anyway) we also look for heartbeat-judged ones."""
+        assert self._deaths is not None
+        self._deaths.watch_directory(self.instance)
+        now = time.monotonic()
+        busy = self.executor.busy > 0
+        state = self._liveness_state()
+        if state != self._heartbeat_state or (busy and now >= self._next_heartbeat):
+            self._heartbeat()
+        if self._death_seen.is_set() or (busy and now >= self._next_reap):
+            self._death_seen.clear()
+            self._next_reap = now + self._reap_every
+            if not self._reap():
+                self._death_seen.set()  # not now (store trouble): at the next tick
+
+    def _liveness_state(self) -> tuple[str, bool, float | None]:
+        role = "leader" if self.leader.leading else "standby"
+        return role, self.executor.busy > 0, getattr(self.leader, "clock_skew", None)
+
+    def _heartbeat(self) -> None:
+        state = self._liveness_state()
+        self.store.heartbeat(self.instance, state[0], self.executor.busy, state[2])
+        self._heartbeat_state = state
+        self._next_heartbeat = time.monotonic() + self._heartbeat_every
+
+    def _reap(self) -> bool:
+        """Mark the runs of vanished instances abandoned; False when it could not look."""
+        if not self.store_ok or time.monotonic() < self._reap_from:
+            return False
         # Our own runs are judged by our heartbeat too, and a store outage may have kept
         # it from being written while they went on: write it first.
         self._heartbeat()
@@ -172,6 +241,7 @@ class Daemon:
                 run.instance,
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
+        return True
 
     def _prune_in_background(self) -> None:
         """Enforce `history` retention hourly, on the leader only, off the loop's thread:
@@ -238,7 +308,11 @@ class Daemon:
 
     def start(self) -> None:
         """Everything before the first tick: instance, recovery, leader guard, wake-ups."""
+        self._hold_liveness_lock()
         self.store.register_instance(self.instance, self.host, os.getpid(), __version__)
+        if self._deaths is not None:
+            self._deaths.watch_directory(self.instance)
+            self.store.wake_daemons()  # the others start watching this instance
         self._recover_this_host()
         self._setup_housekeeping()
         wake_dir = self.store.wake_dir()
@@ -253,6 +327,8 @@ class Daemon:
                     IDLE_CAP,
                     extra={"action": "daemon.wake"},
                 )
+        self._quiet = self._lock is not None and self.waker.socket_bound
+        self._quiet = self.waker.watch_clock_steps() and self._quiet
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -423,6 +499,8 @@ class Daemon:
         Returns the seconds to sleep."""
         self.executor.flush()
         self.housekeeping.run_pending()
+        if self._lock is not None:
+            self._lock_housekeeping()
         if self.leader.next_poll_in() <= 0:
             self.leader.poll()
         stopping = self.flags.stop_requests > 0
@@ -558,7 +636,7 @@ class Daemon:
             next_queued = self.store.next_queued_in()
         # The clock is read after the queries, so their time does not make us late.
         now = self.clock.now()
-        waits = [IDLE_CAP, self.leader.next_poll_in()]
+        waits = [QUIET_IDLE_CAP if self._quiet else IDLE_CAP, self.leader.next_poll_in()]
         idle = self.housekeeping.idle_seconds
         if idle is not None:
             waits.append(idle)
@@ -662,6 +740,8 @@ class Daemon:
                 _nap(0.5)
         with contextlib.suppress(STORE_FAILURES):
             self.store.stop_instance(self.instance)
+        if self._lock is not None:
+            self._lock.release()
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
 

@@ -12,6 +12,7 @@ import uuid
 from jobd import __version__
 from jobd.errors import InvalidState
 from jobd.executor import Executor
+from jobd.liveness import InstanceLock
 from jobd.model import Config, Outcome, Status
 from jobd.store import Store
 
@@ -26,7 +27,10 @@ def run_local(store: Store, config: Config, run_id: int) -> Outcome:
         logger.propagate = False
     host = socket.gethostname()
     instance = f"{host}-{os.getpid()}-local-{uuid.uuid4().hex[:6]}"
+    lock = _hold_liveness_lock(store, instance)
     store.register_instance(instance, host, os.getpid(), __version__)
+    if lock is not None:
+        store.wake_daemons()  # idle daemons start watching this instance's lock
     try:
         claimed = store.claim_run(run_id, instance, host)
         if claimed is None:
@@ -55,3 +59,18 @@ def run_local(store: Store, config: Config, run_id: int) -> Outcome:
         return Outcome(finished.status, finished.exit_code, finished.signal, finished.error)
     finally:
         store.stop_instance(instance)
+        if lock is not None:
+            lock.release()
+
+
+def _hold_liveness_lock(store: Store, instance: str) -> InstanceLock | None:
+    """SQLite: a daemon learns of this command's death from its lock at once."""
+    directory = store.instance_lock_dir()
+    if directory is None:
+        return None
+    lock = InstanceLock(directory, instance)
+    try:
+        lock.acquire()
+    except OSError:
+        return None  # judged by its heartbeat, as before
+    return lock

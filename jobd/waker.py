@@ -1,6 +1,7 @@
 """Sleeping until something happens: a selector over a self-pipe (signals and
-threads), a per-daemon wake socket (SQLite: `jobd trigger` pokes it), and a
-PostgreSQL LISTEN connection. The daemon never polls in a loop.
+threads), a per-daemon wake socket (SQLite: `jobd trigger` pokes it), a
+PostgreSQL LISTEN connection, and a clock-step timer (jobd.clockstep). The
+daemon never polls in a loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+
+from jobd.clockstep import ClockStepWatch
 
 WAKE_CHANNEL = "jobd_wake"
 # sun_path holds 108 bytes on Linux (104 on macOS); a store deep in the file
@@ -70,6 +73,7 @@ class Waker:
         self._listen_fd: int | None = None
         self._schema: str | None = None  # the store's schema, named by a NOTIFY's payload
         self._old_wakeup_fd: int | None = None
+        self._clock = ClockStepWatch()
 
     def install_signal_wakeup(self) -> None:
         """Signals arriving while we sleep in select() end the sleep at once."""
@@ -93,6 +97,19 @@ class Waker:
         sock.setblocking(False)
         self._socket, self._socket_path = sock, path
         self.selector.register(sock, selectors.EVENT_READ, "socket")
+
+    @property
+    def socket_bound(self) -> bool:
+        return self._socket is not None
+
+    def watch_clock_steps(self) -> bool:
+        """Wake when the wall clock is set (Linux); False where that is not possible."""
+        if self._clock.fd is None:
+            fd = self._clock.open()
+            if fd is None:
+                return False
+            self.selector.register(fd, selectors.EVENT_READ, "clock")
+        return True
 
     def listen_postgres(self, dsn: str) -> None:
         """A dedicated autocommit connection that LISTENs for `jobd trigger`'s NOTIFY."""
@@ -156,6 +173,8 @@ class Waker:
                 with contextlib.suppress(BlockingIOError, OSError):
                     while self._socket.recv(64):
                         pass
+            elif key.data == "clock":
+                self._clock.stepped()  # the loop's JumpDetector says how far
             elif key.data == "listen":
                 try:
                     self._listen_conn.poll()
@@ -183,5 +202,6 @@ class Waker:
                 with contextlib.suppress(OSError):
                     os.unlink(self._socket_path)
         self.selector.close()
+        self._clock.close()
         os.close(self._read_fd)
         os.close(self._write_fd)

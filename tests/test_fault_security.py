@@ -164,6 +164,7 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
         for sock in (data / "jobd.db.wake").iterdir():
             with contextlib.suppress(FileNotFoundError):  # a socket may come and go
                 wake.append(mode(sock))
+        locks = [mode(lock) for lock in (data / "jobd.db.instances").iterdir()]
         assert daemon.stop() == 0
         reliability.observe(
             "security",
@@ -177,8 +178,10 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
             "jobd.db-shm": 0o600,
             "jobd.db.leader": 0o600,
             "jobd.db.wake": 0o700,
+            "jobd.db.instances": 0o700,
         }
         assert wake and all(m & 0o077 == 0 for m in wake)
+        assert locks == [0o600]  # the daemon's liveness lock
     finally:
         daemon.cleanup()
         if store is not None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
+from jobd.liveness import Presence
 from jobd.model import FINAL_STATUSES, Status
 from jobd.timeutil import from_db, to_db
 
@@ -51,15 +52,17 @@ def schema_version(store: Store) -> int:
 def instances(
     store: Store, ttl: float, now: datetime, seen_within: float = 86400.0
 ) -> list[dict[str, Any]]:
-    """Instances seen within `seen_within` seconds, newest heartbeat first.
+    """Instances seen within `seen_within` seconds or still live, newest heartbeat first.
 
-    An instance is live when it has not stopped and its heartbeat is younger
-    than the lease ttl: the same bound the daemons use to declare one gone.
+    Whether one is live is Store.instance_state's call, as for the daemons that
+    declare one gone: by its lock on SQLite (an idle daemon there writes no
+    heartbeat), by its heartbeat within the lease ttl otherwise.
     """
     Instance = store.m.Instance
+    cutoff = now - timedelta(seconds=seen_within)
     rows = (
         Instance.select(*[getattr(Instance, key) for key in INSTANCE_KEYS])
-        .where(Instance.heartbeat_at >= to_db(now - timedelta(seconds=seen_within)))
+        .where((Instance.heartbeat_at >= to_db(cutoff)) | Instance.stopped_at.is_null())
         .order_by(Instance.heartbeat_at.desc())
         .dicts()
     )
@@ -67,17 +70,17 @@ def instances(
     for row in rows:
         for key in ("started_at", "heartbeat_at", "stopped_at"):
             row[key] = from_db(row[key])
-        row["live"] = row["stopped_at"] is None and _live(row["heartbeat_at"], ttl, now)
-        result.append(row)
+        row["live"] = (
+            row["stopped_at"] is None
+            and store.instance_state(row["id"], row["heartbeat_at"], ttl, now) is Presence.LIVE
+        )
+        if row["live"] or row["heartbeat_at"] >= cutoff:
+            result.append(row)
     return result
 
 
 def live_instances(store: Store, ttl: float, now: datetime) -> list[dict[str, Any]]:
     return [row for row in instances(store, ttl, now, seen_within=ttl) if row["live"]]
-
-
-def _live(heartbeat: datetime | None, ttl: float, now: datetime) -> bool:
-    return heartbeat is not None and (now - heartbeat).total_seconds() <= ttl
 
 
 def last_heartbeat(store: Store) -> datetime | None:

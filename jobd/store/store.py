@@ -12,13 +12,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
 
 from jobd.cron import parse_schedule
 from jobd.errors import StoreUnavailable
+from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -30,7 +31,7 @@ from jobd.model import (
     Status,
     Trigger,
 )
-from jobd.store.connect import backend_of, connect, mask_url
+from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
@@ -795,11 +796,25 @@ class Store(LeaseOps):
             for row in I.select().order_by(I.started_at)
         ]
 
-    def live_instances(self, ttl: float) -> list[str]:
-        I = self.m.Instance
-        cutoff = self.now() - timedelta(seconds=ttl)
-        query = I.select(I.id).where(I.stopped_at.is_null(), I.heartbeat_at >= to_db(cutoff))
-        return [row.id for row in query]
+    def instance_lock_dir(self) -> str | None:
+        """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
+        if self.backend != "sqlite":
+            return None
+        return lock_dir(sqlite_path(self.url))
+
+    def instance_state(
+        self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
+    ) -> Presence:
+        """The one place that decides whether an instance that has not stopped is
+        still there: by its lock where it has one, else by its heartbeat."""
+        directory = self.instance_lock_dir()
+        state = lock_state(directory, instance) if directory else LockState.MISSING
+        if state is LockState.HELD:
+            return Presence.LIVE
+        if state is LockState.FREE:
+            return Presence.DEAD
+        fresh = heartbeat_at is not None and (now - heartbeat_at).total_seconds() <= ttl
+        return Presence.LIVE if fresh else Presence.STALE
 
     def reap_lost_runs(
         self,
@@ -807,20 +822,28 @@ class Store(LeaseOps):
         follow_ups: Callable[[Run, Outcome, JobSpec | None], Sequence[NewRun]],
         dead_instances: Sequence[str] = (),
     ) -> list[Run]:
-        """Mark running runs whose instance stopped heartbeating within `ttl` (or is
-        known dead) abandoned, and queue their retries, atomically. A late finish by
+        """Mark running runs whose instance is gone (see instance_state, or known
+        dead) abandoned, and queue their retries, atomically. A late finish by
         that instance then finds the run no longer running and changes nothing."""
         E, I, Job = self.m.Execution, self.m.Instance, self.m.Job
+        dead = list(dead_instances)
         with self.db.atomic():
             now = self.now()
-            cutoff = to_db(now - timedelta(seconds=ttl))
-            live = I.select(I.id).where(
-                I.stopped_at.is_null(),
-                I.heartbeat_at >= cutoff,
-                I.id.not_in(list(dead_instances) or [""]),
-            )
+            live = []
+            for instance, heartbeat_at in (
+                I.select(I.id, I.heartbeat_at)
+                .where(I.stopped_at.is_null(), I.id.not_in(dead or [""]))
+                .tuples()
+            ):
+                state = self.instance_state(instance, from_db(heartbeat_at), ttl, now)
+                if state is Presence.LIVE:
+                    live.append(instance)
+                elif state is Presence.DEAD:
+                    dead.append(instance)
             rows = list(
-                E.select().where(E.status == Status.RUNNING, E.instance.not_in(live)).order_by(E.id)
+                E.select()
+                .where(E.status == Status.RUNNING, E.instance.not_in(live or [""]))
+                .order_by(E.id)
             )
             lost: list[Run] = []
             queued = False
@@ -850,12 +873,15 @@ class Store(LeaseOps):
                     E.insert(self._run_row(follow, now)).execute()
                     queued = True
                 lost.append(run)
-            if dead_instances:
+            if dead:
                 I.update(stopped_at=to_db(now), role="stopped", running=0).where(
-                    I.id.in_(list(dead_instances)), I.stopped_at.is_null()
+                    I.id.in_(dead), I.stopped_at.is_null()
                 ).execute()
             if queued:
                 self._wake_in_transaction()
+        directory = self.instance_lock_dir()
+        for instance in dead if directory else ():
+            forget(directory, instance)  # type: ignore[arg-type]
         if queued:
             self._wake_after_commit()
         return lost
