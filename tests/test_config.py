@@ -4,6 +4,7 @@ every key's value and default; environment overrides; where the file is found.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -553,6 +554,20 @@ def test_spec_json_round_trip() -> None:
     spec = parse(FULL).jobs["drift_detection"]
     assert JobSpec.from_json(spec.to_json()) == spec
     assert spec.config_hash == JobSpec.from_json(spec.to_json()).config_hash
+
+
+def test_a_spec_stored_by_another_jobd_version_is_read_with_defaults() -> None:
+    stored = json.loads(parse(FULL).jobs["drift_detection"].to_json())
+    for newer in ("env", "jitter", "on_failure"):
+        del stored[newer]  # an older jobd had no such keys
+    stored["added_later"] = 1  # a newer one has one more
+    first = JobSpec.from_json(json.dumps(stored))
+    assert (first.env, first.jitter, first.on_failure) == ({}, 0.0, ())
+    stored["name"] = "other"  # a fresh parse, so each gets its own default dict
+    assert JobSpec.from_json(json.dumps(stored)).env is not first.env
+    del stored["name"]
+    with pytest.raises(TypeError, match="lacks 'name'"):
+        JobSpec.from_json(json.dumps(stored))
 
 
 # -- environment overrides ----------------------------------------------------------
