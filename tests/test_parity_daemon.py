@@ -37,10 +37,17 @@ def opened(request: pytest.FixtureRequest) -> Any:
 
 
 def finished(store: Store, job: str, count: int = 1) -> list[Run]:
-    """Wait for `count` final runs of `job`; oldest first, with their logs."""
+    """Wait for `count` runs of `job` that ran to an end; oldest first, with their logs.
+
+    Fires the overlap policy skipped do not count: on a loaded machine a run can
+    outlast the one-second schedules these tests use."""
 
     def done() -> list[Run] | None:
-        runs = [r for r in store.executions(job=job, limit=None, with_log=True) if r.status.final]
+        runs = [
+            r
+            for r in store.executions(job=job, limit=None, with_log=True)
+            if r.status.final and r.status is not Status.SKIPPED
+        ]
         return runs[::-1] if len(runs) >= count else None
 
     return wait_for(done, timeout=30)
