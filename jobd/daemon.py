@@ -170,7 +170,20 @@ class Daemon:
 
     @property
     def _reap_every(self) -> float:
-        return max(0.5, self.config.settings.lease_ttl / 5)
+        # Half the heartbeat period, so every other reap shares a heartbeat's wake.
+        return max(0.5, self.config.settings.lease_ttl / 6)
+
+    @property
+    def _housekeeping_slack(self) -> float:
+        """Housekeeping (and the leader's renewal) due within this is done early by a
+        tick that is awake anyway: a few seconds early is harmless to a heartbeat, a
+        reap or a renewal, and it folds timers that drift apart into one wake-up."""
+        return self._heartbeat_every / 4
+
+    def _run_housekeeping(self) -> None:
+        soon = datetime.now() + timedelta(seconds=self._housekeeping_slack)  # schedule's clock
+        for job in sorted(j for j in self.housekeeping.jobs if j.next_run and j.next_run <= soon):
+            job.run()
 
     def _hold_liveness_lock(self) -> None:
         directory = self.store.instance_lock_dir()
@@ -228,8 +241,9 @@ class Daemon:
         if not self.store_ok or time.monotonic() < self._reap_from:
             return False
         # Our own runs are judged by our heartbeat too, and a store outage may have kept
-        # it from being written while they went on: write it first.
-        self._heartbeat()
+        # it from being written while they went on: write it first if it is overdue.
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
             if run.host == self.host:
@@ -498,10 +512,10 @@ class Daemon:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
         self.executor.flush()
-        self.housekeeping.run_pending()
+        self._run_housekeeping()
         if self._lock is not None:
             self._lock_housekeeping()
-        if self.leader.next_poll_in() <= 0:
+        if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()
         stopping = self.flags.stop_requests > 0
         more_due = False

@@ -4,6 +4,7 @@ a reap or a fire does, without processes or waiting on the clock."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from jobd.daemon import Daemon
+from jobd.leader.lease import TableLeader
 from jobd.model import (
     Catchup,
     Config,
@@ -84,6 +86,46 @@ def test_reap_never_abandons_this_instances_own_runs(store: Store, make_daemon: 
     daemon._reap()
     run = store.execution(run_id)
     assert run is not None and run.status is Status.RUNNING
+
+
+def test_housekeeping_due_soon_is_done_by_a_tick_that_is_awake_anyway(
+    store: Store, make_daemon: Any
+) -> None:
+    # Timers that drift apart would each wake an idle daemon; a tick runs those due
+    # within the slack early, so they share its wake-up from then on.
+    daemon = make_daemon(job("work"))
+    daemon._setup_housekeeping()
+    daemon.leader.poll()
+    slack = daemon._housekeeping_slack
+    heartbeat, reap, _prune = daemon.housekeeping.jobs
+    soon = datetime.now() + timedelta(seconds=slack / 2)
+    later = datetime.now() + timedelta(seconds=slack * 2)
+    heartbeat.next_run, reap.next_run = soon, later
+    age_heartbeat(store, daemon.instance, 60)
+    renewal_due = isinstance(daemon.leader, TableLeader)
+    if renewal_due:
+        daemon.leader._next_poll = time.monotonic() + slack / 2
+    daemon.tick(daemon.clock.now())
+    [me] = [i for i in store.instances() if i["id"] == daemon.instance]
+    assert (store.now() - me["heartbeat_at"]).total_seconds() < 5
+    assert heartbeat.next_run > later  # rescheduled a whole period on
+    assert reap.next_run == later  # beyond the slack: left for its own time
+    if renewal_due:
+        assert daemon.leader.next_poll_in() > slack  # the lease was renewed early too
+
+
+def test_a_reap_writes_no_heartbeat_while_ours_is_fresh(
+    store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = make_daemon(job("work"))
+    daemon._heartbeat()
+    written: list[str] = []
+    monkeypatch.setattr(store, "heartbeat", lambda instance, *a: written.append(instance))
+    daemon._reap()
+    assert written == []
+    daemon._next_heartbeat = time.monotonic() - 0.1  # overdue, as after a store outage
+    daemon._reap()
+    assert written == [daemon.instance]
 
 
 def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(

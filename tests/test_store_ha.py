@@ -156,6 +156,13 @@ def test_fires_lock_job_rows_in_the_order_claims_do(postgres_url: str) -> None:
 @pytest.mark.parametrize("role", ["leader", "standby"])
 def test_heartbeat_records_role_and_clock_skew(store: Any, role: str) -> None:
     store.register_instance("me", "host", 1, "test")
+    Instance = store.m.Instance
+    Instance.update(heartbeat_at=to_db(store.now() - timedelta(hours=1))).execute()
+    before = store.now()
     store.heartbeat("me", role, 2, 3.25)
+    after = store.now()
     [inst] = store.instances()
     assert (inst["role"], inst["running"], inst["clock_skew"]) == (role, 2, 3.25)
+    # Dated by the database's clock, the one reaps compare it with.
+    slack = timedelta(milliseconds=1)  # SQLite's clock counts whole milliseconds
+    assert before - slack <= inst["heartbeat_at"] <= after + slack

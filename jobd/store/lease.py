@@ -51,6 +51,7 @@ class LeaseOps:
     db: pw.Database
     backend: str
     m: Models
+    _lease_row_seen = False
 
     def _p(self) -> str:
         return "%s" if self.backend == "postgresql" else "?"
@@ -74,9 +75,9 @@ class LeaseOps:
         else:
             expires_sql = f"strftime('%Y-%m-%d %H:%M:%f', 'now', '+' || {p} || ' seconds')"
             ttl_param = f"{ttl:.3f}"
-        with self.db.atomic():
-            self.m.Lease.insert(name=LEASE_NAME, epoch=0).on_conflict_ignore().execute()
-            row = self.db.execute_sql(
+
+        def take() -> Any:
+            return self.db.execute_sql(
                 f"UPDATE leader_lease SET "
                 f"epoch = CASE WHEN holder = {p} THEN epoch ELSE epoch + 1 END, "
                 f"acquired_at = CASE WHEN holder = {p} THEN acquired_at ELSE {now_sql} END, "
@@ -85,8 +86,16 @@ class LeaseOps:
                 f"RETURNING epoch, holder, expires_at, {now_sql}",
                 (holder, holder, holder, host, ttl_param, LEASE_NAME, holder),
             ).fetchone()
-            if row is None:
-                return self.lease_state(holder)
+
+        # A renewal is the one UPDATE; the row is created (by whoever comes first)
+        # only when it is not there yet, so a holder renews in one round trip.
+        row = take()
+        if row is None and not self._lease_row_seen:
+            self.m.Lease.insert(name=LEASE_NAME, epoch=0).on_conflict_ignore().execute()
+            row = take()
+        self._lease_row_seen = True
+        if row is None:
+            return self.lease_state(holder)
         return self._state(row, holder)
 
     def lease_state(self, asking: str | None = None) -> LeaseState:
