@@ -551,30 +551,29 @@ class Store(LeaseOps):
         """
         if limit <= 0:
             return []
+        p = self.db.param
+        # On PostgreSQL, due means due by the database's clock at the statement's (or
+        # the claim transaction's) start, read in the statement itself: a round trip
+        # less than asking first. SQLite's clock is in-process anyway.
+        moment = now if now is not None or self.backend == "postgresql" else self.now()
+        moment_sql = p if moment is not None else self._db_now_sql()
+        moment_params = (to_db(moment),) if moment is not None else ()
         # Most ticks find nothing to claim (an idle daemon ticks for its heartbeats):
         # one read says so, instead of a write transaction of four statements.
-        p = self.db.param
-        probe_at = now
-        if probe_at is None and self.backend == "sqlite":
-            probe_at = self.now()  # in-process, and compared as the claim compares it below
-        moment_sql = p if probe_at is not None else self._db_now_sql()
-        probe = self.db.execute_sql(
+        if not self.db.execute_sql(
             f"SELECT 1 FROM executions WHERE status = {p} AND not_before <= {moment_sql} LIMIT 1",
-            (Status.QUEUED.value, *((to_db(probe_at),) if probe_at is not None else ())),
-        ).fetchone()
-        if probe is None:
+            (Status.QUEUED.value, *moment_params),
+        ).fetchone():
             return []
         Job = self.m.Job
         with self.db.atomic():
-            moment = now or self.now()
-            p = self.db.param
             lock = " FOR UPDATE OF e SKIP LOCKED" if self.backend == "postgresql" else ""
             # The whole row, so the claimed runs need no second read.
             cursor = self.db.execute_sql(
                 f"SELECT j.overlap, j.config_hash, {CLAIM_COLUMNS} FROM executions e "
-                f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= {p} "
-                f"ORDER BY e.id LIMIT {p}{lock}",
-                (Status.QUEUED.value, to_db(moment), limit * 4),
+                f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= "
+                f"{moment_sql} ORDER BY e.id LIMIT {p}{lock}",
+                (Status.QUEUED.value, *moment_params, limit * 4),
             )
             keys = ("overlap", "job_config_hash", *RUN_COLUMNS)
             candidates = [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
@@ -595,7 +594,7 @@ class Store(LeaseOps):
             if not chosen:
                 return []
             p = self.db.param
-            started = self.now() if now is None else moment  # after any lock wait
+            started = self.now() if now is None else now  # after any lock wait
             self._executemany(
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
                 f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
