@@ -80,7 +80,7 @@ def main() -> None:
     if "idle" in parts and "precision" in parts:
         results, idle_results = timed(
             "precision+idle",
-            lambda: precision.with_idle(precision_s, window, postgres, sqlite_alongside=quick),
+            lambda: precision.with_idle(precision_s, window, postgres, alongside=quick),
         )
         sections.append(("idle", idle.section(idle_results)))
         sections.append(("precision", precision.section(results, precision_s, quick)))

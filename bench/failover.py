@@ -139,12 +139,21 @@ class Bench:
         daemon.popen.send_signal(signal.SIGKILL)
         died = time.monotonic()
         daemon.popen.wait()
-        wait(lambda: self.first_of_epoch_after(epoch), 60, "no new leader fired")
-        to_enqueue = time.monotonic() - died
-        to_abandoned = None
-        if running:
-            wait(lambda: self.abandoned(running), 60, "the dead leader's runs were not abandoned")
-            to_abandoned = time.monotonic() - died
+        # Both are watched in one loop: each is timed when it is first seen, whichever
+        # comes first.
+        to_enqueue: float | None = None
+        to_abandoned: float | None = None
+        deadline = died + 60
+        while to_enqueue is None or (running and to_abandoned is None):
+            if to_enqueue is None and self.first_of_epoch_after(epoch):
+                to_enqueue = time.monotonic() - died
+            if running and to_abandoned is None and self.abandoned(running):
+                to_abandoned = time.monotonic() - died
+            if time.monotonic() > deadline:
+                what = "no new leader fired" if to_enqueue is None else "runs not abandoned"
+                raise SystemExit(f"failover bench: {what}")
+            time.sleep(POLL)
+        assert to_enqueue is not None
         self.daemons.remove(daemon)
         self.start()
         return Kill(to_enqueue, to_abandoned)
