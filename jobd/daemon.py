@@ -137,6 +137,8 @@ class Daemon:
         self._next_heartbeat = 0.0
         self._next_reap = 0.0
         self._quiet = False  # see QUIET_IDLE_CAP
+        # A fire of this tick queued a run due now: the claim need not ask first.
+        self._queued_due_now = False
 
     # -- wiring -----------------------------------------------------------------
 
@@ -547,9 +549,11 @@ class Daemon:
         term = term or self.leader.term()
         if term is None:
             return False
-        due = self.store.due_jobs(now, DUE_BATCH)
+        batch = self.store.due_for_firing(now, DUE_BATCH)
+        due, active, store_now = batch.jobs, batch.active, batch.store_now
         if not due:
             return False
+        assert store_now is not None
         since = term.since
         if self.applied_at is not None and since == self._first_term_since:
             # Slots that fell due between applying the config and taking the guard at
@@ -558,7 +562,6 @@ class Daemon:
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
-        store_now = self.store.now()
         skew = (now - store_now).total_seconds()
         if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
             # The lease notices at its next renewal; until then fire times from a
@@ -571,7 +574,6 @@ class Daemon:
                 extra={"action": "leader.clock_skew"},
             )
             return False
-        active = self.store.active_jobs([r.name for r in due])
         groups = self.config.groups
         limited = {r.spec.group for r in due if r.spec.group in groups}
         group_active = active_by_group(self.store, [g for g in limited if groups[g].max_active])
@@ -623,7 +625,9 @@ class Daemon:
                     is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
-        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
+        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch, now=store_now)
+        if inserted and any(not r.status.final and r.not_before <= store_now for r in runs):
+            self._queued_due_now = True
         log.debug(
             "fired %d slots of %d due jobs (%d new rows)",
             len(runs),
@@ -634,10 +638,11 @@ class Daemon:
         return len(due) == DUE_BATCH
 
     def _claim(self) -> None:
+        probe, self._queued_due_now = not self._queued_due_now, False
         room = self.config.settings.max_concurrent - self.executor.busy
         if room <= 0:
             return
-        claimed = self.store.claim(self.instance, self.host, room)
+        claimed = self.store.claim(self.instance, self.host, room, probe=probe)
         if claimed:
             self.executor.start_all(claimed)
 

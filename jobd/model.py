@@ -207,8 +207,22 @@ _SPEC_SLOTS = tuple(
 _spec_from_json = lru_cache(maxsize=65536)(JobSpec._parse)
 
 
+# The same specs by their config hash (a hash of that very text), so that a claim
+# in the tick of its fire knows the spec from the jobs row's hash alone.
+_spec_by_hash: dict[str, JobSpec] = {}
+
+
+def remember_spec(config_hash: str, spec: JobSpec) -> None:
+    _spec_by_hash[config_hash] = spec
+
+
+def remembered_spec(config_hash: str) -> JobSpec | None:
+    return _spec_by_hash.get(config_hash)
+
+
 def forget_parsed_specs() -> None:
     _spec_from_json.cache_clear()
+    _spec_by_hash.clear()
 
 
 @dataclass(frozen=True)

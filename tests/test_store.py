@@ -449,10 +449,29 @@ def test_replace_flags_the_running_run_when_a_fire_is_recorded(store: Store) -> 
     now = store.now()
     running = store.enqueue(manual("a", now))
     store.claim("i1", "h", 1)
-    assert store.active_jobs(["a", "b"]) == {"a"}
     slot = NOW + timedelta(minutes=1)
     assert store.record_fires([fire("a", slot)], {}, cancel_jobs=["a"]) == 1
     assert store.cancel_requested([running]) == {running}
+
+
+def test_due_for_firing_tells_which_due_jobs_are_busy_and_the_store_clock(store: Store) -> None:
+    store.apply_config(jobs_config(busy="* * * * *", idle="* * * * *", later="0 0 1 1 *"), NOW)
+    store.enqueue(manual("busy", store.now()))
+    before = store.now()
+    due = store.due_for_firing(NOW + timedelta(minutes=2))
+    assert sorted(r.name for r in due.jobs) == ["busy", "idle"]
+    assert due.active == {"busy"}
+    assert due.store_now is not None and before <= due.store_now <= store.now()
+    nothing = store.due_for_firing(NOW - timedelta(days=1))
+    assert (nothing.jobs, nothing.active, nothing.store_now) == ([], set(), None)
+
+
+def test_a_claim_told_not_to_probe_finds_nothing_when_nothing_is_due(store: Store) -> None:
+    store.apply_config(overlap_config("allow"), NOW)
+    store.enqueue(manual("a", store.now() + timedelta(hours=1)))
+    assert store.claim("i1", "h", 10, probe=False) == []
+    due = store.enqueue(manual("a", store.now()))
+    assert [run.id for run, _spec in store.claim("i1", "h", 10, probe=False)] == [due]
 
 
 def test_a_slot_is_recorded_once(store: Store) -> None:

@@ -9,26 +9,12 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
-from playhouse.shortcuts import ReconnectMixin
 
 from jobd.errors import StoreUnavailable
 from jobd.store.drivers import orm_has_postgres
 from jobd.store.urls import backend_of, mask_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-
-
-class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
-    """Reconnects once when the server dropped the connection outside a transaction."""
-
-    reconnect_errors = (
-        (pw.OperationalError, "server closed the connection"),
-        (pw.OperationalError, "terminating connection"),
-        (pw.OperationalError, "connection not open"),
-        (pw.InterfaceError, "connection already closed"),
-        (pw.OperationalError, "could not connect"),
-        (pw.OperationalError, "connection refused"),
-    )
 
 
 class SqliteStore(pw.SqliteDatabase):
@@ -129,6 +115,8 @@ def _connect_postgres(url: str) -> pw.Database:
         raise StoreUnavailable(
             f"store {mask_url(url)}: this process loaded its store layer for SQLite only"
         )
+    from jobd.store.pgwire import ReconnectingPostgres
+
     parts = urlsplit(url.replace("postgres://", "postgresql://", 1))
     db = url_connect(urlunsplit(parts._replace(scheme="postgresql")))
     params = dict(db.connect_params)

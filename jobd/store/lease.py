@@ -57,10 +57,18 @@ class LeaseOps:
         return "%s" if self.backend == "postgresql" else "?"
 
     def _db_now_sql(self) -> str:
+        """The transaction's clock: fixed while it lasts on PostgreSQL, for the
+        statement on SQLite."""
         if self.backend == "postgresql":
             return "(now() AT TIME ZONE 'utc')"
         # 'now' is fixed for the whole statement, like PostgreSQL's now().
         return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+    def _clock_sql(self) -> str:
+        """The clock read where the statement is evaluated (after any lock wait)."""
+        if self.backend == "postgresql":
+            return "(clock_timestamp() AT TIME ZONE 'utc')"
+        return self._db_now_sql()
 
     def acquire_lease(self, holder: str, host: str, ttl: float) -> LeaseState:
         """Take the lease if it is free or expired, or renew it if `holder` has it.
@@ -141,14 +149,10 @@ class LeaseOps:
         """Inside a write transaction: raise LeaseLost unless `epoch` is current and
         unexpired. On PostgreSQL the row lock makes a concurrent takeover wait for
         this transaction (or this check wait for the takeover, and then fail)."""
-        if self.backend == "postgresql":
-            # clock_timestamp(): judged when the row lock is ours, not when the
-            # transaction began.
-            lock, now_sql = " FOR UPDATE", "(clock_timestamp() AT TIME ZONE 'utc')"
-        else:
-            lock, now_sql = "", self._db_now_sql()
+        # The clock, not the transaction's start: judged when the row lock is ours.
+        lock = " FOR UPDATE" if self.backend == "postgresql" else ""
         row = self.db.execute_sql(
-            f"SELECT epoch, expires_at > {now_sql} FROM leader_lease "
+            f"SELECT epoch, expires_at > {self._clock_sql()} FROM leader_lease "
             f"WHERE name = {self._p()}{lock}",
             (LEASE_NAME,),
         ).fetchone()

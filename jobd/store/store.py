@@ -30,6 +30,8 @@ from jobd.model import (
     Source,
     Status,
     Trigger,
+    remember_spec,
+    remembered_spec,
 )
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
@@ -63,6 +65,13 @@ class JobRecord:
     @property
     def source(self) -> Source:
         return self.spec.source
+
+
+@dataclass(frozen=True)
+class DueJobs:
+    jobs: list[JobRecord]
+    active: set[str]  # those with a queued or running run
+    store_now: datetime | None  # the store's clock when any are due
 
 
 @dataclass(frozen=True)
@@ -119,11 +128,7 @@ class Store(LeaseOps):
         On PostgreSQL this is clock_timestamp(), not now(): now() is frozen at the
         start of the transaction, so a claim that waited for a lock would record
         a start before the end of the run it waited for."""
-        if self.backend == "postgresql":
-            value = self.db.execute_sql("SELECT clock_timestamp() AT TIME ZONE 'utc'").fetchone()[0]
-        else:
-            value = self.db.execute_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").fetchone()[0]
-        moment = from_db(value)
+        moment = from_db(self.db.execute_sql(f"SELECT {self._clock_sql()}").fetchone()[0])
         assert moment is not None
         return moment
 
@@ -269,25 +274,40 @@ class Store(LeaseOps):
             Job.update(changes).where(Job.name == name).execute()
 
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
+        return self.due_for_firing(now, limit).jobs
+
+    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
+        """The jobs due at `now`, which of them have a queued or running run, and the
+        store's clock (as now() reads it): all a fire needs, in one round trip."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
-            "SELECT spec, paused, removed, next_fire_at, last_fire_at, updated_at FROM jobs "
-            f"WHERE next_fire_at IS NOT NULL AND next_fire_at <= {p} "
-            f"AND NOT paused AND NOT removed AND enabled ORDER BY next_fire_at LIMIT {p}",
-            (to_db(now), limit),
+            "SELECT j.spec, j.config_hash, j.paused, j.removed, j.next_fire_at, "
+            f"j.last_fire_at, j.updated_at, a.job IS NOT NULL, {self._clock_sql()} FROM jobs j "
+            "LEFT JOIN (SELECT DISTINCT job FROM executions "
+            f"WHERE status IN ({p}, {p})) a ON a.job = j.name "
+            f"WHERE j.next_fire_at IS NOT NULL AND j.next_fire_at <= {p} "
+            f"AND NOT j.paused AND NOT j.removed AND j.enabled ORDER BY j.next_fire_at LIMIT {p}",
+            (Status.QUEUED.value, Status.RUNNING.value, to_db(now), limit),
         )
-        return [
-            JobRecord(
-                spec=JobSpec.from_json(spec),
-                paused=bool(paused),
-                removed=bool(removed),
-                next_fire_at=from_db(next_fire),
-                last_fire_at=from_db(last_fire),
-                updated_at=from_db(updated),  # type: ignore[arg-type]
+        rows = cursor.fetchall()
+        jobs, active = [], set()
+        for text, config_hash, paused, removed, next_fire, last_fire, updated, busy, _ in rows:
+            spec = JobSpec.from_json(text)
+            remember_spec(config_hash, spec)
+            jobs.append(
+                JobRecord(
+                    spec=spec,
+                    paused=bool(paused),
+                    removed=bool(removed),
+                    next_fire_at=from_db(next_fire),
+                    last_fire_at=from_db(last_fire),
+                    updated_at=from_db(updated),  # type: ignore[arg-type]
+                )
             )
-            for spec, paused, removed, next_fire, last_fire, updated in cursor.fetchall()
-        ]
+            if busy:
+                active.add(spec.name)
+        return DueJobs(jobs, active, from_db(rows[0][-1]) if rows else None)
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -297,32 +317,30 @@ class Store(LeaseOps):
         ).fetchone()
         return from_db(value)
 
-    def active_jobs(self, names: Sequence[str]) -> set[str]:
-        """The jobs among `names` with a queued or running run."""
-        if not names:
-            return set()
-        rows = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
-            names,
-            (Status.QUEUED.value, Status.RUNNING.value),
-        )
-        return {row[0] for row in rows}
-
     def record_fires(
         self,
         runs: Sequence[NewRun],
         advances: dict[str, tuple[datetime | None, datetime]],
         cancel_jobs: Sequence[str] = (),
         epoch: int | None = None,
+        now: datetime | None = None,
     ) -> int:
         """Insert fired runs (a slot already recorded is ignored) and move each job's
-        next fire, in one transaction. Returns the number of rows inserted.
+        next fire, in one transaction. Returns the number of rows inserted. They are
+        queued at `now` (by default, the store's clock as it is read here).
 
         With an `epoch`, the write happens only while that lease term is current
         (LeaseLost otherwise). Other daemons are woken to share the new runs."""
         E = self.m.Execution
-        now = self.now()
+        now = self.now() if now is None else now
         with self.db.atomic():
+            if self.backend == "postgresql":
+                # Not waiting for the flush to disk: should the server crash before
+                # it, the runs and their jobs' next fires are lost together, and
+                # the slots fire again. A claim of these runs waits for its own
+                # flush, which writes this transaction's too: no run starts from
+                # a fire that could still be lost.
+                self.db.hold("SET LOCAL synchronous_commit = off")
             if epoch is not None:
                 self.check_epoch(epoch)
             inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
@@ -379,16 +397,20 @@ class Store(LeaseOps):
                 )
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """One statement over many rows: one call into the driver, not one per row."""
+        """One statement over many rows, a write whose results nobody reads: one call
+        into the driver, not one per row. On PostgreSQL, up to a batch of them inside
+        a transaction ride on its next round trip (see pgwire)."""
         if not rows:
             return
-        cursor = self.db.cursor()
         if self.backend == "postgresql":
+            if len(rows) <= BATCH and self.db.in_transaction():
+                self.db.hold(sql, rows)
+                return
             from psycopg2.extras import execute_batch
 
-            execute_batch(cursor, sql, rows, page_size=BATCH)
+            execute_batch(self.db.cursor(), sql, rows, page_size=BATCH)
         else:
-            cursor.executemany(sql, rows)
+            self.db.cursor().executemany(sql, rows)
 
     def _insert_fires(self, rows: list[dict[str, Any]]) -> int:
         """Insert run rows, ignoring a slot already recorded; returns how many were new."""
@@ -460,9 +482,10 @@ class Store(LeaseOps):
         self._wake_after_commit()
 
     def _wake_in_transaction(self) -> None:
-        """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits."""
+        """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
+        it goes with the COMMIT, no round trip of its own."""
         if self.backend == "postgresql":
-            self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
+            self.db.hold("SELECT pg_notify(%s, current_schema())", [(WAKE_CHANNEL,)])
 
     def _wake_after_commit(self) -> None:
         if self.backend == "postgresql":
@@ -542,12 +565,18 @@ class Store(LeaseOps):
         return [self._run(row) for row in query]
 
     def claim(
-        self, instance: str, host: str, limit: int, now: datetime | None = None
+        self,
+        instance: str,
+        host: str,
+        limit: int,
+        now: datetime | None = None,
+        probe: bool = True,
     ) -> list[tuple[Run, JobSpec]]:
         """Atomically move up to `limit` due queued runs to running for `instance`.
 
         A job whose overlap is skip, queue or replace never has two running runs,
-        across all instances.
+        across all instances. `probe=False` skips the read that first asks whether
+        anything is claimable, for a caller that has just queued a run due now.
         """
         if limit <= 0:
             return []
@@ -560,28 +589,45 @@ class Store(LeaseOps):
         moment_params = (to_db(moment),) if moment is not None else ()
         # Most ticks find nothing to claim (an idle daemon ticks for its heartbeats):
         # one read says so, instead of a write transaction of four statements.
-        if not self.db.execute_sql(
-            f"SELECT 1 FROM executions WHERE status = {p} AND not_before <= {moment_sql} LIMIT 1",
-            (Status.QUEUED.value, *moment_params),
-        ).fetchone():
+        claimable = (
+            f"SELECT 1 FROM executions WHERE status = {p} AND not_before <= {moment_sql} LIMIT 1"
+        )
+        if (
+            probe
+            and not self.db.execute_sql(claimable, (Status.QUEUED.value, *moment_params)).fetchone()
+        ):
             return []
-        Job = self.m.Job
         with self.db.atomic():
             lock = " FOR UPDATE OF e SKIP LOCKED" if self.backend == "postgresql" else ""
-            # The whole row, so the claimed runs need no second read.
+            # The whole row, so the claimed runs need no second read; and the clock,
+            # the start of runs no lock below makes wait (SKIP LOCKED never waits).
             cursor = self.db.execute_sql(
-                f"SELECT j.overlap, j.config_hash, {CLAIM_COLUMNS} FROM executions e "
-                f"JOIN jobs j ON j.name = e.job WHERE e.status = {p} AND e.not_before <= "
-                f"{moment_sql} ORDER BY e.id LIMIT {p}{lock}",
+                f"SELECT j.overlap, j.config_hash, {self._clock_sql()}, {CLAIM_COLUMNS} "
+                f"FROM executions e JOIN jobs j ON j.name = e.job WHERE e.status = {p} "
+                f"AND e.not_before <= {moment_sql} ORDER BY e.id LIMIT {p}{lock}",
                 (Status.QUEUED.value, *moment_params, limit * 4),
             )
-            keys = ("overlap", "job_config_hash", *RUN_COLUMNS)
+            keys = ("overlap", "job_config_hash", "clock", *RUN_COLUMNS)
             candidates = [dict(zip(keys, row, strict=True)) for row in cursor.fetchall()]
+            if not candidates:
+                return []
+            started = from_db(candidates[0]["clock"])
             exclusive = sorted({c["job"] for c in candidates if c["overlap"] in EXCLUSIVE})
-            if exclusive and self.backend == "postgresql":
-                # Serialize claimers of the same exclusive job across instances.
-                list(Job.select(Job.name).where(Job.name.in_(exclusive)).for_update())
-            busy = self._running_jobs(exclusive)
+            busy: set[str] = set()
+            if exclusive:
+                if self.backend == "postgresql":
+                    # Serialize claimers of the same exclusive job across instances,
+                    # locking in name order as fires do. Its rows are not read: it
+                    # goes with the next statement, still a statement of its own
+                    # whose snapshot (read committed) sees what the lock waited for.
+                    self.db.hold(
+                        "SELECT name FROM jobs WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+                        [(exclusive,)],
+                    )
+                busy, started = self._running_jobs_and_clock(exclusive)
+            if now is not None:
+                started = now
+            assert started is not None
             chosen: list[dict[str, Any]] = []
             for cand in candidates:
                 if len(chosen) >= limit:
@@ -593,8 +639,6 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
-            p = self.db.param
-            started = self.now() if now is None else now  # after any lock wait
             self._executemany(
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
                 f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
@@ -604,16 +648,23 @@ class Store(LeaseOps):
                     for c in chosen
                 ],
             )  # fmt: skip
+            # Specs of the chosen runs' jobs only, each parsed once for all its runs;
+            # those a fire of this tick read already are known by their hash.
+            specs: dict[str, JobSpec] = {}
+            for c in chosen:
+                known = remembered_spec(c["job_config_hash"])
+                if known is not None and known.name == c["job"]:
+                    specs[c["job"]] = known
+            unknown = sorted({c["job"] for c in chosen} - specs.keys())
+            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})",
+                                         unknown))  # fmt: skip
             runs = {}
             for c in chosen:
                 c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
                          host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
-                del c["overlap"]
+                del c["overlap"], c["clock"]
                 runs[c["id"]] = self._run_from_dict(c)
-            # Specs of the chosen runs' jobs only, each parsed once for all its runs.
-            names = sorted({c["job"] for c in chosen})
-            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", names))
-        specs = {name: JobSpec.from_json(text) for name, text in texts.items()}
+        specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
     def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
@@ -639,15 +690,24 @@ class Store(LeaseOps):
             run = self._run(E.get(E.id == run_id))
         return run, JobSpec.from_json(row["spec"])
 
-    def _running_jobs(self, names: Sequence[str]) -> set[str]:
-        if not names:
-            return set()
-        rows = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status = {p} AND job IN ({in})",
-            names,
-            (Status.RUNNING.value,),
-        )
-        return {row[0] for row in rows}
+    def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
+        """The jobs among `names` with a running run, and the store's clock, in one
+        statement on PostgreSQL."""
+        if self.backend != "postgresql":
+            rows = self._select_in(
+                "SELECT DISTINCT job FROM executions WHERE status = {p} AND job IN ({in})",
+                names,
+                (Status.RUNNING.value,),
+            )
+            return {row[0] for row in rows}, self.now()
+        clock, running = self.db.execute_sql(
+            f"SELECT {self._clock_sql()}, ARRAY(SELECT DISTINCT job FROM executions "
+            "WHERE status = %s AND job = ANY(%s))",
+            (Status.RUNNING.value, list(names)),
+        ).fetchone()
+        moment = from_db(clock)
+        assert moment is not None
+        return set(running), moment
 
     def set_pid(self, run_id: int, pid: int) -> None:
         self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
