@@ -437,10 +437,11 @@ class Daemon:
 
     def _sleep(self, timeout: float) -> bool:
         """Sleep until woken or `timeout` is over, to the tenth of a millisecond: the
-        selector counts whole milliseconds, rounded up, which would start every
-        scheduled run up to a millisecond late."""
+        selector counts whole milliseconds, rounded up, and wakes up to a millisecond
+        past even that, which would start every scheduled run that late. The last two
+        milliseconds are slept by a timer of finer grain instead."""
         deadline = time.monotonic() + timeout
-        woken = self.waker.sleep(max(0.0, timeout - 0.001))
+        woken = self.waker.sleep(max(0.0, timeout - 0.002))
         if not woken:
             rest = deadline - time.monotonic()
             if rest > 0.0001:
@@ -514,9 +515,6 @@ class Daemon:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
         self.executor.flush()
-        self._run_housekeeping()
-        if self._lock is not None:
-            self._lock_housekeeping()
         if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()
         stopping = self.flags.stop_requests > 0
@@ -539,6 +537,11 @@ class Daemon:
         self.executor.check_cancels()
         if not stopping:
             self._claim()
+        # After the fire and the claim, which a slot's time is for: folded into
+        # that tick, the timers' round trips would delay its runs.
+        self._run_housekeeping()
+        if self._lock is not None:
+            self._lock_housekeeping()
         return 0.0 if more_due else self._sleep_for(stopping)
 
     def fire_due(self, now: datetime, term: Term | None = None) -> bool:
