@@ -278,21 +278,22 @@ class Store(LeaseOps):
 
     def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
         """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs, in one round trip."""
+        store's clock (as now() reads it): all a fire needs. Nothing but the due
+        read when none is due, which is most of the time."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
-            "SELECT j.spec, j.config_hash, j.paused, j.removed, j.next_fire_at, "
-            f"j.last_fire_at, j.updated_at, a.job IS NOT NULL, {self._clock_sql()} FROM jobs j "
-            "LEFT JOIN (SELECT DISTINCT job FROM executions "
-            f"WHERE status IN ({p}, {p})) a ON a.job = j.name "
-            f"WHERE j.next_fire_at IS NOT NULL AND j.next_fire_at <= {p} "
-            f"AND NOT j.paused AND NOT j.removed AND j.enabled ORDER BY j.next_fire_at LIMIT {p}",
-            (Status.QUEUED.value, Status.RUNNING.value, to_db(now), limit),
+            "SELECT spec, config_hash, paused, removed, next_fire_at, last_fire_at, "
+            f"updated_at, {self._clock_sql()} FROM jobs "
+            f"WHERE next_fire_at IS NOT NULL AND next_fire_at <= {p} "
+            f"AND NOT paused AND NOT removed AND enabled ORDER BY next_fire_at LIMIT {p}",
+            (to_db(now), limit),
         )
         rows = cursor.fetchall()
-        jobs, active = [], set()
-        for text, config_hash, paused, removed, next_fire, last_fire, updated, busy, _ in rows:
+        if not rows:
+            return DueJobs([], set(), None)
+        jobs = []
+        for text, config_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
             spec = JobSpec.from_json(text)
             remember_spec(config_hash, spec)
             jobs.append(
@@ -305,9 +306,12 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-            if busy:
-                active.add(spec.name)
-        return DueJobs(jobs, active, from_db(rows[0][-1]) if rows else None)
+        active = self._select_in(
+            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+            [job.name for job in jobs],
+            (Status.QUEUED.value, Status.RUNNING.value),
+        )
+        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -602,8 +606,9 @@ class Store(LeaseOps):
             # The whole row, so the claimed runs need no second read; and the clock,
             # the start of runs no lock below makes wait (SKIP LOCKED never waits).
             cursor = self.db.execute_sql(
-                f"SELECT j.overlap, j.config_hash, {self._clock_sql()}, {CLAIM_COLUMNS} "
-                f"FROM executions e JOIN jobs j ON j.name = e.job WHERE e.status = {p} "
+                f"SELECT j.overlap, j.config_hash, c.now, {CLAIM_COLUMNS} FROM executions e "
+                f"JOIN jobs j ON j.name = e.job CROSS JOIN (SELECT {self._clock_sql()} AS now) c "
+                f"WHERE e.status = {p} "
                 f"AND e.not_before <= {moment_sql} ORDER BY e.id LIMIT {p}{lock}",
                 (Status.QUEUED.value, *moment_params, limit * 4),
             )
