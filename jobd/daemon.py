@@ -628,7 +628,7 @@ class Daemon:
                     is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
-        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch, now=store_now)
+        inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
         if inserted and any(not r.status.final and r.not_before <= store_now for r in runs):
             self._queued_due_now = True
         log.debug(

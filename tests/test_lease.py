@@ -124,6 +124,21 @@ def test_fencing_accepts_the_current_epoch_and_rejects_a_stale_one(
     assert store.record_fires(_fire(store, later), {"tick": (later, later)}, epoch=new) == 1
 
 
+def test_a_fenced_fire_is_queued_at_the_store_clock_of_its_write(
+    store: Any, store_url: str
+) -> None:
+    store.apply_config(_config(store_url), store.now())
+    epoch = store.acquire_lease("a", "h", TTL).epoch
+    slot = store.now().replace(microsecond=0) - timedelta(seconds=5)
+    before = store.now()
+    assert store.record_fires(_fire(store, slot), {"tick": (slot, slot)}, epoch=epoch) == 1
+    after = store.now()
+    [run] = store.executions(job="tick", limit=None)
+    # The write's clock, not the slot's: a run due in the past is due at once.
+    assert before <= run.queued_at <= after
+    assert run.not_before == run.queued_at
+
+
 def test_fencing_rejects_an_expired_lease_even_if_nobody_took_it(
     store: Any, store_url: str
 ) -> None:

@@ -133,7 +133,7 @@ def test_a_fire_does_not_wait_for_the_disk_and_leaves_the_connection_as_it_was(
     slot = now.replace(second=0, microsecond=0)
     fired = NewRun(job="a", trigger=Trigger.SCHEDULE, not_before=now, scheduled_for=slot)
     assert pg.record_fires([fired], {"a": (slot + timedelta(minutes=1), slot)}) == 1
-    assert "SET LOCAL synchronous_commit = off" in round_trips[-2] + round_trips[-1]
+    assert any("SET LOCAL synchronous_commit = off" in trip for trip in round_trips)
     (setting,) = pg.db.execute_sql("SHOW synchronous_commit").fetchone()
     assert setting == "on"
 

@@ -145,17 +145,22 @@ class LeaseOps:
             "expires_at": from_db(row.expires_at),
         }
 
-    def check_epoch(self, epoch: int) -> None:
+    def check_epoch(self, epoch: int) -> datetime:
         """Inside a write transaction: raise LeaseLost unless `epoch` is current and
-        unexpired. On PostgreSQL the row lock makes a concurrent takeover wait for
-        this transaction (or this check wait for the takeover, and then fail)."""
+        unexpired; returns the store's clock as the check read it. On PostgreSQL
+        the row lock makes a concurrent takeover wait for this transaction (or this
+        check wait for the takeover, and then fail)."""
         # The clock, not the transaction's start: judged when the row lock is ours.
         lock = " FOR UPDATE" if self.backend == "postgresql" else ""
+        clock = self._clock_sql()
         row = self.db.execute_sql(
-            f"SELECT epoch, expires_at > {self._clock_sql()} FROM leader_lease "
+            f"SELECT epoch, expires_at > {clock}, {clock} FROM leader_lease "
             f"WHERE name = {self._p()}{lock}",
             (LEASE_NAME,),
         ).fetchone()
         if row is None or int(row[0]) != epoch or not row[1]:
             current = "none" if row is None else row[0]
             raise LeaseLost(f"lease epoch {epoch} is no longer current (now {current})")
+        moment = from_db(row[2])
+        assert moment is not None
+        return moment

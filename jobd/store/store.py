@@ -327,16 +327,13 @@ class Store(LeaseOps):
         advances: dict[str, tuple[datetime | None, datetime]],
         cancel_jobs: Sequence[str] = (),
         epoch: int | None = None,
-        now: datetime | None = None,
     ) -> int:
         """Insert fired runs (a slot already recorded is ignored) and move each job's
-        next fire, in one transaction. Returns the number of rows inserted. They are
-        queued at `now` (by default, the store's clock as it is read here).
+        next fire, in one transaction. Returns the number of rows inserted.
 
         With an `epoch`, the write happens only while that lease term is current
         (LeaseLost otherwise). Other daemons are woken to share the new runs."""
         E = self.m.Execution
-        now = self.now() if now is None else now
         with self.db.atomic():
             if self.backend == "postgresql":
                 # Not waiting for the flush to disk: should the server crash before
@@ -345,8 +342,8 @@ class Store(LeaseOps):
                 # flush, which writes this transaction's too: no run starts from
                 # a fire that could still be lost.
                 self.db.hold("SET LOCAL synchronous_commit = off")
-            if epoch is not None:
-                self.check_epoch(epoch)
+            # Queued when written: the fencing check reads the clock anyway.
+            now = self.check_epoch(epoch) if epoch is not None else self.now()
             inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
             self._advance(advances)
             if cancel_jobs:
