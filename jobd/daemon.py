@@ -26,13 +26,15 @@ import schedule
 
 from jobd import __version__
 from jobd.clock import Clock, JumpDetector
+from jobd.containment import containment
 from jobd.durations import format_duration
 from jobd.errors import ConfigError
 from jobd.executor import Executor
+from jobd.fence import Fence, Keeper
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
-from jobd.liveness import DeathWatch, InstanceLock
+from jobd.liveness import DeathWatch, InstanceLock, LockState, lock_state
 from jobd.model import (
     CATCHUP_CAP,
     Config,
@@ -100,6 +102,7 @@ class Daemon:
         store: Store,
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
+        contain: bool = False,
     ) -> None:
         # Said once here, while the parsed jobs are at hand; the daemon keeps only
         # the settings (the store holds the jobs).
@@ -110,9 +113,17 @@ class Daemon:
         self.clock = clock or Clock.from_env()
         self.host = socket.gethostname()
         self.instance = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        if contain:
+            # Process-wide (a child subreaper, cgroups): `jobd run` only, not a
+            # Daemon built inside another program, such as a test.
+            containment.setup(self.instance)
         self.waker = Waker()
         self.flags = SignalFlags(self.waker.wake)
         self.executor = Executor(store, self.instance, config.settings, self.waker.wake)
+        # Armed in start(), once it is known whether others judge us by heartbeat.
+        self.fence = Fence(config.settings.lease_ttl, config.settings.kill_grace, armed=False)
+        self.executor.fence = self.fence
+        self._fence_logged = False
         self.leader = self._make_leader()
         self.housekeeping = schedule.Scheduler()
         self.backoff = Backoff(config.settings.max_backoff)
@@ -234,7 +245,9 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         state = self._liveness_state()
+        sent = time.monotonic()
         self.store.heartbeat(self.instance, state[0], self.executor.busy, state[2])
+        self.fence.renewed(sent)
         self._heartbeat_state = state
         self._next_heartbeat = time.monotonic() + self._heartbeat_every
 
@@ -248,7 +261,7 @@ class Daemon:
             self._heartbeat()
         lost = self.store.reap_lost_runs(self.config.settings.lease_ttl, self._follow_ups)
         for run in lost:
-            if run.host == self.host:
+            if run.host == self.host and self._gone(run.instance):
                 kill_leftovers(run.id, run.job, run.instance)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
@@ -258,6 +271,20 @@ class Daemon:
                 extra={"action": "run.abandoned", "job": run.job, "execution_id": run.id},
             )
         return True
+
+    def _gone(self, instance: str | None) -> bool:
+        """Whether another jobd of this host is really gone, not just silent: one
+        paused or cut off from the store still runs its jobs, and stops them itself
+        (self-fencing); killing them from here would kill a live daemon's work."""
+        if instance is None:
+            return True
+        directory = self.store.instance_lock_dir()
+        if directory is not None:
+            state = lock_state(directory, instance)
+            if state is not LockState.MISSING:
+                return state is LockState.FREE
+        pid = _pid_of(instance)
+        return pid is None or not pid_alive(pid)
 
     def _prune_in_background(self) -> None:
         """Enforce `history` retention hourly, on the leader only, off the loop's thread:
@@ -309,6 +336,8 @@ class Daemon:
             lost = self.store.reap_lost_runs(
                 self.config.settings.lease_ttl, self._follow_ups, dead_instances=dead
             )
+            for instance in dead:
+                containment.kill_owner(instance)
             for run in lost:
                 leftovers = kill_leftovers(run.id, run.job, run.instance)
                 log.warning(
@@ -325,7 +354,9 @@ class Daemon:
     def start(self) -> None:
         """Everything before the first tick: instance, recovery, leader guard, wake-ups."""
         self._hold_liveness_lock()
+        sent = time.monotonic()
         self.store.register_instance(self.instance, self.host, os.getpid(), __version__)
+        self._start_keeper(sent)
         if self._deaths is not None:
             self._deaths.watch_directory(self.instance)
             self.store.wake_daemons()  # the others start watching this instance
@@ -365,6 +396,44 @@ class Daemon:
             "leading" if self.leader.leading else "standby",
             extra={"action": "daemon.start"},
         )
+
+    def _start_keeper(self, registered: float) -> None:
+        """The keeper ends our runs if we die, and fences them if we go silent."""
+        self.fence.armed = self._lock is None  # a lock says we live, however silent
+        if not containment.ready:
+            return
+        keeper = Keeper(self.instance, containment.cgroup_dir)
+        try:
+            containment.helper(keeper.start())
+        except OSError as exc:
+            log.error(
+                "cannot start the keeper process (%s): runs of a jobd that dies "
+                "or is paused are not stopped until a jobd starts again",
+                exc.strerror or exc,
+                extra={"action": "daemon.keeper"},
+            )
+            return
+        self.fence.keeper = keeper
+        self.fence.renewed(registered)  # register_instance wrote our first heartbeat
+
+    def _check_fence(self) -> bool:
+        """True while fenced: our heartbeat is too old for our runs to go on."""
+        if not self.fence.fired():
+            self._fence_logged = False
+            return False
+        if self.executor.busy and not self._fence_logged:
+            self._fence_logged = True
+            log.error(
+                "no heartbeat reached the store for %.1fs (lease_ttl %gs): stopping %d "
+                "run(s) and claiming none, so that their retries elsewhere are the only "
+                "copies",
+                self.fence.age(),
+                self.config.settings.lease_ttl,
+                self.executor.busy,
+                extra={"action": "daemon.fenced"},
+            )
+        self.executor.fence_all()
+        return True
 
     @staticmethod
     def _check_users(config: Config) -> None:
@@ -491,7 +560,8 @@ class Daemon:
             if self.executor.busy:
                 # Runs going on here need our heartbeat back within lease_ttl of the
                 # store's return, or other instances will take them for lost.
-                delay = min(delay, self.config.settings.lease_ttl / 3)
+                delay = min(delay, self.config.settings.lease_ttl / 6)
+                self._check_fence()
             if self.store_ok:
                 log.error(
                     "store unavailable (%s); retrying with back-off",
@@ -535,7 +605,13 @@ class Daemon:
                 # nothing was written, and the new leader fires these slots.
                 self.leader.step_down(f"a newer leader took over ({exc})")
         self.executor.check_cancels()
-        if not stopping:
+        # Runs going on need a heartbeat well within the fence, and a run is
+        # claimed only with a fresh one: it may be fenced as soon as it starts.
+        due = self.config.settings.lease_ttl / (6 if self.executor.busy else 2)
+        if self.fence.armed and (self.executor.busy or not stopping) and self.fence.age() >= due:
+            self._heartbeat()
+        fenced = self._check_fence()
+        if not stopping and not fenced:
             self._claim()
         # After the fire and the claim, which a slot's time is for: folded into
         # that tick, the timers' round trips would delay its runs.
@@ -760,6 +836,9 @@ class Daemon:
             except STORE_FAILURES:
                 self.store.reset_connection()
                 _nap(0.5)
+        containment.end_all()  # orphans no run is left to own
+        if self.fence.keeper is not None:
+            self.fence.keeper.close()
         with contextlib.suppress(STORE_FAILURES):
             self.store.stop_instance(self.instance)
         if self._lock is not None:
@@ -772,6 +851,12 @@ def _settings_only(config: Config) -> Config:
     """The daemon reads jobs from the store; holding every parsed job as well would
     keep megabytes (10,000 jobs) in memory for nothing."""
     return dataclasses.replace(config, jobs={})
+
+
+def _pid_of(instance: str) -> int | None:
+    """The pid in an instance id (host-pid-suffix), as Daemon makes them."""
+    parts = instance.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -793,6 +878,6 @@ def serve(
     reload_config: Callable[[], Config] | None = None,
     applied_at: datetime | None = None,
 ) -> int:
-    daemon = Daemon(config, store, reload_config)
+    daemon = Daemon(config, store, reload_config, contain=True)
     daemon.applied_at = applied_at
     return daemon.run()

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from jobd.fence import Fence
 from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Status
 from jobd.policies import follow_ups
 from jobd.runner import Event, RunProcess
@@ -56,6 +57,7 @@ class Executor:
         self._spawn_queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
+        self.fence: Fence | None = None  # the daemon's; see jobd.fence
 
     @property
     def busy(self) -> int:
@@ -99,6 +101,8 @@ class Executor:
         process = RunProcess(
             run, spec, self.settings, self._report, self.base_env, store_url=self.store.url
         )
+        if self.fence is not None:
+            process.fenced = self.fence.reason
         self.running[run.id] = process
         log.info(
             "run %s of %s started (%s, attempt %s)",
@@ -196,6 +200,16 @@ class Executor:
             process = self.running.get(run_id)
             if process is not None:
                 process.stop(Status.CANCELLED, reason)
+
+    def fence_all(self) -> None:
+        """Stop every run: this daemon may be taken for gone (jobd.fence). Recorded
+        as abandoned, so that each is retried, once, by whoever is still there."""
+        if self.fence is None:
+            return
+        reason = self.fence.reason()
+        for process in list(self.running.values()):
+            if reason is not None and not process.stop_requested:
+                process.stop(Status.ABANDONED, reason)
 
     def stop_all(self, reason: str) -> None:
         for process in list(self.running.values()):

@@ -8,6 +8,7 @@ A RunProcess never touches the store: it reports what happens through
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pwd
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from jobd.childlog import error_line
+from jobd.containment import RunCgroup, boot_ticks, containment
 from jobd.durations import format_duration
 from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
 from jobd.supervisor import LOG_FLUSH_INTERVAL, READ_CHUNK, Supervisor, shared_supervisor
@@ -143,6 +145,28 @@ def build_env(
     return env
 
 
+# The gate a job's child execs first when it gets a cgroup: the shell waits until
+# jobd has moved it in (a line on stdin; end-of-file means jobd died: run
+# nothing), then becomes the job, with stdin from /dev/null as usual.
+CGROUP_GATE = ["/bin/sh", "-c", 'read -r _ || exit 127; exec "$@" </dev/null', "jobd-gate"]
+
+
+def check_executable(program: str, path: str, cwd: str | None) -> None:
+    """Raise what exec would, for a program the gate is to exec: its "cannot start"
+    must still be said by jobd, not become the run's exit code 127."""
+    if "/" in program:
+        candidates = [os.path.join(cwd or "", program)]
+    else:
+        candidates = [os.path.join(d or ".", program) for d in path.split(os.pathsep)]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return
+            if "/" in program:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -196,9 +220,15 @@ class RunProcess:
         )
         self.tail = OutputTail(settings.log_lines, settings.log_bytes, secrets)
         self.pid: int | None = None
+        self.cgroup: RunCgroup | None = None
+        # Set by the executor: why the daemon's fence stopped its runs, if it did.
+        self.fenced: Callable[[], str | None] | None = None
 
     def start(self) -> None:
         """Spawn the child now; a child that cannot start ends the run as failed."""
+        # Counted as going on from before its first process exists, so that an
+        # orphan of the run is never taken for one that no run can own.
+        containment.started(self.run_record.id, boot_ticks())
         try:
             proc = self._spawn()
         except (OSError, KeyError, PermissionError, subprocess.SubprocessError) as exc:
@@ -212,6 +242,7 @@ class RunProcess:
             self.finish(Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}"))
             return
         self.pid = proc.pid
+        containment.child(proc.pid)
         self.report(Event("started", self.run_record.id, proc.pid))
         (self.supervisor or shared_supervisor()).watch(self, proc)
 
@@ -237,6 +268,7 @@ class RunProcess:
         if self._done.is_set():
             return
         self._done.set()
+        containment.ended(self.run_record.id, self.pid)
         self.report(
             Event("done", self.run_record.id, self.pid, self.tail.text(), self.tail.total, outcome)
         )
@@ -257,17 +289,54 @@ class RunProcess:
                 extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
             )
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-        return subprocess.Popen(
-            build_argv(self.spec),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=self.spec.cwd,
-            env=env,
-            start_new_session=True,  # its own session and process group: we kill the group
-            close_fds=True,
-            **kwargs,
-        )
+        # Every descendant joins the run's cgroup where jobd can make one
+        # (jobd.containment). A child that switches users is forked (not vforked)
+        # anyway, so it joins by itself before exec, and takes PR_SET_PDEATHSIG.
+        # Code run in any other child before exec would cost every spawn a full
+        # fork (4x the time): it execs a gate instead, a shell that waits on its
+        # stdin until jobd has moved it into the cgroup, then execs the job.
+        argv = build_argv(self.spec)
+        cgroup = self.cgroup = containment.new_cgroup(self.run_record.id)
+        preexec = None
+        stdin: int = subprocess.DEVNULL
+        gate = None
+        if self.spec.user:
+            preexec = containment.preexec(cgroup)
+            if cgroup is not None and cgroup.procs_fd is not None:
+                kwargs["pass_fds"] = (cgroup.procs_fd,)
+        elif cgroup is not None:
+            check_executable(argv[0], env.get("PATH", os.defpath), self.spec.cwd)
+            stdin, gate = os.pipe()
+            argv = [*CGROUP_GATE, *argv]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=self.spec.cwd,
+                env=env,
+                start_new_session=True,  # its own session and process group: we kill the group
+                close_fds=True,
+                preexec_fn=preexec,  # runs after the switch to `user`
+                **kwargs,
+            )
+            if cgroup is not None and gate is not None:
+                cgroup.join(proc.pid)
+                with contextlib.suppress(OSError):  # it may be gone already
+                    os.write(gate, b"\n")
+            return proc
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+                self.cgroup = None
+            raise
+        finally:
+            if gate is not None:
+                os.close(stdin)
+                os.close(gate)
+            if cgroup is not None:
+                cgroup.close_fd()
 
     def outcome(self, returncode: int, timed_out: bool, elapsed: float) -> Outcome:
         code = returncode if returncode >= 0 else None
@@ -278,6 +347,9 @@ class RunProcess:
         if self._stop_reason is not None:
             status, reason = self._stop_reason
             return Outcome(status, code, sig, reason)
+        fenced = self.fenced() if self.fenced is not None and sig is not None else None
+        if fenced is not None:  # the keeper stopped it while this daemon could not
+            return Outcome(Status.ABANDONED, code, sig, fenced)
         if returncode == 0:
             return Outcome(Status.SUCCEEDED, 0)
         if sig is not None:

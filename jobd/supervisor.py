@@ -25,6 +25,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from jobd.containment import containment
+
 if TYPE_CHECKING:
     from jobd.runner import RunProcess
 
@@ -37,6 +39,15 @@ EXIT_POLL = 0.05  # seconds between exit checks where there is no pidfd
 def signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def signal_run(process: RunProcess, pid: int, sig: int, exited: bool = False) -> None:
+    """The run's process group, and every descendant that left it (jobd.containment).
+    Once the child has `exited` its pid may be reused: only its group is signalled."""
+    signal_group(pid, sig)
+    if process.cgroup is not None:
+        process.cgroup.signal(sig)
+    containment.signal_tree(process.run_record.id, None if exited else pid, sig)
 
 
 class _Watch:
@@ -83,20 +94,20 @@ class _Watch:
         if self.exited_at is None and self.exit_seen and self.proc.poll() is not None:
             self.exited_at = now
             # The job is over; anything it left in its group goes with it.
-            signal_group(pid, signal.SIGTERM)
+            signal_run(self.process, pid, signal.SIGTERM, self.exited_at is not None)
             self.terminated_at = self.terminated_at or now
         if self.exited_at is not None and (self.eof or now - self.exited_at > self.kill_grace):
             return True
         if self.terminated_at is None:
             if self.deadline is not None and now >= self.deadline:
                 self.timed_out = True
-                signal_group(pid, signal.SIGTERM)
+                signal_run(self.process, pid, signal.SIGTERM, self.exited_at is not None)
                 self.terminated_at = now
             elif self.process.stop_requested:
-                signal_group(pid, signal.SIGTERM)
+                signal_run(self.process, pid, signal.SIGTERM, self.exited_at is not None)
                 self.terminated_at = now
         elif not self.killed and now - self.terminated_at >= self.kill_grace:
-            signal_group(pid, signal.SIGKILL)
+            signal_run(self.process, pid, signal.SIGKILL, self.exited_at is not None)
             self.killed = True
         tail = self.process.tail
         if now - self.last_flush >= LOG_FLUSH_INTERVAL and tail.total != self.flushed_bytes:
@@ -128,9 +139,13 @@ class _Watch:
                 selector.unregister(self.fd)
         self.close_pidfd(selector)
         if proc.poll() is None:  # only after an internal error: never leave it running
-            signal_group(proc.pid, signal.SIGKILL)
+            signal_run(self.process, proc.pid, signal.SIGKILL)
         proc.wait()
+        # The run is over: nothing it started outlives it, in its group or not.
         signal_group(proc.pid, signal.SIGKILL)
+        if self.process.cgroup is not None:
+            containment.discard(self.process.cgroup)
+        containment.signal_tree(self.process.run_record.id, None, signal.SIGKILL)
         assert proc.stdout is not None
         proc.stdout.close()
         elapsed = time.monotonic() - self.started

@@ -104,3 +104,18 @@ def kill_marked(token: str) -> None:
     for pid in marked(token):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def keeper_of(daemon_pid: int) -> int | None:
+    """The keeper process (jobd.keeper) a `jobd run` started, if any."""
+    for pid in _all_pids():
+        stat = _stat(pid)
+        if stat is None or stat[1] != daemon_pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"jobd.keeper" in handle.read():
+                    return pid
+        except OSError:
+            continue
+    return None

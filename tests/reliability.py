@@ -42,6 +42,8 @@ FAULTS = {
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
+    "escape": "Descendants that leave the run's process group and clear its environment",
+    "partition": "Store connection cut or frozen, or the daemon paused, while its job runs",
 }
 
 

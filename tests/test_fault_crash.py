@@ -52,18 +52,18 @@ def test_sigkill_while_jobs_run_abandons_kills_and_retries(
         groups = wait_for_pids(store, first)
         sleepers = [int(p) for p in lines_of(pids)]
         daemon.kill()
-        assert all(alive(p) for p in sleepers)  # nothing could stop them at the kill
-
-        daemon.start()
-        wait_for(lambda: len(lines_of(done)) >= count, daemon)
+        # Its keeper ends its runs at once: nothing runs on unsupervised until a
+        # jobd starts again (test_recovery: the next jobd, when the keeper died too).
         for pgid in groups:
             assert_group_gone(pgid)
         left = [p for p in sleepers if alive(p)]
+
+        daemon.start()
+        wait_for(lambda: len(lines_of(done)) >= count, daemon)
         runs = store.executions(job="work", limit=None)
         originals = [r for r in runs if r.id in first]
         retries = [r for r in runs if r.retry_of in first]
         assert {r.status for r in originals} == {Status.ABANDONED}
-        assert "killed" in daemon.log() and "leftover" in daemon.log()
         wait_for(lambda: stuck_rows(store) == 0, daemon)
         retries = [r for r in store.executions(job="work", limit=None) if r.retry_of in first]
         assert sorted(r.retry_of for r in retries) == sorted(first)

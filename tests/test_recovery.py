@@ -15,6 +15,7 @@ from jobd.config import parse_config
 from jobd.runner import kill_leftovers
 from jobd.store import Store
 from tests.conftest import jobd_cmd, wait_for
+from tests.processes import keeper_of
 
 
 def _alive(pid: int) -> bool:
@@ -93,6 +94,10 @@ def test_sigkilled_daemon_leaves_no_orphan_after_restart(tmp_path: Path) -> None
             wait_for(lambda: subprocess.run(trigger.args, capture_output=True).returncode == 0)
         grandchild = int(wait_for(lambda: pids.exists() and pids.read_text().split()[0]))
         assert _alive(grandchild)
+        # The keeper would kill it at once (test_fault_escape): with the keeper
+        # gone too, only the next jobd on the host can.
+        keeper = wait_for(lambda: keeper_of(daemon.pid))
+        os.kill(keeper, signal.SIGKILL)
         daemon.kill()
         daemon.wait()
         assert _alive(grandchild)  # nothing could stop it at the moment of the kill
