@@ -314,32 +314,16 @@ class Containment:
         if not self.subreaper:
             return
         walk = pid is not None and self.cgroup_dir is None
-        orphans = self._unknown_children()
-        if not orphans and not walk:
-            return  # the common case: one cheap look at our own children
+        roots = self._orphans_of(run_id, self._unknown_children())
+        if walk and pid is not None:
+            roots.append(pid)
+        if not roots:
+            return  # the common case: one look at our own children, no /proc walk
         tree = _children_by_parent()
-        targets = _subtree(pid, tree) if walk and pid is not None else []
-        targets += self._orphans_of(run_id, orphans, tree)
-        for member in targets:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(member, sig)
-
-    def _unknown_children(self) -> list[int]:
-        """Children of this process that are no run's child nor a helper: orphans."""
-        with self._lock:
-            known = set(self._children)
-        found: list[int] = []
-        try:
-            threads = os.listdir("/proc/self/task")
-        except OSError:
-            return found
-        for tid in threads:
-            try:
-                with open(f"/proc/self/task/{tid}/children") as handle:
-                    found += [int(p) for p in handle.read().split() if int(p) not in known]
-            except OSError:
-                continue
-        return found
+        for root in roots:
+            for member in _subtree(root, tree):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(member, sig)
 
     def end_all(self) -> None:
         """Kill every orphan still around (jobd is stopping: no run is left to own one)."""
@@ -348,19 +332,34 @@ class Containment:
         with self._lock:
             self._runs.clear()
         for _ in range(3):  # the killed ones' children are re-parented to us in turn
-            orphans = self._unknown_children()
-            if not orphans:
+            roots = self._orphans_of(None, self._unknown_children())
+            if not roots:
                 return
-            for member in self._orphans_of(None, orphans, _children_by_parent()):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(member, signal.SIGKILL)
+            tree = _children_by_parent()
+            for root in roots:
+                for member in _subtree(root, tree):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(member, signal.SIGKILL)
             time.sleep(0.05)
 
-    def _orphans_of(
-        self, run_id: int | None, orphans: list[int], tree: dict[int, list[int]]
-    ) -> list[int]:
-        """Of `orphans`, with their descendants: those that belong to run `run_id`,
-        and those no other run going on can own."""
+    def _unknown_children(self) -> list[int]:
+        """Children of this process that are no run's child nor a helper: orphans.
+
+        Orphans are re-parented to the main thread (the kernel picks the first
+        live thread of a subreaper), so only its list is read."""
+        with self._lock:
+            known = set(self._children)
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children") as handle:
+                return [int(p) for p in handle.read().split() if int(p) not in known]
+        except OSError:
+            return []
+
+    def _orphans_of(self, run_id: int | None, orphans: list[int]) -> list[int]:
+        """Of `orphans`, those that belong to run `run_id`, and those no other run
+        going on can own; reaps the ones that are over."""
+        if not orphans:
+            return []
         with self._lock:
             others = {r: start for r, start in self._runs.items() if r != run_id}
         found: list[int] = []
@@ -374,7 +373,7 @@ class Containment:
                 continue
             owner = _owning_run(pid, int(fields[19]), others)
             if owner is None or owner == run_id:
-                found += _subtree(pid, tree)
+                found.append(pid)
         return found
 
 

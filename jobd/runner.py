@@ -149,6 +149,8 @@ def build_env(
 # jobd has moved it in (a line on stdin; end-of-file means jobd died: run
 # nothing), then becomes the job, with stdin from /dev/null as usual.
 CGROUP_GATE = ["/bin/sh", "-c", 'read -r _ || exit 127; exec "$@" </dev/null', "jobd-gate"]
+# The same for a shell job, on the first line of its script (its line numbers stay).
+SHELL_GATE = "read -r _ || exit 127; exec </dev/null; "
 
 
 def check_executable(program: str, path: str, cwd: str | None) -> None:
@@ -305,9 +307,12 @@ class RunProcess:
             if cgroup is not None and cgroup.procs_fd is not None:
                 kwargs["pass_fds"] = (cgroup.procs_fd,)
         elif cgroup is not None:
-            check_executable(argv[0], env.get("PATH", os.defpath), self.spec.cwd)
             stdin, gate = os.pipe()
-            argv = [*CGROUP_GATE, *argv]
+            if self.spec.kind is JobKind.SHELL:  # already a shell: it waits by itself
+                argv = [argv[0], argv[1], SHELL_GATE + argv[2]]
+            else:
+                check_executable(argv[0], env.get("PATH", os.defpath), self.spec.cwd)
+                argv = [*CGROUP_GATE, *argv]
         try:
             proc = subprocess.Popen(
                 argv,
