@@ -53,14 +53,19 @@ def config_text(jobs: dict[str, dict[str, Any]], **settings: Any) -> str:
 class JobdProcess:
     """One `jobd --config C --store S run`, its stderr in a file."""
 
-    def __init__(self, config: Path, store_url: str, log: Path, token: str) -> None:
+    def __init__(
+        self, config: Path, store_url: str, log: Path, token: str, host: str | None = None
+    ) -> None:
         self.config, self.store_url, self.log_path = config, store_url, log
         env = {**os.environ, "JOBD_TEST_TOKEN": token}
         env.pop("JOBD_CONFIG", None)
         env.pop("JOBD_STORE", None)
+        cmd = jobd_cmd("--config", str(config), "--store", store_url, "run")
+        if host is not None:  # another host name, in a UTS namespace of its own (root)
+            cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *cmd]
         with open(log, "ab") as stderr:
             self.proc = subprocess.Popen(
-                jobd_cmd("--config", str(config), "--store", store_url, "run"),
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -129,9 +134,11 @@ class Daemons:
         self.config.chmod(0o644)  # as root, jobd refuses a group-writable config
         return self.config
 
-    def start(self, store_url: str, name: str = "jobd", ready: bool = True) -> JobdProcess:
+    def start(
+        self, store_url: str, name: str = "jobd", ready: bool = True, host: str | None = None
+    ) -> JobdProcess:
         log = self.tmp_path / f"{name}-{len(self.started)}.log"
-        daemon = JobdProcess(self.config, store_url, log, self.token)
+        daemon = JobdProcess(self.config, store_url, log, self.token, host)
         self.started.append(daemon)
         if ready:
             daemon.wait_ready()
@@ -180,11 +187,14 @@ def wait_clock(moment: datetime, timeout: float = 30.0) -> None:
 class CuttableProxy:
     """Forwards 127.0.0.1:<port> to a PostgreSQL server. `cut()` closes every
     connection and refuses new ones (the port is closed); `restore()` listens again
-    on the same port."""
+    on the same port. `freeze()` keeps every connection open but passes nothing
+    (a stalled network), until `thaw()`."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = 0
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -220,8 +230,15 @@ class CuttableProxy:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+        self._flowing.set()  # frozen pumps find their sockets closed and end
 
     close = cut
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
@@ -246,6 +263,7 @@ class CuttableProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

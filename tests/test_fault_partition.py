@@ -1,0 +1,222 @@
+"""Fault: the daemon running a job loses its store (the connection is cut, or
+freezes) or is paused (SIGSTOP), while another daemon is there to take over.
+
+Never two copies at once: the job writes a timestamp every 0.1 s, and the last
+one of the first copy must come before the first one of its retry. On
+PostgreSQL the other daemon retries the run once its owner's heartbeat is
+lease_ttl old, so the owner must have stopped it first (jobd.fence). On SQLite
+a paused daemon still holds its liveness lock: its run is not taken from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobd.fence import fence_times
+from jobd.model import NewRun, Status, Trigger
+from jobd.store import Store, open_store
+from tests.cluster import can_fake_hosts
+from tests.conftest import wait_for
+from tests.daemons import Daemons, proxy_to, runs, wait_run
+from tests.faults import lines_of, stuck_rows
+from tests.reliability import Recorder
+
+pytestmark = [pytest.mark.slow, pytest.mark.fault]
+
+TTL = 3.0
+OTHER_HOST = "jobd-host-a" if can_fake_hosts() else None
+
+
+def trigger(store: Store, job: str) -> int:
+    return store.enqueue(NewRun(job, Trigger.MANUAL, not_before=store.now(), triggered_by="test"))
+
+
+def stamping_job(stamps: Path, first: int = 120, retry: int = 10) -> dict[str, object]:
+    """A job whose first attempt writes `first` timestamps, a retry `retry`."""
+    script = (
+        f'n={first}; [ "$JOBD_ATTEMPT" -gt 1 ] && n={retry}; i=0; '
+        'while [ "$i" -lt "$n" ]; do '
+        f'echo "$JOBD_ATTEMPT $(date +%s.%N)" >> {stamps}; sleep 0.1; i=$((i + 1)); done'
+    )
+    return {"shell": script, "retries": 1, "retry_delay": "0s"}
+
+
+def copies(stamps: Path) -> dict[int, tuple[float, float]]:
+    """(first, last) timestamp written by each attempt."""
+    seen: dict[int, list[float]] = defaultdict(list)
+    for line in stamps.read_text().splitlines() if stamps.exists() else []:
+        attempt, at = line.split()
+        seen[int(attempt)].append(float(at))
+    return {attempt: (min(ats), max(ats)) for attempt, ats in seen.items()}
+
+
+def overlap(spans: dict[int, tuple[float, float]]) -> float:
+    """Seconds during which the first attempt and its retry both ran (0 when apart)."""
+    if 1 not in spans or 2 not in spans:
+        return 0.0
+    return max(0.0, spans[1][1] - spans[2][0])
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    group = Daemons(tmp_path, token=f"partition-{time.monotonic_ns()}")
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+def _settle(store: object, run_id: int) -> None:
+    """Wait for the first attempt and its retry to end."""
+    wait_run(store, run_id, lambda r: r.status.final, timeout=30)  # type: ignore[arg-type]
+
+    def retried() -> bool:
+        retries = [r for r in runs(store, "work") if r.retry_of == run_id]  # type: ignore[arg-type]
+        return bool(retries) and all(r.status.final for r in retries)
+
+    wait_for(retried, timeout=40, interval=0.1)
+
+
+@pytest.mark.parametrize("fault", ["cut", "freeze", "sigstop"])
+def test_a_cut_off_or_paused_daemon_stops_its_run_before_the_retry_starts(
+    postgres_url: str, tmp_path: Path, daemons: Daemons, reliability: Recorder, fault: str
+) -> None:
+    stamps = tmp_path / "stamps"
+    store = open_store(postgres_url)  # the test's own view, around the proxy
+    daemons.write_config({"work": stamping_job(stamps)}, lease_ttl=f"{TTL:g}s", kill_grace="1s")
+    with proxy_to(postgres_url) as proxy:
+        # On another host when we can fake one: no leftover-killer of B's can reach
+        # A's job then (and on the same host it must not: A is alive).
+        a = daemons.start(proxy.url_for(postgres_url), "a", host=OTHER_HOST)
+        run_id = trigger(store, "work")
+        run = wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+        assert run.instance == a.instance_id
+        b = daemons.start(postgres_url, "b")
+        wait_for(lambda: len(lines_of(stamps)) >= 10, timeout=10)
+        if fault == "cut":
+            proxy.cut()
+        elif fault == "freeze":
+            proxy.freeze()
+        else:
+            a.signal(signal.SIGSTOP)
+        try:
+            lost = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
+            wait_for(lambda: 2 in copies(stamps), timeout=20, interval=0.05)
+            time.sleep(0.5)  # the first copy, if it still ran, would stamp on meanwhile
+        finally:
+            if fault == "cut":
+                proxy.restore()
+            elif fault == "freeze":
+                proxy.thaw()
+            else:
+                a.signal(signal.SIGCONT)
+        _settle(store, run_id)
+        spans = copies(stamps)
+        overlapped = overlap(spans)
+        attempts = runs(store, "work")
+        left = daemons.leftovers()
+        reliability.observe(
+            "partition",
+            "postgresql",
+            runs=len(attempts),
+            duplicates=int(overlapped > 0),
+            lost=0 if any(r.status is Status.SUCCEEDED for r in attempts) else 1,
+            orphans=len(left),
+            stuck=stuck_rows(store),
+            detail=f"host A {fault} mid-run, B retries after lease_ttl {TTL:g}s: "
+            f"copies overlapped {overlapped:.2f}s",
+        )
+        assert overlapped == 0, f"both copies ran for {overlapped:.2f}s: {spans}\n{a.log()}"
+        assert lost.status is Status.ABANDONED, (lost.status, lost.error)
+        assert [r.status for r in attempts if r.retry_of == run_id] == [Status.SUCCEEDED]
+        assert b.running and not left
+        # A comes back knowing it was fenced, and says so.
+        wait_for(lambda: "no heartbeat reached the store" in a.log(), timeout=20)
+        store.close()
+
+
+def test_a_paused_sqlite_daemon_keeps_its_run(
+    sqlite_url: str, tmp_path: Path, daemons: Daemons, reliability: Recorder
+) -> None:
+    """Liveness by lock: a paused daemon is not taken for gone, nothing is retried."""
+    stamps = tmp_path / "stamps"
+    store = open_store(sqlite_url)
+    daemons.write_config(
+        {"work": stamping_job(stamps, first=60)}, lease_ttl=f"{TTL:g}s", kill_grace="1s"
+    )
+    a = daemons.start(sqlite_url, "a")
+    run_id = trigger(store, "work")
+    wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+    b = daemons.start(sqlite_url, "b")
+    wait_for(lambda: len(lines_of(stamps)) >= 5, timeout=10)
+    a.signal(signal.SIGSTOP)
+    try:
+        time.sleep(2 * TTL)  # what is measured: nothing happens for two lease_ttls
+        assert store.execution(run_id).status is Status.RUNNING  # type: ignore[union-attr]
+    finally:
+        a.signal(signal.SIGCONT)
+    done = wait_run(store, run_id, lambda r: r.status.final, timeout=30)
+    attempts = runs(store, "work")
+    left = daemons.leftovers()
+    reliability.observe(
+        "partition",
+        "sqlite",
+        runs=len(attempts),
+        duplicates=len(attempts) - 1,
+        lost=0 if done.status is Status.SUCCEEDED else 1,
+        orphans=len(left),
+        stuck=stuck_rows(store),
+        detail=f"host A SIGSTOPped mid-run for {2 * TTL:g}s: its lock keeps the run its own",
+    )
+    assert done.status is Status.SUCCEEDED and len(attempts) == 1
+    assert b.running and not left
+    with contextlib.suppress(Exception):
+        store.close()
+
+
+# -- the margin, on paper: pure arithmetic of jobd.fence ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ttl", "kill_grace"), [(3.0, 1.0), (30.0, 5.0), (30.0, 60.0), (600.0, 5.0)]
+)
+@pytest.mark.parametrize("slow", [0.0, 0.0005, 0.05, 0.15])
+def test_the_fence_kills_before_the_store_may_call_the_run_lost(
+    ttl: float, kill_grace: float, slow: float
+) -> None:
+    """`slow`: how much our monotonic clock runs slow against the store's (NTP keeps
+    it under 0.0005). The store dates our heartbeat no earlier than we sent it, and
+    calls our runs lost lease_ttl after that, by its own clock."""
+    term_at, kill_at = fence_times(0.0, ttl, kill_grace)
+    assert 0 < term_at <= kill_at
+    store_seconds_at_kill = kill_at * (1 + slow)
+    assert store_seconds_at_kill < ttl
+    # What is left for a late SIGKILL on a loaded host: at least a tenth of lease_ttl.
+    assert ttl - store_seconds_at_kill >= (ttl / 40 if slow > 0.05 else ttl / 10)
+    # Heartbeats go every lease_ttl / 6 while runs go on: a fence needs 4 in a row lost.
+    assert term_at >= 4 * ttl / 6
+
+
+def test_the_leftover_killer_spares_an_instance_that_is_only_silent(store: Store) -> None:
+    """Daemon._gone: a same-host instance whose process lives keeps its runs (it fences
+    them itself); one whose process is gone does not."""
+    import os
+    import socket
+    import subprocess
+    from types import SimpleNamespace
+
+    from jobd.daemon import Daemon
+
+    host = socket.gethostname()
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    me = SimpleNamespace(store=store)
+    assert Daemon._gone(me, f"{host}-{os.getpid()}-abc123") is False  # type: ignore[arg-type]
+    assert Daemon._gone(me, f"{host}-{ended.pid}-abc123") is True  # type: ignore[arg-type]
