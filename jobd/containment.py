@@ -135,18 +135,24 @@ class RunCgroup:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
-    def remove(self) -> bool:
-        """Kill what is left and remove the cgroup; False if it is not empty yet."""
+    def remove(self, wait: float = 0.0) -> bool:
+        """Kill what is left and remove the cgroup; False if it is not empty yet
+        (killed processes take a moment to exit: up to `wait` seconds)."""
         self.close_fd()
         if self.pids():
             self.signal(signal.SIGKILL)
-        try:
-            os.rmdir(self.path)
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-        return True
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                os.rmdir(self.path)
+            except FileNotFoundError:
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
+            else:
+                return True
 
 
 def _write(path: str, text: str) -> bool:
@@ -280,13 +286,13 @@ class Containment:
 
     # -- subreaper: orphans re-parented to jobd -----------------------------------
 
-    def discard(self, cgroup: RunCgroup) -> None:
+    def discard(self, cgroup: RunCgroup | None = None, wait: float = 0.0) -> None:
         """Kill what is left of a run's cgroup and remove it, now or, while its last
-        processes are still dying, at a later call."""
+        processes are still dying, at a later call (or the daemon's end)."""
         with self._lock:
-            pending, self._pending = [*self._pending, cgroup], []
+            pending, self._pending = [*self._pending, *([cgroup] if cgroup else [])], []
         for each in pending:
-            if not each.remove():
+            if not each.remove(wait):
                 with self._lock:
                     self._pending.append(each)
 
@@ -303,7 +309,7 @@ class Containment:
         for name in names:
             stale = RunCgroup.__new__(RunCgroup)
             stale.path, stale.procs_fd = os.path.join(self.cgroup_dir, name), None
-            self.discard(stale)
+            self.discard(stale, wait=1.0)
         return len(names)
 
     def signal_tree(self, run_id: int, pid: int | None, sig: int) -> None:
@@ -326,7 +332,9 @@ class Containment:
                     os.kill(member, sig)
 
     def end_all(self) -> None:
-        """Kill every orphan still around (jobd is stopping: no run is left to own one)."""
+        """Kill every orphan still around (jobd is stopping: no run is left to own
+        one), and remove the cgroups that were still emptying."""
+        self.discard(wait=1.0)
         if not self.subreaper:
             return
         with self._lock:

@@ -30,7 +30,7 @@ from jobd.containment import containment
 from jobd.durations import format_duration
 from jobd.errors import ConfigError
 from jobd.executor import Executor
-from jobd.fence import Fence, Keeper
+from jobd.fence import Beat, Fence, Keeper
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
@@ -124,6 +124,7 @@ class Daemon:
         self.fence = Fence(config.settings.lease_ttl, config.settings.kill_grace, armed=False)
         self.executor.fence = self.fence
         self._fence_logged = False
+        self._beat: Beat | None = None
         self.leader = self._make_leader()
         self.housekeeping = schedule.Scheduler()
         self.backoff = Backoff(config.settings.max_backoff)
@@ -415,6 +416,9 @@ class Daemon:
             return
         self.fence.keeper = keeper
         self.fence.renewed(registered)  # register_instance wrote our first heartbeat
+        if self.fence.armed:
+            self._beat = Beat(self.store, self.instance, self.fence, lambda: self.executor.busy > 0)
+            self._beat.start()
 
     def _check_fence(self) -> bool:
         """True while fenced: our heartbeat is too old for our runs to go on."""
@@ -605,10 +609,10 @@ class Daemon:
                 # nothing was written, and the new leader fires these slots.
                 self.leader.step_down(f"a newer leader took over ({exc})")
         self.executor.check_cancels()
-        # Runs going on need a heartbeat well within the fence, and a run is
-        # claimed only with a fresh one: it may be fenced as soon as it starts.
-        due = self.config.settings.lease_ttl / (6 if self.executor.busy else 2)
-        if self.fence.armed and (self.executor.busy or not stopping) and self.fence.age() >= due:
+        # A run is claimed only with a fresh heartbeat: it may be fenced as soon as
+        # it starts. (While runs go on, the Beat thread renews it every lease_ttl/6.)
+        due = self.config.settings.lease_ttl / 2
+        if self.fence.armed and not stopping and self.fence.age() >= due:
             self._heartbeat()
         fenced = self._check_fence()
         if not stopping and not fenced:
@@ -837,6 +841,8 @@ class Daemon:
                 self.store.reset_connection()
                 _nap(0.5)
         containment.end_all()  # orphans no run is left to own
+        if self._beat is not None:
+            self._beat.stop()
         if self.fence.keeper is not None:
             self.fence.keeper.close()
         with contextlib.suppress(STORE_FAILURES):

@@ -27,7 +27,13 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobd.store import Store
 
 log = logging.getLogger("jobd")
 
@@ -51,15 +57,17 @@ class Fence:
         self.sent = time.monotonic()
         self.term_at, self.kill_at = fence_times(self.sent, ttl, kill_grace)
         self.keeper: Keeper | None = None
+        self._lock = threading.Lock()  # renewed by the loop and by the Beat thread
 
     def renewed(self, sent: float) -> None:
         """A heartbeat sent at monotonic `sent` was written."""
-        if sent <= self.sent:
-            return
-        self.sent = sent
-        self.term_at, self.kill_at = fence_times(sent, self.ttl, self.kill_grace)
-        if self.keeper is not None and self.armed:
-            self.keeper.send(f"fence {self.term_at:.6f} {self.kill_at:.6f}")
+        with self._lock:
+            if sent <= self.sent:
+                return
+            self.sent = sent
+            self.term_at, self.kill_at = fence_times(sent, self.ttl, self.kill_grace)
+            if self.keeper is not None and self.armed:
+                self.keeper.send(f"fence {self.term_at:.6f} {self.kill_at:.6f}")
 
     def age(self) -> float:
         return time.monotonic() - self.sent
@@ -75,6 +83,44 @@ class Fence:
             f"stopped by fencing: no heartbeat reached the store for {self.age():.1f}s "
             f"(lease_ttl {self.ttl:g}s); its retry may run elsewhere"
         )
+
+
+class Beat:
+    """While runs go on, renews the heartbeat every lease_ttl/6 from a thread of its
+    own, on its own connection: a loop held up by a long tick or a lock wait is
+    not a daemon cut off from its store, and should not be fenced as one."""
+
+    def __init__(self, store: Store, instance: str, fence: Fence, busy: Callable[[], bool]):
+        self.store = store
+        self.instance = instance
+        self.fence = fence
+        self.busy = busy
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="jobd-beat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        from jobd.store import STORE_ERRORS
+
+        period = self.fence.ttl / 6
+        while not self._stop.wait(period):
+            if not self.busy():
+                continue
+            sent = time.monotonic()
+            try:
+                self.store.touch_instance(self.instance)
+            except Exception as exc:  # a store error, or a bug: never end the thread
+                if not isinstance(exc, STORE_ERRORS):
+                    log.debug("heartbeat thread: %r", exc, extra={"action": "daemon.beat"})
+                with contextlib.suppress(Exception):
+                    self.store.db.close()  # this thread's connection: a new one next time
+                continue
+            self.fence.renewed(sent)
 
 
 class Keeper:

@@ -118,10 +118,7 @@ def serve(instance: str, cgroup_dir: str | None, stdin: int) -> None:
             break
         targets.signal(signal.SIGKILL)
         for cgroup in targets.cgroups:
-            for _ in range(20):
-                if cgroup.remove():
-                    break
-                time.sleep(0.01)
+            cgroup.remove(wait=1.0)
 
 
 def main(argv: list[str]) -> int:

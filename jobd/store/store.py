@@ -837,6 +837,11 @@ class Store(LeaseOps):
             clock_skew=clock_skew,
         ).where(I.id == instance).execute()
 
+    def touch_instance(self, instance: str) -> None:
+        """Renew only an instance's heartbeat (jobd.fence, from a thread of its own)."""
+        I = self.m.Instance
+        I.update(heartbeat_at=pw.SQL(self._db_now_sql())).where(I.id == instance).execute()
+
     def stop_instance(self, instance: str) -> None:
         I = self.m.Instance
         I.update(stopped_at=to_db(self.now()), role="stopped", running=0).where(
