@@ -196,9 +196,10 @@ def test_a_paused_leader_resumes_without_writing_a_stale_fire(pg: PgTarget, tmp_
         assert first_instance(group, first) in abandoned.error
         time.sleep(max(0.0, stopped + 2 * ttl - time.monotonic()))
         first.signal(signal.SIGCONT)
-        # It notices it lost the lease, and stops the run the store has settled.
+        # It notices it lost the lease; its keeper stopped its copy of the run while
+        # it was paused (jobd.fence), before the store settled it, and it says so.
         wait_for(lambda: "stepping down" in first.text(), timeout=10)
-        stopped_copy = f"run {long_id} of long ended (cancelled: stopped: the store already"
+        stopped_copy = f"run {long_id} of long ended (abandoned: stopped by fencing"
         wait_for(lambda: stopped_copy in first.text(), timeout=10)
         assert group.store.execution(long_id).status == "abandoned"
         assert _live_group_members(long_pid) == []
