@@ -208,5 +208,7 @@ class Keeper:
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        # A stepped wall clock can make the wait's sleeps fail (EINVAL): then the
+        # keeper finishes on its own, after this process is gone.
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self.proc.wait(timeout=5)
