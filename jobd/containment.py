@@ -3,19 +3,24 @@
 A job's process group is not enough: `setsid` leaves it, a double fork leaves
 its parent, `env -i` drops the variables that identified it. So, on Linux:
 
-- Each child gets PR_SET_PDEATHSIG = SIGKILL, set after the switch to the job's
-  user (a credential change clears it), so it dies with the jobd that started
-  it, even by SIGKILL. The kernel sends it when the *thread* that forked the
-  child ends: jobd spawns only from threads that live as long as the process.
 - Where jobd can write to its own cgroup v2 (root, or systemd's `Delegate=yes`),
-  each run gets a child cgroup that the child joins before it execs, so every
-  descendant is in it whatever it does to its session or environment; ending
-  the run kills the cgroup (`cgroup.kill`) and removes it.
-- Otherwise jobd becomes a child subreaper (PR_SET_CHILD_SUBREAPER): a
-  descendant orphaned by its parent is re-parented to jobd rather than to init,
-  so jobd sees it and ends it with its run. Which run it belonged to is read
-  from its environment; one that cleared its environment is ended once no run
-  that was going when it started is left, never while its run may still go on.
+  each run gets a child cgroup that its child joins before the job's first
+  instruction, so every descendant is in it whatever it does to its session or
+  environment; ending the run kills the cgroup (`cgroup.kill`) and removes it.
+  A child that switches users (forked anyway) joins in its pre-exec step; any
+  other is vforked, which leaves no room for code before exec, so it execs a
+  shell gate that waits until jobd has moved it in (jobd.runner).
+- jobd is also a child subreaper (PR_SET_CHILD_SUBREAPER): a descendant
+  orphaned by its parent is re-parented to jobd rather than to init, so jobd
+  sees it and ends it with its run. Which run it belonged to is read from its
+  environment; one that cleared its environment is ended once no run that was
+  going when it started is left, never while its run may still go on. Without
+  cgroups this is what contains runs; with them, it catches nothing in practice.
+- A child that switches users gets PR_SET_PDEATHSIG = SIGKILL, after the switch
+  (a credential change clears it); the kernel sends it when the *thread* that
+  forked the child ends, and jobd spawns only from threads that live as long as
+  the process. Every run of a daemon that dies is ended by its keeper
+  (jobd.keeper), which also covers the vforked children.
 
 Elsewhere (macOS) only the process group is signalled.
 """
@@ -96,6 +101,13 @@ def boot_ticks() -> int:
 
 class RunCgroup:
     """One run's cgroup: the child joins it through `procs_fd` before it execs."""
+
+    @classmethod
+    def existing(cls, path: str) -> RunCgroup:
+        """One made earlier (by a jobd that is gone, or before a restart)."""
+        cgroup = cls.__new__(cls)
+        cgroup.path, cgroup.procs_fd = path, None
+        return cgroup
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -247,8 +259,7 @@ class Containment:
         try:
             return RunCgroup(os.path.join(self.cgroup_dir, name))
         except FileExistsError:
-            stale = RunCgroup.__new__(RunCgroup)
-            stale.path, stale.procs_fd = os.path.join(self.cgroup_dir, name), None
+            stale = RunCgroup.existing(os.path.join(self.cgroup_dir, name))
             stale.remove()
             try:
                 return RunCgroup(stale.path)
@@ -307,9 +318,7 @@ class Containment:
         except OSError:
             return 0
         for name in names:
-            stale = RunCgroup.__new__(RunCgroup)
-            stale.path, stale.procs_fd = os.path.join(self.cgroup_dir, name), None
-            self.discard(stale, wait=1.0)
+            self.discard(RunCgroup.existing(os.path.join(self.cgroup_dir, name)), wait=1.0)
         return len(names)
 
     def signal_tree(self, run_id: int, pid: int | None, sig: int) -> None:

@@ -54,12 +54,7 @@ def _run_cgroups(cgroup_dir: str | None, instance: str) -> list[RunCgroup]:
         names = sorted(n for n in os.listdir(cgroup_dir) if n.startswith(prefix))
     except OSError:
         return []
-    cgroups = []
-    for name in names:
-        cgroup = RunCgroup.__new__(RunCgroup)
-        cgroup.path, cgroup.procs_fd = os.path.join(cgroup_dir, name), None
-        cgroups.append(cgroup)
-    return cgroups
+    return [RunCgroup.existing(os.path.join(cgroup_dir, name)) for name in names]
 
 
 class Targets:
