@@ -403,6 +403,13 @@ class Daemon:
         self.fence.armed = self._lock is None  # a lock says we live, however silent
         if not containment.ready:
             return
+        log.info(
+            "every process a run starts ends with it: %s",
+            f"a cgroup per run under {containment.cgroup_dir}"
+            if containment.cgroup_dir
+            else "runs' orphans come back to jobd (child subreaper; no writable cgroup)",
+            extra={"action": "daemon.containment"},
+        )
         keeper = Keeper(self.instance, containment.cgroup_dir)
         try:
             containment.helper(keeper.start())
