@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import sys
 import threading
@@ -107,10 +108,12 @@ class RunCgroup:
         """One made earlier (by a jobd that is gone, or before a restart)."""
         cgroup = cls.__new__(cls)
         cgroup.path, cgroup.procs_fd = path, None
+        cgroup._fd_lock = threading.Lock()
         return cgroup
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._fd_lock = threading.Lock()  # the joiner thread and the run's end share it
         os.mkdir(path, 0o755)
         try:
             # Opened by jobd: the kernel checks the opener's rights, so a child that
@@ -123,15 +126,17 @@ class RunCgroup:
             raise
 
     def close_fd(self) -> None:
-        if self.procs_fd is not None:
-            os.close(self.procs_fd)
-            self.procs_fd = None
+        with self._fd_lock:
+            if self.procs_fd is not None:
+                os.close(self.procs_fd)
+                self.procs_fd = None
 
     def join(self, pid: int) -> None:
         """Move a just-started child in (one that could not join by itself)."""
-        if self.procs_fd is not None:
-            with contextlib.suppress(OSError):  # it may have ended already
-                os.write(self.procs_fd, str(pid).encode())
+        with self._fd_lock:
+            if self.procs_fd is not None:
+                with contextlib.suppress(OSError):  # it may have ended already
+                    os.write(self.procs_fd, str(pid).encode())
 
     def pids(self) -> list[int]:
         try:
@@ -151,15 +156,18 @@ class RunCgroup:
         """Kill what is left and remove the cgroup; False if it is not empty yet
         (killed processes take a moment to exit: up to `wait` seconds)."""
         self.close_fd()
-        if self.pids():
-            self.signal(signal.SIGKILL)
         deadline = time.monotonic() + wait
+        killed = False
         while True:
             try:
-                os.rmdir(self.path)
+                os.rmdir(self.path)  # the usual case: empty already, one system call
             except FileNotFoundError:
                 return True
             except OSError:
+                if not killed:
+                    self.signal(signal.SIGKILL)
+                    killed = True
+                    continue
                 if time.monotonic() >= deadline:
                     return False
                 time.sleep(0.01)
@@ -208,6 +216,8 @@ class Containment:
         self._runs: dict[int, int] = {}
         self._children: set[int] = set()
         self._pending: list[RunCgroup] = []  # cgroups whose last processes were dying
+        self._joins: queue.SimpleQueue[tuple[RunCgroup, int, int]] = queue.SimpleQueue()
+        self._joiner: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
@@ -267,6 +277,33 @@ class Containment:
                 return None
         except OSError:
             return None
+
+    def join_and_release(self, cgroup: RunCgroup, pid: int, gate: int) -> None:
+        """Move a child waiting at its gate into its cgroup, then let it go on; done
+        by a thread of its own, so that spawning the next run does not wait for
+        the kernel's move (up to milliseconds, one at a time across the host).
+        Takes over `gate` (the write end of the child's stdin) and the cgroup's fd."""
+        self._joins.put((cgroup, pid, gate))
+        with self._lock:
+            if self._joiner is None:
+                self._joiner = threading.Thread(
+                    target=self._join_loop, name="jobd-cgroups", daemon=True
+                )
+                self._joiner.start()
+
+    def _join_loop(self) -> None:
+        while True:
+            cgroup, pid, gate = self._joins.get()
+            try:
+                cgroup.join(pid)
+                with contextlib.suppress(OSError):  # it may be gone already
+                    os.write(gate, b"\n")
+            except Exception:  # never end this thread: the next child would wait for good
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    os.close(gate)
+                cgroup.close_fd()
 
     def preexec(self, cgroup: RunCgroup | None) -> Callable[[], None] | None:
         if not LINUX:

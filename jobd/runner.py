@@ -326,12 +326,9 @@ class RunProcess:
                 preexec_fn=preexec,  # runs after the switch to `user`
                 **kwargs,
             )
-            if cgroup is not None and gate is not None:
-                cgroup.join(proc.pid)
-                with contextlib.suppress(OSError):  # it may be gone already
-                    os.write(gate, b"\n")
-            return proc
         except BaseException:
+            if gate is not None:
+                os.close(gate)
             if cgroup is not None:
                 cgroup.remove()
                 self.cgroup = None
@@ -339,9 +336,11 @@ class RunProcess:
         finally:
             if gate is not None:
                 os.close(stdin)
-                os.close(gate)
-            if cgroup is not None:
-                cgroup.close_fd()
+        if cgroup is not None and gate is not None:
+            containment.join_and_release(cgroup, proc.pid, gate)
+        elif cgroup is not None:
+            cgroup.close_fd()
+        return proc
 
     def outcome(self, returncode: int, timed_out: bool, elapsed: float) -> Outcome:
         code = returncode if returncode >= 0 else None
