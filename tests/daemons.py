@@ -54,7 +54,13 @@ class JobdProcess:
     """One `jobd --config C --store S run`, its stderr in a file."""
 
     def __init__(
-        self, config: Path, store_url: str, log: Path, token: str, host: str | None = None
+        self,
+        config: Path,
+        store_url: str,
+        log: Path,
+        token: str,
+        host: str | None = None,
+        netns: str | None = None,
     ) -> None:
         self.config, self.store_url, self.log_path = config, store_url, log
         env = {**os.environ, "JOBD_TEST_TOKEN": token}
@@ -63,6 +69,8 @@ class JobdProcess:
         cmd = jobd_cmd("--config", str(config), "--store", store_url, "run")
         if host is not None:  # another host name, in a UTS namespace of its own (root)
             cmd = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *cmd]
+        if netns is not None:  # and a network of its own (root)
+            cmd = ["ip", "netns", "exec", netns, *cmd]
         with open(log, "ab") as stderr:
             self.proc = subprocess.Popen(
                 cmd,
@@ -135,10 +143,15 @@ class Daemons:
         return self.config
 
     def start(
-        self, store_url: str, name: str = "jobd", ready: bool = True, host: str | None = None
+        self,
+        store_url: str,
+        name: str = "jobd",
+        ready: bool = True,
+        host: str | None = None,
+        netns: str | None = None,
     ) -> JobdProcess:
         log = self.tmp_path / f"{name}-{len(self.started)}.log"
-        daemon = JobdProcess(self.config, store_url, log, self.token, host)
+        daemon = JobdProcess(self.config, store_url, log, self.token, host, netns)
         self.started.append(daemon)
         if ready:
             daemon.wait_ready()
@@ -190,8 +203,9 @@ class CuttableProxy:
     on the same port. `freeze()` keeps every connection open but passes nothing
     (a stalled network), until `thaw()`."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], bind: str = "127.0.0.1") -> None:
         self.target = target
+        self.bind = bind
         self.port = 0
         self._flowing = threading.Event()
         self._flowing.set()
@@ -204,13 +218,13 @@ class CuttableProxy:
     def url_for(self, url: str) -> str:
         parts = urlsplit(url)
         user = f"{parts.username}@" if parts.username else ""
-        netloc = f"{user}127.0.0.1:{self.port}"
+        netloc = f"{user}{self.bind}:{self.port}"
         return urlunsplit(parts._replace(netloc=netloc))
 
     def restore(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.bind, self.port))
         listener.listen(64)
         listener.settimeout(0.1)
         self.port = listener.getsockname()[1]
@@ -274,9 +288,9 @@ class CuttableProxy:
 
 
 @contextlib.contextmanager
-def proxy_to(url: str) -> Iterator[CuttableProxy]:
+def proxy_to(url: str, bind: str = "127.0.0.1") -> Iterator[CuttableProxy]:
     parts = urlsplit(url)
-    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    proxy = CuttableProxy((parts.hostname or "127.0.0.1", parts.port or 5432), bind)
     try:
         yield proxy
     finally:

@@ -11,8 +11,12 @@ a paused daemon still holds its liveness lock: its run is not taken from it.
 from __future__ import annotations
 
 import contextlib
+import random
+import shutil
 import signal
+import subprocess
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +182,113 @@ def test_a_paused_sqlite_daemon_keeps_its_run(
     assert done.status is Status.SUCCEEDED and len(attempts) == 1
     assert b.running and not left
     with contextlib.suppress(Exception):
+        store.close()
+
+
+# -- a second host in a network namespace, partitioned at its link ------------------------
+
+
+class NetnsHost:
+    """A second host: a network namespace joined to this one by a veth pair, and a
+    host name of its own. `partition()` drops its link (packets vanish: the
+    network stalls, as a switch failure would), `heal()` brings it back."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.netns, self.link, self.peer = f"jobd-{tag}", f"jv{tag}", f"jv{tag}p"
+        subnet = random.randrange(1, 250)
+        self.address, self.inside = f"10.213.{subnet}.1", f"10.213.{subnet}.2"
+
+    def ip(self, *args: str, inside: bool = False) -> None:
+        prefix = ["ip", "netns", "exec", self.netns, "ip"] if inside else ["ip"]
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=10)
+
+    def up(self) -> None:
+        self.ip("netns", "add", self.netns)
+        self.ip("link", "add", self.link, "type", "veth", "peer", "name", self.peer)
+        self.ip("link", "set", self.peer, "netns", self.netns)
+        self.ip("addr", "add", f"{self.address}/30", "dev", self.link)
+        self.ip("link", "set", self.link, "up")
+        self.ip("addr", "add", f"{self.inside}/30", "dev", self.peer, inside=True)
+        self.ip("link", "set", self.peer, "up", inside=True)
+        self.ip("link", "set", "lo", "up", inside=True)
+
+    def partition(self) -> None:
+        self.ip("link", "set", self.link, "down")
+
+    def heal(self) -> None:
+        self.ip("link", "set", self.link, "up")
+
+    def down(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.ip("link", "del", self.link)
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.ip("netns", "del", self.netns)
+
+
+def can_make_hosts() -> bool:
+    if not can_fake_hosts() or shutil.which("ip") is None:
+        return False
+    host = NetnsHost()
+    try:
+        host.up()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        host.down()
+    return True
+
+
+@pytest.mark.skipif(not can_make_hosts(), reason="needs root, ip netns and unshare")
+def test_a_host_whose_network_fails_stops_its_run_before_the_retry_starts(
+    postgres_url: str, tmp_path: Path, daemons: Daemons, reliability: Recorder
+) -> None:
+    """Host A lives in a network namespace and reaches the store through its link;
+    the link goes down mid-run (nothing is closed: the network just stops)."""
+    stamps = tmp_path / "stamps"
+    store = open_store(postgres_url)
+    daemons.write_config({"work": stamping_job(stamps)}, lease_ttl=f"{TTL:g}s", kill_grace="1s")
+    host = NetnsHost()
+    host.up()
+    try:
+        with proxy_to(postgres_url, bind=host.address) as proxy:
+            a = daemons.start(
+                proxy.url_for(postgres_url), "a", host="jobd-netns-a", netns=host.netns
+            )
+            run_id = trigger(store, "work")
+            wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+            assert store.execution(run_id).host == "jobd-netns-a"  # type: ignore[union-attr]
+            b = daemons.start(postgres_url, "b")
+            wait_for(lambda: len(lines_of(stamps)) >= 10, timeout=10)
+            host.partition()
+            try:
+                lost = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
+                wait_for(lambda: 2 in copies(stamps), timeout=20, interval=0.05)
+                time.sleep(0.5)
+            finally:
+                host.heal()
+            _settle(store, run_id)
+            spans = copies(stamps)
+            overlapped = overlap(spans)
+            attempts = runs(store, "work")
+            left = daemons.leftovers()
+            reliability.observe(
+                "partition",
+                "postgresql",
+                runs=len(attempts),
+                duplicates=int(overlapped > 0),
+                lost=0 if any(r.status is Status.SUCCEEDED for r in attempts) else 1,
+                orphans=len(left),
+                stuck=stuck_rows(store),
+                detail="host A in a network namespace loses its link mid-run: copies "
+                f"overlapped {overlapped:.2f}s",
+            )
+            assert overlapped == 0, f"both copies ran for {overlapped:.2f}s: {spans}\n{a.log()}"
+            assert lost.status is Status.ABANDONED, (lost.status, lost.error)
+            assert [r.status for r in attempts if r.retry_of == run_id] == [Status.SUCCEEDED]
+            assert b.running and not left
+    finally:
+        host.down()
         store.close()
 
 
