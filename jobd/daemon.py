@@ -401,6 +401,10 @@ class Daemon:
     def _start_keeper(self, registered: float) -> None:
         """The keeper ends our runs if we die, and fences them if we go silent."""
         self.fence.armed = self._lock is None  # a lock says we live, however silent
+        self.fence.renewed(registered)  # register_instance wrote our first heartbeat
+        if self.fence.armed:
+            self._beat = Beat(self.store, self.instance, self.fence, lambda: self.executor.busy > 0)
+            self._beat.start()
         if not containment.ready:
             return
         log.info(
@@ -422,10 +426,8 @@ class Daemon:
             )
             return
         self.fence.keeper = keeper
-        self.fence.renewed(registered)  # register_instance wrote our first heartbeat
         if self.fence.armed:
-            self._beat = Beat(self.store, self.instance, self.fence, lambda: self.executor.busy > 0)
-            self._beat.start()
+            keeper.send(f"fence {self.fence.term_at:.6f} {self.fence.kill_at:.6f}")
 
     def _check_fence(self) -> bool:
         """True while fenced: our heartbeat is too old for our runs to go on."""
