@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 APP = "jobd"
 SYSTEM_CONFIG = Path("/etc/jobd/jobd.toml")
+# The path shown for the empty config used when no file is found.
+NO_CONFIG_FILE = "(no config file)"
 
 
 def config_candidates(explicit: str | None, environ: Mapping[str, str], cwd: Path) -> list[Path]:
@@ -73,13 +75,42 @@ def load_config(
     env = os.environ if environ is None else environ
     path = locate_config(explicit, env, cwd or Path.cwd())
     if path is None:
-        return parse_config("", "(no config file)", env)
+        return parse_config("", NO_CONFIG_FILE, env)
+    return parse_config(read_config(path), str(path), env)
+
+
+def load_config_or_settings(
+    explicit: str | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> tuple[Config, ConfigError | None]:
+    """The config, or, when the file is there but does not parse or validate,
+    its `[jobd]` settings without jobs and the error that the full parse gave.
+
+    For commands that need only the store (see jobd.config.settings_only). A
+    file that cannot be found, read or trusted (ownership) is still an error.
+    """
+    from jobd.config import parse_config, settings_only
+
+    env = os.environ if environ is None else environ
+    path = locate_config(explicit, env, cwd or Path.cwd())
+    if path is None:
+        return parse_config("", NO_CONFIG_FILE, env), None
+    text = read_config(path)
+    try:
+        return parse_config(text, str(path), env), None
+    except ConfigError as exc:
+        try:
+            return settings_only(text, str(path), env), exc
+        except ConfigError:
+            raise exc from None  # the settings are broken too: report the first problem
+
+
+def read_config(path: Path) -> str:
+    """The text of a found config file, once its ownership is trusted."""
     check_config_ownership(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
-    return parse_config(text, str(path), env)
 
 
 def store_url(config: Config, override: str | None = None) -> str:

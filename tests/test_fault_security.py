@@ -37,7 +37,7 @@ import pytest
 
 from jobd.model import NewRun, Status, Trigger
 from jobd.store import open_store
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import dsn_with_password, jobd_cmd, wait_for
 from tests.faults import Daemon, jobd_main, q, stuck_rows, write_config
 from tests.processes import marked
 from tests.reliability import Recorder
@@ -289,7 +289,7 @@ KINDS = ("argv", "shell", "call", "sql", "http")
 def secrets_config(directory: Path, http_port: int) -> str:
     env = f'env = {{ API_TOKEN = "{TOKEN}", REGION = "{REGION}" }}\nsecret_env = ["API_TOKEN"]\n'
     echo = 'echo "$API_TOKEN $REGION"; env; sleep 1.5'
-    database = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/test"
+    database = dsn_with_password(DB_PASSWORD)
     headers = '{ Authorization = "Bearer ${API_TOKEN}" }'
     return (
         "[jobd]\nmax_concurrent = 8\n"

@@ -253,6 +253,17 @@ class Store(LeaseOps):
             self._update_job(row, spec, now)
             return False
 
+    def add_unapplied_job(self, spec: JobSpec, now: datetime) -> None:
+        """Give a config-file job that no daemon has applied yet a row, so that a
+        command can pause it or record a `trigger --local` run of it.
+
+        The row stays `removed`, which no daemon fires or lists, until a daemon
+        applies a config holding the job (apply_config then takes the row over
+        with its own definition, keeping the pause). So a daemon running an
+        older config is not surprised by a job it never applied."""
+        row = {**self._job_row(spec, now), "removed": True, "next_fire_at": None}
+        self.m.Job.insert(row).on_conflict_ignore().execute()
+
     def remove_job(self, name: str, now: datetime) -> None:
         self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
             self.m.Job.name == name
@@ -669,8 +680,12 @@ class Store(LeaseOps):
         specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
-    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
-        """Claim one specific queued run (for `jobd trigger --local`)."""
+    def claim_run(
+        self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
+    ) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`), to run the
+        job's stored definition, or `spec` when the caller has its own (the
+        config file's, which the store may not have applied yet)."""
         E, Job = self.m.Execution, self.m.Job
         with self.db.atomic():
             row = (
@@ -682,15 +697,17 @@ class Store(LeaseOps):
             )
             if row is None:
                 return None
+            started = to_db(self.now())
             E.update(
                 status=Status.RUNNING,
-                started_at=to_db(self.now()),
+                started_at=started,
+                not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=row["config_hash"],
+                config_hash=spec.config_hash if spec is not None else row["config_hash"],
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -842,6 +859,11 @@ class Store(LeaseOps):
         I.update(stopped_at=to_db(self.now()), role="stopped", running=0).where(
             I.id == instance
         ).execute()
+
+    def remove_instance(self, instance: str) -> None:
+        """Forget a one-shot instance (`trigger --local`) that ended cleanly; its
+        runs keep its name."""
+        self.m.Instance.delete().where(self.m.Instance.id == instance).execute()
 
     def instances(self) -> list[dict[str, Any]]:
         I = self.m.Instance
