@@ -44,7 +44,17 @@ def locate_config(explicit: str | None, environ: Mapping[str, str], cwd: Path) -
         if not path.is_file():
             raise ConfigError("config file not found", file=str(path))
         return path
-    return next((p for p in candidates if p.is_file()), None)
+    return next((p for p in candidates if _visible_file(p)), None)
+
+
+def _visible_file(path: Path) -> bool:
+    """Whether a candidate is a file this user can see: a directory it may not
+    enter (a cwd in root's home, under sudo -u) hides its config, as a missing
+    one would, rather than failing the lookup with a traceback."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def default_store_url() -> str:

@@ -26,6 +26,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -234,19 +235,52 @@ def nobody_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_a_daemon_that_is_not_root_refuses_user(nobody_dir: Path, reliability: Recorder) -> None:
+@pytest.fixture
+def nobody_jobd(nobody_dir: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """How nobody starts this checkout's jobd: the command and its environment.
+
+    A clone in a directory only root may enter (`mktemp -d`) is out of nobody's
+    reach: then the checkout is bind-mounted into nobody's directory and its
+    packages are found through PYTHONPATH."""
+    probe = [sys.executable, "-c", "import jobd, click, peewee"]
+    if subprocess.run([*AS_NOBODY, *probe], capture_output=True).returncode == 0:
+        yield jobd_cmd(), {}
+        return
+    repo = Path(__file__).resolve().parents[1]
+    venv = Path(sys.prefix)
+    if not venv.is_relative_to(repo):
+        pytest.skip(f"nobody cannot read jobd's Python environment at {venv}")
+    mounted = nobody_dir / "checkout"
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", str(repo), str(mounted)]).returncode != 0:
+        pytest.skip(f"nobody cannot read {repo}, and it cannot be bind-mounted for nobody")
+    try:
+        python = mounted / Path(sys.executable).relative_to(repo)
+        site = [p for p in sys.path if p.startswith(str(venv)) and p.endswith("site-packages")]
+        paths = [str(mounted), *(str(mounted / Path(p).relative_to(repo)) for p in site)]
+        env = {"PYTHONPATH": os.pathsep.join(paths)}
+        yield [str(python), "-m", "jobd"], env
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)])
+
+
+def test_a_daemon_that_is_not_root_refuses_user(
+    nobody_dir: Path, nobody_jobd: tuple[list[str], dict[str, str]], reliability: Recorder
+) -> None:
+    jobd, jobd_env = nobody_jobd
     marker = nobody_dir / "ran-as-root"
     config = write_config(
         nobody_dir / "jobd.toml",
         f'[jobs.escalate]\nuser = "root"\nshell = {q(f"touch {marker}")}\n',
     )
     url = f"sqlite:///{nobody_dir / 'jobd.db'}"
-    env = {"HOME": str(nobody_dir), "XDG_DATA_HOME": str(nobody_dir / "data")}
-    daemon = Daemon(config, url, nobody_dir / "jobd.log", env=env, prefix=AS_NOBODY)
+    env = {"HOME": str(nobody_dir), "XDG_DATA_HOME": str(nobody_dir / "data"), **jobd_env}
+    daemon = Daemon(config, url, nobody_dir / "jobd.log", env=env, prefix=AS_NOBODY, jobd=jobd)
     try:
         daemon.start()
         trigger = subprocess.run(
-            [*AS_NOBODY, *jobd_cmd("trigger", "escalate", "--wait")],
+            [*AS_NOBODY, *jobd, "trigger", "escalate", "--wait"],
+            cwd=nobody_dir,
             env=daemon.env,
             capture_output=True,
             text=True,

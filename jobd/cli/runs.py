@@ -9,7 +9,7 @@ import click
 
 from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
-from jobd.cli.follow import FINAL, await_run, finish, interrupted, waiting
+from jobd.cli.follow import FINAL, await_run, finish, interrupted, interruptible, waiting
 from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
 from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
 
@@ -52,6 +52,8 @@ def trigger(
     """
     from jobd.model import NewRun, Trigger
 
+    if wait or follow:
+        interruptible()
     store = ctx.store
     if local_run:
         record, spec = _local_definition(ctx, name)
@@ -308,6 +310,8 @@ def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
     """
     if follow and as_json:
         raise UsageError("--json prints the output once; it cannot be combined with --follow")
+    if follow:
+        interruptible()
     row = _execution(ctx, run_id, with_log=not follow)
     if as_json:
         keys = ("id", "job", "status", "log_bytes", "log")
