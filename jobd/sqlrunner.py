@@ -135,7 +135,10 @@ def main() -> int:
     url = os.environ.get("JOBD_SQL_DATABASE", "")
     timeout = float(os.environ.get("JOBD_SQL_TIMEOUT") or 0)
     if not url:
-        return fail("no database: set `database` (the store is not PostgreSQL)")
+        return fail(
+            'no database: set `database` (a URL, a [databases] name, or "store" for '
+            "jobd's own PostgreSQL store)"
+        )
     try:
         url, secrets = fill_placeholders(url, os.environ)
     except KeyError as exc:

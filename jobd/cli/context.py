@@ -34,15 +34,16 @@ class Context:
         if self._config is None:
             from jobd.paths import load_config
 
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, store_override=self.store_override)
         return self._config
 
     @property
     def store_url(self) -> str:
-        override = self.store_override or os.environ.get("JOBD_STORE")
+        from jobd.paths import store_override, store_url
+
+        override = store_override(self.store_override, os.environ)
         if override:
             return override
-        from jobd.paths import store_url
 
         return store_url(self.config)
 
@@ -83,14 +84,21 @@ class Context:
         job (cron expressions, time zones) costs more than the query itself
         (bench/cli_latency.py). Commands that act on jobs load the whole config.
         """
-        override = self.store_override or os.environ.get("JOBD_STORE")
-        if override:
-            return override
         import tomllib
         from pathlib import Path
 
+        from jobd.config import check_store_url
         from jobd.errors import ConfigError
-        from jobd.paths import check_config_ownership, default_store_url, locate_config
+        from jobd.paths import (
+            check_config_ownership,
+            default_store_url,
+            locate_config,
+            store_override,
+        )
+
+        override = store_override(self.store_override, os.environ)
+        if override:
+            return override
 
         path = locate_config(self.config_path, os.environ, Path.cwd())
         if path is None:
@@ -108,6 +116,7 @@ class Context:
             return default_store_url()
         if not isinstance(store, str):
             raise ConfigError("expected a string", file=str(path), key="jobd.store")
+        check_store_url(store, str(path), "jobd.store")
         return store
 
     def close(self) -> None:
