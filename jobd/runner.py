@@ -20,13 +20,21 @@ from dataclasses import dataclass
 
 from jobd.childlog import error_line
 from jobd.durations import format_duration
-from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
+from jobd.model import STORE_DATABASE, JobKind, JobSpec, Outcome, Run, Settings, Status
 from jobd.supervisor import LOG_FLUSH_INTERVAL, READ_CHUNK, Supervisor, shared_supervisor
+from jobd.urls import is_postgres
 
 __all__ = ["LOG_FLUSH_INTERVAL", "Event", "OutputTail", "RunProcess", "build_argv", "build_env"]
 
-# The daemon's own wiring that a job must not inherit.
-PRIVATE_ENV = ("JOBD_STORE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+# The daemon's own wiring and credentials, which a job does not inherit: its store
+# (JOBD_STORE and every other JOBD_* variable), libpq's settings and password
+# (PGPASSWORD, PGPASSFILE, PGSERVICEFILE: every PG* variable), systemd's
+# credentials, readiness and watchdog. A job that needs one names it in its own
+# `env` (a value) or `secret_env` (taken from here, masked in its output).
+PRIVATE_ENV = frozenset(
+    ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY")
+)
+PRIVATE_ENV_PREFIXES = ("JOBD_", "PG")
 
 
 class OutputTail:
@@ -104,6 +112,13 @@ class Event:
 ERROR_LINE_KINDS = (JobKind.SQL, JobKind.HTTP)
 
 
+# jobd's own children run isolated (-I): no PYTHON* variable, no user site, and
+# above all not the working directory on sys.path, which `python -m` would put
+# first. A job's `cwd` may be writable by others: a `jobd` package planted there
+# would otherwise run with the job's rights, root's for a root daemon.
+RUNNER = (sys.executable, "-I", "-m")
+
+
 def build_argv(spec: JobSpec) -> list[str]:
     if spec.kind is JobKind.COMMAND:
         return list(spec.command)
@@ -111,23 +126,32 @@ def build_argv(spec: JobSpec) -> list[str]:
         return ["/bin/sh", "-c", spec.shell]
     if spec.kind is JobKind.SQL:
         # The job's name only, for `ps`: the statement and the URL go in the environment.
-        return [sys.executable, "-m", "jobd.sqlrunner", spec.name]
+        return [*RUNNER, "jobd.sqlrunner", spec.name]
     if spec.kind is JobKind.HTTP:
-        return [sys.executable, "-m", "jobd.httprunner", spec.name]
-    return [sys.executable, "-m", "jobd.callrunner", spec.call]
+        return [*RUNNER, "jobd.httprunner", spec.name]
+    return [*RUNNER, "jobd.callrunner", spec.call]
+
+
+def private(name: str) -> bool:
+    """Whether a variable of the daemon's environment is kept from jobs by default."""
+    return name in PRIVATE_ENV or name.startswith(PRIVATE_ENV_PREFIXES)
 
 
 def build_env(
     spec: JobSpec, run: Run, base: Mapping[str, str], store_url: str | None = None
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in PRIVATE_ENV}
+    """The job's environment: the daemon's without its private variables (unless
+    the job names them), the job's `env`, and which run this is."""
+    named = set(spec.secret_env)
+    env = {k: v for k, v in base.items() if k in named or not private(k)}
     env.update(spec.env)
     timeout = str(spec.timeout or "")
     if spec.kind is JobKind.SQL:
-        database = spec.database
-        if database is None and store_url and store_url.startswith(("postgresql:", "postgres:")):
-            database = store_url
-        env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database or "", JOBD_SQL_TIMEOUT=timeout)
+        database = spec.database or ""
+        if database == STORE_DATABASE:
+            # Only a job that said `database = "store"`, and only a PostgreSQL store.
+            database = store_url if store_url and is_postgres(store_url) else ""
+        env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database, JOBD_SQL_TIMEOUT=timeout)
     elif spec.kind is JobKind.HTTP:
         env.update(JOBD_HTTP=json.dumps(spec.http), JOBD_HTTP_TIMEOUT=timeout)
     env.update(
