@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from jobd.childlog import error_line
 from jobd.durations import format_duration
+from jobd.masking import Masker
 from jobd.model import STORE_DATABASE, JobKind, JobSpec, Outcome, Run, Settings, Status
 from jobd.supervisor import LOG_FLUSH_INTERVAL, READ_CHUNK, Supervisor, shared_supervisor
 from jobd.urls import is_postgres
@@ -38,16 +39,19 @@ PRIVATE_ENV_PREFIXES = ("JOBD_", "PG")
 
 
 class OutputTail:
-    """The last `max_lines` lines of output, also at most `max_bytes`; memory stays bounded."""
+    """The last `max_lines` lines of output, also at most `max_bytes`; memory stays bounded.
+
+    Secrets are masked in what it gives out, in their encoded forms too.
+    """
 
     def __init__(self, max_lines: int, max_bytes: int, secrets: tuple[str, ...] = ()) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.secrets = tuple(s.encode() for s in secrets if s)
+        self.masker = Masker(secrets)
         # A secret cut by the byte bound must still be seen whole to be masked, so the
         # buffer keeps this much more than max_bytes.
-        self._margin = max((len(s) for s in self.secrets), default=0)
-        self.total = 0
+        self._margin = self.masker.longest
+        self.total = 0  # every byte the job wrote
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -56,36 +60,25 @@ class OutputTail:
         if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
             del self._buf[: len(self._buf) - self.max_bytes - self._margin]
 
-    def _window(self) -> bytes:
-        """The last max_bytes of output with every secret reaching into them masked,
-        including one that begins before them (masking after the cut leaked its rest)."""
+    def snapshot(self) -> tuple[str, int]:
+        """The tail to store, and the byte count to store beside it.
+
+        The count is every byte the job wrote, less what masking took out of the
+        tail: counting the masked bytes made `jobd logs` report as dropped
+        ("N earlier bytes were not kept") what was only masked.
+        """
+        if self.max_lines == 0 or self.max_bytes == 0:
+            return "", self.total
         buf = bytes(self._buf)
         start = max(0, len(buf) - self.max_bytes)
-        spans = []
-        for secret in self.secrets:
-            at = buf.find(secret, max(0, start - len(secret) + 1))
-            while at != -1:
-                spans.append((at, at + len(secret)))
-                at = buf.find(secret, at + 1)
-        out, pos = bytearray(), start
-        for begin, end in sorted(spans):
-            if end > pos:
-                out += buf[pos : max(begin, pos)] + b"***"
-                pos = end
-        out += buf[pos:]
-        return bytes(out)
-
-    def text(self) -> str:
-        if self.max_lines == 0 or self.max_bytes == 0:
-            return ""
-        raw = self._window()
+        raw = self.masker.mask_bytes(buf, start)
+        total = self.total - (len(buf) - start - len(raw))
         if not raw:
-            return ""  # no output is no log, not an empty line
+            return "", total  # no output is no log, not an empty line
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-            keep = lines[-self.max_lines :]
-            raw = b"\n".join(keep) + b"\n"
+            raw = b"\n".join(lines[-self.max_lines :]) + b"\n"
         else:
             raw = b"\n".join(lines[-self.max_lines :])
         text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
@@ -94,7 +87,10 @@ class OutputTail:
         encoded = text.encode()
         if len(encoded) > self.max_bytes:
             text = encoded[-self.max_bytes :].decode("utf-8", errors="ignore")
-        return text
+        return text, total
+
+    def text(self) -> str:
+        return self.snapshot()[0]
 
 
 @dataclass(frozen=True)
@@ -261,9 +257,8 @@ class RunProcess:
         if self._done.is_set():
             return
         self._done.set()
-        self.report(
-            Event("done", self.run_record.id, self.pid, self.tail.text(), self.tail.total, outcome)
-        )
+        tail, stored_bytes = self.tail.snapshot()
+        self.report(Event("done", self.run_record.id, self.pid, tail, stored_bytes, outcome))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         kwargs: dict = {}
@@ -316,9 +311,8 @@ class RunProcess:
 
     def report_output(self) -> None:
         """Send the output so far to the store (called about once a second while it grows)."""
-        self.report(
-            Event("log", self.run_record.id, log=self.tail.text(), log_bytes=self.tail.total)
-        )
+        tail, stored_bytes = self.tail.snapshot()
+        self.report(Event("log", self.run_record.id, log=tail, log_bytes=stored_bytes))
 
 
 def kill_leftovers(
