@@ -35,6 +35,7 @@ from jobd.model import (
     Overlap,
     Settings,
 )
+from jobd.urls import mask_url, store_url_problem
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
@@ -86,19 +87,29 @@ def schedule_env_names(job: str) -> tuple[str, str]:
 
 
 def parse_config(
-    text: str, file: str = "jobd.toml", environ: Mapping[str, str] | None = None
+    text: str,
+    file: str = "jobd.toml",
+    environ: Mapping[str, str] | None = None,
+    store_override: str | None = None,
 ) -> Config:
-    """Parse and validate config text. Raises ConfigError only."""
+    """Parse and validate config text. Raises ConfigError only.
+
+    `store_override` is a `--store` URL: it wins over $JOBD_STORE and the file's
+    `store`, and is checked like them, so that a config means the same thing
+    whichever way the store was named.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}", file=file) from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError("TOML syntax error: nested too deeply", file=file) from None
-    return config_from_data(data, file, environ or {})
+    return config_from_data(data, file, environ or {}, store_override)
 
 
-def settings_only(text: str, file: str, environ: Mapping[str, str]) -> Config:
+def settings_only(
+    text: str, file: str, environ: Mapping[str, str], store_override: str | None = None
+) -> Config:
     """The `[jobd]` table of a config whose full parse failed, and no jobs.
 
     A broken job must not lock an operator out of the store that a daemon
@@ -121,8 +132,8 @@ def settings_only(text: str, file: str, environ: Mapping[str, str]) -> Config:
             data = tomllib.loads(_table_text(text, "jobd"))
         except (tomllib.TOMLDecodeError, RecursionError):
             raise ConfigError("the [jobd] table cannot be read apart", file=file) from None
-    settings = _settings(_table(data.get("jobd", {}), file, None, "jobd"), file, environ)
-    return Config(settings=settings, jobs={}, path=file)
+    jobd_table = _table(data.get("jobd", {}), file, None, "jobd")
+    return Config(settings=_settings(jobd_table, file, environ, store_override), jobs={}, path=file)
 
 
 TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]")
@@ -165,9 +176,16 @@ def _table_text(text: str, name: str) -> str:
     return "\n".join(kept)
 
 
-def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> Config:
+def config_from_data(
+    data: Mapping[str, Any],
+    file: str,
+    environ: Mapping[str, str],
+    store_override: str | None = None,
+) -> Config:
     _check_keys(data, TOP_KEYS, file=file, job=None, prefix="")
-    settings = _settings(_table(data.get("jobd", {}), file, None, "jobd"), file, environ)
+    settings = _settings(
+        _table(data.get("jobd", {}), file, None, "jobd"), file, environ, store_override
+    )
     databases = databases_table(_table(data.get("databases", {}), file, None, "databases"), file)
     groups = groups_table(_table(data.get("groups", {}), file, None, "groups"), file)
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
@@ -328,7 +346,9 @@ def parse_job(
     )
 
 
-def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> Settings:
+def _settings(
+    raw: Mapping[str, Any], file: str, environ: Mapping[str, str], store_override: str | None
+) -> Settings:
     _check_keys(raw, SETTINGS_KEYS, file=file, job=None, prefix="jobd.")
     f = _Fields(raw, file, None, prefix="jobd.")
     history = _table(raw.get("history", {}), file, None, "jobd.history")
@@ -336,13 +356,16 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     h = _Fields(history, file, None, prefix="jobd.history.")
     timezone = f.str("timezone") or model.DEFAULT_TIMEZONE
     _check_timezone(timezone, file, None, "jobd.timezone")
-    if environ.get("JOBD_STORE"):
-        store: str | None = environ["JOBD_STORE"]
-        _check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
+    if store_override:
+        store: str | None = store_override
+        check_store_url(store_override, "--store", None)
+    elif environ.get("JOBD_STORE"):
+        store = environ["JOBD_STORE"]
+        check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
     else:
         store = f.str("store")
         if store is not None:
-            _check_store_url(store, file, "jobd.store")
+            check_store_url(store, file, "jobd.store")
     return Settings(
         store=store,
         timezone=timezone,
@@ -363,16 +386,12 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     )
 
 
-def _check_store_url(url: str, file: str, key: str) -> None:
-    sqlite_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
-    if sqlite_path == "" or (
-        sqlite_path is None and not url.startswith(("postgresql://", "postgres://"))
-    ):
-        raise ConfigError(
-            "expected sqlite:////absolute/path.db or postgresql://user@host/db",
-            file=file,
-            key=key,
-        )
+def check_store_url(url: str, file: str, key: str | None) -> None:
+    """A store URL from `file` (or "--store", or "environment"), in one line without
+    its password when it is malformed."""
+    problem = store_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"invalid store URL {mask_url(url)!r}: {problem}", file=file, key=key)
 
 
 def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:

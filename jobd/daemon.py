@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import peewee as pw
@@ -100,10 +100,13 @@ class Daemon:
         store: Store,
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
+        file_digests: Mapping[str, str] | None = None,
     ) -> None:
         # Said once here, while the parsed jobs are at hand; the daemon keeps only
-        # the settings (the store holds the jobs).
+        # the settings (the store holds the jobs) and what each config job must be
+        # (`file_digests`, name → JobSpec.digest, when the jobs were parsed elsewhere).
         self._check_users(config)
+        self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
@@ -647,7 +650,7 @@ class Daemon:
             return
         claimed = self.store.claim(self.instance, self.host, room, probe=probe)
         if claimed:
-            self.executor.start_all(claimed)
+            self.executor.start_all(self.executor.admit(claimed, self.file_digests))
 
     def _sleep_for(self, stopping: bool) -> float:
         next_fire = next_queued = None
@@ -713,8 +716,15 @@ class Daemon:
             )
             return
         self.config = _settings_only(config)
+        self.file_digests = config.digests()
         self.executor.settings = config.settings
         self._check_users(config)
+        if report.restored:
+            log.warning(
+                "config jobs changed in the store outside jobd, restored from the file: %s",
+                ", ".join(report.restored),
+                extra={"action": "config.restored"},
+            )
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
@@ -792,7 +802,8 @@ def serve(
     store: Store,
     reload_config: Callable[[], Config] | None = None,
     applied_at: datetime | None = None,
+    file_digests: Mapping[str, str] | None = None,
 ) -> int:
-    daemon = Daemon(config, store, reload_config)
+    daemon = Daemon(config, store, reload_config, file_digests=file_digests)
     daemon.applied_at = applied_at
     return daemon.run()

@@ -36,8 +36,14 @@ def run_local(store: Store, config: Config, run_id: int, spec: JobSpec | None = 
         claimed = store.claim_run(run_id, instance, host, spec)
         if claimed is None:
             raise InvalidState(f"execution {run_id} is no longer queued (a daemon took it?)")
-        run, spec = claimed
         executor = Executor(store, instance, config.settings)
+        admitted = executor.admit([claimed], config.digests())
+        if not admitted:
+            executor.flush()
+            refused = store.execution(run_id)
+            assert refused is not None
+            return Outcome(refused.status, error=refused.error)
+        run, spec = admitted[0]
         process = executor.start(run, spec)
         heartbeat_every = max(0.2, config.settings.lease_ttl / 3)
         next_heartbeat = time.monotonic() + heartbeat_every

@@ -77,20 +77,30 @@ def check_config_ownership(path: Path) -> None:
 
 
 def load_config(
-    explicit: str | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+    explicit: str | None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    store_override: str | None = None,
 ) -> Config:
-    """Find, read and parse the config; no file at all gives an empty config."""
+    """Find, read and parse the config; no file at all gives an empty config.
+
+    `store_override` is the `--store` URL, which the config is checked against
+    exactly as against $JOBD_STORE.
+    """
     from jobd.config import parse_config
 
     env = os.environ if environ is None else environ
     path = locate_config(explicit, env, cwd or Path.cwd())
     if path is None:
-        return parse_config("", NO_CONFIG_FILE, env)
-    return parse_config(read_config(path), str(path), env)
+        return parse_config("", NO_CONFIG_FILE, env, store_override)
+    return parse_config(read_config(path), str(path), env, store_override)
 
 
 def load_config_or_settings(
-    explicit: str | None, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+    explicit: str | None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    store_override: str | None = None,
 ) -> tuple[Config, ConfigError | None]:
     """The config, or, when the file is there but does not parse or validate,
     its `[jobd]` settings without jobs and the error that the full parse gave.
@@ -103,13 +113,13 @@ def load_config_or_settings(
     env = os.environ if environ is None else environ
     path = locate_config(explicit, env, cwd or Path.cwd())
     if path is None:
-        return parse_config("", NO_CONFIG_FILE, env), None
+        return parse_config("", NO_CONFIG_FILE, env, store_override), None
     text = read_config(path)
     try:
-        return parse_config(text, str(path), env), None
+        return parse_config(text, str(path), env, store_override), None
     except ConfigError as exc:
         try:
-            return settings_only(text, str(path), env), exc
+            return settings_only(text, str(path), env, store_override), exc
         except ConfigError:
             raise exc from None  # the settings are broken too: report the first problem
 
@@ -121,6 +131,25 @@ def read_config(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+
+
+def store_override(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """The store URL from `--store` or $JOBD_STORE, checked, or None.
+
+    Checked here too, not only when a config is parsed: reading history takes
+    the URL without parsing the config, and a malformed URL must be refused in
+    one line before any driver quotes it, password and all.
+    """
+    from jobd.config import check_store_url
+
+    if explicit:
+        check_store_url(explicit, "--store", None)
+        return explicit
+    url = environ.get("JOBD_STORE")
+    if url:
+        check_store_url(url, "environment", "JOBD_STORE")
+        return url
+    return None
 
 
 def store_url(config: Config, override: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """A real `jobd run` process for fault tests, and ways to look at what it did.
 
-Every daemon a fault test starts carries JOBD_TEST_TOKEN in its environment;
+Every daemon a fault test starts carries MARKER_ENV in its environment;
 its jobs and their children inherit it, so `orphans()` finds any process the
 test left behind, even one that escaped its process group.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import jobd_cmd, wait_for
-from tests.processes import kill_marked, marked
+from tests.processes import MARKER_ENV, kill_marked, marked
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -64,7 +64,7 @@ class Daemon:
         self.env = {
             **os.environ,
             "JOBD_STORE": url,
-            "JOBD_TEST_TOKEN": self.token,
+            MARKER_ENV: self.token,
             "XDG_DATA_HOME": str(log.parent / "data"),
             **(env or {}),
         }

@@ -42,6 +42,7 @@ FAULTS = {
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
+    "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
 }
 
 

@@ -457,3 +457,66 @@ def test_a_daemon_that_is_not_root_says_so_for_each_user_job_at_start(
     with caplog.at_level("ERROR", logger="jobd"):
         JobdDaemon._check_users(config)
     assert "user = 'root'" in caplog.text and "runs will fail" in caplog.text
+
+
+ENCODED_TOKEN = 'tok a"b/c+d&e=f-48151623'  # one that URL and JSON encoding change
+PRINT_ENCODED = (
+    "import json, os, urllib.parse as u\n"
+    "t = os.environ['API_TOKEN']\n"
+    "print('raw', t)\n"
+    "print('percent', u.quote(t, safe=''))\n"
+    "print('path', u.quote(t))\n"
+    "print('form', u.quote_plus(t))\n"
+    "print('json', json.dumps(t))\n"
+    "print('url https://api.internal/cb?token=' + u.quote(t, safe='') + '&x=1')\n"
+)
+
+
+def test_an_encoded_secret_is_masked_and_nothing_is_said_dropped(
+    store_url: str, tmp_path: Path, reliability: Recorder
+) -> None:
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
+    config = write_config(
+        tmp_path / "jobd.toml",
+        f"[jobs.encoded]\ncommand = {json.dumps(['python3', '-c', PRINT_ENCODED])}\n"
+        f'env = {{ API_TOKEN = {q(ENCODED_TOKEN)} }}\nsecret_env = ["API_TOKEN"]\n',
+    )
+    daemon = Daemon(config, store_url, tmp_path / "jobd.log")
+    store = open_store(store_url)
+    try:
+        daemon.start()
+        run_id = store.enqueue(NewRun("encoded", Trigger.MANUAL, store.now()))
+        wait_for(lambda: store.execution(run_id).status.final, timeout=30)
+        env = {**daemon.env, "JOBD_CONFIG": str(config)}
+        code, out, err, error = jobd_main(["logs", str(run_id)], env)
+        _code, shown, _err, _error = jobd_main(["show", str(run_id)], env)
+        assert daemon.stop() == 0
+        import urllib.parse
+
+        forms = {
+            ENCODED_TOKEN,
+            urllib.parse.quote(ENCODED_TOKEN, safe=""),
+            urllib.parse.quote(ENCODED_TOKEN),
+            urllib.parse.quote_plus(ENCODED_TOKEN),
+            json.dumps(ENCODED_TOKEN)[1:-1],
+        }
+        leaked = sorted(form for form in forms if form in out)
+        reliability.observe(
+            "security",
+            backend,
+            runs=1,
+            stuck=stuck_rows(store),
+            detail=f"secret printed raw, percent-, form- and JSON-encoded: {len(leaked)} "
+            f"forms unmasked; `jobd logs` said {err.strip() or 'nothing'} about dropped bytes",
+        )
+        assert error is None and code == 0, (code, err, error)
+        assert not leaked, out
+        assert err == "", err  # nothing was dropped, so nothing is said to be
+        assert "all kept" in shown, shown
+        assert [line.split()[0] for line in out.splitlines()] == [
+            "raw", "percent", "path", "form", "json", "url",
+        ]  # fmt: skip
+        assert out.splitlines()[0] == "raw ***"
+    finally:
+        daemon.cleanup()
+        store.close()

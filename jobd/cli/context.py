@@ -40,7 +40,7 @@ class Context:
                 raise self.config_problem
             from jobd.paths import load_config
 
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, store_override=self.store_override)
         return self._config
 
     @property
@@ -58,7 +58,9 @@ class Context:
         if self._settings_only is None:
             from jobd.paths import load_config_or_settings
 
-            config, problem = load_config_or_settings(self.config_path)
+            config, problem = load_config_or_settings(
+                self.config_path, store_override=self.store_override
+            )
             if problem is None:
                 self._config = config
                 return config
@@ -74,10 +76,11 @@ class Context:
 
     @property
     def store_url(self) -> str:
-        override = self.store_override or os.environ.get("JOBD_STORE")
+        from jobd.paths import store_override, store_url
+
+        override = store_override(self.store_override, os.environ)
         if override:
             return override
-        from jobd.paths import store_url
 
         return store_url(self.store_config)
 
@@ -118,13 +121,20 @@ class Context:
         job (cron expressions, time zones) costs more than the query itself
         (bench/cli_latency.py). Commands that act on jobs load the whole config.
         """
-        override = self.store_override or os.environ.get("JOBD_STORE")
-        if override:
-            return override
         import tomllib
         from pathlib import Path
 
-        from jobd.paths import check_config_ownership, default_store_url, locate_config
+        from jobd.config import check_store_url
+        from jobd.paths import (
+            check_config_ownership,
+            default_store_url,
+            locate_config,
+            store_override,
+        )
+
+        override = store_override(self.store_override, os.environ)
+        if override:
+            return override
 
         path = locate_config(self.config_path, os.environ, Path.cwd())
         if path is None:
@@ -143,6 +153,7 @@ class Context:
             return default_store_url()
         if not isinstance(store, str):
             raise ConfigError("expected a string", file=str(path), key="jobd.store")
+        check_store_url(store, str(path), "jobd.store")
         return store
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ from jobd.model import (
     Trigger,
     remember_spec,
     remembered_spec,
+    spec_text_hash,
 )
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
@@ -79,6 +80,9 @@ class ApplyReport:
     added: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # Among `updated`: jobs whose stored spec had been rewritten behind the file's
+    # unchanged hash, by something other than jobd; the file's spec is back.
+    restored: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -168,13 +172,22 @@ class Store(LeaseOps):
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-            # Only what decides the action: 10,000 full rows would be read for nothing.
-            existing = {
-                name: (source, config_hash, removed)
-                for name, source, config_hash, removed in Job.select(
-                    Job.name, Job.source, Job.config_hash, Job.removed
-                ).tuples()
-            }
+            # The stored spec too, not only its hash: anyone who can write the jobs
+            # table can rewrite a spec and leave the file's hash beside it. Each row
+            # is compared as it is read, so the texts are not all held at once.
+            existing: dict[str, tuple[str, bool, bool]] = {}
+            rewritten: set[str] = set()
+            for name, source, config_hash, is_removed, text in (
+                Job.select(Job.name, Job.source, Job.config_hash, Job.removed, Job.spec)
+                .tuples()
+                .iterator()
+            ):
+                spec = config.jobs.get(name)
+                same = spec is not None and config_hash == spec.config_hash
+                if same and text != spec.to_json():
+                    same = False
+                    rewritten.add(name)
+                existing[name] = (source, same, is_removed)
             new_rows = []
             for name, spec in config.jobs.items():
                 row = existing.get(name)
@@ -183,18 +196,19 @@ class Store(LeaseOps):
                 if row is None:
                     new_rows.append(self._job_row(spec, now, first_fires))
                     added.append(name)
-                elif row[2] or row[1] != spec.config_hash:
+                elif row[2] or not row[1]:
                     self._update_job(Job.get(Job.name == name), spec, now)
                     updated.append(name)
             for start in range(0, len(new_rows), BATCH):
                 Job.insert_many(new_rows[start : start + BATCH]).execute()
-            for name, (source, _hash, was_removed) in existing.items():
+            for name, (source, _same, was_removed) in existing.items():
                 if source == Source.FILE.value and not was_removed and name not in config.jobs:
                     Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
                         Job.name == name
                     ).execute()
                     removed.append(name)
-        return ApplyReport(tuple(added), tuple(updated), tuple(removed))
+        restored = tuple(name for name in updated if name in rewritten)
+        return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
     @staticmethod
     def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
@@ -304,9 +318,10 @@ class Store(LeaseOps):
         if not rows:
             return DueJobs([], set(), None)
         jobs = []
-        for text, config_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
+        for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
             spec = JobSpec.from_json(text)
-            remember_spec(config_hash, spec)
+            # By the hash of the text read, never the hash column: see claim().
+            remember_spec(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -652,32 +667,38 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
-            self._executemany(
-                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
-                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
-                [
-                    (Status.RUNNING.value, to_db(started), instance, host, c["job_config_hash"],
-                     c["id"], Status.QUEUED.value)
-                    for c in chosen
-                ],
-            )  # fmt: skip
             # Specs of the chosen runs' jobs only, each parsed once for all its runs;
-            # those a fire of this tick read already are known by their hash.
+            # those a fire of this tick read already are known by their hash. The
+            # run records the hash of the spec it runs, computed from that spec's
+            # text: the jobs row's hash column is only as true as its last writer.
             specs: dict[str, JobSpec] = {}
+            hashes: dict[str, str] = {}
             for c in chosen:
                 known = remembered_spec(c["job_config_hash"])
                 if known is not None and known.name == c["job"]:
                     specs[c["job"]] = known
+                    hashes[c["job"]] = c["job_config_hash"]
             unknown = sorted({c["job"] for c in chosen} - specs.keys())
-            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})",
-                                         unknown))  # fmt: skip
+            texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
+            for name, text in texts:
+                specs[name] = JobSpec.from_json(text)
+                hashes[name] = spec_text_hash(text)
+            self._executemany(
+                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
+                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
+                [
+                    (Status.RUNNING.value, to_db(started), instance, host, hashes[c["job"]],
+                     c["id"], Status.QUEUED.value)
+                    for c in chosen
+                ],
+            )  # fmt: skip
             runs = {}
             for c in chosen:
+                del c["job_config_hash"]
                 c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
-                         host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
+                         host=host, config_hash=hashes[c["job"]])  # fmt: skip
                 del c["overlap"], c["clock"]
                 runs[c["id"]] = self._run_from_dict(c)
-        specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
     def claim_run(
@@ -704,7 +725,8 @@ class Store(LeaseOps):
                 not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=spec.config_hash if spec is not None else row["config_hash"],
+                # Of what runs, as in claim(): the caller's spec, or the stored one.
+                config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
         return run, spec if spec is not None else JobSpec.from_json(row["spec"])
