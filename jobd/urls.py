@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from jobd.errors import ConfigError
+
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 SQLITE_PREFIX = "sqlite:///"
 MASK = "***"
@@ -110,3 +112,11 @@ def database_url_problem(url: str) -> str | None:
     if url.startswith(SQLITE_PREFIX + "/") and len(url) > len(SQLITE_PREFIX) + 1:
         return None
     return "expected postgresql://user@host/db or sqlite:////absolute/path.db"
+
+
+def check_store_url(url: str, file: str, key: str | None) -> None:
+    """A store URL from `file` (or "--store", or "environment"), in one line without
+    its password when it is malformed."""
+    problem = store_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"invalid store URL {mask_url(url)!r}: {problem}", file=file, key=key)

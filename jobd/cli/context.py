@@ -124,13 +124,13 @@ class Context:
         import tomllib
         from pathlib import Path
 
-        from jobd.config import check_store_url
         from jobd.paths import (
             check_config_ownership,
             default_store_url,
             locate_config,
             store_override,
         )
+        from jobd.urls import check_store_url
 
         override = store_override(self.store_override, os.environ)
         if override:
