@@ -1077,6 +1077,19 @@ class Store(LeaseOps):
         assert first is not None and now is not None
         return (first - now).total_seconds()
 
+    def limit_waits(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """For the daemon: no wait for the store lasts more than about `seconds`
+        (`stopping()`: much less), so a stalled PostgreSQL server or network is
+        noticed, and signals are answered, instead of blocking the loop. SQLite is
+        a local file, whose waits its busy timeout bounds."""
+        if self.backend != "postgresql":
+            return
+        from jobd.store.pgwire import bound_waits
+
+        bound_waits(seconds, stopping)
+        self.db.limit_waits(seconds)
+        self.reset_connection()  # the next connection carries the settings
+
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
         with suppress(Exception):
