@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -11,11 +12,13 @@ from typing import TYPE_CHECKING
 import click
 
 from jobd.cli.context import Context, pass_ctx
-from jobd.errors import UsageError
+from jobd.errors import JobdError, UsageError
 from jobd.forkcall import call_in_child
 
 if TYPE_CHECKING:
     from jobd.model import Config
+    from jobd.signals import SignalFlags
+    from jobd.storewait import StoreDown
 
 
 @click.command()
@@ -71,16 +74,57 @@ def run(
         _apply(ctx).log(mask_url)
         return
 
-    def prepare() -> Applied:
+    from jobd.notify import Notifier
+    from jobd.signals import SignalFlags
+    from jobd.storewait import PROBE_EVERY, StartupWait
+
+    # SIGTERM and SIGINT stop a daemon that is still waiting for its store, at
+    # once, and are passed on to a start-up child (which dies of them).
+    child = [0]
+    flags = SignalFlags(lambda: _pass_on_stop(flags, child[0]))
+    flags.install()
+    notifier = Notifier.from_env()
+    setup_logging(log_format, log_level)
+
+    def prepare() -> Applied | StoreDown:
+        _stop_signals_kill()
         setup_logging(log_format, log_level)  # a migration's messages reach the terminal
-        applied = _apply(ctx)
-        ctx.close()
-        return applied
+        try:
+            return _apply_or_report(ctx)
+        finally:
+            ctx.close()
 
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
-    # 10,000 jobs' worth of parsed config (jobd.forkcall).
-    applied = call_in_child(prepare)
+    # 10,000 jobs' worth of parsed config (jobd.forkcall). A store that does not
+    # answer is waited for here, in the foreground: the child reports it, this
+    # process tries the store until it answers, then the child applies again.
+    wait: StartupWait | None = None
+    while True:
+        try:
+            prepared = call_in_child(prepare, started=lambda pid: child.__setitem__(0, pid))
+        except JobdError:
+            if flags.stop_requests:
+                return  # the child was stopped with us
+            raise
+        finally:
+            child[0] = 0
+        if flags.stop_requests:
+            return
+        if isinstance(prepared, Applied):
+            break
+        add_store_url(prepared.store_url)
+        wait = wait or StartupWait(
+            prepared.store_url,
+            prepared.max_backoff,
+            notifier,
+            lambda: flags.stop_requests > 0,
+        )
+        wait.failed(prepared.reason)
+        probe = functools.partial(_probe, prepared.store_url)
+        if not wait.pause(PROBE_EVERY) or wait.attempt(probe) is None:
+            return
+    applied = prepared
     ctx._config = config = applied.config
     store_url = applied.store_url
     if detach:
@@ -98,7 +142,13 @@ def run(
     add_store_url(store_url)
     add_secrets(applied.secrets)
     applied.log(mask_url)
-    store = ctx.store
+    if wait is None:
+        wait = StartupWait(
+            store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
+        )
+    store = wait.attempt(lambda: ctx.store)
+    if store is None:
+        return
     from jobd.daemon import serve
     from jobd.paths import load_config
 
@@ -107,7 +157,7 @@ def run(
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(config, store, reload_config=reload_config, applied_at=applied.applied_at)
+    serve(config, store, reload_config=reload_config, applied_at=applied.applied_at, flags=flags)
 
 
 @dataclasses.dataclass
@@ -137,12 +187,15 @@ class Applied:
 
 
 def _apply(ctx: Context) -> Applied:
-    """Parse the config and write its jobs to the store."""
+    """Parse the config and write its jobs to the store (`jobd run` creates a SQLite
+    store's missing directory, as it creates the file)."""
     from jobd.log import add_store_url
+    from jobd.storewait import create_store_directory
 
     config = ctx.config
     store_url = ctx.store_url
     add_store_url(store_url)
+    create_store_directory(store_url)
     store = ctx.store
     applied_at = store.now()
     report = store.apply_config(config, applied_at)
@@ -156,6 +209,59 @@ def _apply(ctx: Context) -> Applied:
         updated=len(report.updated),
         removed=len(report.removed),
     )
+
+
+def _apply_or_report(ctx: Context) -> Applied | StoreDown:
+    """_apply, or, when the store does not answer, what the parent waits for.
+
+    `jobd run` creates a SQLite store's missing directory; an error waiting
+    cannot fix (see jobd.storewait) is raised, and exits 2."""
+    from jobd.store.urls import backend_of
+    from jobd.storewait import StoreDown, is_passing, reason_of, refused
+
+    config = ctx.config  # a config error is raised as it is
+    store_url = ctx.store_url
+    try:
+        return _apply(ctx)
+    except Exception as exc:
+        try:
+            backend = backend_of(store_url)
+        except JobdError:
+            raise refused(exc) from None
+        if is_passing(exc, backend):
+            return StoreDown(store_url, reason_of(exc, store_url), config.settings.max_backoff)
+        raise refused(exc) from None
+
+
+def _probe(store_url: str) -> bool:
+    """Whether the store answers: opened (and migrated) and closed again, in this
+    process, which forks the start-up child next and so must hold no connection."""
+    from jobd.store import open_store
+    from jobd.store.drivers import load_orm
+    from jobd.store.urls import backend_of
+
+    load_orm(backend_of(store_url))
+    open_store(store_url).close()
+    return True
+
+
+def _stop_signals_kill() -> None:
+    """In the start-up child: SIGTERM and SIGINT end it, as for any short command
+    (the parent's handlers, inherited by fork, would only set a flag)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _pass_on_stop(flags: SignalFlags, child: int) -> None:
+    import contextlib
+    import os
+    import signal
+
+    if flags.stop_requests and child:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGTERM)
 
 
 COMMANDS = [run]
