@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import sqlite3
 import stat
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ import pytest
 
 from jobd.model import NewRun, Outcome, Status, Trigger
 from jobd.store import Store, open_store
-from tests.conftest import wait_for
+from tests.conftest import POSTGRES_DSN, run_jobd, wait_for
 from tests.daemons import CuttableProxy, config_text, finished, runs, wait_run
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder
@@ -240,6 +242,161 @@ def test_a_sqlite_store_whose_directory_is_missing_is_created_by_jobd_run(
     )
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert "created" in daemon.full_log()
+    store.close()
+
+
+def test_a_missing_postgresql_database_is_waited_for_too(
+    postgres_admin: Any, tmp_path: Path, reliability: Recorder
+) -> None:
+    """The server answers and refuses (the database is created by a provisioning
+    step that runs later): fixed on the server, so waited out, like a refused
+    password."""
+    name = f"jobd_wait_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(POSTGRES_DSN)
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    daemon = daemon_for(tmp_path, url, {"tick": {"schedule": EVERY_SECOND, "command": ["true"]}})
+    try:
+        daemon.start(ready=False)
+        wait_for(lambda: waiting_or_exited(daemon), timeout=20)
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
+        assert "does not exist" in daemon.log()
+        with postgres_admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        wait_for(lambda: "started:" in daemon.log(), timeout=15)
+        store = open_store(url)
+        wait_for(lambda: len(finished(store, "tick")) >= 1, timeout=15)
+        ticks = len(runs(store, "tick"))
+        store.close()
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()
+        with postgres_admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    reliability.observe(
+        "store-outage",
+        "postgresql",
+        runs=ticks,
+        detail="started before its database existed: waited, started once it was created",
+    )
+
+
+def test_a_sqlite_store_locked_at_start_is_waited_for(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """Another process holds the write lock past the busy timeout (15 s): a backup,
+    a migration by hand. The daemon waits for it instead of exiting."""
+    path = tmp_path / "jobd.db"
+    url = f"sqlite:///{path}"
+    open_store(url).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    daemon = daemon_for(tmp_path, url, {"tick": {"schedule": EVERY_SECOND, "command": ["true"]}})
+    try:
+        daemon.start(ready=False)
+        wait_for(lambda: waiting_or_exited(daemon), timeout=40)
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
+        assert "locked" in daemon.log()
+        holder.execute("ROLLBACK")
+        wait_for(lambda: "started:" in daemon.log(), timeout=20)
+        store = open_store(url)
+        wait_for(lambda: len(finished(store, "tick")) >= 1, timeout=15)
+        ticks = len(runs(store, "tick"))
+        store.close()
+        assert daemon.stop() == 0
+    finally:
+        holder.close()
+        daemon.cleanup()
+    reliability.observe(
+        "store-outage",
+        "sqlite",
+        runs=ticks,
+        detail="write lock held by another process past the busy timeout at start: "
+        "waited, started once it was released",
+    )
+
+
+def test_sigterm_while_the_start_up_step_waits_on_a_locked_sqlite_store_exits_0(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """The config is applied in a short-lived child, which here waits on SQLite's
+    busy timeout: SIGTERM to jobd is passed on to it, and jobd exits at once."""
+    path = tmp_path / "jobd.db"
+    url = f"sqlite:///{path}"
+    open_store(url).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    daemon = daemon_for(tmp_path, url, {"t": {"command": ["true"]}})
+    try:
+        daemon.start(ready=False)
+        assert daemon.proc is not None
+        children = Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children")
+        child = wait_for(lambda: children.read_text().split(), timeout=20)[0]
+        daemon.proc.send_signal(signal.SIGTERM)
+        code = daemon.proc.wait(timeout=4)
+        wait_for(lambda: not Path(f"/proc/{child}").exists(), timeout=4)
+    finally:
+        holder.close()
+        daemon.cleanup()
+    reliability.observe(
+        "store-outage",
+        "sqlite",
+        runs=0,
+        detail=f"SIGTERM while the start-up child waited on a locked store: exit {code}, "
+        "child gone",
+    )
+    assert code == 0, daemon.full_log()
+
+
+def test_a_store_written_by_a_newer_jobd_is_refused_at_once_with_exit_2(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Waiting cannot fix it: no wait, one line, exit 2."""
+    store = open_store(store_url)
+    store.m.Schema.update(version=99).execute()
+    store.close()
+    config = write_config(tmp_path / "jobd.toml", config_text({"t": {"command": ["true"]}}))
+    done = run_jobd(
+        "--config",
+        str(config),
+        "run",
+        env={"JOBD_STORE": store_url, "XDG_DATA_HOME": str(tmp_path)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "newer" in done.stderr, done.stderr
+    assert "waiting" not in done.stderr
+
+
+def test_a_daemon_whose_store_goes_away_before_it_starts_waits_in_start(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Between `jobd run`'s wait and the daemon's first writes the store may go
+    away again: the daemon waits there too, and starts once it answers."""
+    import logging
+
+    import peewee as pw
+
+    from jobd.config import parse_config
+    from jobd.daemon import Daemon as LoopDaemon
+
+    store = open_store(sqlite_url)
+    config = parse_config('[jobd]\nlease_ttl = "3s"\n[jobs.j]\ncommand = ["true"]\n')
+    store.apply_config(config, store.now())
+    daemon = LoopDaemon(config, store)
+    real_start, calls = daemon.start, []
+
+    def start() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise pw.OperationalError("database is locked")
+        real_start()
+        daemon.flags.stop_requests = 1  # started: stop at the first tick
+
+    monkeypatch.setattr(daemon, "start", start)
+    with caplog.at_level(logging.INFO, logger="jobd"):
+        assert daemon.run() == 0
+    text = caplog.text
+    assert len(calls) == 3
+    assert "waiting for the store" in text and "jobd stopped" in text
     store.close()
 
 

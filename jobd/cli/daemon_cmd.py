@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -86,8 +87,11 @@ def run(
     notifier = Notifier.from_env()
     setup_logging(log_format, log_level)
 
+    parent = os.getpid()
+
     def prepare() -> Applied | StoreDown:
-        _stop_signals_kill()
+        if os.getpid() != parent:  # where fork() exists, this runs in a child
+            _stop_signals_kill()
         setup_logging(log_format, log_level)  # a migration's messages reach the terminal
         try:
             return _apply_or_report(ctx)
@@ -101,14 +105,19 @@ def run(
     # process tries the store until it answers, then the child applies again.
     wait: StartupWait | None = None
     while True:
+        # Held back over the fork, so that each process meets a stop signal with the
+        # right handler: this one once it knows the child's pid, the child once it
+        # dies of one.
+        _hold_stop_signals(True)
         try:
-            prepared = call_in_child(prepare, started=lambda pid: child.__setitem__(0, pid))
+            prepared = call_in_child(prepare, started=lambda pid: _child_started(child, pid))
         except JobdError:
             if flags.stop_requests:
                 return  # the child was stopped with us
             raise
         finally:
             child[0] = 0
+            _hold_stop_signals(False)
         if flags.stop_requests:
             return
         if isinstance(prepared, Applied):
@@ -240,8 +249,16 @@ def _probe(store_url: str) -> bool:
     from jobd.store.drivers import load_orm
     from jobd.store.urls import backend_of
 
-    load_orm(backend_of(store_url))
-    open_store(store_url).close()
+    backend = backend_of(store_url)
+    load_orm(backend)
+    store = open_store(store_url)
+    try:
+        if backend == "sqlite":
+            # Readers pass a lock that stops writers: ask for the write lock itself.
+            store.db.execute_sql("BEGIN IMMEDIATE")
+            store.db.execute_sql("ROLLBACK")
+    finally:
+        store.close()
     return True
 
 
@@ -252,11 +269,23 @@ def _stop_signals_kill() -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _hold_stop_signals(False)
+
+
+def _hold_stop_signals(hold: bool) -> None:
+    import signal
+
+    how = signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK
+    signal.pthread_sigmask(how, {signal.SIGTERM, signal.SIGINT})
+
+
+def _child_started(child: list[int], pid: int) -> None:
+    child[0] = pid
+    _hold_stop_signals(False)  # a stop that came meanwhile is passed on now
 
 
 def _pass_on_stop(flags: SignalFlags, child: int) -> None:
     import contextlib
-    import os
     import signal
 
     if flags.stop_requests and child:

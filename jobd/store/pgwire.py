@@ -34,6 +34,8 @@ from playhouse.shortcuts import ReconnectMixin
 # the transaction holds anything (inside one, a lost connection is an error).
 PROVEN_ALIVE_S = 1.0
 BEGIN = b"BEGIN"
+POLL_OK = psycopg2.extensions.POLL_OK
+POLL_READ = psycopg2.extensions.POLL_READ
 # Once the daemon is asked to stop, a store that does not answer gets this long
 # per round trip, so that a stall cannot eat the shutdown grace of its runs.
 STOPPING_WAIT_S = 1.0
@@ -56,25 +58,27 @@ def _bounded_wait(conn: Any) -> None:
     """psycopg2's wait callback: the driver runs non-blocking and waits here, for a
     connect or a statement's answer, at most the process's limit. A timeout closes
     the connection (psycopg2 does, when a wait callback fails), so the next use
-    reconnects instead of reading a late answer to an old question."""
-    limit = _limits.seconds
+    reconnects instead of reading a late answer to an old question.
+
+    On the hot path (an answer within WAIT_SLICE_S) it costs a poll and a select
+    per round trip; the clock and the stop flag are read only once a slice passes."""
     started = time.monotonic()
     while True:
         state = conn.poll()
-        if state == psycopg2.extensions.POLL_OK:
+        if state == POLL_OK:
             return
-        bound = limit
+        fd = conn.fileno()  # a connect that tries another address has another socket
+        if state == POLL_READ:
+            ready = select.select([fd], [], [], WAIT_SLICE_S)[0]
+        else:
+            ready = select.select([], [fd], [], WAIT_SLICE_S)[1]
+        if ready:
+            continue
+        bound = _limits.seconds
         if _limits.stopping():
             bound = STOPPING_WAIT_S if bound is None else min(bound, STOPPING_WAIT_S)
-        waited = time.monotonic() - started
-        if bound is not None and waited >= bound:
+        if bound is not None and time.monotonic() - started >= bound:
             raise psycopg2.OperationalError(f"the store did not answer within {bound:g}s")
-        timeout = WAIT_SLICE_S if bound is None else min(WAIT_SLICE_S, bound - waited)
-        fd = conn.fileno()
-        if state == psycopg2.extensions.POLL_READ:
-            select.select([fd], [], [], timeout)
-        else:
-            select.select([], [fd], [], timeout)
 
 
 def bound_waits(seconds: float, stopping: Callable[[], bool]) -> None:
