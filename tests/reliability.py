@@ -39,6 +39,7 @@ FAULTS = {
     "concurrency": "Concurrent `jobd trigger` processes against a running daemon",
     "disk-full": "Disk full while recording (SQLite on a small tmpfs)",
     "store-files": "Corrupt, foreign, newer, read-only or missing store",
+    "store-outage": "Store down at start, frozen, or cut while runs go on",
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
@@ -1008,9 +1008,14 @@ class Store(LeaseOps):
         pids: dict[int, int],
         logs: dict[int, tuple[str, int]],
         finishes: Sequence[tuple[int, str, Outcome, Sequence[NewRun]]],
+        lasted: dict[int, float] | None = None,
     ) -> list[bool]:
         """Write a tick's worth of run progress in one transaction: pids, output tails,
-        and ends (each with its retries/chains). Returns, per finish, whether it applied."""
+        and ends (each with its retries/chains). Returns, per finish, whether it applied.
+
+        `lasted` gives, by run id, how long a run went on, measured by its runner:
+        the run ended that long after its start, however late the end is written
+        (after a store outage, say). Without it, the end is now."""
         E = self.m.Execution
         p = self.db.param
         applied: list[bool] = []
@@ -1040,9 +1045,13 @@ class Store(LeaseOps):
                 if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     continue
                 started = from_db(row[2]) or now
+                duration = max(0.0, (now - started).total_seconds())
+                if lasted is not None and run_id in lasted:
+                    duration = min(duration, max(0.0, lasted[run_id]))
+                ended = started + timedelta(seconds=duration)
                 ends.append(
                     (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
-                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
+                     outcome.error, to_db(ended), duration)
                 )  # fmt: skip
             ended = self._end_runs(ends)
             follow_rows = []
@@ -1111,6 +1120,19 @@ class Store(LeaseOps):
         first, now = from_db(row[0]), from_db(row[1])
         assert first is not None and now is not None
         return (first - now).total_seconds()
+
+    def limit_waits(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """For the daemon: no wait for the store lasts more than about `seconds`
+        (`stopping()`: much less), so a stalled PostgreSQL server or network is
+        noticed, and signals are answered, instead of blocking the loop. SQLite is
+        a local file, whose waits its busy timeout bounds."""
+        if self.backend != "postgresql":
+            return
+        from jobd.store.pgwire import bound_waits
+
+        bound_waits(seconds, stopping)
+        self.db.limit_waits(seconds)
+        self.reset_connection()  # the next connection carries the settings
 
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
