@@ -99,6 +99,8 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
+        self._wake_owed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -119,8 +121,16 @@ class Store(LeaseOps):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            if not self.db.in_transaction():
+                self._wake_owed = False  # rolled back: nothing changed
+            raise
+        if self._wake_owed and not self.db.in_transaction():
+            self._wake_owed = False
+            self._wake_after_commit()
 
     def now(self) -> datetime:
         """The database's clock, aware UTC: the one clock all hosts share.
@@ -164,7 +174,7 @@ class Store(LeaseOps):
         added, updated, removed = [], [], []
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
@@ -194,6 +204,7 @@ class Store(LeaseOps):
                         Job.name == name
                     ).execute()
                     removed.append(name)
+            changed.append(bool(added or updated or removed))
         return ApplyReport(tuple(added), tuple(updated), tuple(removed))
 
     @staticmethod
@@ -245,7 +256,7 @@ class Store(LeaseOps):
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
-        with self.db.atomic():
+        with self._moving_fires():
             row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
             if row is None:
                 self._insert_job(spec, now)
@@ -254,17 +265,19 @@ class Store(LeaseOps):
             return False
 
     def remove_job(self, name: str, now: datetime) -> None:
-        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        with self._moving_fires():
+            self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                self.m.Job.name == name
+            ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
         """Pause or resume. A resumed job fires at its next slot after now: the slots
         it slept through are not missed fires to catch up on."""
         Job = self.m.Job
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             row = Job.get_or_none(Job.name == name)
             if row is None:
+                changed.append(False)
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
@@ -481,6 +494,23 @@ class Store(LeaseOps):
             self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         self._wake_after_commit()
+
+    @contextmanager
+    def _moving_fires(self) -> Iterator[list[bool]]:
+        """A transaction that can move jobs' next fires (pause, resume, schedule,
+        unschedule, applying a config): the daemons are woken when it commits, so a
+        daemon asleep until its next known fire learns of an earlier one at once.
+
+        The caller may append False to the yielded list when it changed nothing."""
+        changed: list[bool] = []
+        with self.atomic():
+            yield changed
+            if all(changed):
+                self._wake_in_transaction()
+                if self.backend == "sqlite":
+                    # Read by atomic() once the outermost transaction has committed:
+                    # a daemon woken before that would read the jobs as they were.
+                    self._wake_owed = True
 
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
