@@ -70,7 +70,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class DueJobs:
     jobs: list[JobRecord]
-    active: set[str]  # those with a queued or running run
+    active: set[str]  # those with a queued run, or one running on a live instance
     store_now: datetime | None  # the store's clock when any are due
 
 
@@ -289,10 +289,17 @@ class Store(LeaseOps):
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         return self.due_for_firing(now, limit).jobs
 
-    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
-        """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs. Nothing but the due
-        read when none is due, which is most of the time."""
+    def due_for_firing(
+        self, now: datetime, limit: int = 1000, active_within: float | None = None
+    ) -> DueJobs:
+        """The jobs due at `now`, which of them have an active run, and the store's
+        clock (as now() reads it): all a fire needs. Nothing but the due read when
+        none is due, which is most of the time.
+
+        A queued run is active. A running one is, unless `active_within` is given
+        and its instance is gone: stopped, its lock free, or (without a lock) no
+        heartbeat for `active_within` seconds. Such a run is only waiting to be
+        marked abandoned; a fire that took it for active would skip its slot."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
@@ -319,12 +326,38 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-        active = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+        store_now = from_db(rows[0][-1])
+        assert store_now is not None
+        return DueJobs(jobs, self._active_jobs(jobs, store_now, active_within), store_now)
+
+    def _active_jobs(
+        self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
+    ) -> set[str]:
+        """Those of `jobs` with a run queued, or running on an instance still there."""
+        rows = self._select_in(
+            "SELECT DISTINCT e.job, e.status, e.instance, i.heartbeat_at, i.stopped_at "
+            "FROM executions e LEFT JOIN instances i ON i.id = e.instance "
+            "WHERE e.status IN ({p}, {p}) AND e.job IN ({in})",
             [job.name for job in jobs],
             (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
+        active: set[str] = set()
+        presence: dict[str | None, bool] = {}
+        for job, status, instance, heartbeat_at, stopped_at in rows:
+            if job in active:
+                continue
+            if status == Status.QUEUED.value or active_within is None:
+                active.add(job)
+                continue
+            if instance not in presence:
+                presence[instance] = stopped_at is None and (
+                    instance is None  # not this store's to judge: count it
+                    or self.instance_state(instance, from_db(heartbeat_at), active_within, now)
+                    is Presence.LIVE
+                )
+            if presence[instance]:
+                active.add(job)
+        return active
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
