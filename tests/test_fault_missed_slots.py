@@ -81,7 +81,8 @@ def test_resume_wakes_an_idle_daemon_at_once(
         fired = wait_for(lambda: slot_runs(store, "tick", resumed_at), timeout=PROMPT)
         wait_for(lambda: slot_runs(store, "tick", fired[0].scheduled_for + timedelta(seconds=3)))
         rows = runs(store, "tick")
-        asleep = [r for r in rows if paused_at < r.queued_at < resumed_at]
+        # (A slot due just before the pause may be recorded in the moment after it.)
+        asleep = [r for r in rows if paused_at < r.scheduled_for < resumed_at]
         assert asleep == [], "a paused job fired"
         assert not [r for r in rows if r.status is Status.SKIPPED]
         assert duplicates(r.scheduled_for for r in rows) == 0
