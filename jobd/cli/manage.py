@@ -31,7 +31,9 @@ def pause(ctx: Context, name: str) -> None:
 def resume(ctx: Context, name: str) -> None:
     """Fire NAME's schedule again after `jobd pause`.
 
-    Fires missed while paused follow the job's `catchup` policy.
+    NAME fires at its next slot after now: the slots it slept through while
+    paused are not caught up (its `catchup` policy is for fires missed while no
+    daemon ran). Running daemons act on it at once.
 
     \b
     Example:
