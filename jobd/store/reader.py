@@ -24,7 +24,8 @@ from typing import Any
 from jobd.errors import StoreUnavailable
 from jobd.timeutil import from_db, to_db
 
-SCHEMA_VERSION = 2  # 2 added jobs.group_name, which these queries do not read
+# 2 added jobs.group_name, which these queries do not read; 3 made strings text.
+SCHEMA_VERSION = 3
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
