@@ -58,6 +58,7 @@ from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.files import StoreIdentity, StoreVanished, leader_lock_path
 from jobd.store.groups import active_by_group
 from jobd.store.lease import LeaseLost
 from jobd.waker import Waker
@@ -151,7 +152,7 @@ class Daemon:
                 raise ConfigError(
                     "leader = 'file' needs a SQLite store; use 'table'", key="jobd.leader"
                 )
-            return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
+            return FileLeader(leader_lock_path(sqlite_path(self.store.url)), self.waker.wake)
         s = self.config.settings
         return TableLeader(
             self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock

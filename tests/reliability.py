@@ -42,6 +42,9 @@ FAULTS = {
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
+    "root-files": "Root daemon: planted symlinks, others' or world-writable store files",
+    "store-vanished": "SQLite store deleted or replaced under a running daemon",
+    "store-limits": "56-character host name and 237-character schedule",
 }
 
 

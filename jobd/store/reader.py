@@ -228,7 +228,10 @@ def open_reader(url: str) -> Reader | None:
     if backend == "sqlite":
         path = sqlite_path(url)
         if not os.path.isfile(path):
-            return None  # the full Store creates it with the right mode
+            return None  # the full Store says there is none, or creates it
+        from jobd.store.files import check_store_files
+
+        check_store_files(path)
         import sqlite3
 
         try:

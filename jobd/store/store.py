@@ -19,7 +19,7 @@ import peewee as pw
 
 from jobd.cron import parse_schedule
 from jobd.errors import StoreUnavailable
-from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
+from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -33,6 +33,7 @@ from jobd.model import (
     remember_spec,
     remembered_spec,
 )
+from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
@@ -469,9 +470,7 @@ class Store(LeaseOps):
         """SQLite: a directory of per-daemon sockets beside the database."""
         if self.backend != "sqlite":
             return None
-        from jobd.store.connect import sqlite_path
-
-        return sqlite_path(self.url) + ".wake"
+        return files.wake_dir(sqlite_path(self.url))
 
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
@@ -496,6 +495,7 @@ class Store(LeaseOps):
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
+            poke_all(files.legacy_wake_dir(sqlite_path(self.url)))
 
     # -- executions ----------------------------------------------------------
 
@@ -865,7 +865,7 @@ class Store(LeaseOps):
         """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
         if self.backend != "sqlite":
             return None
-        return lock_dir(sqlite_path(self.url))
+        return files.instances_dir(sqlite_path(self.url))
 
     def instance_state(
         self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
