@@ -140,6 +140,10 @@ class Daemon:
         self._quiet = False  # see QUIET_IDLE_CAP
         # A fire of this tick queued a run due now: the claim need not ask first.
         self._queued_due_now = False
+        # SQLite: the file opened, so that one deleted or replaced under us is noticed.
+        self._store_file = (
+            StoreIdentity(sqlite_path(store.url)) if store.backend == "sqlite" else None
+        )
 
     # -- wiring -----------------------------------------------------------------
 
@@ -346,6 +350,8 @@ class Daemon:
                 )
         self._quiet = self._lock is not None and self.waker.socket_bound
         self._quiet = self.waker.watch_clock_steps() and self._quiet
+        if self._store_file is not None:
+            self._quiet = self.waker.watch_file(self._store_file.database) and self._quiet
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -431,6 +437,10 @@ class Daemon:
                     # than the runs. Fires are timed wake-ups, never delayed by this.
                     _nap(COALESCE)
             self._shutdown()
+        except StoreVanished as exc:
+            log.error("%s", exc, extra={"action": "store.vanished"})
+            self.executor.stop_all("cancelled: jobd's store vanished")
+            raise
         finally:
             self.flags.restore()
             self.waker.close()
@@ -515,6 +525,8 @@ class Daemon:
     def tick(self, now: datetime) -> float:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
+        if self._store_file is not None:
+            self._store_file.check()  # before anything is written into a lost file
         self.executor.flush()
         if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()

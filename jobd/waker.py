@@ -122,6 +122,15 @@ class Waker:
             self.selector.register(fd, selectors.EVENT_READ, "clock")
         return True
 
+    def watch_file(self, path: str) -> bool:
+        """Wake when `path` is unlinked or renamed (Linux); False where that is not possible."""
+        if self._file.fd is None:
+            fd = self._file.open(path)
+            if fd is None:
+                return False
+            self.selector.register(fd, selectors.EVENT_READ, "file")
+        return True
+
     def listen_postgres(self, dsn: str) -> None:
         """A dedicated autocommit connection that LISTENs for `jobd trigger`'s NOTIFY."""
         import psycopg2
@@ -186,6 +195,8 @@ class Waker:
                         pass
             elif key.data == "clock":
                 self._clock.stepped()  # the loop's JumpDetector says how far
+            elif key.data == "file":
+                self._file.drain()  # the tick looks at what happened to the file
             elif key.data == "listen":
                 try:
                     self._listen_conn.poll()
@@ -214,5 +225,6 @@ class Waker:
                     os.unlink(self._socket_path)
         self.selector.close()
         self._clock.close()
+        self._file.close()
         os.close(self._read_fd)
         os.close(self._write_fd)

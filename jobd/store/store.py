@@ -1120,9 +1120,12 @@ class Store(LeaseOps):
         ]
 
 
-def open_store(url: str, migrate_schema: bool = True) -> Store:
-    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
-    db = connect(url)
+def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable.
+
+    `create`: make a SQLite store that does not exist yet; commands that only read
+    pass False, so that they never leave an empty store where one vanished."""
+    db = connect(url, create)
     store = Store(db, url)
     try:
         if migrate_schema:
