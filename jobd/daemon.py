@@ -439,7 +439,7 @@ class Daemon:
             self._shutdown()
         except StoreVanished as exc:
             log.error("%s", exc, extra={"action": "store.vanished"})
-            self.executor.stop_all("cancelled: jobd's store vanished")
+            self._end_runs_unrecorded("cancelled: jobd's store vanished")
             raise
         finally:
             self.flags.restore()
@@ -764,6 +764,14 @@ class Daemon:
             return False
         # Outcomes the store cannot take yet are retried for a while in _shutdown.
         return not self.executor.pending_writes or not self.store_ok
+
+    def _end_runs_unrecorded(self, reason: str) -> None:
+        """Stop this daemon's runs and wait for them to end (their kill_grace, and a
+        little more), with nowhere to record it: no job outlives a daemon that quits."""
+        self.executor.stop_all(reason)
+        deadline = time.monotonic() + self.config.settings.kill_grace + 5
+        for process in list(self.executor.running.values()):
+            process.join(max(0.0, deadline - time.monotonic()))
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + 10

@@ -174,11 +174,12 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
 ) -> None:
     """The finding: the daemon ran jobs into the unlinked file, the CLI made a fresh
     empty store beside it, and 15 runs of history were gone when it stopped."""
-    done = tmp_path / "done"
+    done, holding = tmp_path / "done", tmp_path / "holding"
     config = write_config(
         tmp_path / "jobd.toml",
-        '[jobd]\nlease_ttl = "3s"\n'
-        f'[jobs.tick]\nschedule = "@every 1s"\nshell = "echo . >> {done}"\n',
+        '[jobd]\nlease_ttl = "3s"\nkill_grace = "1s"\n'
+        f'[jobs.tick]\nschedule = "@every 1s"\nshell = "echo . >> {done}"\n'
+        f'[jobs.hold]\nschedule = "@every 1s"\nshell = "touch {holding}; exec sleep 300"\n',
     )
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
@@ -187,7 +188,7 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
     daemon = Daemon(config, url, tmp_path / "jobd.log")
     try:
         daemon.start()
-        wait_for(lambda: done.exists(), timeout=20)
+        wait_for(lambda: done.exists() and holding.exists(), timeout=20)
         if how == "deleted":
             for name in ("jobd.db", "jobd.db-wal", "jobd.db-shm"):
                 (data / name).unlink(missing_ok=True)
@@ -199,6 +200,7 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
         # Within a heartbeat (lease_ttl / 3), with room for a loaded machine.
         wait_for(lambda: daemon.proc.poll() is not None, timeout=15)
         code = daemon.proc.returncode
+        orphans = daemon.orphans()
     finally:
         daemon.cleanup()
     log = daemon.full_log()
@@ -208,9 +210,11 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
         "store-vanished",
         "sqlite",
         runs=1,
+        orphans=len(orphans),
         detail=f"store {how}: daemon exit {code}; `executions` exit {read[0]}",
     )
-    assert code != 0
+    assert code == 69
+    assert orphans == []  # the running `sleep 300` ended with the daemon
     assert f"{db}" in log and f"was {how}" in log, log
     assert "Traceback" not in log
     if how == "deleted":
