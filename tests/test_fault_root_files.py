@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import socket
 import sqlite3
 import subprocess
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -35,6 +38,7 @@ pytestmark = [pytest.mark.fault]
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the ownership checks are root's")
 
 NOBODY = pwd.getpwnam("nobody")
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}", "--clear-groups"]
 CONFIG = '[jobs.backup]\nschedule = "30 2 * * *"\ncommand = ["true"]\n'
 
 
@@ -163,6 +167,76 @@ def test_a_store_directory_others_can_write_is_refused(
     reliability.observe("root-files", "sqlite", runs=1, detail=f"store dir {how}: exit {code}")
     assert one_line_refusal(code, log, data), log
     assert list(data.iterdir()) == []
+
+
+@as_root
+def test_another_user_keeps_a_store_where_they_like(tmp_path: Path, reliability: Recorder) -> None:
+    """Only root is strict: nobody's own store in a shared, sticky directory works
+    as before (nobody's jobs run as nobody; there is no one to take over)."""
+    shared = Path(tempfile.mkdtemp(prefix="jobd-shared-"))
+    shared.chmod(0o1777)
+    try:
+        env = {**os.environ, "JOBD_STORE": f"sqlite:///{shared / 'jobd.db'}", "HOME": str(shared)}
+        env.pop("JOBD_CONFIG", None)
+        made = subprocess.run(
+            [*AS_NOBODY, *jobd_cmd("schedule", "mine", "@daily", "--", "true")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=shared,
+            timeout=60,
+        )
+        listed = subprocess.run(
+            [*AS_NOBODY, *jobd_cmd("list")], capture_output=True, text=True, env=env, cwd=shared
+        )
+        reliability.observe(
+            "root-files",
+            "sqlite",
+            runs=2,
+            detail=f"nobody's store in a sticky dir: exit {made.returncode}",
+        )
+        assert made.returncode == 0, made.stderr
+        assert listed.returncode == 0 and "mine" in listed.stdout, listed.stderr
+        assert (shared / "jobd.db").stat().st_uid == NOBODY.pw_uid
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@as_root
+def test_companions_of_an_older_jobd_are_left_alone_and_still_woken(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """An upgrade: the old daemon, not restarted yet, listens in jobd.db.wake/ and
+    holds jobd.db.leader; the new jobd never writes them, says once that they are
+    unused, and still pokes the old daemon's socket when a run is queued."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    db = data / "jobd.db"
+    url = f"sqlite:///{db}"
+    (data / "jobd.db.leader").write_text("4242\n")
+    (data / "jobd.db.leader").chmod(0o600)
+    (data / "jobd.db.instances").mkdir(mode=0o700)
+    (data / "jobd.db.wake").mkdir(mode=0o700)
+    old_daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    old_daemon.bind(str(data / "jobd.db.wake" / "4242-old.sock"))
+    old_daemon.settimeout(10)
+    config = write_config(tmp_path / "jobd.toml", '[jobs.a]\ncommand = ["true"]\n')
+    daemon = Daemon(config, url, tmp_path / "jobd.log")
+    try:
+        daemon.start()
+        with closing(open_store(url)) as store:
+            store.enqueue(NewRun("a", Trigger.MANUAL, store.now()))
+        poked = old_daemon.recv(8)
+        assert daemon.stop() == 0
+    finally:
+        daemon.cleanup()
+        old_daemon.close()
+    log = daemon.full_log()
+    reliability.observe("root-files", "sqlite", runs=1, detail="older companions left alone")
+    assert poked == b"w"
+    assert (data / "jobd.db.leader").read_text() == "4242\n"
+    assert list((data / "jobd.db.instances").iterdir()) == []
+    assert log.count("are no longer used") == 1 and "jobd.db.leader" in log
 
 
 # -- a store that vanishes -------------------------------------------------------------
