@@ -81,13 +81,17 @@ class StoreTooNew(StoreUnavailable):
     """The store was written by a newer jobd; it is refused, never modified."""
 
 
-class StoreRefused(JobdError):
+class StoreValueRefused(JobdError):
     """The store is there but refused a value (too long, a broken constraint): not an
     outage, and waiting for the store would not help."""
 
 
 class NoDaemon(JobdError):
     exit_code = ExitCode.UNAVAILABLE
+
+
+class NotApplied(NoDaemon):
+    """A config-file job that no daemon has applied to the store yet, so none would run it."""
 
 
 class QuotaRefused(JobdError):
@@ -105,7 +109,7 @@ _REFUSALS = {"DataError", "IntegrityError"}
 def store_failure(exc: BaseException) -> JobdError | None:
     """A database error that escaped the store as the one-line error a command
     reports, or None: StoreUnavailable (exit 69) for disk full, connection lost, a
-    damaged file; StoreRefused (exit 1) for a value the store would not take."""
+    damaged file; StoreValueRefused (exit 1) for a value the store would not take."""
     mro = type(exc).__mro__
     drivers = {c.__module__.split(".")[0] for c in mro}
     if not drivers.intersection(_STORE_MODULES) or not isinstance(exc, Exception):
@@ -113,7 +117,7 @@ def store_failure(exc: BaseException) -> JobdError | None:
     lines = str(exc).strip().splitlines()
     first = lines[0] if lines else type(exc).__name__
     if _REFUSALS.intersection(c.__name__ for c in mro):
-        return StoreRefused(f"the store refused a value: {first}")
+        return StoreValueRefused(f"the store refused a value: {first}")
     return StoreUnavailable(f"store error: {first}")
 
 

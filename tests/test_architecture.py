@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ["jobd.model", "jobd.cron", "jobd.config", "jobd.durations", "jobd.errors"]
-PURE += ["jobd.config_fields", "jobd.config_kinds", "jobd.importers", "jobd.childlog"]
+PURE += ["jobd.config_fields", "jobd.config_kinds", "jobd.importers", "jobd.childlog", "jobd.urls"]
+PURE += ["jobd.masking"]
 PURE += [name for name in ("jobd.policies", "jobd.planner") if importlib.util.find_spec(name)]
 
 # Top-level modules the pure core must not load, directly or through another module.

@@ -20,7 +20,7 @@ import peewee as pw
 import pytest
 
 from jobd.config import parse_config, parse_job
-from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
+from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
@@ -295,10 +295,11 @@ def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["mysql://db/jobd", "sqlite:/relative.db", "host=db dbname=x"])
-def test_unsupported_url_is_unavailable(url: str) -> None:
-    with pytest.raises(StoreUnavailable) as info:
+def test_unsupported_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
         open_store(url)
     assert "unsupported store URL" in one_line(info.value)
+    assert info.value.exit_code == 2
 
 
 def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
@@ -323,6 +324,9 @@ def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
         ("postgresql://jobd@db/jobd", "postgresql://jobd@db/jobd"),
         ("postgresql://db/jobd", "postgresql://db/jobd"),
         ("sqlite:////var/lib/jobd/jobd.db", "sqlite:////var/lib/jobd/jobd.db"),
+        # Malformed ones are shown in errors: masked all the same.
+        ("postgresql://u:S3cret@[::1/db", "postgresql://u:***@[::1/db"),
+        ("postgresql://u:S3/cr@et@db:abc/db", "postgresql://u:***@db:abc/db"),
     ],
 )  # fmt: skip
 def test_mask_url(url: str, masked: str) -> None:
@@ -336,7 +340,7 @@ def test_mask_url(url: str, masked: str) -> None:
 )
 def test_mask_url_hides_every_password(url: str) -> None:
     assert "s3cret" not in mask_url(url)
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises((StoreUnavailable, ConfigError)) as info:
         open_store(url.replace("@db/", "@127.0.0.1:1/"))
     assert "s3cret" not in str(info.value)
 
@@ -861,7 +865,7 @@ def test_cancel_racing_claim_on_postgresql(
 
 def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) -> None:
     """Exit 69 says "the store is not there, try later"; a refused value is not that."""
-    from jobd.errors import StoreRefused, store_failure
+    from jobd.errors import StoreValueRefused, store_failure
 
     store.register_instance("twice", "h", 1, "0")
     with pytest.raises(pw.IntegrityError) as refused:
@@ -874,7 +878,7 @@ def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) 
             heartbeat_at=datetime.now(),
         ).execute()
     failure = store_failure(refused.value)
-    assert isinstance(failure, StoreRefused) and failure.exit_code == ExitCode.FAILURE
+    assert isinstance(failure, StoreValueRefused) and failure.exit_code == ExitCode.FAILURE
     assert "unavailable" not in str(failure)
     gone = pw.OperationalError("could not connect to server")
     assert store_failure(gone).exit_code == ExitCode.UNAVAILABLE  # type: ignore[union-attr]

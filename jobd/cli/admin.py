@@ -34,7 +34,7 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
 
     store = ctx.store
     now = store.now()
-    ttl = ctx.config.settings.lease_ttl
+    ttl = ctx.store_config.settings.lease_ttl
     lease = admin.leader_lease(store, now)
     instances = admin.instances(store, ttl, now)
     running = Reader.over(store).executions(statuses=["running"], limit=None)
@@ -49,13 +49,20 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
         "queue_depth": store.queue_depth(),
         "running": running,
         "next_fires": admin.upcoming(store, 5),
-        "groups": group_usage(store, ctx.config.groups),
+        "groups": group_usage(store, ctx.store_config.groups),
         "checked_at": now,
     }
     if as_json:
         render.print_json(report)
         return
     _print_status(report, now, local_time)
+
+
+def _role(instance: dict[str, Any]) -> str:
+    """An instance's role as it stands: a dead one leads nothing any more."""
+    if instance["live"] or instance["stopped_at"] or instance["role"] == "stopped":
+        return str(instance["role"])
+    return f"gone (was {instance['role']})"
 
 
 def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
@@ -69,6 +76,8 @@ def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
             if leading
             else "none (no live daemon holds the leader guard)"
         )
+    elif lease["holder"] is None:  # released by a clean stop
+        leader = f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
     else:
         state = "EXPIRED" if lease["expired"] else "held"
         leader = (
@@ -92,7 +101,7 @@ def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
                 i["id"],
                 i["host"],
                 str(i["pid"]),
-                i["role"],
+                _role(i),
                 str(i["running"]),
                 render.ago(i["heartbeat_at"], now),
                 "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
@@ -146,7 +155,9 @@ def check(ctx: Context, as_json: bool) -> None:
 
     Unhealthy: no live instance; an expired leader lease; a job overdue by
     more than max(60s, 2 x lease_ttl) while not paused; a job whose last run
-    failed, timed out or was abandoned. The store unreachable: exit 69.
+    failed, timed out or was abandoned; a config file that no longer parses
+    (the daemon runs on its last good config, but would not restart). The
+    store unreachable: exit 69.
 
     \b
     Examples:
@@ -157,11 +168,15 @@ def check(ctx: Context, as_json: bool) -> None:
 
     store = ctx.store
     now = store.now()
-    ttl = ctx.config.settings.lease_ttl
+    ttl = ctx.store_config.settings.lease_ttl
     reasons: list[dict[str, Any]] = []
 
     def reason(kind: str, message: str, job: str | None = None) -> None:
         reasons.append({"check": kind, "job": job, "message": message})
+
+    if ctx.config_problem is not None:
+        # The daemon runs on its last good config; its next restart would fail.
+        reason("config", f"config file broken: {ctx.config_problem}")
 
     live = admin.live_instances(store, ttl, now)
     if not live:

@@ -42,12 +42,19 @@ def resume(ctx: Context, name: str) -> None:
 
 
 def _set_paused(ctx: Context, name: str, paused: bool) -> None:
-    record = ctx.job(name)
+    """A config job that no daemon applied yet can be paused too: it gets a row
+    that no daemon fires (Store.add_unapplied_job), and stays paused once applied."""
+    record, spec = ctx.find_job(name)
+    store = ctx.store
+    if record is None:
+        assert spec is not None
+        store.add_unapplied_job(spec, store.now())
+        record = store.job(name)
+        assert record is not None
     verb = "paused" if paused else "resumed"
     if record.paused == paused:
         click.echo(f"{name} is already {'paused' if paused else 'active'}")
         return
-    store = ctx.store
     store.set_paused(name, paused, store.now())
     store.audit("pause" if paused else "resume", actor(), name)
     click.echo(f"{verb} {name}")
@@ -110,8 +117,11 @@ def schedule(
     )
     store = ctx.store
     existing = store.job(name)
-    if existing is not None and existing.source is Source.FILE and not existing.removed:
-        where = f" in {ctx.config.path}" if name in ctx.config.jobs else ""
+    in_file = name in ctx.config.jobs
+    if in_file or (
+        existing is not None and existing.source is Source.FILE and not existing.removed
+    ):
+        where = f" in {ctx.config.path}" if in_file else ""
         raise UsageError(
             f"job {name!r} is defined in the config file{where}; change it there "
             "(`jobd schedule` manages store-only jobs)"
@@ -149,8 +159,8 @@ def unschedule(ctx: Context, name: str) -> None:
     """
     from jobd.model import Source
 
-    record = ctx.job(name)
-    if record.source is not Source.CLI:
+    record, _spec = ctx.find_job(name)
+    if record is None or record.source is not Source.CLI:
         raise UsageError(
             f"job {name!r} comes from the config file; remove it there "
             "(`jobd unschedule` removes jobs made with `jobd schedule`)"

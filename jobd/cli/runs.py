@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
-from jobd.cli.follow import FINAL, await_run, finish, interrupted, waiting
+from jobd.cli.follow import FINAL, await_run, finish, interrupted, interruptible, waiting
 from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
 from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
+
+if TYPE_CHECKING:
+    from jobd.model import JobSpec
+
+
+# The not_before of a queued `trigger --local` run until this command claims it.
+LOCAL_HOLD = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @click.command()
@@ -44,11 +52,16 @@ def trigger(
     """
     from jobd.model import NewRun, Trigger
 
-    record = ctx.job(name)
+    if wait or follow:
+        interruptible()
     store = ctx.store
-    run_local = _local_executor() if local_run else None
-    if run_local is None:
-        ttl = ctx.config.settings.lease_ttl
+    if local_run:
+        record, spec = _local_definition(ctx, name)
+        run_local = _local_executor()
+    else:
+        record, spec = ctx.find_job(name)
+        run_local = None
+        ttl = ctx.store_config.settings.lease_ttl
         from jobd.store.admin import live_instances
 
         if not live_instances(store, ttl, store.now()):
@@ -57,8 +70,19 @@ def trigger(
                 f"so nothing would run it; start `jobd run`, or run it here with "
                 f"`jobd trigger {name} --local`. Nothing was queued."
             )
-    run = NewRun(job=name, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by=actor())
-    quota = ctx.config.groups.get(record.spec.group or "")
+        record = ctx.job(name)  # a daemon runs what it applied: it must have this job
+        if spec is not None and spec.config_hash != record.spec.config_hash:
+            click.echo(
+                f"jobd: {name} differs in {ctx.store_config.path} from what the daemon "
+                "applied; this run uses the applied definition (reload the daemon to "
+                "apply the file: SIGHUP, `systemctl reload jobd`)",
+                err=True,
+            )
+        spec = record.spec
+    # A --local run is held out of every daemon's claims: this command claims it next.
+    not_before = LOCAL_HOLD if run_local is not None else store.now()
+    run = NewRun(job=name, trigger=Trigger.MANUAL, not_before=not_before, triggered_by=actor())
+    quota = _group_quota(ctx, spec.group)
     if quota is not None and quota.max_active:
         from jobd.cli.quotas import enqueue_or_refuse
 
@@ -66,25 +90,61 @@ def trigger(
     else:
         run_id = store.enqueue(run)
     try:
-        _after_queueing(ctx, record, run_id, wait, follow, run_local, as_json)
+        _after_queueing(ctx, name, record, spec, run_id, wait, follow, run_local, as_json)
     except KeyboardInterrupt:
         if run_local is not None:
             raise  # the run stopped with this process; nothing goes on
         interrupted(run_id)
 
 
+def _local_definition(ctx: Context, name: str) -> tuple[Any, JobSpec]:
+    """What `trigger --local` runs: a config-file job as the file defines it now
+    (applied or not: this process parsed it), a store-only job as stored.
+
+    A config job that no daemon applied yet gets a row that no daemon fires
+    (Store.add_unapplied_job), so the run is recorded like any other."""
+    record, spec = ctx.find_job(name)
+    from jobd.model import Source
+
+    if record is not None and record.source is Source.CLI:
+        return record, record.spec
+    if spec is None:
+        ctx.config  # noqa: B018 - a broken file raises its error: its job is needed here
+        spec = record.spec
+    if record is None:
+        ctx.store.add_unapplied_job(spec, ctx.store.now())
+    return record, spec
+
+
+def _group_quota(ctx: Context, group: str | None) -> Any:
+    """The [groups.GROUP] quota of the job's group, from the config."""
+    if group is None:
+        return None
+    if ctx.config_problem is not None and group not in ctx.store_config.groups:
+        raise ctx.config_problem  # the quota is in the broken file: refuse rather than ignore it
+    return ctx.store_config.groups.get(group)
+
+
 def _after_queueing(
-    ctx: Context, record: Any, run_id: int, wait: bool, follow: bool, run_local: Any, as_json: bool
+    ctx: Context,
+    name: str,
+    record: Any,
+    spec: JobSpec,
+    run_id: int,
+    wait: bool,
+    follow: bool,
+    run_local: Any,
+    as_json: bool,
 ) -> None:
     """Once the run is queued, Ctrl-C leaves it queued: everything here may be interrupted."""
-    store, name = ctx.store, record.name
+    store = ctx.store
     store.audit("trigger", actor(), name, {"run": run_id, "local": bool(run_local)})
-    if record.paused:
+    if record is not None and record.paused:
         click.echo(f"jobd: {name} is paused; its schedule stays paused, this run goes", err=True)
     if not as_json:
         click.echo(run_id)
     if run_local is not None:
-        run_local(store, ctx.config, run_id)
+        run_local(store, ctx.store_config, run_id, spec)
         wait = True
     if not (wait or follow):
         if as_json:
@@ -250,6 +310,8 @@ def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
     """
     if follow and as_json:
         raise UsageError("--json prints the output once; it cannot be combined with --follow")
+    if follow:
+        interruptible()
     row = _execution(ctx, run_id, with_log=not follow)
     if as_json:
         keys = ("id", "job", "status", "log_bytes", "log")
