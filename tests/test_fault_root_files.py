@@ -296,9 +296,7 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
         assert not db.exists()  # nothing made a fresh, empty one
 
 
-@pytest.mark.parametrize(
-    "command", [["executions"], ["list"], ["status"], ["show", "1"], ["audit"], ["trigger", "x"]]
-)
+@pytest.mark.parametrize("command", [["executions"], ["status"], ["show", "1"], ["audit"]])
 def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
     command: list[str], tmp_path: Path
 ) -> None:
@@ -308,7 +306,19 @@ def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
         command, {"JOBD_STORE": f"sqlite:///{db}", "JOBD_CONFIG": str(config)}
     )
     assert error is None
-    assert code == 69 and err == f"jobd: no store at {db} (`jobd run` creates it)\n"
+    assert code == 69 and err.startswith(f"jobd: no store at {db} (`jobd run`"), err
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_list_and_trigger_before_any_store_create_nothing(tmp_path: Path) -> None:
+    """Before the first daemon: the file's jobs, and why a trigger would not run."""
+    db = tmp_path / "jobd.db"
+    config = write_config(tmp_path / "jobd.toml", '[jobs.x]\ncommand = ["true"]\n')
+    env = {"JOBD_STORE": f"sqlite:///{db}", "JOBD_CONFIG": str(config)}
+    code, out, err, _error = jobd_main(["list"], env)
+    assert code == 0 and "file (not applied)" in out and f"no store at {db}" in err
+    code, _out, err, _error = jobd_main(["trigger", "x"], env)
+    assert code == 69 and "no live jobd daemon" in err and f"no store at {db} yet" in err
     assert list(tmp_path.iterdir()) == [config]
 
 

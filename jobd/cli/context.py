@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The commands that create a SQLite store that does not exist yet: the daemon,
-# and `schedule`, which defines a job with no config file. Any other command
-# given a missing store says "no store at PATH" (exit 69).
-STORE_CREATORS = frozenset({"run", "schedule"})
+# and the commands that write a job's state (`schedule` defines a job with no
+# config file; `pause` and `resume` may come before any daemon ran). `trigger
+# --local` creates one too (see jobd.cli.runs). Any other command given a
+# missing store says "no store at PATH" (exit 69).
+STORE_CREATORS = frozenset({"run", "schedule", "pause", "resume"})
 
 
 class Context:

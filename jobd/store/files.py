@@ -236,5 +236,16 @@ class StoreVanished(StoreUnavailable):
         )
 
 
+class MissingStore(StoreUnavailable):
+    """A SQLite store that is not there, given to a command that must not create it."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        super().__init__(
+            f"no store at {database} (`jobd run`, `jobd trigger NAME --local` or "
+            "`jobd schedule` creates it)"
+        )
+
+
 def missing_store(database: str) -> StoreUnavailable:
-    return StoreUnavailable(f"no store at {database} (`jobd run` creates it)")
+    return MissingStore(database)
