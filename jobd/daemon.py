@@ -517,6 +517,10 @@ class Daemon:
         jump = self._jumps.check(now, self.clock.monotonic())
         if jump is None:
             return
+        # The housekeeping timers (schedule) keep naive wall-clock next times: stepped
+        # back an hour, heartbeats and reaping would wait that hour, and other
+        # instances would take this one for dead. Their next times start again here.
+        self._setup_housekeeping()
         if jump > 0:
             # The slots the step skipped were not missed: they replay (see jobd.planner).
             start = now - timedelta(seconds=jump)
