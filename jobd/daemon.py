@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import peewee as pw
@@ -58,8 +58,10 @@ from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.files import StoreIdentity, StoreVanished, leader_lock_path
 from jobd.store.groups import active_by_group
 from jobd.store.lease import LeaseLost
+from jobd.storewait import PROBE_EVERY, OutageLog, StartupWait
 from jobd.waker import Waker
 
 log = logging.getLogger("jobd")
@@ -78,7 +80,7 @@ STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
 
 
 class Backoff:
-    """Exponential back-off for store failures: 1 s, 2 s, 4 s ... capped."""
+    """Exponential back-off: 1 s, 2 s, 4 s ... capped."""
 
     def __init__(self, cap: float, first: float = 1.0) -> None:
         self.cap, self.first, self.current = cap, first, 0.0
@@ -100,10 +102,14 @@ class Daemon:
         store: Store,
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
+        file_digests: Mapping[str, str] | None = None,
+        flags: SignalFlags | None = None,
     ) -> None:
         # Said once here, while the parsed jobs are at hand; the daemon keeps only
-        # the settings (the store holds the jobs).
+        # the settings (the store holds the jobs) and what each config job must be
+        # (`file_digests`, name → JobSpec.digest, when the jobs were parsed elsewhere).
         self._check_users(config)
+        self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
@@ -111,11 +117,15 @@ class Daemon:
         self.host = socket.gethostname()
         self.instance = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.waker = Waker()
-        self.flags = SignalFlags(self.waker.wake)
+        # `jobd run` hands over the flags it waited for the store with: a stop asked
+        # for meanwhile is not lost.
+        self.flags = flags or SignalFlags()
+        self.flags.on_signal = self.waker.wake
         self.executor = Executor(store, self.instance, config.settings, self.waker.wake)
         self.leader = self._make_leader()
         self.housekeeping = schedule.Scheduler()
-        self.backoff = Backoff(config.settings.max_backoff)
+        # A store outage is probed every PROBE_EVERY and told with back-off.
+        self.outage = OutageLog(config.settings.max_backoff)
         self.store_ok = True
         self._listen_backoff = Backoff(config.settings.max_backoff)
         self._listen_retry_at = 0.0
@@ -144,6 +154,10 @@ class Daemon:
         self._round_began: datetime | None = None
         self._first_round = True  # slots since the config was applied are on time
         self._replay_from: datetime | None = None  # a forward clock jump's start
+        # SQLite: the file opened, so that one deleted or replaced under us is noticed.
+        self._store_file = (
+            StoreIdentity(sqlite_path(store.url)) if store.backend == "sqlite" else None
+        )
 
     # -- wiring -----------------------------------------------------------------
 
@@ -156,7 +170,7 @@ class Daemon:
                 raise ConfigError(
                     "leader = 'file' needs a SQLite store; use 'table'", key="jobd.leader"
                 )
-            return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
+            return FileLeader(leader_lock_path(sqlite_path(self.store.url)), self.waker.wake)
         s = self.config.settings
         return TableLeader(
             self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock
@@ -170,6 +184,12 @@ class Daemon:
             self.housekeeping.every(self._heartbeat_every).seconds.do(self._heartbeat)
             self.housekeeping.every(self._reap_every).seconds.do(self._reap)
         self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
+
+    @property
+    def _store_wait(self) -> float:
+        """The longest wait for one answer of the store: a stalled store (a frozen
+        network, a hung server) is noticed within it, well within lease_ttl."""
+        return max(1.0, min(10.0, self.config.settings.lease_ttl / 3))
 
     @property
     def _heartbeat_every(self) -> float:
@@ -350,6 +370,8 @@ class Daemon:
                 )
         self._quiet = self._lock is not None and self.waker.socket_bound
         self._quiet = self.waker.watch_clock_steps() and self._quiet
+        if self._store_file is not None:
+            self._quiet = self.waker.watch_file(self._store_file.database) and self._quiet
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -405,7 +427,8 @@ class Daemon:
                     _one_line(exc),
                     extra={"action": "store.listen"},
                 )
-            self._listen_retry_at = time.monotonic() + self._listen_backoff.next()
+            # Logged once; tried again as often as the store itself.
+            self._listen_retry_at = time.monotonic() + min(PROBE_EVERY, self._listen_backoff.next())
             return False
         if self._listen_backoff.reset() or self._listened:
             log.info("listening for wake-ups again", extra={"action": "store.listen"})
@@ -415,8 +438,11 @@ class Daemon:
     def run(self) -> int:
         self.flags.install()
         self.waker.install_signal_wakeup()
+        self.store.limit_waits(self._store_wait, lambda: self.flags.stop_requests > 0)
         try:
-            self.start()
+            if not self._start_when_store_answers():
+                self._abandon_start()
+                return 0
             while True:
                 if self.flags.reload_requested:
                     self.flags.reload_requested = False
@@ -435,10 +461,43 @@ class Daemon:
                     # than the runs. Fires are timed wake-ups, never delayed by this.
                     _nap(COALESCE)
             self._shutdown()
+        except StoreVanished as exc:
+            log.error("%s", exc, extra={"action": "store.vanished"})
+            self._end_runs_unrecorded("cancelled: jobd's store vanished")
+            raise
         finally:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _start_when_store_answers(self) -> bool:
+        """start(), again while the store does not answer (it went away between
+        `jobd run`'s wait and here); False when a stop was asked for meanwhile."""
+        wait: StartupWait | None = None
+        while self.flags.stop_requests == 0:
+            try:
+                self.start()
+                return True
+            except STORE_ERRORS as exc:
+                self.store.reset_connection()
+                if wait is None:
+                    wait = StartupWait(
+                        self.store.url,
+                        self.config.settings.max_backoff,
+                        self.notifier,
+                        lambda: self.flags.stop_requests > 0,
+                    )
+                wait.failed(_one_line(exc))
+                if not wait.pause(PROBE_EVERY):
+                    return False
+        return False
+
+    def _abandon_start(self) -> None:
+        """Stopped before the daemon started: undo what start() got done."""
+        if self._lock is not None:
+            self._lock.release()
+        self.leader.release()
+        log.info("jobd stopped while waiting for the store", extra={"action": "daemon.stop"})
 
     def _sleep(self, timeout: float) -> bool:
         """Sleep until woken or `timeout` is over, to the tenth of a millisecond: the
@@ -496,26 +555,43 @@ class Daemon:
             forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             self._round_began = None  # slots due until the store is back are missed
-            delay = self.backoff.next()
+            # Tried again soon, however long it has been away: a back-off that kept
+            # doubling made a 30 s outage a minute without fires. Only the log backs off.
+            delay = PROBE_EVERY
             if self.executor.busy:
                 # Runs going on here need our heartbeat back within lease_ttl of the
                 # store's return, or other instances will take them for lost.
                 delay = min(delay, self.config.settings.lease_ttl / 3)
-            if self.store_ok:
-                log.error(
-                    "store unavailable (%s); retrying with back-off",
-                    _one_line(exc),
-                    extra={"action": "store.down"},
-                )
+            first = not self.outage.down
+            if self.outage.failed():
+                if first:
+                    log.error(
+                        "store unavailable (%s); trying again every %.0fs",
+                        _one_line(exc),
+                        PROBE_EVERY,
+                        extra={"action": "store.down"},
+                    )
+                else:
+                    log.warning(
+                        "store still unavailable after %.0fs (%d attempts): %s",
+                        self.outage.seconds,
+                        self.outage.attempts,
+                        _one_line(exc),
+                        extra={"action": "store.down"},
+                    )
             self.store_ok = False
             self.store.reset_connection()
             return delay
-        if self.backoff.reset():
-            log.info("store available again", extra={"action": "store.up"})
+        lasted = self.outage.recovered()
+        if lasted is not None:
+            log.info("store available again after %.0fs", lasted, extra={"action": "store.up"})
             self.store_ok = True
             # The other instances lost the store too and their heartbeats are as stale
             # as ours was: give them a lease_ttl to write one before judging them dead.
             self._reap_from = time.monotonic() + self.config.settings.lease_ttl
+            # A LISTEN connection that lived through it may be stalled, not closed
+            # (a frozen network): listen on a new one.
+            self.waker.unlisten()
         if self._listen():
             return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout
@@ -523,6 +599,8 @@ class Daemon:
     def tick(self, now: datetime) -> float:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
+        if self._store_file is not None:
+            self._store_file.check()  # before anything is written into a lost file
         self.executor.flush()
         if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()
@@ -697,7 +775,7 @@ class Daemon:
             return
         claimed = self.store.claim(self.instance, self.host, room, probe=probe)
         if claimed:
-            self.executor.start_all(claimed)
+            self.executor.start_all(self.executor.admit(claimed, self.file_digests))
 
     def _sleep_for(self, stopping: bool) -> float:
         next_fire = next_queued = None
@@ -763,8 +841,15 @@ class Daemon:
             )
             return
         self.config = _settings_only(config)
+        self.file_digests = config.digests()
         self.executor.settings = config.settings
         self._check_users(config)
+        if report.restored:
+            log.warning(
+                "config jobs changed in the store outside jobd, restored from the file: %s",
+                ", ".join(report.restored),
+                extra={"action": "config.restored"},
+            )
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
@@ -802,16 +887,32 @@ class Daemon:
         # Outcomes the store cannot take yet are retried for a while in _shutdown.
         return not self.executor.pending_writes or not self.store_ok
 
+    def _end_runs_unrecorded(self, reason: str) -> None:
+        """Stop this daemon's runs and wait for them to end (their kill_grace, and a
+        little more), with nowhere to record it: no job outlives a daemon that quits."""
+        self.executor.stop_all(reason)
+        deadline = time.monotonic() + self.config.settings.kill_grace + 5
+        for process in list(self.executor.running.values()):
+            process.join(max(0.0, deadline - time.monotonic()))
+
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + 10
-        while self.executor.pending_writes and time.monotonic() < deadline:
+        # Outcomes the store just failed are retried for a while. A store known to be
+        # away gets one try (each waits at most STOPPING_WAIT_S): a store that never
+        # answers must not keep a stopped daemon past its grace.
+        reachable = self.store_ok
+        deadline = time.monotonic() + (10 if reachable else 0)
+        while self.executor.pending_writes:
             try:
                 self.executor.flush()
             except STORE_FAILURES:
                 self.store.reset_connection()
+                if time.monotonic() >= deadline:
+                    reachable = False
+                    break
                 _nap(0.5)
-        with contextlib.suppress(STORE_FAILURES):
-            self.store.stop_instance(self.instance)
+        if reachable:
+            with contextlib.suppress(STORE_FAILURES):
+                self.store.stop_instance(self.instance)
         if self._lock is not None:
             self._lock.release()
         self.leader.release()
@@ -855,7 +956,9 @@ def serve(
     store: Store,
     reload_config: Callable[[], Config] | None = None,
     applied_at: datetime | None = None,
+    file_digests: Mapping[str, str] | None = None,
+    flags: SignalFlags | None = None,
 ) -> int:
-    daemon = Daemon(config, store, reload_config)
+    daemon = Daemon(config, store, reload_config, file_digests=file_digests, flags=flags)
     daemon.applied_at = applied_at
     return daemon.run()

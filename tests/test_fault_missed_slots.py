@@ -235,6 +235,7 @@ def test_a_run_left_by_a_vanished_instance_does_not_make_missed_slots_skip(
         assert [run.id for run, _ in store.claim("gone-1", "elsewhere", 1)] == [left]
         missed_from = store.now().replace(microsecond=0) - timedelta(seconds=5)
         Job.update(next_fire_at=to_db(missed_from)).where(Job.name == "every").execute()
+        started = store.now()
         daemon = Daemon(config, store_url, tmp_path / "jobd.log").start()
         try:
 
@@ -246,10 +247,10 @@ def test_a_run_left_by_a_vanished_instance_does_not_make_missed_slots_skip(
             assert {r.status for r in catchups} == {Status.SUCCEEDED}
             assert store.execution(left).status is Status.ABANDONED
             rows = runs(store, "every")
-            # (A slot due while the caught-up ones still run is skipped, as it should.)
-            assert [
-                r for r in rows if r.status is Status.SKIPPED and r.trigger is Trigger.CATCHUP
-            ] == []
+            # The missed slots; later ones may skip for real on a loaded machine, when
+            # a run of `true` outlasts its second.
+            missed = [r for r in rows if r.scheduled_for and r.scheduled_for < started]
+            assert [r for r in missed if r.status is Status.SKIPPED] == []
             reliability.observe(
                 "stall",
                 backend_of(store_url),

@@ -20,7 +20,7 @@ import peewee as pw
 import pytest
 
 from jobd.config import parse_config, parse_job
-from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
+from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
@@ -117,7 +117,7 @@ def opened(store_url: str) -> Iterator[Callable[[], Store]]:
 
 
 def test_migrations_create_the_current_schema_version(store: Store) -> None:
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 3
     assert [version for _, version in versions(store)] == [SCHEMA_VERSION]
     assert set(store.db.get_tables()) >= TABLES
     assert store.schema_version == SCHEMA_VERSION
@@ -153,6 +153,30 @@ def test_concurrent_first_opens_migrate_once(store_url: str, opened: Callable[[]
     assert all(seen == results[0] for seen in results)
     schema_rows, jobs = results[0]
     assert [version for _, version in schema_rows] == [SCHEMA_VERSION] and jobs == []
+
+
+def test_a_version_2_store_loses_its_column_limits(store_url: str, store: Store) -> None:
+    """Version 2 stores on PostgreSQL had varchar(64) instance ids and varchar(200)
+    schedules, which a valid config exceeded; version 3 makes them text, keeping rows."""
+    add_jobs(store, '[jobs.a]\nschedule = "@hourly"\ncommand = ["true"]\n')
+    if store_url.startswith("postgresql"):
+        for table, column, size in (("jobs", "schedule", 200), ("instances", "id", 64)):
+            store.db.execute_sql(
+                f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE varchar({size})'
+            )
+    store.m.Schema.update(version=2).execute()
+    store.close()
+    again = open_store(store_url)
+    try:
+        assert again.m.Schema.get().version == SCHEMA_VERSION
+        long_id = "h" * 56 + "-123456-abcdef"
+        again.register_instance(long_id, "h" * 56, 123456, "0")
+        long_schedule = ",".join(map(str, range(60))) + " " + ",".join(map(str, range(24)))
+        again.m.Job.update(schedule=long_schedule + " * * *").execute()
+        assert [i["id"] for i in again.instances()] == [long_id]
+        assert again.job("a").spec.name == "a"
+    finally:
+        again.close()
 
 
 def test_a_newer_store_is_refused_and_not_modified(store_url: str, store: Store) -> None:
@@ -271,10 +295,11 @@ def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["mysql://db/jobd", "sqlite:/relative.db", "host=db dbname=x"])
-def test_unsupported_url_is_unavailable(url: str) -> None:
-    with pytest.raises(StoreUnavailable) as info:
+def test_unsupported_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
         open_store(url)
     assert "unsupported store URL" in one_line(info.value)
+    assert info.value.exit_code == 2
 
 
 def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
@@ -299,6 +324,9 @@ def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
         ("postgresql://jobd@db/jobd", "postgresql://jobd@db/jobd"),
         ("postgresql://db/jobd", "postgresql://db/jobd"),
         ("sqlite:////var/lib/jobd/jobd.db", "sqlite:////var/lib/jobd/jobd.db"),
+        # Malformed ones are shown in errors: masked all the same.
+        ("postgresql://u:S3cret@[::1/db", "postgresql://u:***@[::1/db"),
+        ("postgresql://u:S3/cr@et@db:abc/db", "postgresql://u:***@db:abc/db"),
     ],
 )  # fmt: skip
 def test_mask_url(url: str, masked: str) -> None:
@@ -312,7 +340,7 @@ def test_mask_url(url: str, masked: str) -> None:
 )
 def test_mask_url_hides_every_password(url: str) -> None:
     assert "s3cret" not in mask_url(url)
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises((StoreUnavailable, ConfigError)) as info:
         open_store(url.replace("@db/", "@127.0.0.1:1/"))
     assert "s3cret" not in str(info.value)
 
@@ -833,3 +861,24 @@ def test_cancel_racing_claim_on_postgresql(
     # Either the cancel saw the claim (running: flag it) or it came first (queued:
     # cancel it); never a cancelled row that a daemon is running.
     assert (seen, run.status, run.cancel_requested) == (Status.RUNNING, Status.RUNNING, True)
+
+
+def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) -> None:
+    """Exit 69 says "the store is not there, try later"; a refused value is not that."""
+    from jobd.errors import StoreValueRefused, store_failure
+
+    store.register_instance("twice", "h", 1, "0")
+    with pytest.raises(pw.IntegrityError) as refused:
+        store.m.Instance.insert(
+            id="twice",
+            host="h",
+            pid=1,
+            version="0",
+            started_at=datetime.now(),
+            heartbeat_at=datetime.now(),
+        ).execute()
+    failure = store_failure(refused.value)
+    assert isinstance(failure, StoreValueRefused) and failure.exit_code == ExitCode.FAILURE
+    assert "unavailable" not in str(failure)
+    gone = pw.OperationalError("could not connect to server")
+    assert store_failure(gone).exit_code == ExitCode.UNAVAILABLE  # type: ignore[union-attr]

@@ -12,14 +12,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
 
 from jobd.cron import parse_schedule
 from jobd.errors import StoreUnavailable
-from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
+from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -32,7 +32,9 @@ from jobd.model import (
     Trigger,
     remember_spec,
     remembered_spec,
+    spec_text_hash,
 )
+from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
@@ -79,6 +81,9 @@ class ApplyReport:
     added: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # Among `updated`: jobs whose stored spec had been rewritten behind the file's
+    # unchanged hash, by something other than jobd; the file's spec is back.
+    restored: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -178,13 +183,22 @@ class Store(LeaseOps):
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-            # Only what decides the action: 10,000 full rows would be read for nothing.
-            existing = {
-                name: (source, config_hash, removed)
-                for name, source, config_hash, removed in Job.select(
-                    Job.name, Job.source, Job.config_hash, Job.removed
-                ).tuples()
-            }
+            # The stored spec too, not only its hash: anyone who can write the jobs
+            # table can rewrite a spec and leave the file's hash beside it. Each row
+            # is compared as it is read, so the texts are not all held at once.
+            existing: dict[str, tuple[str, bool, bool]] = {}
+            rewritten: set[str] = set()
+            for name, source, config_hash, is_removed, text in (
+                Job.select(Job.name, Job.source, Job.config_hash, Job.removed, Job.spec)
+                .tuples()
+                .iterator()
+            ):
+                spec = config.jobs.get(name)
+                same = spec is not None and config_hash == spec.config_hash
+                if same and text != spec.to_json():
+                    same = False
+                    rewritten.add(name)
+                existing[name] = (source, same, is_removed)
             new_rows = []
             for name, spec in config.jobs.items():
                 row = existing.get(name)
@@ -193,19 +207,20 @@ class Store(LeaseOps):
                 if row is None:
                     new_rows.append(self._job_row(spec, now, first_fires))
                     added.append(name)
-                elif row[2] or row[1] != spec.config_hash:
+                elif row[2] or not row[1]:
                     self._update_job(Job.get(Job.name == name), spec, now)
                     updated.append(name)
             for start in range(0, len(new_rows), BATCH):
                 Job.insert_many(new_rows[start : start + BATCH]).execute()
-            for name, (source, _hash, was_removed) in existing.items():
+            for name, (source, _same, was_removed) in existing.items():
                 if source == Source.FILE.value and not was_removed and name not in config.jobs:
                     Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
                         Job.name == name
                     ).execute()
                     removed.append(name)
             changed.append(bool(added or updated or removed))
-        return ApplyReport(tuple(added), tuple(updated), tuple(removed))
+        restored = tuple(name for name in updated if name in rewritten)
+        return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
     @staticmethod
     def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
@@ -264,6 +279,17 @@ class Store(LeaseOps):
             self._update_job(row, spec, now)
             return False
 
+    def add_unapplied_job(self, spec: JobSpec, now: datetime) -> None:
+        """Give a config-file job that no daemon has applied yet a row, so that a
+        command can pause it or record a `trigger --local` run of it.
+
+        The row stays `removed`, which no daemon fires or lists, until a daemon
+        applies a config holding the job (apply_config then takes the row over
+        with its own definition, keeping the pause). So a daemon running an
+        older config is not surprised by a job it never applied."""
+        row = {**self._job_row(spec, now), "removed": True, "next_fire_at": None}
+        self.m.Job.insert(row).on_conflict_ignore().execute()
+
     def remove_job(self, name: str, now: datetime) -> None:
         with self._moving_fires():
             self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
@@ -313,9 +339,10 @@ class Store(LeaseOps):
         if not rows:
             return DueJobs([], set(), None)
         jobs = []
-        for text, config_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
+        for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
             spec = JobSpec.from_json(text)
-            remember_spec(config_hash, spec)
+            # By the hash of the text read, never the hash column: see claim().
+            remember_spec(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -515,9 +542,7 @@ class Store(LeaseOps):
         """SQLite: a directory of per-daemon sockets beside the database."""
         if self.backend != "sqlite":
             return None
-        from jobd.store.connect import sqlite_path
-
-        return sqlite_path(self.url) + ".wake"
+        return files.wake_dir(sqlite_path(self.url))
 
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
@@ -559,6 +584,7 @@ class Store(LeaseOps):
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
+            poke_all(files.legacy_wake_dir(sqlite_path(self.url)))
 
     # -- executions ----------------------------------------------------------
 
@@ -704,36 +730,46 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
-            self._executemany(
-                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
-                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
-                [
-                    (Status.RUNNING.value, to_db(started), instance, host, c["job_config_hash"],
-                     c["id"], Status.QUEUED.value)
-                    for c in chosen
-                ],
-            )  # fmt: skip
             # Specs of the chosen runs' jobs only, each parsed once for all its runs;
-            # those a fire of this tick read already are known by their hash.
+            # those a fire of this tick read already are known by their hash. The
+            # run records the hash of the spec it runs, computed from that spec's
+            # text: the jobs row's hash column is only as true as its last writer.
             specs: dict[str, JobSpec] = {}
+            hashes: dict[str, str] = {}
             for c in chosen:
                 known = remembered_spec(c["job_config_hash"])
                 if known is not None and known.name == c["job"]:
                     specs[c["job"]] = known
+                    hashes[c["job"]] = c["job_config_hash"]
             unknown = sorted({c["job"] for c in chosen} - specs.keys())
-            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})",
-                                         unknown))  # fmt: skip
+            texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
+            for name, text in texts:
+                specs[name] = JobSpec.from_json(text)
+                hashes[name] = spec_text_hash(text)
+            self._executemany(
+                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
+                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
+                [
+                    (Status.RUNNING.value, to_db(started), instance, host, hashes[c["job"]],
+                     c["id"], Status.QUEUED.value)
+                    for c in chosen
+                ],
+            )  # fmt: skip
             runs = {}
             for c in chosen:
+                del c["job_config_hash"]
                 c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
-                         host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
+                         host=host, config_hash=hashes[c["job"]])  # fmt: skip
                 del c["overlap"], c["clock"]
                 runs[c["id"]] = self._run_from_dict(c)
-        specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
-    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
-        """Claim one specific queued run (for `jobd trigger --local`)."""
+    def claim_run(
+        self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
+    ) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`), to run the
+        job's stored definition, or `spec` when the caller has its own (the
+        config file's, which the store may not have applied yet)."""
         E, Job = self.m.Execution, self.m.Job
         with self.db.atomic():
             row = (
@@ -745,15 +781,18 @@ class Store(LeaseOps):
             )
             if row is None:
                 return None
+            started = to_db(self.now())
             E.update(
                 status=Status.RUNNING,
-                started_at=to_db(self.now()),
+                started_at=started,
+                not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=row["config_hash"],
+                # Of what runs, as in claim(): the caller's spec, or the stored one.
+                config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -906,6 +945,11 @@ class Store(LeaseOps):
             I.id == instance
         ).execute()
 
+    def remove_instance(self, instance: str) -> None:
+        """Forget a one-shot instance (`trigger --local`) that ended cleanly; its
+        runs keep its name."""
+        self.m.Instance.delete().where(self.m.Instance.id == instance).execute()
+
     def instances(self) -> list[dict[str, Any]]:
         I = self.m.Instance
         return [
@@ -928,7 +972,7 @@ class Store(LeaseOps):
         """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
         if self.backend != "sqlite":
             return None
-        return lock_dir(sqlite_path(self.url))
+        return files.instances_dir(sqlite_path(self.url))
 
     def instance_state(
         self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
@@ -1027,9 +1071,14 @@ class Store(LeaseOps):
         pids: dict[int, int],
         logs: dict[int, tuple[str, int]],
         finishes: Sequence[tuple[int, str, Outcome, Sequence[NewRun]]],
+        lasted: dict[int, float] | None = None,
     ) -> list[bool]:
         """Write a tick's worth of run progress in one transaction: pids, output tails,
-        and ends (each with its retries/chains). Returns, per finish, whether it applied."""
+        and ends (each with its retries/chains). Returns, per finish, whether it applied.
+
+        `lasted` gives, by run id, how long a run went on, measured by its runner:
+        the run ended that long after its start, however late the end is written
+        (after a store outage, say). Without it, the end is now."""
         E = self.m.Execution
         p = self.db.param
         applied: list[bool] = []
@@ -1059,9 +1108,13 @@ class Store(LeaseOps):
                 if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     continue
                 started = from_db(row[2]) or now
+                duration = max(0.0, (now - started).total_seconds())
+                if lasted is not None and run_id in lasted:
+                    duration = min(duration, max(0.0, lasted[run_id]))
+                ended = started + timedelta(seconds=duration)
                 ends.append(
                     (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
-                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
+                     outcome.error, to_db(ended), duration)
                 )  # fmt: skip
             ended = self._end_runs(ends)
             follow_rows = []
@@ -1131,6 +1184,19 @@ class Store(LeaseOps):
         assert first is not None and now is not None
         return (first - now).total_seconds()
 
+    def limit_waits(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """For the daemon: no wait for the store lasts more than about `seconds`
+        (`stopping()`: much less), so a stalled PostgreSQL server or network is
+        noticed, and signals are answered, instead of blocking the loop. SQLite is
+        a local file, whose waits its busy timeout bounds."""
+        if self.backend != "postgresql":
+            return
+        from jobd.store.pgwire import bound_waits
+
+        bound_waits(seconds, stopping)
+        self.db.limit_waits(seconds)
+        self.reset_connection()  # the next connection carries the settings
+
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
         with suppress(Exception):
@@ -1183,9 +1249,12 @@ class Store(LeaseOps):
         ]
 
 
-def open_store(url: str, migrate_schema: bool = True) -> Store:
-    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
-    db = connect(url)
+def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable.
+
+    `create`: make a SQLite store that does not exist yet; commands that only read
+    pass False, so that they never leave an empty store where one vanished."""
+    db = connect(url, create)
     store = Store(db, url)
     try:
         if migrate_schema:
