@@ -297,7 +297,16 @@ def test_a_store_deleted_under_a_running_daemon_stops_it(
 
 
 @pytest.mark.parametrize(
-    "command", [["executions"], ["list"], ["status"], ["show", "1"], ["audit"], ["trigger", "x"]]
+    "command",
+    [
+        ["executions"],
+        ["status"],
+        ["check"],
+        ["show", "1"],
+        ["logs", "1"],
+        ["audit"],
+        ["cancel", "1"],
+    ],
 )
 def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
     command: list[str], tmp_path: Path
@@ -309,6 +318,17 @@ def test_a_command_on_a_missing_store_says_so_and_creates_nothing(
     )
     assert error is None
     assert code == 69 and err == f"jobd: no store at {db} (`jobd run` creates it)\n"
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_list_without_a_store_shows_the_config_file_and_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "jobd.db"
+    config = write_config(tmp_path / "jobd.toml", '[jobs.x]\ncommand = ["true"]\n')
+    env = {"JOBD_STORE": f"sqlite:///{db}", "JOBD_CONFIG": str(config)}
+    code, out, err, error = jobd_main(["list"], env)
+    assert error is None and code == 0, err
+    assert "x" in out and "not applied" in out
+    assert f"jobd: no store at {db} yet" in err
     assert list(tmp_path.iterdir()) == [config]
 
 

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# The commands that create a SQLite store that does not exist yet: the daemon,
-# and `schedule`, which defines a job with no config file. Any other command
-# given a missing store says "no store at PATH" (exit 69).
-STORE_CREATORS = frozenset({"run", "schedule"})
+# The commands that create a SQLite store that does not exist yet: the daemon, and
+# those that define, pause or run a job before any daemon did. Any other command
+# given a missing store says "no store at PATH" (exit 69): reading, or acting on
+# runs that cannot exist, must not leave an empty store where a daemon's vanished.
+STORE_CREATORS = frozenset({"run", "schedule", "trigger", "pause", "resume"})
 
 
 class Context:
@@ -106,6 +107,16 @@ class Context:
 
             self._store = open_store(url, create=self.create_store)
         return self._store
+
+    def store_if_any(self) -> Store | None:
+        """The store, or None for a SQLite store that does not exist (and is not
+        created by this command)."""
+        from jobd.store.files import NoStore
+
+        try:
+            return self.store
+        except NoStore:
+            return None
 
     def reader(self) -> Reader:
         """Read-only history queries without the ORM (see jobd.store.reader).

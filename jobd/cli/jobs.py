@@ -24,6 +24,7 @@ from jobd.timeutil import parse_instant, rfc3339
 
 if TYPE_CHECKING:
     from jobd.model import JobSpec
+    from jobd.store import Store
 
 
 def _next_fire(spec: JobSpec, after: datetime) -> datetime | None:
@@ -107,15 +108,25 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     Example:
       jobd list --json | jq '.[] | select(.paused)'
     """
-    entries = _job_entries(ctx)
-    last = ctx.store.last_statuses([e.name for e in entries])
+    # Before any daemon ran there may be no store: the file's jobs are the answer.
+    store = ctx.store_if_any()
+    if store is None:
+        from jobd.store.urls import sqlite_path
+
+        click.echo(
+            f"jobd: no store at {sqlite_path(ctx.store_url)} yet: these are the config "
+            "file's jobs (`jobd run` creates the store)",
+            err=True,
+        )
+    entries = _job_entries(ctx, store)
+    last = store.last_statuses([e.name for e in entries]) if store else {}
     quotas = ctx.store_config.groups
     grouped = {e.spec.group for e in entries if e.spec.group}
     active: dict[str, int] = {}
-    if grouped & set(quotas):
+    if store and grouped & set(quotas):
         from jobd.store.groups import active_by_group
 
-        active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
+        active = active_by_group(store, sorted(grouped & set(quotas)))
     if as_json:
         render.print_json(
             [
@@ -185,13 +196,13 @@ class JobEntry:
         return self.spec.name
 
 
-def _job_entries(ctx: Context) -> list[JobEntry]:
+def _job_entries(ctx: Context, store: Store | None) -> list[JobEntry]:
     """The store's jobs and the config file's, by name, each marked by how the
     store's definition stands against the file's."""
     from jobd.model import Source
 
     config = ctx.store_config
-    records = {r.name: r for r in ctx.store.jobs(include_removed=True)}
+    records = {r.name: r for r in store.jobs(include_removed=True)} if store else {}
     entries: list[JobEntry] = []
     now = ctx.now()
     for name in sorted({*config.jobs, *(n for n, r in records.items() if not r.removed)}):

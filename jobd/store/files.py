@@ -236,5 +236,10 @@ class StoreVanished(StoreUnavailable):
         )
 
 
-def missing_store(database: str) -> StoreUnavailable:
-    return StoreUnavailable(f"no store at {database} (`jobd run` creates it)")
+class NoStore(StoreUnavailable):
+    """A SQLite store that does not exist, asked for by a command that does not
+    create one (only `jobd run` and the commands that define or run jobs do)."""
+
+
+def missing_store(database: str) -> NoStore:
+    return NoStore(f"no store at {database} (`jobd run` creates it)")
