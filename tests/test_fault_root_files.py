@@ -346,7 +346,8 @@ def test_run_and_schedule_create_a_missing_store(tmp_path: Path) -> None:
 # 56 characters: Linux allows 64 in a host name, and an instance id adds the pid
 # and a suffix to it.
 LONG_HOST = "build-runner-eu-west-9-az3-rack17-node042.ci.example.org"[:56]
-# Every minute of every hour, spelled out: 238 characters `validate` accepts.
+# Every minute of every hour, spelled out: 237 characters (as in the finding)
+# that `validate` accepts.
 LONG_SCHEDULE = f"{','.join(map(str, range(60)))} {','.join(map(str, range(24)))} * * *"
 
 
