@@ -11,7 +11,7 @@ import click
 from jobd.cli import render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
 from jobd.cli.params import COUNT, MAX_INT
-from jobd.cli.quotas import group_usage, quota_cell, quota_style
+from jobd.cli.quotas import quota_cell, quota_style
 from jobd.errors import ExitCode
 
 RUNNING_SHOWN = 20
@@ -29,6 +29,7 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
       jobd status
       jobd status --json | jq '.instances[] | select(.live) | .host'
     """
+    from jobd.ops.quotas import group_usage
     from jobd.store import admin, mask_url
     from jobd.store.reader import Reader
 
@@ -251,35 +252,15 @@ def prune(
     """
     from jobd.durations import DurationError, parse_duration
     from jobd.errors import UsageError
-    from jobd.store import admin
+    from jobd.ops.history import prune as prune_history
 
-    settings = ctx.config.settings
-    keep_n = settings.history_keep if keep is None else keep
-    if older_than is None:
-        max_age = settings.history_max_age
-    else:
-        try:
-            max_age = parse_duration(older_than)
-        except DurationError as exc:
-            raise UsageError(f"--older-than: {exc}") from None
-    store = ctx.store
-    counts = admin.prune(store, keep_n or None, max_age or None, store.now(), dry_run=dry_run)
-    by_group: dict[str, int] = {}
-    if ctx.config.groups:
-        from jobd.store.groups import prune_retained
-
-        for quota in ctx.config.groups.values():
-            deleted = prune_retained(store, quota, dry_run=dry_run)
-            if deleted:
-                by_group[quota.name] = sum(deleted.values())
-            for job, n in deleted.items():
-                counts[job] = counts.get(job, 0) + n
-    total = sum(counts.values())
-    if not dry_run:
-        detail: dict[str, Any] = {"keep": keep_n, "older_than_s": max_age, "deleted": total}
-        if by_group:
-            detail["groups"] = by_group
-        store.audit("prune", actor(), None, detail)
+    try:
+        max_age = parse_duration(older_than) if older_than is not None else None
+    except DurationError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    pruned = prune_history(ctx.scope(whole_config=True), actor(), keep, max_age, dry_run)
+    counts, by_group, total = pruned.deleted, pruned.by_group, pruned.total
+    keep_n, max_age = pruned.keep, pruned.max_age
     if as_json:
         render.print_json(
             {

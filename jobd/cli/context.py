@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from jobd.errors import ConfigError, NotApplied, NotFound, did_you_mean
+from jobd.errors import ConfigError
 
 if TYPE_CHECKING:
-    from jobd.model import Config, JobSpec
-    from jobd.store import JobRecord, Store
+    from jobd.model import Config
+    from jobd.ops import Scope
+    from jobd.store import Store
     from jobd.store.reader import Reader
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -185,33 +186,15 @@ class Context:
             self._store.close()
             self._store = None
 
-    def job(self, name: str) -> JobRecord:
-        """A job the store has: applied by a daemon, or made with `jobd schedule`."""
-        record, spec = self.find_job(name)
-        if record is None:
-            assert spec is not None
-            raise NotApplied(
-                f"job {name!r} is in {self.store_config.path} but no daemon has applied "
-                "it to the store yet: start `jobd run`, or reload the running daemon "
-                "(SIGHUP, `systemctl reload jobd`)"
-            )
-        return record
+    def scope(self, whole_config: bool = False) -> Scope:
+        """What the operations act on (jobd.ops): the store and the config.
 
-    def find_job(self, name: str) -> tuple[JobRecord | None, JobSpec | None]:
-        """The store's record of NAME (None when no daemon applied it yet) and the
-        config file's definition (None for a store-only job, or a broken config).
-        Neither is NotFound, with a did-you-mean over both."""
-        record = self.store.job(name)
-        if record is not None and record.removed:
-            record = None
-        spec = self.store_config.jobs.get(name)
-        if record is None and spec is None:
-            names = {*self.store_config.jobs, *(r.name for r in self.store.jobs())}
-            hint = did_you_mean(name, sorted(names))
-            if self.config_problem is not None:
-                hint = "the config file is broken, so its jobs are unknown"
-            raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
-        return record, spec
+        `whole_config` for operations that need the config's jobs: a broken file
+        is then an error, in one line, rather than a warning."""
+        from jobd.ops import Scope
+
+        config = self.config if whole_config else self.store_config
+        return Scope(self.store, config, self.config_problem)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

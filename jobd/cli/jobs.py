@@ -8,9 +8,7 @@ not pay for cron parsing or the store's ORM (see bench/cli_latency.py).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +22,6 @@ from jobd.timeutil import parse_instant, rfc3339
 
 if TYPE_CHECKING:
     from jobd.model import JobSpec
-    from jobd.store import Store
 
 
 def _next_fire(spec: JobSpec, after: datetime) -> datetime | None:
@@ -108,7 +105,10 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     Example:
       jobd list --json | jq '.[] | select(.paused)'
     """
-    # Before any daemon ran there may be no store: the file's jobs are the answer.
+    from jobd.ops.jobs import Applied, job_entries, list_jobs
+
+    # Before any daemon ran there may be no store: the file's jobs are the answer,
+    # and reading must not create one.
     store = ctx.store_if_any()
     if store is None:
         from jobd.store.urls import sqlite_path
@@ -118,7 +118,9 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
             "file's jobs (`jobd run` creates the store)",
             err=True,
         )
-    entries = _job_entries(ctx, store)
+        entries = job_entries(ctx.store_config, ctx.config_problem, [], ctx.now())
+    else:
+        entries = list_jobs(ctx.scope(), ctx.now())
     last = store.last_statuses([e.name for e in entries]) if store else {}
     quotas = ctx.store_config.groups
     grouped = {e.spec.group for e in entries if e.spec.group}
@@ -175,53 +177,6 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
         )
 
 
-class Applied(Enum):
-    """Whether the store runs a job as the config file defines it now."""
-
-    YES = "applied"
-    NOT_YET = "not applied"  # in the file; no daemon has applied it
-    PENDING = "pending reload"  # the file changed it since a daemon applied it
-    REMOVED = "removed at reload"  # applied, no longer in the file
-
-
-@dataclass(frozen=True)
-class JobEntry:
-    spec: JobSpec  # what runs now: the applied definition, or the file's if none is
-    paused: bool
-    next_fire_at: datetime | None
-    applied: Applied
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-def _job_entries(ctx: Context, store: Store | None) -> list[JobEntry]:
-    """The store's jobs and the config file's, by name, each marked by how the
-    store's definition stands against the file's."""
-    from jobd.model import Source
-
-    config = ctx.store_config
-    records = {r.name: r for r in store.jobs(include_removed=True)} if store else {}
-    entries: list[JobEntry] = []
-    now = ctx.now()
-    for name in sorted({*config.jobs, *(n for n, r in records.items() if not r.removed)}):
-        record, spec = records.get(name), config.jobs.get(name)
-        if record is None or record.removed:
-            assert spec is not None
-            paused = record is not None and record.paused  # paused before it was applied
-            entries.append(JobEntry(spec, paused, _next_fire(spec, now), Applied.NOT_YET))
-            continue
-        applied = Applied.YES
-        if record.source is Source.FILE and ctx.config_problem is None:
-            if spec is None:
-                applied = Applied.REMOVED
-            elif spec.config_hash != record.spec.config_hash:
-                applied = Applied.PENDING
-        entries.append(JobEntry(record.spec, record.paused, record.next_fire_at, applied))
-    return entries
-
-
 def _group_cell(group: str | None, active: dict[str, int], quotas: Any) -> str:
     """`tenant-a (2/2)`: the group and its queued + running runs against max_active."""
     if group is None:
@@ -252,7 +207,7 @@ def next_cmd(
     spec = ctx.store_config.jobs.get(name)
     if spec is None:
         # Jobs made with `jobd schedule` live only in the store.
-        record, spec = ctx.find_job(name)
+        record, spec = ctx.scope().find_job(name)
         spec = spec or record.spec  # type: ignore[union-attr]
     if spec.schedule is None:
         raise UsageError(f"job {name!r} has no schedule; it runs only when triggered")

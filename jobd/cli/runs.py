@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
-from jobd.cli.follow import FINAL, await_run, finish, interrupted, interruptible, waiting
+from jobd.cli.follow import await_run, finish, interrupted, interruptible, waiting
 from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
-from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
+from jobd.errors import JobdError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    from jobd.model import JobSpec
-
-
-# The not_before of a queued `trigger --local` run until this command claims it.
-LOCAL_HOLD = datetime(9000, 1, 1, tzinfo=UTC)
+    from jobd.ops.runs import Triggered
 
 
 @click.command()
@@ -50,101 +45,39 @@ def trigger(
       jobd trigger backup --follow
       id=$(jobd trigger backup) && jobd logs "$id" --follow
     """
-    from jobd.model import NewRun, Trigger
+    from jobd.ops.runs import trigger as trigger_run
 
     if wait or follow:
         interruptible()
-    store = ctx.store
-    if local_run:
-        record, spec = _local_definition(ctx, name)
-        run_local = _local_executor()
-    else:
-        record, spec = ctx.find_job(name)
-        run_local = None
-        ttl = ctx.store_config.settings.lease_ttl
-        from jobd.store.admin import live_instances
-
-        if not live_instances(store, ttl, store.now()):
-            raise NoDaemon(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s), "
-                f"so nothing would run it; start `jobd run`, or run it here with "
-                f"`jobd trigger {name} --local`. Nothing was queued."
-            )
-        record = ctx.job(name)  # a daemon runs what it applied: it must have this job
-        if spec is not None and spec.config_hash != record.spec.config_hash:
-            click.echo(
-                f"jobd: {name} differs in {ctx.store_config.path} from what the daemon "
-                "applied; this run uses the applied definition (reload the daemon to "
-                "apply the file: SIGHUP, `systemctl reload jobd`)",
-                err=True,
-            )
-        spec = record.spec
-    # A --local run is held out of every daemon's claims: this command claims it next.
-    not_before = LOCAL_HOLD if run_local is not None else store.now()
-    run = NewRun(job=name, trigger=Trigger.MANUAL, not_before=not_before, triggered_by=actor())
-    quota = _group_quota(ctx, spec.group)
-    if quota is not None and quota.max_active:
-        from jobd.cli.quotas import enqueue_or_refuse
-
-        run_id = enqueue_or_refuse(store, run, quota)
-    else:
-        run_id = store.enqueue(run)
+    run_local = _local_executor() if local_run else None
+    scope = ctx.scope(whole_config=False)
+    queued = trigger_run(scope, actor(), name, local=local_run)
+    if queued.differs_from_file:
+        click.echo(
+            f"jobd: {name} differs in {scope.config.path} from what the daemon "
+            "applied; this run uses the applied definition (reload the daemon to "
+            "apply the file: SIGHUP, `systemctl reload jobd`)",
+            err=True,
+        )
     try:
-        _after_queueing(ctx, name, record, spec, run_id, wait, follow, run_local, as_json)
+        _after_queueing(ctx, queued, wait, follow, run_local, as_json)
     except KeyboardInterrupt:
         if run_local is not None:
             raise  # the run stopped with this process; nothing goes on
-        interrupted(run_id)
-
-
-def _local_definition(ctx: Context, name: str) -> tuple[Any, JobSpec]:
-    """What `trigger --local` runs: a config-file job as the file defines it now
-    (applied or not: this process parsed it), a store-only job as stored.
-
-    A config job that no daemon applied yet gets a row that no daemon fires
-    (Store.add_unapplied_job), so the run is recorded like any other."""
-    record, spec = ctx.find_job(name)
-    from jobd.model import Source
-
-    if record is not None and record.source is Source.CLI:
-        return record, record.spec
-    if spec is None:
-        ctx.config  # noqa: B018 - a broken file raises its error: its job is needed here
-        spec = record.spec
-    if record is None:
-        ctx.store.add_unapplied_job(spec, ctx.store.now())
-    return record, spec
-
-
-def _group_quota(ctx: Context, group: str | None) -> Any:
-    """The [groups.GROUP] quota of the job's group, from the config."""
-    if group is None:
-        return None
-    if ctx.config_problem is not None and group not in ctx.store_config.groups:
-        raise ctx.config_problem  # the quota is in the broken file: refuse rather than ignore it
-    return ctx.store_config.groups.get(group)
+        interrupted(queued.run_id)
 
 
 def _after_queueing(
-    ctx: Context,
-    name: str,
-    record: Any,
-    spec: JobSpec,
-    run_id: int,
-    wait: bool,
-    follow: bool,
-    run_local: Any,
-    as_json: bool,
+    ctx: Context, queued: Triggered, wait: bool, follow: bool, run_local: Any, as_json: bool
 ) -> None:
     """Once the run is queued, Ctrl-C leaves it queued: everything here may be interrupted."""
-    store = ctx.store
-    store.audit("trigger", actor(), name, {"run": run_id, "local": bool(run_local)})
-    if record is not None and record.paused:
+    name, run_id = queued.job, queued.run_id
+    if queued.paused:
         click.echo(f"jobd: {name} is paused; its schedule stays paused, this run goes", err=True)
     if not as_json:
         click.echo(run_id)
     if run_local is not None:
-        run_local(store, ctx.store_config, run_id, spec)
+        run_local(ctx.store, ctx.store_config, run_id, queued.spec)
         wait = True
     if not (wait or follow):
         if as_json:
@@ -341,22 +274,15 @@ def cancel(ctx: Context, run_id: int) -> None:
     Example:
       jobd cancel 4711
     """
-    store = ctx.store
-    run = store.execution(run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id} (see `jobd executions`)")
-    if run.status.value in FINAL:
-        raise InvalidState(f"run {run_id} ({run.job}) already ended: {run.status.value}")
-    was = store.request_cancel(run_id).value
-    if was in FINAL:  # it ended between the two reads
-        raise InvalidState(f"run {run_id} ({run.job}) already ended: {was}")
-    store.audit("cancel", actor(), run.job, {"run": run_id, "was": was})
-    if was == "queued":
-        click.echo(f"cancelled run {run_id} ({run.job}) before it started")
+    from jobd.ops.runs import cancel as cancel_run
+
+    done = cancel_run(ctx.scope(), actor(), run_id)
+    if done.was == "queued":
+        click.echo(f"cancelled run {run_id} ({done.job}) before it started")
     else:
-        host = f" on {run.host}" if run.host else ""
+        host = f" on {done.host}" if done.host else ""
         click.echo(
-            f"asked the daemon{host} to stop run {run_id} ({run.job}); "
+            f"asked the daemon{host} to stop run {run_id} ({done.job}); "
             f"follow it: jobd logs {run_id} --follow"
         )
 

@@ -72,7 +72,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class DueJobs:
     jobs: list[JobRecord]
-    active: set[str]  # those with a queued or running run
+    active: set[str]  # those with a queued run, or one running on a live instance
     store_now: datetime | None  # the store's clock when any are due
 
 
@@ -104,6 +104,8 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
+        self._wake_owed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -124,8 +126,16 @@ class Store(LeaseOps):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            if not self.db.in_transaction():
+                self._wake_owed = False  # rolled back: nothing changed
+            raise
+        if self._wake_owed and not self.db.in_transaction():
+            self._wake_owed = False
+            self._wake_after_commit()
 
     def now(self) -> datetime:
         """The database's clock, aware UTC: the one clock all hosts share.
@@ -169,7 +179,7 @@ class Store(LeaseOps):
         added, updated, removed = [], [], []
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
@@ -208,6 +218,7 @@ class Store(LeaseOps):
                         Job.name == name
                     ).execute()
                     removed.append(name)
+            changed.append(bool(added or updated or removed))
         restored = tuple(name for name in updated if name in rewritten)
         return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
@@ -260,7 +271,7 @@ class Store(LeaseOps):
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
-        with self.db.atomic():
+        with self._moving_fires():
             row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
             if row is None:
                 self._insert_job(spec, now)
@@ -280,17 +291,19 @@ class Store(LeaseOps):
         self.m.Job.insert(row).on_conflict_ignore().execute()
 
     def remove_job(self, name: str, now: datetime) -> None:
-        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        with self._moving_fires():
+            self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                self.m.Job.name == name
+            ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
         """Pause or resume. A resumed job fires at its next slot after now: the slots
         it slept through are not missed fires to catch up on."""
         Job = self.m.Job
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             row = Job.get_or_none(Job.name == name)
             if row is None:
+                changed.append(False)
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
@@ -302,10 +315,17 @@ class Store(LeaseOps):
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         return self.due_for_firing(now, limit).jobs
 
-    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
-        """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs. Nothing but the due
-        read when none is due, which is most of the time."""
+    def due_for_firing(
+        self, now: datetime, limit: int = 1000, active_within: float | None = None
+    ) -> DueJobs:
+        """The jobs due at `now`, which of them have an active run, and the store's
+        clock (as now() reads it): all a fire needs. Nothing but the due read when
+        none is due, which is most of the time.
+
+        A queued run is active. A running one is, unless `active_within` is given
+        and its instance is gone: stopped, its lock free, or (without a lock) no
+        heartbeat for `active_within` seconds. Such a run is only waiting to be
+        marked abandoned; a fire that took it for active would skip its slot."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
@@ -333,12 +353,38 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-        active = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+        store_now = from_db(rows[0][-1])
+        assert store_now is not None
+        return DueJobs(jobs, self._active_jobs(jobs, store_now, active_within), store_now)
+
+    def _active_jobs(
+        self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
+    ) -> set[str]:
+        """Those of `jobs` with a run queued, or running on an instance still there."""
+        rows = self._select_in(
+            "SELECT DISTINCT e.job, e.status, e.instance, i.heartbeat_at, i.stopped_at "
+            "FROM executions e LEFT JOIN instances i ON i.id = e.instance "
+            "WHERE e.status IN ({p}, {p}) AND e.job IN ({in})",
             [job.name for job in jobs],
             (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
+        active: set[str] = set()
+        presence: dict[str | None, bool] = {}
+        for job, status, instance, heartbeat_at, stopped_at in rows:
+            if job in active:
+                continue
+            if status == Status.QUEUED.value or active_within is None:
+                active.add(job)
+                continue
+            if instance not in presence:
+                presence[instance] = stopped_at is None and (
+                    instance is None  # not this store's to judge: count it
+                    or self.instance_state(instance, from_db(heartbeat_at), active_within, now)
+                    is Presence.LIVE
+                )
+            if presence[instance]:
+                active.add(job)
+        return active
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -506,6 +552,23 @@ class Store(LeaseOps):
             self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         self._wake_after_commit()
+
+    @contextmanager
+    def _moving_fires(self) -> Iterator[list[bool]]:
+        """A transaction that can move jobs' next fires (pause, resume, schedule,
+        unschedule, applying a config): the daemons are woken when it commits, so a
+        daemon asleep until its next known fire learns of an earlier one at once.
+
+        The caller may append False to the yielded list when it changed nothing."""
+        changed: list[bool] = []
+        with self.atomic():
+            yield changed
+            if all(changed):
+                self._wake_in_transaction()
+                if self.backend == "sqlite":
+                    # Read by atomic() once the outermost transaction has committed:
+                    # a daemon woken before that would read the jobs as they were.
+                    self._wake_owed = True
 
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
