@@ -125,7 +125,7 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     if grouped & set(quotas) and last is not None:
         from jobd.store.groups import active_by_group
 
-        active = active_by_group(store, sorted(grouped & set(quotas)))
+        active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
     if as_json:
         render.print_json(
             [

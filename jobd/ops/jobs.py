@@ -67,7 +67,7 @@ def list_jobs(scope: Scope, now: datetime) -> list[JobEntry]:
             entries.append(_unapplied(spec, paused, now))
             continue
         applied = Applied.YES
-        if record.source is Source.FILE and config_problem is None:
+        if record.source is Source.FILE and scope.config_problem is None:
             if spec is None:
                 applied = Applied.REMOVED
             elif spec.config_hash != record.spec.config_hash:
