@@ -139,12 +139,17 @@ def build_env(
     """The job's environment: the daemon's without its private variables (unless
     the job names them), the job's `env`, and which run this is."""
     named = set(spec.secret_env)
+    to_store = spec.kind is JobKind.SQL and spec.database == STORE_DATABASE
+    if to_store:
+        # It asked for the store: it connects as the daemon does, libpq's
+        # PGPASSWORD, PGPASSFILE and the like included.
+        named |= {k for k in base if k.startswith("PG")}
     env = {k: v for k, v in base.items() if k in named or not private(k)}
     env.update(spec.env)
     timeout = str(spec.timeout or "")
     if spec.kind is JobKind.SQL:
         database = spec.database or ""
-        if database == STORE_DATABASE:
+        if to_store:
             # Only a job that said `database = "store"`, and only a PostgreSQL store.
             database = store_url if store_url and is_postgres(store_url) else ""
         env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database, JOBD_SQL_TIMEOUT=timeout)
