@@ -35,7 +35,7 @@ from jobd.model import (
     Overlap,
     Settings,
 )
-from jobd.urls import mask_url, store_url_problem
+from jobd.urls import check_store_url
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
@@ -315,14 +315,6 @@ def _settings(
         max_clock_skew=f.duration("max_clock_skew", model.DEFAULT_MAX_CLOCK_SKEW, positive=True)
         or model.DEFAULT_MAX_CLOCK_SKEW,
     )
-
-
-def check_store_url(url: str, file: str, key: str | None) -> None:
-    """A store URL from `file` (or "--store", or "environment"), in one line without
-    its password when it is malformed."""
-    problem = store_url_problem(url)
-    if problem is not None:
-        raise ConfigError(f"invalid store URL {mask_url(url)!r}: {problem}", file=file, key=key)
 
 
 def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:

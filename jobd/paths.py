@@ -96,7 +96,7 @@ def store_override(explicit: str | None, environ: Mapping[str, str]) -> str | No
     the URL without parsing the config, and a malformed URL must be refused in
     one line before any driver quotes it, password and all.
     """
-    from jobd.config import check_store_url
+    from jobd.urls import check_store_url
 
     if explicit:
         check_store_url(explicit, "--store", None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from jobd.errors import ConfigError
+
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 SQLITE_PREFIX = "sqlite:///"
 MASK = "***"
@@ -101,6 +103,14 @@ def store_url_problem(url: str) -> str | None:
     if is_postgres(url):
         return postgres_url_problem(url)
     return "expected sqlite:////absolute/path.db or postgresql://user@host/db"
+
+
+def check_store_url(url: str, file: str, key: str | None) -> None:
+    """A store URL from `file` (or "--store", or "environment"): a one-line config
+    error without its password when it is malformed."""
+    problem = store_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"invalid store URL {mask_url(url)!r}: {problem}", file=file, key=key)
 
 
 def database_url_problem(url: str) -> str | None:

@@ -87,7 +87,6 @@ class Context:
         import tomllib
         from pathlib import Path
 
-        from jobd.config import check_store_url
         from jobd.errors import ConfigError
         from jobd.paths import (
             check_config_ownership,
@@ -95,6 +94,7 @@ class Context:
             locate_config,
             store_override,
         )
+        from jobd.urls import check_store_url
 
         override = store_override(self.store_override, os.environ)
         if override:
