@@ -380,3 +380,38 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
     finally:
         daemon.cleanup()
         store.close()
+
+
+def test_jobd_started_in_a_writable_directory_imports_nothing_from_it(
+    store_url: str, tmp_path: Path, open_dir: Path, reliability: Recorder
+) -> None:
+    # What `python -m jobd` imports after start-up, planted where it was started.
+    for name in ("psycopg2", "click", "peewee", "playhouse", "rich"):
+        (open_dir / name).mkdir()
+        (open_dir / name / "__init__.py").write_text(PLANTED)
+    # (Not `jobd` itself: `python -m jobd` finds jobd where Python looks first, and
+    # that is for the one who starts it to choose; the `jobd` script is not affected.)
+    (open_dir / "sqlite3.py").write_text(PLANTED.replace('"..", ', ""))
+    env = {k: v for k, v in os.environ.items() if k not in ("JOBD_STORE", "JOBD_CONFIG")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    results = [
+        subprocess.run(
+            jobd_cmd("--store", store_url, *args),
+            cwd=open_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for args in (["executions"], ["list"], ["run", "--once"])
+    ]
+    planted_ran = (open_dir / "PLANTED-RAN").exists()
+    reliability.observe(
+        "privilege",
+        backend_of(store_url),
+        runs=len(results),
+        detail="python -m jobd started in a world-writable directory holding psycopg2, "
+        "click, peewee, sqlite3: " + ("IMPORTED" if planted_ran else "nothing imported from it"),
+    )
+    assert not planted_ran
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
