@@ -357,10 +357,19 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
         wait_for(lambda: store.execution(again).status.final, timeout=30)
         after = store.execution(again)
         assert daemon.stop() == 0
+        # Rewritten again and run by `trigger --local` as root: refused too.
+        store.m.Job.update(spec=tampered.to_json()).where(store.m.Job.name == "victim").execute()
+        local = subprocess.run(
+            jobd_cmd("--config", str(config), "trigger", "victim", "--local", "--wait"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         reliability.observe(
             "privilege",
             backend,
-            runs=2,
+            runs=3,
             stuck=stuck_rows(store),
             detail="config job's spec rewritten in the store (hash kept): "
             + ("THE REWRITTEN COMMAND RAN" if pwned.exists() else "refused, run failed")
@@ -368,6 +377,7 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
             + reload_line.split("config reloaded: ", 1)[-1],
         )
         assert not pwned.exists()
+        assert local.returncode == 1 and "does not match" in local.stderr, local
         assert refused.status is Status.FAILED, refused
         assert "does not match" in (refused.error or ""), refused.error
         assert refused.config_hash != file_hash
