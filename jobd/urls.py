@@ -10,6 +10,7 @@ so it must never be the first to see one.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from jobd.errors import ConfigError
 
@@ -50,6 +51,34 @@ def mask_url(url: str) -> str:
         # libpq also takes the password as a query parameter.
         rest = path + mark + _QUERY_PASSWORD.sub(rf"\g<1>\g<2>={MASK}", query)
     return f"{scheme}://{rest}"
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL or DSN holds, as written and percent-decoded, to be
+    masked wherever they might show (a driver's error, a job's output).
+
+    For a URL that does not parse, the whole span mask_url() masks counts.
+    """
+    if "://" not in url:
+        found = [m.group(2).strip("'") for m in _DSN_PASSWORD.finditer(url)]
+    else:
+        rest = url.split("://", 1)[1]
+        found = []
+        if is_postgres(url) and postgres_url_problem(url) is None:
+            userinfo = rest.partition("/")[0].rpartition("@")[0]
+            if ":" in userinfo:
+                found.append(userinfo.split(":", 1)[1])
+        else:
+            colon, at = rest.find(":"), rest.rfind("@")
+            if colon != -1 and at > colon:
+                found.append(rest[colon + 1 : at])
+        query = rest.partition("?")[2]
+        found += [
+            value
+            for key, _, value in (param.partition("=") for param in query.split("&"))
+            if key.lower() == "password"
+        ]
+    return [value for value in {*found, *(unquote(v) for v in found)} if value]
 
 
 def postgres_url_problem(url: str, placeholders: bool = False) -> str | None:

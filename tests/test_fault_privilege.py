@@ -298,6 +298,9 @@ def test_a_malformed_store_url_is_one_line_without_the_password(
         for args in (["list"], ["executions"], ["status"], ["show", "1"], ["trigger", "a"]):
             code, out, err, error = jobd_main([*prefix, *args], env)
             results[(source, " ".join(args))] = (code, out, err + (repr(error) if error else ""))
+    # The same URL given to `jobd import pg-cron`, which connects to it.
+    code, out, err, error = jobd_main(["import", "pg-cron", url], base)
+    results[("argument", "import pg-cron")] = (code, out, err + (repr(error) if error else ""))
     bad = {
         key: (code, out, err)
         for key, (code, out, err) in results.items()
@@ -305,7 +308,7 @@ def test_a_malformed_store_url_is_one_line_without_the_password(
         or "S3cret" in out + err
         or "Traceback" in err
         or err.count("\n") != 1
-        or "store" not in err
+        or "URL" not in err
     }
     reliability.observe(
         "bad-input",
