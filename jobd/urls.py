@@ -13,10 +13,10 @@ import re
 from urllib.parse import unquote
 
 from jobd.errors import ConfigError
+from jobd.masking import MASK
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 SQLITE_PREFIX = "sqlite:///"
-MASK = "***"
 # Not quoting the port: with a '/' in the password, libpq (and this check) read
 # part of the password as the port.
 PORT_PROBLEM = "a port that is not a number from 1 to 65535"
