@@ -60,19 +60,23 @@ class OutputTail:
         if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
             del self._buf[: len(self._buf) - self.max_bytes - self._margin]
 
-    def snapshot(self) -> tuple[str, int]:
+    def snapshot(self, partial: bool = False) -> tuple[str, int]:
         """The tail to store, and the byte count to store beside it.
 
         The count is every byte the job wrote, less what masking took out of the
         tail: counting the masked bytes made `jobd logs` report as dropped
-        ("N earlier bytes were not kept") what was only masked.
+        ("N earlier bytes were not kept") what was only masked. While the run
+        goes on (`partial`), output that may be a secret's first bytes waits for
+        the rest: `jobd logs --follow` cannot take back what it printed.
         """
         if self.max_lines == 0 or self.max_bytes == 0:
             return "", self.total
         buf = bytes(self._buf)
+        held = self.masker.unfinished(buf) if partial else 0
+        buf = buf[: len(buf) - held]
         start = max(0, len(buf) - self.max_bytes)
         raw = self.masker.mask_bytes(buf, start)
-        total = self.total - (len(buf) - start - len(raw))
+        total = self.total - held - (len(buf) - start - len(raw))
         if not raw:
             return "", total  # no output is no log, not an empty line
         lines = raw.split(b"\n")
@@ -316,7 +320,7 @@ class RunProcess:
 
     def report_output(self) -> None:
         """Send the output so far to the store (called about once a second while it grows)."""
-        tail, stored_bytes = self.tail.snapshot()
+        tail, stored_bytes = self.tail.snapshot(partial=True)
         self.report(Event("log", self.run_record.id, log=tail, log_bytes=stored_bytes))
 
 
