@@ -77,11 +77,11 @@ def open_dir() -> Iterator[Path]:
 # -- 1. the store's credentials never reach a job ------------------------------------
 
 # Prints the job's own environment as the kernel has it, one variable a line,
-# then tries the password file the daemon was given.
+# then tries the password file the daemon was given and the SQLite store.
 SNOOP = (
     "cat /proc/self/environ | tr '\\0' '\\n' | grep -E '^(PG|JOBD_|CREDENTIALS_DIRECTORY)' "
     "| sed 's/^/env: /'; cat {pgpass} 2>/dev/null | sed 's/^/pgpass: /' || true; "
-    "echo done"
+    "head -c 16 {store} > /dev/null 2>&1 && echo 'store: READ'; echo done"
 )
 
 
@@ -94,7 +94,8 @@ def test_a_job_as_nobody_sees_no_store_credentials(
     pgpass = open_dir / "pgpass"
     pgpass.write_text(f"*:*:*:*:{PASSWORD}\n")
     pgpass.chmod(0o600)  # root's, as libpq requires
-    script = SNOOP.format(pgpass=pgpass)
+    store_file = store_url[len("sqlite:///") :] if backend == "sqlite" else "/nonexistent"
+    script = SNOOP.format(pgpass=pgpass, store=store_file)
     config = write_config(
         tmp_path / "jobd.toml",
         f'[jobs.snoop]\nuser = "nobody"\ncwd = {q(str(open_dir))}\nshell = {q(script)}\n'
@@ -129,6 +130,7 @@ def test_a_job_as_nobody_sees_no_store_credentials(
         }
         leaked = {job: sorted(set(names) - RUN_IDENTITY) for job, names in seen.items()}
         read_pgpass = [job for job, run in runs.items() if "pgpass:" in run.log]
+        read_store = [job for job, run in runs.items() if "store: READ" in run.log]
         reliability.observe(
             "privilege",
             backend,
@@ -136,14 +138,15 @@ def test_a_job_as_nobody_sees_no_store_credentials(
             stuck=stuck_rows(store),
             detail=f"job as nobody under a root daemon: {len(leaked['snoop'])} PG*/JOBD_* "
             f"variables of the daemon in its environment, password file "
-            + ("READ" if read_pgpass else "not readable"),
+            + ("READ" if read_pgpass else "not readable")
+            + (", store file READ" if read_store else ""),
         )
         assert all(run.status is Status.SUCCEEDED for run in runs.values()), runs
         assert leaked["snoop"] == [], runs["snoop"].log
         # What the job names in its own env, it gets: its own values, nothing else.
         assert leaked["own"] == ["JOBD_COLOUR", "PGHOST"], runs["own"].log
         assert seen["own"]["PGHOST"] == "reports.internal"
-        assert not read_pgpass
+        assert not read_pgpass and not read_store
         assert all(PASSWORD not in run.log for run in runs.values())
     finally:
         daemon.cleanup()
