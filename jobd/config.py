@@ -107,6 +107,75 @@ def parse_config(
     return config_from_data(data, file, environ or {}, store_override)
 
 
+def settings_only(
+    text: str, file: str, environ: Mapping[str, str], store_override: str | None = None
+) -> Config:
+    """The `[jobd]` table of a config whose full parse failed, and no jobs.
+
+    A broken job must not lock an operator out of the store that a daemon
+    keeps using (it runs on its last good config): commands that need only the
+    store and the settings go on with this. When the file is not TOML, the
+    `[jobd]` table is read on its own, but only when the syntax error lies in
+    a jobs, groups or databases table: an error anywhere else may hide the
+    real `store`. Raises ConfigError when the settings cannot be trusted.
+    """
+    try:
+        data: Any = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        where = LINE_OF_ERROR.search(str(exc))
+        line = int(where.group(1)) if where else None
+        if "at end of document" in str(exc):
+            line = max(1, len(text.splitlines()))
+        if line is None or _table_at(text, line) not in SALVAGEABLE:
+            raise ConfigError("the [jobd] table cannot be read apart", file=file) from None
+        try:
+            data = tomllib.loads(_table_text(text, "jobd"))
+        except (tomllib.TOMLDecodeError, RecursionError):
+            raise ConfigError("the [jobd] table cannot be read apart", file=file) from None
+    jobd_table = _table(data.get("jobd", {}), file, None, "jobd")
+    return Config(settings=_settings(jobd_table, file, environ, store_override), jobs={}, path=file)
+
+
+TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]")
+LINE_OF_ERROR = re.compile(r"at line (\d+)")
+# Top-level tables whose syntax errors cannot change the [jobd] settings.
+SALVAGEABLE = ("jobs", "groups", "databases")
+
+
+def _top_table(header: str) -> str:
+    return header.strip().strip('"').split(".", 1)[0].strip().strip('"')
+
+
+def _table_at(text: str, line_number: int) -> str | None:
+    """The top-level table that line `line_number` (1-based) belongs to; None
+    before any header. A broken header line counts for the table it names."""
+    table = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = TABLE_HEADER.match(line)
+        if header:
+            table = _top_table(header.group(1))
+        elif number == line_number and line.lstrip().startswith("["):
+            return _top_table(line.lstrip().lstrip("["))
+        if number == line_number:
+            return table
+    return table
+
+
+def _table_text(text: str, name: str) -> str:
+    """The lines of one top-level table and its sub-tables."""
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        header = TABLE_HEADER.match(line)
+        if header:
+            inside = _top_table(header.group(1)) == name
+        elif line.lstrip().startswith("["):  # a broken header ends the table too
+            inside = False
+        if inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def config_from_data(
     data: Mapping[str, Any],
     file: str,

@@ -12,6 +12,7 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ class _Finished:
     run: Run
     spec: JobSpec
     outcome: Outcome
+    lasted: float | None = None  # seconds from its start to its end, by the monotonic clock
     follows: list[NewRun] | None = None
 
 
@@ -53,6 +55,10 @@ class Executor:
         self._pids: dict[int, int] = {}
         self._logs: dict[int, tuple[str, int]] = {}
         self._finished: dict[int, _Finished] = {}
+        # Monotonic start and end of each run, so that an end written late (after a
+        # store outage) is recorded as when it happened, not as when it was written.
+        self._started_at: dict[int, float] = {}
+        self._ended_at: dict[int, float] = {}
         self._spawn_queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
@@ -145,6 +151,7 @@ class Executor:
             run, spec, self.settings, self._report, self.base_env, store_url=self.store.url
         )
         self.running[run.id] = process
+        self._started_at[run.id] = time.monotonic()
         log.info(
             "run %s of %s started (%s, attempt %s)",
             run.id,
@@ -156,6 +163,8 @@ class Executor:
         return process
 
     def _report(self, event: Event) -> None:
+        if event.kind == "done":
+            self._ended_at[event.run_id] = time.monotonic()
         self._events.put(event)
         # An end frees a slot and may queue a retry: look at once. Pids and output
         # wait for the next round, at most ACTIVE_POLL away while runs go on.
@@ -179,8 +188,11 @@ class Executor:
                 if event.log is not None:
                     self._logs[event.run_id] = (event.log, event.log_bytes)
                 assert event.outcome is not None
+                started = self._started_at.pop(event.run_id, None)
+                ended = self._ended_at.pop(event.run_id, None)
+                lasted = ended - started if started is not None and ended is not None else None
                 self._finished[event.run_id] = _Finished(
-                    process.run_record, process.spec, event.outcome
+                    process.run_record, process.spec, event.outcome, lasted
                 )
 
     def flush(self) -> None:
@@ -194,7 +206,8 @@ class Executor:
             if done.follows is None:
                 done.follows = follow_ups(done.spec, done.run, done.outcome, now, random.random())
             finishes.append((run_id, self.instance, done.outcome, done.follows))
-        applied = self.store.record_progress(self._pids, self._logs, finishes)
+        lasted = {i: done.lasted for i, done in self._finished.items() if done.lasted is not None}
+        applied = self.store.record_progress(self._pids, self._logs, finishes, lasted)
         for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
             done = self._finished[run_id]
             self._log_end(done.run, outcome, follows, ok)

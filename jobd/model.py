@@ -88,6 +88,11 @@ DEFAULT_RETRY_DELAY = 30.0
 DEFAULT_RETRY_DELAY_MAX = 3600.0
 DEFAULT_CATCHUP_WINDOW = 86400.0
 CATCHUP_CAP = 100  # missed slots replayed per job at most, with a warning beyond
+# A slot fired more than this after its time, counted from the start of the round
+# of firing that reached it, was missed: the daemon was stopped, cut off from the
+# store or not woken, and the job's catchup policy decides. APScheduler's default
+# misfire grace time; a busy round (thousands of jobs due at once) is not late.
+MISFIRE_GRACE = 1.0
 MAX_CLOCK_SKEW_WARN = 2.0
 DEFAULT_MAX_CLOCK_SKEW = 30.0
 SQL_ROWS_SHOWN = 20  # rows of a `sql` job's result printed to its log

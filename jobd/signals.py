@@ -21,6 +21,8 @@ class SignalFlags:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        if self._previous:
+            return  # installed already (by `jobd run`, while it waited for the store)
         for sig, handler in (
             (signal.SIGTERM, self._stop),
             (signal.SIGINT, self._stop),

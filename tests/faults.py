@@ -57,6 +57,7 @@ class Daemon:
         args: Iterable[str] = (),
         preexec: Any = None,
         prefix: Iterable[str] = (),
+        jobd: Iterable[str] | None = None,
     ) -> None:
         self.config, self.url, self.log_path = config, url, log
         self.token = token or uuid.uuid4().hex
@@ -71,6 +72,7 @@ class Daemon:
         self.args = list(args)
         self.preexec = preexec
         self.prefix = list(prefix)  # e.g. setpriv, to run the daemon as another user
+        self.jobd = list(jobd) if jobd is not None else jobd_cmd()  # how to start jobd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -78,7 +80,7 @@ class Daemon:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, *jobd_cmd("--config", str(self.config), "run", *self.args)],
+                [*self.prefix, *self.jobd, "--config", str(self.config), "run", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=log,

@@ -39,10 +39,16 @@ FAULTS = {
     "concurrency": "Concurrent `jobd trigger` processes against a running daemon",
     "disk-full": "Disk full while recording (SQLite on a small tmpfs)",
     "store-files": "Corrupt, foreign, newer, read-only or missing store",
+    "store-outage": "Store down at start, frozen, or cut while runs go on",
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
     "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
+    "wake": "Pause, resume, schedule and unschedule through the CLI against an idle daemon",
+    "stall": "Daemon stopped (SIGSTOP) past its slots, or a run left by a vanished instance",
+    "root-files": "Root daemon: planted symlinks, others' or world-writable store files",
+    "store-vanished": "SQLite store deleted or replaced under a running daemon",
+    "store-limits": "56-character host name and 237-character schedule",
 }
 
 

@@ -12,14 +12,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
 
 from jobd.cron import parse_schedule
 from jobd.errors import StoreUnavailable
-from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
+from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -34,6 +34,7 @@ from jobd.model import (
     remembered_spec,
     spec_text_hash,
 )
+from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
@@ -71,7 +72,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class DueJobs:
     jobs: list[JobRecord]
-    active: set[str]  # those with a queued or running run
+    active: set[str]  # those with a queued run, or one running on a live instance
     store_now: datetime | None  # the store's clock when any are due
 
 
@@ -103,6 +104,8 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
+        self._wake_owed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -123,8 +126,16 @@ class Store(LeaseOps):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            if not self.db.in_transaction():
+                self._wake_owed = False  # rolled back: nothing changed
+            raise
+        if self._wake_owed and not self.db.in_transaction():
+            self._wake_owed = False
+            self._wake_after_commit()
 
     def now(self) -> datetime:
         """The database's clock, aware UTC: the one clock all hosts share.
@@ -168,7 +179,7 @@ class Store(LeaseOps):
         added, updated, removed = [], [], []
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
@@ -207,6 +218,7 @@ class Store(LeaseOps):
                         Job.name == name
                     ).execute()
                     removed.append(name)
+            changed.append(bool(added or updated or removed))
         restored = tuple(name for name in updated if name in rewritten)
         return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
@@ -259,7 +271,7 @@ class Store(LeaseOps):
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
-        with self.db.atomic():
+        with self._moving_fires():
             row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
             if row is None:
                 self._insert_job(spec, now)
@@ -267,18 +279,31 @@ class Store(LeaseOps):
             self._update_job(row, spec, now)
             return False
 
+    def add_unapplied_job(self, spec: JobSpec, now: datetime) -> None:
+        """Give a config-file job that no daemon has applied yet a row, so that a
+        command can pause it or record a `trigger --local` run of it.
+
+        The row stays `removed`, which no daemon fires or lists, until a daemon
+        applies a config holding the job (apply_config then takes the row over
+        with its own definition, keeping the pause). So a daemon running an
+        older config is not surprised by a job it never applied."""
+        row = {**self._job_row(spec, now), "removed": True, "next_fire_at": None}
+        self.m.Job.insert(row).on_conflict_ignore().execute()
+
     def remove_job(self, name: str, now: datetime) -> None:
-        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        with self._moving_fires():
+            self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                self.m.Job.name == name
+            ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
         """Pause or resume. A resumed job fires at its next slot after now: the slots
         it slept through are not missed fires to catch up on."""
         Job = self.m.Job
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             row = Job.get_or_none(Job.name == name)
             if row is None:
+                changed.append(False)
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
@@ -290,10 +315,17 @@ class Store(LeaseOps):
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         return self.due_for_firing(now, limit).jobs
 
-    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
-        """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs. Nothing but the due
-        read when none is due, which is most of the time."""
+    def due_for_firing(
+        self, now: datetime, limit: int = 1000, active_within: float | None = None
+    ) -> DueJobs:
+        """The jobs due at `now`, which of them have an active run, and the store's
+        clock (as now() reads it): all a fire needs. Nothing but the due read when
+        none is due, which is most of the time.
+
+        A queued run is active. A running one is, unless `active_within` is given
+        and its instance is gone: stopped, its lock free, or (without a lock) no
+        heartbeat for `active_within` seconds. Such a run is only waiting to be
+        marked abandoned; a fire that took it for active would skip its slot."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
@@ -321,12 +353,38 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-        active = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+        store_now = from_db(rows[0][-1])
+        assert store_now is not None
+        return DueJobs(jobs, self._active_jobs(jobs, store_now, active_within), store_now)
+
+    def _active_jobs(
+        self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
+    ) -> set[str]:
+        """Those of `jobs` with a run queued, or running on an instance still there."""
+        rows = self._select_in(
+            "SELECT DISTINCT e.job, e.status, e.instance, i.heartbeat_at, i.stopped_at "
+            "FROM executions e LEFT JOIN instances i ON i.id = e.instance "
+            "WHERE e.status IN ({p}, {p}) AND e.job IN ({in})",
             [job.name for job in jobs],
             (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
+        active: set[str] = set()
+        presence: dict[str | None, bool] = {}
+        for job, status, instance, heartbeat_at, stopped_at in rows:
+            if job in active:
+                continue
+            if status == Status.QUEUED.value or active_within is None:
+                active.add(job)
+                continue
+            if instance not in presence:
+                presence[instance] = stopped_at is None and (
+                    instance is None  # not this store's to judge: count it
+                    or self.instance_state(instance, from_db(heartbeat_at), active_within, now)
+                    is Presence.LIVE
+                )
+            if presence[instance]:
+                active.add(job)
+        return active
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -484,9 +542,7 @@ class Store(LeaseOps):
         """SQLite: a directory of per-daemon sockets beside the database."""
         if self.backend != "sqlite":
             return None
-        from jobd.store.connect import sqlite_path
-
-        return sqlite_path(self.url) + ".wake"
+        return files.wake_dir(sqlite_path(self.url))
 
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
@@ -496,6 +552,23 @@ class Store(LeaseOps):
             self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         self._wake_after_commit()
+
+    @contextmanager
+    def _moving_fires(self) -> Iterator[list[bool]]:
+        """A transaction that can move jobs' next fires (pause, resume, schedule,
+        unschedule, applying a config): the daemons are woken when it commits, so a
+        daemon asleep until its next known fire learns of an earlier one at once.
+
+        The caller may append False to the yielded list when it changed nothing."""
+        changed: list[bool] = []
+        with self.atomic():
+            yield changed
+            if all(changed):
+                self._wake_in_transaction()
+                if self.backend == "sqlite":
+                    # Read by atomic() once the outermost transaction has committed:
+                    # a daemon woken before that would read the jobs as they were.
+                    self._wake_owed = True
 
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
@@ -511,6 +584,7 @@ class Store(LeaseOps):
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
+            poke_all(files.legacy_wake_dir(sqlite_path(self.url)))
 
     # -- executions ----------------------------------------------------------
 
@@ -690,8 +764,12 @@ class Store(LeaseOps):
                 runs[c["id"]] = self._run_from_dict(c)
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
-    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
-        """Claim one specific queued run (for `jobd trigger --local`)."""
+    def claim_run(
+        self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
+    ) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`), to run the
+        job's stored definition, or `spec` when the caller has its own (the
+        config file's, which the store may not have applied yet)."""
         E, Job = self.m.Execution, self.m.Job
         with self.db.atomic():
             row = (
@@ -703,15 +781,18 @@ class Store(LeaseOps):
             )
             if row is None:
                 return None
+            started = to_db(self.now())
             E.update(
                 status=Status.RUNNING,
-                started_at=to_db(self.now()),
+                started_at=started,
+                not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=spec_text_hash(row["spec"]),  # of what runs, as in claim()
+                # Of what runs, as in claim(): the caller's spec, or the stored one.
+                config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -864,6 +945,11 @@ class Store(LeaseOps):
             I.id == instance
         ).execute()
 
+    def remove_instance(self, instance: str) -> None:
+        """Forget a one-shot instance (`trigger --local`) that ended cleanly; its
+        runs keep its name."""
+        self.m.Instance.delete().where(self.m.Instance.id == instance).execute()
+
     def instances(self) -> list[dict[str, Any]]:
         I = self.m.Instance
         return [
@@ -886,7 +972,7 @@ class Store(LeaseOps):
         """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
         if self.backend != "sqlite":
             return None
-        return lock_dir(sqlite_path(self.url))
+        return files.instances_dir(sqlite_path(self.url))
 
     def instance_state(
         self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
@@ -985,9 +1071,14 @@ class Store(LeaseOps):
         pids: dict[int, int],
         logs: dict[int, tuple[str, int]],
         finishes: Sequence[tuple[int, str, Outcome, Sequence[NewRun]]],
+        lasted: dict[int, float] | None = None,
     ) -> list[bool]:
         """Write a tick's worth of run progress in one transaction: pids, output tails,
-        and ends (each with its retries/chains). Returns, per finish, whether it applied."""
+        and ends (each with its retries/chains). Returns, per finish, whether it applied.
+
+        `lasted` gives, by run id, how long a run went on, measured by its runner:
+        the run ended that long after its start, however late the end is written
+        (after a store outage, say). Without it, the end is now."""
         E = self.m.Execution
         p = self.db.param
         applied: list[bool] = []
@@ -1017,9 +1108,13 @@ class Store(LeaseOps):
                 if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     continue
                 started = from_db(row[2]) or now
+                duration = max(0.0, (now - started).total_seconds())
+                if lasted is not None and run_id in lasted:
+                    duration = min(duration, max(0.0, lasted[run_id]))
+                ended = started + timedelta(seconds=duration)
                 ends.append(
                     (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
-                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
+                     outcome.error, to_db(ended), duration)
                 )  # fmt: skip
             ended = self._end_runs(ends)
             follow_rows = []
@@ -1089,6 +1184,19 @@ class Store(LeaseOps):
         assert first is not None and now is not None
         return (first - now).total_seconds()
 
+    def limit_waits(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """For the daemon: no wait for the store lasts more than about `seconds`
+        (`stopping()`: much less), so a stalled PostgreSQL server or network is
+        noticed, and signals are answered, instead of blocking the loop. SQLite is
+        a local file, whose waits its busy timeout bounds."""
+        if self.backend != "postgresql":
+            return
+        from jobd.store.pgwire import bound_waits
+
+        bound_waits(seconds, stopping)
+        self.db.limit_waits(seconds)
+        self.reset_connection()  # the next connection carries the settings
+
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
         with suppress(Exception):
@@ -1141,9 +1249,12 @@ class Store(LeaseOps):
         ]
 
 
-def open_store(url: str, migrate_schema: bool = True) -> Store:
-    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
-    db = connect(url)
+def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable.
+
+    `create`: make a SQLite store that does not exist yet; commands that only read
+    pass False, so that they never leave an empty store where one vanished."""
+    db = connect(url, create)
     store = Store(db, url)
     try:
         if migrate_schema:
