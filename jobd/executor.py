@@ -129,8 +129,9 @@ class Executor:
             else:
                 why = (
                     f"its stored definition (hash {digest[:12]}) does not match the config "
-                    f"file (hash {expected[:12]}): it was changed in the store outside jobd; "
-                    "a reload (SIGHUP) restores the file's"
+                    f"file this jobd parsed (hash {expected[:12]}): changed in the store "
+                    "outside jobd, or applied by a jobd with another config; a reload "
+                    "(SIGHUP) applies this file's"
                 )
             log.error(
                 "run %s of %s refused: %s",

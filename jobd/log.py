@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from jobd.masking import Masker
+from jobd.urls import url_passwords
 
 FORMATS = ("human", "json")
 LEVELS = ("debug", "info", "warning", "error")
@@ -50,13 +50,7 @@ def add_secrets(values: Iterable[str]) -> None:
 
 def add_store_url(url: str) -> None:
     """Mask the store URL's password, as written and percent-decoded."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # malformed: refused before it is used, never shown unmasked
-        return
-    found = [parts.password or ""]
-    found += [value for key, value in parse_qsl(parts.query) if key.lower() == "password"]
-    _secrets.add([*found, *(unquote(v) for v in found)])
+    _secrets.add(url_passwords(url))
 
 
 def clear_secrets() -> None:

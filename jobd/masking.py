@@ -52,9 +52,11 @@ class Masker:
         self.url_passwords = url_passwords
         self._lock = threading.Lock()  # for add(); mask() reads without it
         self._values: frozenset[str] = frozenset()
-        # (text pattern, bytes pattern, longest form), replaced whole on add(),
-        # so that a reader in another thread sees either the old set or the new.
-        self._patterns: tuple[re.Pattern[str], re.Pattern[bytes], int] | None = None
+        # (text pattern, bytes pattern, longest form, the forms as bytes), replaced
+        # whole on add(), so that a reader in another thread sees the old or the new.
+        self._patterns: tuple[re.Pattern[str], re.Pattern[bytes], int, tuple[bytes, ...]] | None = (
+            None
+        )
         self.add(secrets)
 
     @property
@@ -80,6 +82,7 @@ class Masker:
             re.compile(f"(?=({text}))"),
             re.compile(b"(?=(" + data + b"))"),
             max(len(form.encode()) for form in ordered),
+            tuple(form.encode() for form in ordered),
         )
         self._values = values_now
 
@@ -111,6 +114,19 @@ class Masker:
             return data[start:]
         begin = max(0, start - patterns[2] + 1)
         return _replace(data, _spans(patterns[1], data, begin), start, MASK.encode())
+
+    def unfinished(self, data: bytes) -> int:
+        """How many bytes at the end of `data` may be the start of a secret still
+        being written: output that cannot be shown yet, masked or not."""
+        patterns = self._patterns
+        if patterns is None:
+            return 0
+        tail = data[-patterns[2] :]
+        for size in range(min(len(tail), patterns[2] - 1), 0, -1):
+            end = tail[-size:]
+            if any(len(form) > size and form.startswith(end) for form in patterns[3]):
+                return size
+        return 0
 
 
 def _spans(pattern: re.Pattern[AnyStr], data: AnyStr, begin: int) -> list[tuple[int, int]]:

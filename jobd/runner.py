@@ -60,19 +60,23 @@ class OutputTail:
         if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
             del self._buf[: len(self._buf) - self.max_bytes - self._margin]
 
-    def snapshot(self) -> tuple[str, int]:
+    def snapshot(self, partial: bool = False) -> tuple[str, int]:
         """The tail to store, and the byte count to store beside it.
 
         The count is every byte the job wrote, less what masking took out of the
         tail: counting the masked bytes made `jobd logs` report as dropped
-        ("N earlier bytes were not kept") what was only masked.
+        ("N earlier bytes were not kept") what was only masked. While the run
+        goes on (`partial`), output that may be a secret's first bytes waits for
+        the rest: `jobd logs --follow` cannot take back what it printed.
         """
         if self.max_lines == 0 or self.max_bytes == 0:
             return "", self.total
         buf = bytes(self._buf)
+        held = self.masker.unfinished(buf) if partial else 0
+        buf = buf[: len(buf) - held]
         start = max(0, len(buf) - self.max_bytes)
         raw = self.masker.mask_bytes(buf, start)
-        total = self.total - (len(buf) - start - len(raw))
+        total = self.total - held - (len(buf) - start - len(raw))
         if not raw:
             return "", total  # no output is no log, not an empty line
         lines = raw.split(b"\n")
@@ -139,12 +143,17 @@ def build_env(
     """The job's environment: the daemon's without its private variables (unless
     the job names them), the job's `env`, and which run this is."""
     named = set(spec.secret_env)
+    to_store = spec.kind is JobKind.SQL and spec.database == STORE_DATABASE
+    if to_store:
+        # It asked for the store: it connects as the daemon does, libpq's
+        # PGPASSWORD, PGPASSFILE and the like included.
+        named |= {k for k in base if k.startswith("PG")}
     env = {k: v for k, v in base.items() if k in named or not private(k)}
     env.update(spec.env)
     timeout = str(spec.timeout or "")
     if spec.kind is JobKind.SQL:
         database = spec.database or ""
-        if database == STORE_DATABASE:
+        if to_store:
             # Only a job that said `database = "store"`, and only a PostgreSQL store.
             database = store_url if store_url and is_postgres(store_url) else ""
         env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database, JOBD_SQL_TIMEOUT=timeout)
@@ -311,7 +320,7 @@ class RunProcess:
 
     def report_output(self) -> None:
         """Send the output so far to the store (called about once a second while it grows)."""
-        tail, stored_bytes = self.tail.snapshot()
+        tail, stored_bytes = self.tail.snapshot(partial=True)
         self.report(Event("log", self.run_record.id, log=tail, log_bytes=stored_bytes))
 
 

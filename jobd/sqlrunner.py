@@ -24,6 +24,7 @@ from jobd.childlog import fail
 from jobd.config_kinds import fill_placeholders
 from jobd.masking import Masker
 from jobd.model import SQL_ROWS_SHOWN
+from jobd.urls import postgres_url_problem, url_passwords
 
 CELL_CHARS = 200  # one value, in the log
 CONNECT_TIMEOUT = 10
@@ -146,13 +147,10 @@ def main() -> int:
         return fail(f"database: ${{{exc.args[0]}}} is not set in the job's environment")
     if url.startswith("sqlite:///"):
         return run_sqlite(url[len("sqlite:///") :], statement)
-    from urllib.parse import unquote, urlsplit
-
-    try:
-        password = urlsplit(url).password or ""
-    except ValueError:  # malformed once filled in: libpq says so; any password is masked
-        password = ""
-    masker = Masker([*secrets, password, unquote(password)], url_passwords=True)
+    masker = Masker([*secrets, *url_passwords(url)], url_passwords=True)
+    problem = postgres_url_problem(url)
+    if problem is not None:  # once filled in: libpq would quote it whole
+        return fail(f"database: {problem}", masker)
     return run_postgres(url, statement, timeout, masker)
 
 

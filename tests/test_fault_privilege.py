@@ -77,11 +77,11 @@ def open_dir() -> Iterator[Path]:
 # -- 1. the store's credentials never reach a job ------------------------------------
 
 # Prints the job's own environment as the kernel has it, one variable a line,
-# then tries the password file the daemon was given.
+# then tries the password file the daemon was given and the SQLite store.
 SNOOP = (
     "cat /proc/self/environ | tr '\\0' '\\n' | grep -E '^(PG|JOBD_|CREDENTIALS_DIRECTORY)' "
     "| sed 's/^/env: /'; cat {pgpass} 2>/dev/null | sed 's/^/pgpass: /' || true; "
-    "echo done"
+    "head -c 16 {store} > /dev/null 2>&1 && echo 'store: READ'; echo done"
 )
 
 
@@ -94,7 +94,8 @@ def test_a_job_as_nobody_sees_no_store_credentials(
     pgpass = open_dir / "pgpass"
     pgpass.write_text(f"*:*:*:*:{PASSWORD}\n")
     pgpass.chmod(0o600)  # root's, as libpq requires
-    script = SNOOP.format(pgpass=pgpass)
+    store_file = store_url[len("sqlite:///") :] if backend == "sqlite" else "/nonexistent"
+    script = SNOOP.format(pgpass=pgpass, store=store_file)
     config = write_config(
         tmp_path / "jobd.toml",
         f'[jobs.snoop]\nuser = "nobody"\ncwd = {q(str(open_dir))}\nshell = {q(script)}\n'
@@ -129,6 +130,7 @@ def test_a_job_as_nobody_sees_no_store_credentials(
         }
         leaked = {job: sorted(set(names) - RUN_IDENTITY) for job, names in seen.items()}
         read_pgpass = [job for job, run in runs.items() if "pgpass:" in run.log]
+        read_store = [job for job, run in runs.items() if "store: READ" in run.log]
         reliability.observe(
             "privilege",
             backend,
@@ -136,14 +138,15 @@ def test_a_job_as_nobody_sees_no_store_credentials(
             stuck=stuck_rows(store),
             detail=f"job as nobody under a root daemon: {len(leaked['snoop'])} PG*/JOBD_* "
             f"variables of the daemon in its environment, password file "
-            + ("READ" if read_pgpass else "not readable"),
+            + ("READ" if read_pgpass else "not readable")
+            + (", store file READ" if read_store else ""),
         )
         assert all(run.status is Status.SUCCEEDED for run in runs.values()), runs
         assert leaked["snoop"] == [], runs["snoop"].log
         # What the job names in its own env, it gets: its own values, nothing else.
         assert leaked["own"] == ["JOBD_COLOUR", "PGHOST"], runs["own"].log
         assert seen["own"]["PGHOST"] == "reports.internal"
-        assert not read_pgpass
+        assert not read_pgpass and not read_store
         assert all(PASSWORD not in run.log for run in runs.values())
     finally:
         daemon.cleanup()
@@ -298,6 +301,9 @@ def test_a_malformed_store_url_is_one_line_without_the_password(
         for args in (["list"], ["executions"], ["status"], ["show", "1"], ["trigger", "a"]):
             code, out, err, error = jobd_main([*prefix, *args], env)
             results[(source, " ".join(args))] = (code, out, err + (repr(error) if error else ""))
+    # The same URL given to `jobd import pg-cron`, which connects to it.
+    code, out, err, error = jobd_main(["import", "pg-cron", url], base)
+    results[("argument", "import pg-cron")] = (code, out, err + (repr(error) if error else ""))
     bad = {
         key: (code, out, err)
         for key, (code, out, err) in results.items()
@@ -305,7 +311,7 @@ def test_a_malformed_store_url_is_one_line_without_the_password(
         or "S3cret" in out + err
         or "Traceback" in err
         or err.count("\n") != 1
-        or "store" not in err
+        or "URL" not in err
     }
     reliability.observe(
         "bad-input",
@@ -357,10 +363,19 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
         wait_for(lambda: store.execution(again).status.final, timeout=30)
         after = store.execution(again)
         assert daemon.stop() == 0
+        # Rewritten again and run by `trigger --local` as root: the file's job runs.
+        store.m.Job.update(spec=tampered.to_json()).where(store.m.Job.name == "victim").execute()
+        local = subprocess.run(
+            jobd_cmd("--config", str(config), "trigger", "victim", "--local", "--wait"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         reliability.observe(
             "privilege",
             backend,
-            runs=2,
+            runs=3,
             stuck=stuck_rows(store),
             detail="config job's spec rewritten in the store (hash kept): "
             + ("THE REWRITTEN COMMAND RAN" if pwned.exists() else "refused, run failed")
@@ -368,6 +383,7 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
             + reload_line.split("config reloaded: ", 1)[-1],
         )
         assert not pwned.exists()
+        assert local.returncode == 0, local
         assert refused.status is Status.FAILED, refused
         assert "does not match" in (refused.error or ""), refused.error
         assert refused.config_hash != file_hash
@@ -380,3 +396,38 @@ def test_a_config_job_rewritten_in_the_store_is_not_run(
     finally:
         daemon.cleanup()
         store.close()
+
+
+def test_jobd_started_in_a_writable_directory_imports_nothing_from_it(
+    store_url: str, tmp_path: Path, open_dir: Path, reliability: Recorder
+) -> None:
+    # What `python -m jobd` imports after start-up, planted where it was started.
+    for name in ("psycopg2", "click", "peewee", "playhouse", "rich"):
+        (open_dir / name).mkdir()
+        (open_dir / name / "__init__.py").write_text(PLANTED)
+    # (Not `jobd` itself: `python -m jobd` finds jobd where Python looks first, and
+    # that is for the one who starts it to choose; the `jobd` script is not affected.)
+    (open_dir / "sqlite3.py").write_text(PLANTED.replace('"..", ', ""))
+    env = {k: v for k, v in os.environ.items() if k not in ("JOBD_STORE", "JOBD_CONFIG")}
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")
+    results = [
+        subprocess.run(
+            jobd_cmd("--store", store_url, *args),
+            cwd=open_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for args in (["run", "--once"], ["executions"], ["list"])
+    ]
+    planted_ran = (open_dir / "PLANTED-RAN").exists()
+    reliability.observe(
+        "privilege",
+        backend_of(store_url),
+        runs=len(results),
+        detail="python -m jobd started in a world-writable directory holding psycopg2, "
+        "click, peewee, sqlite3: " + ("IMPORTED" if planted_ran else "nothing imported from it"),
+    )
+    assert not planted_ran
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]

@@ -69,3 +69,20 @@ def test_dropped_output_is_still_counted_beside_masking() -> None:
     text, stored = tail.snapshot()
     assert text == "***\nlast\n"
     assert stored - len(text.encode()) == len("first line that is dropped\n")
+
+
+def test_a_secret_still_being_written_is_held_back_while_the_run_goes_on() -> None:
+    # `jobd logs --follow` prints each flush as it comes and cannot take back a
+    # half-written secret that the next flush masks.
+    tail = OutputTail(max_lines=100, max_bytes=1000, secrets=("tok-7f3a9c2e51",))
+    tail.feed(b"key tok-7f3a")
+    text, stored = tail.snapshot(partial=True)
+    assert text == "key " and stored == len("key ")
+    tail.feed(b"9c2e51\nnext\n")
+    assert tail.snapshot(partial=True) == ("key ***\nnext\n", len("key ***\nnext\n"))
+
+
+def test_the_final_tail_keeps_everything_written() -> None:
+    tail = OutputTail(max_lines=100, max_bytes=1000, secrets=("tok-7f3a9c2e51",))
+    tail.feed(b"the end: tok")  # a prefix, but the run is over: it is output
+    assert tail.snapshot() == ("the end: tok", len("the end: tok"))

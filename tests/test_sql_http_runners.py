@@ -280,3 +280,13 @@ def test_secret_env_from_the_daemon_environment_is_masked() -> None:
     )
     outcome, log = run(spec, base_env={"API_TOKEN": SECRET, "PATH": "/usr/bin:/bin"})
     assert outcome.status is Status.SUCCEEDED and log == "token=***\n"
+
+
+def test_sql_database_malformed_once_filled_in_fails_without_its_password() -> None:
+    # A password with an '@' and a '[' in it, not percent-encoded: libpq would
+    # quote the whole URL in its error.
+    spec = sql_job("SELECT 1", database="postgresql://u:${PW}@127.0.0.1:1/d")
+    outcome, log = run(spec, base_env={"PW": "S3c@[ret-91"})
+    assert outcome.status is Status.FAILED
+    assert outcome.error is not None and outcome.error.startswith("database: ")
+    assert "S3c" not in log + outcome.error and "ret-91" not in log + outcome.error
