@@ -27,7 +27,7 @@ import schedule
 from jobd import __version__
 from jobd.clock import Clock, JumpDetector
 from jobd.durations import format_duration
-from jobd.errors import ConfigError, StoreValueRefused, store_failure
+from jobd.errors import ConfigError, StoreValueRefused, first_line, store_failure
 from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
@@ -308,7 +308,7 @@ class Daemon:
                     self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
                     log.info("pruned %d old runs", total, extra={"action": "history.prune"})
             except STORE_FAILURES as exc:
-                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+                log.warning("prune failed: %s", first_line(exc), extra={"action": "history.prune"})
             finally:
                 self.store.db.close()  # this thread's own connection
 
@@ -424,7 +424,7 @@ class Daemon:
             if self._listen_backoff.current == 0:
                 log.warning(
                     "cannot LISTEN for wake-ups (%s); retrying with back-off",
-                    _one_line(exc),
+                    first_line(exc),
                     extra={"action": "store.listen"},
                 )
             # Logged once; tried again as often as the store itself.
@@ -487,7 +487,7 @@ class Daemon:
                         self.notifier,
                         lambda: self.flags.stop_requests > 0,
                     )
-                wait.failed(_one_line(exc))
+                wait.failed(first_line(exc))
                 if not wait.pause(PROBE_EVERY):
                     return False
         return False
@@ -573,7 +573,7 @@ class Daemon:
                     log.error(
                         "%s (%s); trying again every %.0fs",
                         trouble,
-                        _one_line(exc),
+                        first_line(exc),
                         PROBE_EVERY,
                         extra={"action": "store.down"},
                     )
@@ -583,7 +583,7 @@ class Daemon:
                         still,
                         self.outage.seconds,
                         self.outage.attempts,
-                        _one_line(exc),
+                        first_line(exc),
                         extra={"action": "store.down"},
                     )
             self.store_ok = False
@@ -843,7 +843,7 @@ class Daemon:
         except STORE_FAILURES as exc:
             log.error(
                 "reload could not reach the store (%s); will apply on next reload",
-                _one_line(exc),
+                first_line(exc),
                 extra={"action": "config.rejected"},
             )
             return
@@ -951,11 +951,6 @@ def _store_trouble(exc: BaseException) -> tuple[str, str]:
     if isinstance(store_failure(exc), StoreValueRefused):
         return "the store refused a value", "the store still refuses a value"
     return "store unavailable", "store still unavailable"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _nap(seconds: float) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from jobd.errors import StoreTooNew, StoreUnavailable, UsageError, store_failure
+from jobd.errors import StoreTooNew, StoreUnavailable, UsageError, first_line, store_failure
 from jobd.notify import Notifier
 from jobd.store.urls import backend_of, mask_url, sqlite_path
 
@@ -91,8 +91,7 @@ def refused(exc: BaseException) -> BaseException:
 
 def reason_of(exc: BaseException, url: str) -> str:
     """One line saying why, without the URL that the caller shows anyway."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else type(exc).__name__
+    text = first_line(exc)
     prefix = f"store {mask_url(url)}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
 

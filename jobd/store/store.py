@@ -18,7 +18,7 @@ from typing import Any
 import peewee as pw
 
 from jobd.cron import parse_schedule
-from jobd.errors import StoreUnavailable
+from jobd.errors import StoreUnavailable, first_line
 from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
@@ -1264,7 +1264,7 @@ def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> St
         raise
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         store.close()
-        first = (str(exc).strip().splitlines() or ["database error"])[0]
+        first = first_line(exc, "database error")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     return store
 
