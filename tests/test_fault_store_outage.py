@@ -245,6 +245,38 @@ def test_a_sqlite_store_whose_directory_is_missing_is_created_by_jobd_run(
     store.close()
 
 
+def test_sighup_while_waiting_reads_the_config_again(
+    postgres_url: str, tmp_path: Path, reliability: Recorder
+) -> None:
+    """A store URL corrected in jobd.toml while jobd waits is taken at SIGHUP."""
+    jobs = {"tick": {"schedule": EVERY_SECOND, "command": ["true"]}}
+    with store_proxy(postgres_url, refusing=True) as proxy:
+        daemon = daemon_for(tmp_path, proxy.url_for(postgres_url), jobs)
+        daemon.env["JOBD_STORE"] = ""  # the config's `store` counts
+        write_config(daemon.config, config_text(jobs, store=proxy.url_for(postgres_url)))
+        try:
+            daemon.start(ready=False)
+            wait_for(lambda: waiting_or_exited(daemon), timeout=20)
+            assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
+            write_config(daemon.config, config_text(jobs, store=postgres_url))
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "started:" in daemon.log(), timeout=15)
+            store = open_store(postgres_url)
+            wait_for(lambda: len(finished(store, "tick")) >= 1, timeout=15)
+            ticks = len(runs(store, "tick"))
+            store.close()
+            assert daemon.stop() == 0
+        finally:
+            daemon.cleanup()
+    reliability.observe(
+        "store-outage",
+        "postgresql",
+        runs=ticks,
+        detail="store URL corrected while waiting: SIGHUP read it, the daemon started",
+    )
+    assert "reading the config again" in daemon.full_log()
+
+
 def test_a_missing_postgresql_database_is_waited_for_too(
     postgres_admin: Any, tmp_path: Path, reliability: Recorder
 ) -> None:
