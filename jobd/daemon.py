@@ -528,6 +528,11 @@ class Daemon:
             self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
+        if self.flags.stop_requests and not self.store_ok:
+            # Stopping while the store is away: every try would wait for it, out of
+            # the runs' grace. Outcomes get one more try in _shutdown.
+            self.executor.collect()
+            return ACTIVE_POLL
         try:
             timeout = self.tick(now)
             forget_parsed_specs()  # only a tick's worth is worth keeping
