@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import peewee as pw
@@ -35,6 +35,7 @@ from jobd.leader.lease import TableLeader
 from jobd.liveness import DeathWatch, InstanceLock
 from jobd.model import (
     CATCHUP_CAP,
+    MISFIRE_GRACE,
     Config,
     JobSpec,
     LeaderMode,
@@ -42,17 +43,16 @@ from jobd.model import (
     Outcome,
     Run,
     Status,
-    Trigger,
     forget_parsed_specs,
 )
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
 from jobd.policies import (
     FireAction,
+    SlotDecision,
+    batch_decisions,
     follow_ups,
     jitter_offset,
-    overlap_decision,
-    quota_decision,
 )
 from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
@@ -101,11 +101,14 @@ class Daemon:
         store: Store,
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
+        file_digests: Mapping[str, str] | None = None,
         flags: SignalFlags | None = None,
     ) -> None:
         # Said once here, while the parsed jobs are at hand; the daemon keeps only
-        # the settings (the store holds the jobs).
+        # the settings (the store holds the jobs) and what each config job must be
+        # (`file_digests`, name → JobSpec.digest, when the jobs were parsed elsewhere).
         self._check_users(config)
+        self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
@@ -145,6 +148,11 @@ class Daemon:
         self._quiet = False  # see QUIET_IDLE_CAP
         # A fire of this tick queued a run due now: the claim need not ask first.
         self._queued_due_now = False
+        # When the current round of firing began (None between rounds): a round
+        # goes on over the ticks of a long backlog, whose slots are not late.
+        self._round_began: datetime | None = None
+        self._first_round = True  # slots since the config was applied are on time
+        self._replay_from: datetime | None = None  # a forward clock jump's start
 
     # -- wiring -----------------------------------------------------------------
 
@@ -499,6 +507,9 @@ class Daemon:
         if jump is None:
             return
         if jump > 0:
+            # The slots the step skipped were not missed: they replay (see jobd.planner).
+            start = now - timedelta(seconds=jump)
+            self._replay_from = min(self._replay_from or start, start)
             log.warning(
                 "wall clock jumped forward by %s: skipped slots are replayed, at most %d "
                 "per job; beyond that only the latest fires",
@@ -537,6 +548,7 @@ class Daemon:
             timeout = self.tick(now)
             forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
+            self._round_began = None  # slots due until the store is back are missed
             # Tried again soon, however long it has been away: a back-off that kept
             # doubling made a 30 s outage a minute without fires. Only the log backs off.
             delay = PROBE_EVERY
@@ -619,9 +631,12 @@ class Daemon:
         term = term or self.leader.term()
         if term is None:
             return False
-        batch = self.store.due_for_firing(now, DUE_BATCH)
+        round_began = self._round_began or now
+        self._round_began = None  # unless this round goes on (a backlog, below)
+        batch = self.store.due_for_firing(now, DUE_BATCH, self._active_within)
         due, active, store_now = batch.jobs, batch.active, batch.store_now
         if not due:
+            self._first_round, self._replay_from = False, None
             return False
         assert store_now is not None
         since = term.since
@@ -629,6 +644,7 @@ class Daemon:
             # Slots that fell due between applying the config and taking the guard at
             # start were this daemon's to fire, not fires missed while none led.
             since = min(since, self.applied_at)
+        on_time_from = self._on_time_from(round_began, since)
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
@@ -650,37 +666,49 @@ class Daemon:
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
-        plans = plan_jobs([(r.spec, r.next_fire_at) for r in due], now, since)  # type: ignore[misc]
+        plans = plan_jobs(
+            [(r.spec, r.next_fire_at) for r in due],  # type: ignore[misc]
+            now,
+            since,
+            on_time_from,
+        )
+        late = [record.name for record, plan in zip(due, plans, strict=True) if plan.late]
+        if late:
+            log.warning(
+                "%d job(s) had slots that fell due over %.0fs before this round of firing "
+                "(jobd was stopped or starved, cut off from the store, or not woken): each job's "
+                "catchup decides what runs of them (%s)",
+                len(late),
+                MISFIRE_GRACE,
+                ", ".join(late[:5]) + (", ..." if len(late) > 5 else ""),
+                extra={"action": "fire.late"},
+            )
         for record, plan in zip(due, plans, strict=True):
             assert record.next_fire_at is not None
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            was_active = is_active = record.name in active
             quota = groups.get(record.spec.group or "")
-            for fire in plan.fires:
-                # Missed fires are a backlog that catchup = all asks to run: they wait
-                # behind each other (claims never overlap them) instead of skipping
-                # each other; only a run that was already active can make them skip.
-                catchup = fire.trigger is Trigger.CATCHUP
-                decision = overlap_decision(record.spec, was_active if catchup else is_active)
-                if decision.action is FireAction.ENQUEUE and quota is not None:
-                    decision = quota_decision(quota, group_active.get(quota.name, 0))
-                    if decision.action is FireAction.ENQUEUE:
-                        group_active[quota.name] = group_active.get(quota.name, 0) + 1
-                    else:
-                        log.warning(
-                            "%s: fire skipped: %s",
-                            record.name,
-                            decision.reason,
-                            extra={"action": "quota.skipped", "job": record.name},
-                        )
-                due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
+            decisions, active_after = batch_decisions(
+                record.spec,
+                [(fire.slot, fire.trigger) for fire in plan.fires],
+                record.name in active,
+                quota,
+                group_active.get(quota.name, 0) if quota else 0,
+            )
+            if quota is not None:
+                group_active[quota.name] = active_after
+            for decision in decisions:
+                if decision.action is FireAction.SKIP:
+                    _log_skip(record.name, decision)
+                due_at = decision.slot + timedelta(
+                    seconds=jitter_offset(record.spec, decision.slot)
+                )
                 delay = max(timedelta(0), due_at - now)
                 runs.append(
                     NewRun(
                         job=record.name,
-                        trigger=fire.trigger,
-                        scheduled_for=fire.slot,
+                        trigger=decision.trigger,
+                        scheduled_for=decision.slot,
                         not_before=store_now + delay,
                         **(
                             {"status": Status.SKIPPED, "error": decision.reason}
@@ -691,8 +719,6 @@ class Daemon:
                 )
                 if decision.action is FireAction.REPLACE:
                     replace.append(record.name)
-                if decision.action is not FireAction.SKIP:
-                    is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
         inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
@@ -705,7 +731,34 @@ class Daemon:
             inserted,
             extra={"action": "fire"},
         )
-        return len(due) == DUE_BATCH
+        if len(due) == DUE_BATCH:
+            self._round_began = round_began  # a backlog: the next batch is not late
+            return True
+        self._first_round = False
+        self._replay_from = None
+        return False
+
+    @property
+    def _active_within(self) -> float:
+        """A run counts as active for overlap only while its instance is live: its
+        lock held (SQLite), or a heartbeat within this. An instance writes one every
+        lease_ttl / 3 while it runs something; one silent for half the ttl has
+        missed its last one and is dead or cut off (a new leader takes over a
+        lease_ttl after the last renewal), and will be marked abandoned. The
+        reaper waits the whole ttl, being wrong there would rerun the run; being
+        wrong here only queues a slot behind the run instead of skipping it."""
+        return self.config.settings.lease_ttl / 2
+
+    def _on_time_from(self, round_began: datetime, since: datetime) -> datetime:
+        """Slots before this that fell due while leading were missed (the daemon
+        was stopped, cut off from the store, or not woken): their catchup decides."""
+        # A clock step moved the round's start: the slots it skipped replay, and
+        # the one the daemon was waking for when the clock was stepped is on time.
+        began = min(round_began, self._replay_from or round_began)
+        on_time_from = began - timedelta(seconds=MISFIRE_GRACE)
+        if self._first_round:
+            on_time_from = min(on_time_from, since)  # starting up is not being late
+        return on_time_from
 
     def _claim(self) -> None:
         probe, self._queued_due_now = not self._queued_due_now, False
@@ -714,7 +767,7 @@ class Daemon:
             return
         claimed = self.store.claim(self.instance, self.host, room, probe=probe)
         if claimed:
-            self.executor.start_all(claimed)
+            self.executor.start_all(self.executor.admit(claimed, self.file_digests))
 
     def _sleep_for(self, stopping: bool) -> float:
         next_fire = next_queued = None
@@ -780,8 +833,15 @@ class Daemon:
             )
             return
         self.config = _settings_only(config)
+        self.file_digests = config.digests()
         self.executor.settings = config.settings
         self._check_users(config)
+        if report.restored:
+            log.warning(
+                "config jobs changed in the store outside jobd, restored from the file: %s",
+                ", ".join(report.restored),
+                extra={"action": "config.restored"},
+            )
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
@@ -843,6 +903,19 @@ class Daemon:
         log.info("jobd stopped", extra={"action": "daemon.stop"})
 
 
+def _log_skip(job: str, decision: SlotDecision) -> None:
+    """A quota skip, or several slots skipped as one row, is worth a warning; a
+    single slot skipped for overlap is routine (it is in the history)."""
+    by_quota = decision.cause == "quota"
+    log.log(
+        logging.WARNING if by_quota or decision.slots > 1 else logging.INFO,
+        "%s: fire skipped: %s",
+        job,
+        decision.reason,
+        extra={"action": "quota.skipped" if by_quota else "fire.skipped", "job": job},
+    )
+
+
 def _settings_only(config: Config) -> Config:
     """The daemon reads jobs from the store; holding every parsed job as well would
     keep megabytes (10,000 jobs) in memory for nothing."""
@@ -867,8 +940,9 @@ def serve(
     store: Store,
     reload_config: Callable[[], Config] | None = None,
     applied_at: datetime | None = None,
+    file_digests: Mapping[str, str] | None = None,
     flags: SignalFlags | None = None,
 ) -> int:
-    daemon = Daemon(config, store, reload_config, flags=flags)
+    daemon = Daemon(config, store, reload_config, file_digests=file_digests, flags=flags)
     daemon.applied_at = applied_at
     return daemon.run()

@@ -85,6 +85,10 @@ class NoDaemon(JobdError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class NotApplied(NoDaemon):
+    """A config-file job that no daemon has applied to the store yet, so none would run it."""
+
+
 class QuotaRefused(JobdError):
     exit_code = ExitCode.TEMPFAIL
 

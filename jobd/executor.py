@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Status
+from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status
 from jobd.policies import follow_ups
 from jobd.runner import Event, RunProcess
 from jobd.store import Store
@@ -100,6 +100,50 @@ class Executor:
                 process.start()
             except Exception as exc:  # a bug here must still end the run, never hang it
                 process.finish(Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}"))
+
+    def admit(
+        self, claimed: Sequence[tuple[Run, JobSpec]], file_digests: Mapping[str, str]
+    ) -> list[tuple[Run, JobSpec]]:
+        """The claimed runs whose config job is the one the config file defines
+        (`file_digests`: name → JobSpec.digest); the others end as failed, unstarted.
+
+        Whoever can write the store's jobs table could otherwise rewrite a config
+        job (its command, its `user`) and have jobd, maybe as root, run it. A
+        config job runs only as the config file that jobd parsed defines it.
+        """
+        admitted = []
+        digests: dict[int, str] = {}  # by spec: a burst claims many runs of one job
+        for run, spec in claimed:
+            if spec.source is not Source.FILE:
+                admitted.append((run, spec))
+                continue
+            if id(spec) not in digests:
+                digests[id(spec)] = spec.digest
+            digest = digests[id(spec)]
+            expected = file_digests.get(spec.name)
+            if digest == expected:
+                admitted.append((run, spec))
+                continue
+            if expected is None:
+                why = "this config job is not in the config file jobd was started with"
+            else:
+                why = (
+                    f"its stored definition (hash {digest[:12]}) does not match the config "
+                    f"file (hash {expected[:12]}): it was changed in the store outside jobd; "
+                    "a reload (SIGHUP) restores the file's"
+                )
+            log.error(
+                "run %s of %s refused: %s",
+                run.id,
+                run.job,
+                why,
+                extra={"action": "run.refused", "job": run.job, "execution_id": run.id},
+            )
+            # Its spec is not trusted, so neither are its retries or chains.
+            outcome = Outcome(Status.FAILED, error=f"refused: {why}")
+            self._finished[run.id] = _Finished(run, spec, outcome, follows=[])
+            self.wake()  # to be recorded now, not at the next timer
+        return admitted
 
     def _prepare(self, run: Run, spec: JobSpec) -> RunProcess:
         process = RunProcess(

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobd.childlog import Masker, fail
+from jobd.childlog import fail
 from jobd.config_kinds import fill_placeholders
+from jobd.masking import Masker
 from jobd.model import SQL_ROWS_SHOWN
 
 CELL_CHARS = 200  # one value, in the log
@@ -135,17 +136,24 @@ def main() -> int:
     url = os.environ.get("JOBD_SQL_DATABASE", "")
     timeout = float(os.environ.get("JOBD_SQL_TIMEOUT") or 0)
     if not url:
-        return fail("no database: set `database` (the store is not PostgreSQL)")
+        return fail(
+            'no database: set `database` (a URL, a [databases] name, or "store" for '
+            "jobd's own PostgreSQL store)"
+        )
     try:
         url, secrets = fill_placeholders(url, os.environ)
     except KeyError as exc:
         return fail(f"database: ${{{exc.args[0]}}} is not set in the job's environment")
     if url.startswith("sqlite:///"):
         return run_sqlite(url[len("sqlite:///") :], statement)
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit
 
-    password = urlsplit(url).password
-    return run_postgres(url, statement, timeout, Masker([*secrets, password or ""]))
+    try:
+        password = urlsplit(url).password or ""
+    except ValueError:  # malformed once filled in: libpq says so; any password is masked
+        password = ""
+    masker = Masker([*secrets, password, unquote(password)], url_passwords=True)
+    return run_postgres(url, statement, timeout, masker)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,16 @@ def postgres_admin() -> Iterator[Any]:
     conn.close()
 
 
+def dsn_with_password(password: str, dsn: str = POSTGRES_DSN) -> str:
+    """$JOBD_TEST_POSTGRES_DSN with a password in it (the test server trusts any)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = (parts.username or "postgres") if "@" in parts.netloc else "postgres"
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
 def schema_url(schema: str) -> str:
     sep = "&" if "?" in POSTGRES_DSN else "?"
     return f"{POSTGRES_DSN}{sep}options=-csearch_path%3D{schema}"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from jobd.model import Run
 from jobd.store import Store
 from tests.conftest import jobd_cmd, wait_for
-from tests.processes import kill_marked, marked
+from tests.processes import MARKER_ENV, kill_marked, marked
 
 # Short timers so that failover, shutdown and back-off fit in a test's seconds.
 FAST = {"lease_ttl": "3s", "kill_grace": "1s", "shutdown_grace": "2s", "max_backoff": "2s"}
@@ -55,7 +55,7 @@ class JobdProcess:
 
     def __init__(self, config: Path, store_url: str, log: Path, token: str) -> None:
         self.config, self.store_url, self.log_path = config, store_url, log
-        env = {**os.environ, "JOBD_TEST_TOKEN": token}
+        env = {**os.environ, MARKER_ENV: token}
         env.pop("JOBD_CONFIG", None)
         env.pop("JOBD_STORE", None)
         with open(log, "ab") as stderr:

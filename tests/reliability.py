@@ -43,6 +43,9 @@ FAULTS = {
     "bad-input": "Fuzzed config, cron, durations and command lines",
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
+    "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
+    "wake": "Pause, resume, schedule and unschedule through the CLI against an idle daemon",
+    "stall": "Daemon stopped (SIGSTOP) past its slots, or a run left by a vanished instance",
 }
 
 

@@ -168,9 +168,9 @@ def test_schedule_override_from_the_environment(home: dict[str, Any]) -> None:
 
 
 def test_list_after_run_once(home: dict[str, Any]) -> None:
-    empty = jobd(home, "list", "--store", home["store"])
-    assert empty.returncode == 0, empty.stderr
-    assert "no jobs in the store yet" in empty.stderr
+    before = jobd(home, "list", "--json", "--store", home["store"])
+    assert before.returncode == 0, before.stderr
+    assert {job["applied"] for job in json.loads(before.stdout)} == {"not applied"}
 
     applied = jobd(home, "run", "--once", "--store", home["store"])
     assert applied.returncode == 0, applied.stderr
@@ -187,7 +187,7 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     assert list(jobs) == ["halfhourly", "nightly", "notify", "off"]
     assert set(jobs["nightly"]) == {
         "name", "schedule", "timezone", "next_fire", "last_status", "paused", "enabled",
-        "source", "description", "group",
+        "source", "applied", "description", "group",
     }  # fmt: skip
     nightly = jobs["nightly"]
     assert (nightly["schedule"], nightly["timezone"]) == ("30 2 * * *", "Europe/Berlin")

@@ -281,7 +281,14 @@ def test_trigger_follow_streams_the_output(store_url: str, store: Any, tmp_path:
     assert rest == "".join(chunks)
 
 
-def test_ctrl_c_stops_waiting_not_the_run(store_url: str, store: Any, tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+
+
+@pytest.mark.parametrize("started", ["default", "sigint-ignored"])
+def test_ctrl_c_stops_waiting_not_the_run(
+    store_url: str, store: Any, tmp_path: Path, started: str
+) -> None:
     add_job(store, "backup")
     add_instance(store)
     env = {**_env(tmp_path)}
@@ -291,6 +298,7 @@ def test_ctrl_c_stops_waiting_not_the_run(store_url: str, store: Any, tmp_path: 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_ignore_sigint if started == "sigint-ignored" else None,
     )
     try:
         assert proc.stdout is not None

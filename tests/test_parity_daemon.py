@@ -70,10 +70,12 @@ def test_sql_jobs_on_the_postgresql_store(
         "[jobs.risk]\n"
         'schedule = "* * * * * *"\n'
         'sql = "SELECT fn_recompute_all_tenant_risk_scores() AS tenants"\n'
+        'database = "store"\n'
         'timeout = "10s"\n'
         "[jobs.broken]\n"
         'schedule = "* * * * * *"\n'
         'sql = "SELECT fn_does_not_exist()"\n'
+        'database = "store"\n'
     )
     with jobd_daemon(config, postgres_url):
         store = opened(postgres_url)

@@ -20,7 +20,7 @@ import peewee as pw
 import pytest
 
 from jobd.config import parse_config, parse_job
-from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
+from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
@@ -271,10 +271,11 @@ def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["mysql://db/jobd", "sqlite:/relative.db", "host=db dbname=x"])
-def test_unsupported_url_is_unavailable(url: str) -> None:
-    with pytest.raises(StoreUnavailable) as info:
+def test_unsupported_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
         open_store(url)
     assert "unsupported store URL" in one_line(info.value)
+    assert info.value.exit_code == 2
 
 
 def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
@@ -299,6 +300,9 @@ def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
         ("postgresql://jobd@db/jobd", "postgresql://jobd@db/jobd"),
         ("postgresql://db/jobd", "postgresql://db/jobd"),
         ("sqlite:////var/lib/jobd/jobd.db", "sqlite:////var/lib/jobd/jobd.db"),
+        # Malformed ones are shown in errors: masked all the same.
+        ("postgresql://u:S3cret@[::1/db", "postgresql://u:***@[::1/db"),
+        ("postgresql://u:S3/cr@et@db:abc/db", "postgresql://u:***@db:abc/db"),
     ],
 )  # fmt: skip
 def test_mask_url(url: str, masked: str) -> None:
@@ -312,7 +316,7 @@ def test_mask_url(url: str, masked: str) -> None:
 )
 def test_mask_url_hides_every_password(url: str) -> None:
     assert "s3cret" not in mask_url(url)
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises((StoreUnavailable, ConfigError)) as info:
         open_store(url.replace("@db/", "@127.0.0.1:1/"))
     assert "s3cret" not in str(info.value)
 

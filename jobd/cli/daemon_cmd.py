@@ -171,11 +171,18 @@ def run(
     from jobd.paths import load_config
 
     def reload_config() -> Config:
-        fresh = load_config(ctx.config_path)
+        fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(config, store, reload_config=reload_config, applied_at=applied.applied_at, flags=flags)
+    serve(
+        config,
+        store,
+        reload_config=reload_config,
+        applied_at=applied.applied_at,
+        file_digests=applied.digests,
+        flags=flags,
+    )
 
 
 @dataclasses.dataclass
@@ -183,6 +190,7 @@ class Applied:
     """What the daemon keeps of its config once the jobs are in the store."""
 
     config: Config  # without its jobs: the daemon reads those from the store
+    digests: dict[str, str]  # ... and runs a config job only if it is still this
     store_url: str
     secrets: list[str]
     applied_at: datetime
@@ -217,8 +225,15 @@ def _apply(ctx: Context) -> Applied:
     store = ctx.store
     applied_at = store.now()
     report = store.apply_config(config, applied_at)
+    if report.restored:
+        logging.getLogger("jobd").warning(
+            "config jobs changed in the store outside jobd, restored from the file: %s",
+            ", ".join(report.restored),
+            extra={"action": "config.restored"},
+        )
     return Applied(
         config=dataclasses.replace(config, jobs={}),
+        digests=config.digests(),
         store_url=store_url,
         secrets=[value for spec in config.jobs.values() for value in spec.env.values()],
         applied_at=applied_at,

@@ -32,6 +32,7 @@ from jobd.model import (
     Trigger,
     remember_spec,
     remembered_spec,
+    spec_text_hash,
 )
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
@@ -70,7 +71,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class DueJobs:
     jobs: list[JobRecord]
-    active: set[str]  # those with a queued or running run
+    active: set[str]  # those with a queued run, or one running on a live instance
     store_now: datetime | None  # the store's clock when any are due
 
 
@@ -79,6 +80,9 @@ class ApplyReport:
     added: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # Among `updated`: jobs whose stored spec had been rewritten behind the file's
+    # unchanged hash, by something other than jobd; the file's spec is back.
+    restored: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -99,6 +103,8 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
+        self._wake_owed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -119,8 +125,16 @@ class Store(LeaseOps):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            if not self.db.in_transaction():
+                self._wake_owed = False  # rolled back: nothing changed
+            raise
+        if self._wake_owed and not self.db.in_transaction():
+            self._wake_owed = False
+            self._wake_after_commit()
 
     def now(self) -> datetime:
         """The database's clock, aware UTC: the one clock all hosts share.
@@ -164,17 +178,26 @@ class Store(LeaseOps):
         added, updated, removed = [], [], []
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-            # Only what decides the action: 10,000 full rows would be read for nothing.
-            existing = {
-                name: (source, config_hash, removed)
-                for name, source, config_hash, removed in Job.select(
-                    Job.name, Job.source, Job.config_hash, Job.removed
-                ).tuples()
-            }
+            # The stored spec too, not only its hash: anyone who can write the jobs
+            # table can rewrite a spec and leave the file's hash beside it. Each row
+            # is compared as it is read, so the texts are not all held at once.
+            existing: dict[str, tuple[str, bool, bool]] = {}
+            rewritten: set[str] = set()
+            for name, source, config_hash, is_removed, text in (
+                Job.select(Job.name, Job.source, Job.config_hash, Job.removed, Job.spec)
+                .tuples()
+                .iterator()
+            ):
+                spec = config.jobs.get(name)
+                same = spec is not None and config_hash == spec.config_hash
+                if same and text != spec.to_json():
+                    same = False
+                    rewritten.add(name)
+                existing[name] = (source, same, is_removed)
             new_rows = []
             for name, spec in config.jobs.items():
                 row = existing.get(name)
@@ -183,18 +206,20 @@ class Store(LeaseOps):
                 if row is None:
                     new_rows.append(self._job_row(spec, now, first_fires))
                     added.append(name)
-                elif row[2] or row[1] != spec.config_hash:
+                elif row[2] or not row[1]:
                     self._update_job(Job.get(Job.name == name), spec, now)
                     updated.append(name)
             for start in range(0, len(new_rows), BATCH):
                 Job.insert_many(new_rows[start : start + BATCH]).execute()
-            for name, (source, _hash, was_removed) in existing.items():
+            for name, (source, _same, was_removed) in existing.items():
                 if source == Source.FILE.value and not was_removed and name not in config.jobs:
                     Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
                         Job.name == name
                     ).execute()
                     removed.append(name)
-        return ApplyReport(tuple(added), tuple(updated), tuple(removed))
+            changed.append(bool(added or updated or removed))
+        restored = tuple(name for name in updated if name in rewritten)
+        return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
     @staticmethod
     def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
@@ -245,7 +270,7 @@ class Store(LeaseOps):
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
-        with self.db.atomic():
+        with self._moving_fires():
             row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
             if row is None:
                 self._insert_job(spec, now)
@@ -253,18 +278,31 @@ class Store(LeaseOps):
             self._update_job(row, spec, now)
             return False
 
+    def add_unapplied_job(self, spec: JobSpec, now: datetime) -> None:
+        """Give a config-file job that no daemon has applied yet a row, so that a
+        command can pause it or record a `trigger --local` run of it.
+
+        The row stays `removed`, which no daemon fires or lists, until a daemon
+        applies a config holding the job (apply_config then takes the row over
+        with its own definition, keeping the pause). So a daemon running an
+        older config is not surprised by a job it never applied."""
+        row = {**self._job_row(spec, now), "removed": True, "next_fire_at": None}
+        self.m.Job.insert(row).on_conflict_ignore().execute()
+
     def remove_job(self, name: str, now: datetime) -> None:
-        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        with self._moving_fires():
+            self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                self.m.Job.name == name
+            ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
         """Pause or resume. A resumed job fires at its next slot after now: the slots
         it slept through are not missed fires to catch up on."""
         Job = self.m.Job
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             row = Job.get_or_none(Job.name == name)
             if row is None:
+                changed.append(False)
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
@@ -276,10 +314,17 @@ class Store(LeaseOps):
     def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
         return self.due_for_firing(now, limit).jobs
 
-    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
-        """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs. Nothing but the due
-        read when none is due, which is most of the time."""
+    def due_for_firing(
+        self, now: datetime, limit: int = 1000, active_within: float | None = None
+    ) -> DueJobs:
+        """The jobs due at `now`, which of them have an active run, and the store's
+        clock (as now() reads it): all a fire needs. Nothing but the due read when
+        none is due, which is most of the time.
+
+        A queued run is active. A running one is, unless `active_within` is given
+        and its instance is gone: stopped, its lock free, or (without a lock) no
+        heartbeat for `active_within` seconds. Such a run is only waiting to be
+        marked abandoned; a fire that took it for active would skip its slot."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
@@ -293,9 +338,10 @@ class Store(LeaseOps):
         if not rows:
             return DueJobs([], set(), None)
         jobs = []
-        for text, config_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
+        for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
             spec = JobSpec.from_json(text)
-            remember_spec(config_hash, spec)
+            # By the hash of the text read, never the hash column: see claim().
+            remember_spec(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -306,12 +352,38 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-        active = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+        store_now = from_db(rows[0][-1])
+        assert store_now is not None
+        return DueJobs(jobs, self._active_jobs(jobs, store_now, active_within), store_now)
+
+    def _active_jobs(
+        self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
+    ) -> set[str]:
+        """Those of `jobs` with a run queued, or running on an instance still there."""
+        rows = self._select_in(
+            "SELECT DISTINCT e.job, e.status, e.instance, i.heartbeat_at, i.stopped_at "
+            "FROM executions e LEFT JOIN instances i ON i.id = e.instance "
+            "WHERE e.status IN ({p}, {p}) AND e.job IN ({in})",
             [job.name for job in jobs],
             (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
+        active: set[str] = set()
+        presence: dict[str | None, bool] = {}
+        for job, status, instance, heartbeat_at, stopped_at in rows:
+            if job in active:
+                continue
+            if status == Status.QUEUED.value or active_within is None:
+                active.add(job)
+                continue
+            if instance not in presence:
+                presence[instance] = stopped_at is None and (
+                    instance is None  # not this store's to judge: count it
+                    or self.instance_state(instance, from_db(heartbeat_at), active_within, now)
+                    is Presence.LIVE
+                )
+            if presence[instance]:
+                active.add(job)
+        return active
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -482,6 +554,23 @@ class Store(LeaseOps):
             return
         self._wake_after_commit()
 
+    @contextmanager
+    def _moving_fires(self) -> Iterator[list[bool]]:
+        """A transaction that can move jobs' next fires (pause, resume, schedule,
+        unschedule, applying a config): the daemons are woken when it commits, so a
+        daemon asleep until its next known fire learns of an earlier one at once.
+
+        The caller may append False to the yielded list when it changed nothing."""
+        changed: list[bool] = []
+        with self.atomic():
+            yield changed
+            if all(changed):
+                self._wake_in_transaction()
+                if self.backend == "sqlite":
+                    # Read by atomic() once the outermost transaction has committed:
+                    # a daemon woken before that would read the jobs as they were.
+                    self._wake_owed = True
+
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
         it goes with the COMMIT, no round trip of its own."""
@@ -641,36 +730,46 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
-            self._executemany(
-                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
-                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
-                [
-                    (Status.RUNNING.value, to_db(started), instance, host, c["job_config_hash"],
-                     c["id"], Status.QUEUED.value)
-                    for c in chosen
-                ],
-            )  # fmt: skip
             # Specs of the chosen runs' jobs only, each parsed once for all its runs;
-            # those a fire of this tick read already are known by their hash.
+            # those a fire of this tick read already are known by their hash. The
+            # run records the hash of the spec it runs, computed from that spec's
+            # text: the jobs row's hash column is only as true as its last writer.
             specs: dict[str, JobSpec] = {}
+            hashes: dict[str, str] = {}
             for c in chosen:
                 known = remembered_spec(c["job_config_hash"])
                 if known is not None and known.name == c["job"]:
                     specs[c["job"]] = known
+                    hashes[c["job"]] = c["job_config_hash"]
             unknown = sorted({c["job"] for c in chosen} - specs.keys())
-            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})",
-                                         unknown))  # fmt: skip
+            texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
+            for name, text in texts:
+                specs[name] = JobSpec.from_json(text)
+                hashes[name] = spec_text_hash(text)
+            self._executemany(
+                f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
+                f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
+                [
+                    (Status.RUNNING.value, to_db(started), instance, host, hashes[c["job"]],
+                     c["id"], Status.QUEUED.value)
+                    for c in chosen
+                ],
+            )  # fmt: skip
             runs = {}
             for c in chosen:
+                del c["job_config_hash"]
                 c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
-                         host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
+                         host=host, config_hash=hashes[c["job"]])  # fmt: skip
                 del c["overlap"], c["clock"]
                 runs[c["id"]] = self._run_from_dict(c)
-        specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
-    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
-        """Claim one specific queued run (for `jobd trigger --local`)."""
+    def claim_run(
+        self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
+    ) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`), to run the
+        job's stored definition, or `spec` when the caller has its own (the
+        config file's, which the store may not have applied yet)."""
         E, Job = self.m.Execution, self.m.Job
         with self.db.atomic():
             row = (
@@ -682,15 +781,18 @@ class Store(LeaseOps):
             )
             if row is None:
                 return None
+            started = to_db(self.now())
             E.update(
                 status=Status.RUNNING,
-                started_at=to_db(self.now()),
+                started_at=started,
+                not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=row["config_hash"],
+                # Of what runs, as in claim(): the caller's spec, or the stored one.
+                config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -842,6 +944,11 @@ class Store(LeaseOps):
         I.update(stopped_at=to_db(self.now()), role="stopped", running=0).where(
             I.id == instance
         ).execute()
+
+    def remove_instance(self, instance: str) -> None:
+        """Forget a one-shot instance (`trigger --local`) that ended cleanly; its
+        runs keep its name."""
+        self.m.Instance.delete().where(self.m.Instance.id == instance).execute()
 
     def instances(self) -> list[dict[str, Any]]:
         I = self.m.Instance

@@ -1,0 +1,71 @@
+"""The one masker behind the log, a run's output and the child runners (jobd.masking)."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from jobd.masking import Masker
+from jobd.runner import OutputTail
+
+SECRET = 'tok a"b/c+d&e=f-48151623'
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        SECRET,
+        quote(SECRET, safe=""),
+        quote(SECRET),
+        quote_plus(SECRET),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(SECRET, safe="")),
+        json.dumps(SECRET)[1:-1],
+    ],
+    ids=["raw", "percent", "path", "form", "lower-hex", "json"],
+)
+def test_every_encoded_form_is_masked(form: str) -> None:
+    masked = Masker([SECRET]).mask(f"before {form} after")
+    assert masked == "before *** after"
+
+
+def test_overlapping_secrets_are_masked_as_one_span() -> None:
+    assert Masker(["abcd", "cdef"]).mask("xxabcdefyy") == "xx***yy"
+
+
+def test_short_values_are_left_alone_below_min_length() -> None:
+    masker = Masker(["ab", "abcd"], min_length=4)
+    assert masker.mask("ab abcd") == "ab ***"
+
+
+def test_url_passwords_are_masked_when_asked() -> None:
+    text = "cannot reach postgresql://jobd:letmein@db/jobd, password=hunter22"
+    assert Masker(url_passwords=True).mask(text) == (
+        "cannot reach postgresql://jobd:***@db/jobd, password=***"
+    )
+    assert Masker().mask(text) == text
+
+
+def test_a_secret_reaching_into_the_window_is_masked_whole() -> None:
+    data = b"0123SECRET-VALUE:after"
+    assert Masker(["SECRET-VALUE"]).mask_bytes(data, 10) == b"***:after"
+
+
+def test_masking_is_not_reported_as_dropped_output() -> None:
+    tail = OutputTail(max_lines=100, max_bytes=1000, secrets=(SECRET,))
+    for line in (SECRET, quote(SECRET, safe=""), "plain"):
+        tail.feed(f"{line}\n".encode())
+    text, stored = tail.snapshot()
+    assert text == "***\n***\nplain\n"
+    assert stored == len(text.encode())  # all kept: nothing said to be dropped
+
+
+def test_dropped_output_is_still_counted_beside_masking() -> None:
+    tail = OutputTail(max_lines=2, max_bytes=1000, secrets=(SECRET,))
+    tail.feed(b"first line that is dropped\n")
+    tail.feed(f"{SECRET}\nlast\n".encode())
+    text, stored = tail.snapshot()
+    assert text == "***\nlast\n"
+    assert stored - len(text.encode()) == len("first line that is dropped\n")
