@@ -664,3 +664,30 @@ def test_a_tick_that_waited_on_the_store_does_not_take_the_wait_for_a_clock_diff
     finally:
         daemon.leader.release()
         daemon.waker.close()
+
+
+def test_daemon_connections_carry_keepalives_and_server_side_timeouts(postgres_url: str) -> None:
+    import psycopg2.extensions
+
+    from jobd.store import pgwire
+
+    store = open_store(postgres_url)
+    try:
+        store.limit_waits(2.0, lambda: False)
+        settings = {
+            name: store.db.execute_sql(f"SHOW {name}").fetchone()[0]
+            for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+        }
+        params = store.db.connect_params
+        assert settings == {
+            "statement_timeout": "2s",
+            "idle_in_transaction_session_timeout": "4s",
+        }
+        assert params["keepalives"] == 1 and params["tcp_user_timeout"] == 2000
+        # The server's own limit ends a statement stuck on a lock, say.
+        with pytest.raises(Exception, match=r"statement timeout|did not answer"):
+            store.db.execute_sql("SELECT pg_sleep(5)")
+    finally:
+        store.close()
+        psycopg2.extensions.set_wait_callback(None)  # this test process is no daemon
+        pgwire._limits.seconds = None
