@@ -58,6 +58,7 @@ from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.files import StoreIdentity, StoreVanished, leader_lock_path
 from jobd.store.groups import active_by_group
 from jobd.store.lease import LeaseLost
 from jobd.storewait import PROBE_EVERY, OutageLog, StartupWait
@@ -153,6 +154,10 @@ class Daemon:
         self._round_began: datetime | None = None
         self._first_round = True  # slots since the config was applied are on time
         self._replay_from: datetime | None = None  # a forward clock jump's start
+        # SQLite: the file opened, so that one deleted or replaced under us is noticed.
+        self._store_file = (
+            StoreIdentity(sqlite_path(store.url)) if store.backend == "sqlite" else None
+        )
 
     # -- wiring -----------------------------------------------------------------
 
@@ -165,7 +170,7 @@ class Daemon:
                 raise ConfigError(
                     "leader = 'file' needs a SQLite store; use 'table'", key="jobd.leader"
                 )
-            return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
+            return FileLeader(leader_lock_path(sqlite_path(self.store.url)), self.waker.wake)
         s = self.config.settings
         return TableLeader(
             self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock
@@ -365,6 +370,8 @@ class Daemon:
                 )
         self._quiet = self._lock is not None and self.waker.socket_bound
         self._quiet = self.waker.watch_clock_steps() and self._quiet
+        if self._store_file is not None:
+            self._quiet = self.waker.watch_file(self._store_file.database) and self._quiet
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -454,6 +461,10 @@ class Daemon:
                     # than the runs. Fires are timed wake-ups, never delayed by this.
                     _nap(COALESCE)
             self._shutdown()
+        except StoreVanished as exc:
+            log.error("%s", exc, extra={"action": "store.vanished"})
+            self._end_runs_unrecorded("cancelled: jobd's store vanished")
+            raise
         finally:
             self.flags.restore()
             self.waker.close()
@@ -506,6 +517,10 @@ class Daemon:
         jump = self._jumps.check(now, self.clock.monotonic())
         if jump is None:
             return
+        # The housekeeping timers (schedule) keep naive wall-clock next times: stepped
+        # back an hour, heartbeats and reaping would wait that hour, and other
+        # instances would take this one for dead. Their next times start again here.
+        self._setup_housekeeping()
         if jump > 0:
             # The slots the step skipped were not missed: they replay (see jobd.planner).
             start = now - timedelta(seconds=jump)
@@ -593,6 +608,8 @@ class Daemon:
     def tick(self, now: datetime) -> float:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
+        if self._store_file is not None:
+            self._store_file.check()  # before anything is written into a lost file
         self.executor.flush()
         if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()
@@ -880,6 +897,14 @@ class Daemon:
             return False
         # Outcomes the store cannot take yet are retried for a while in _shutdown.
         return not self.executor.pending_writes or not self.store_ok
+
+    def _end_runs_unrecorded(self, reason: str) -> None:
+        """Stop this daemon's runs and wait for them to end (their kill_grace, and a
+        little more), with nowhere to record it: no job outlives a daemon that quits."""
+        self.executor.stop_all(reason)
+        deadline = time.monotonic() + self.config.settings.kill_grace + 5
+        for process in list(self.executor.running.values()):
+            process.join(max(0.0, deadline - time.monotonic()))
 
     def _shutdown(self) -> None:
         # Outcomes the store just failed are retried for a while. A store known to be

@@ -81,6 +81,11 @@ class StoreTooNew(StoreUnavailable):
     """The store was written by a newer jobd; it is refused, never modified."""
 
 
+class StoreValueRefused(JobdError):
+    """The store is there but refused a value (too long, a broken constraint): not an
+    outage, and waiting for the store would not help."""
+
+
 class NoDaemon(JobdError):
     exit_code = ExitCode.UNAVAILABLE
 
@@ -96,16 +101,24 @@ class QuotaRefused(JobdError):
 # Exceptions of the database drivers and the ORM, found by module so that this
 # module imports none of them.
 _STORE_MODULES = ("peewee", "sqlite3", "psycopg2", "playhouse")
+# DB-API error classes (every driver and peewee name them so) about the data, not
+# about reaching the store.
+_REFUSALS = {"DataError", "IntegrityError"}
 
 
-def store_failure(exc: BaseException) -> StoreUnavailable | None:
-    """A database error that escaped the store (disk full, connection lost, a
-    damaged file) as the one-line StoreUnavailable a command reports, or None."""
-    drivers = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+def store_failure(exc: BaseException) -> JobdError | None:
+    """A database error that escaped the store as the one-line error a command
+    reports, or None: StoreUnavailable (exit 69) for disk full, connection lost, a
+    damaged file; StoreValueRefused (exit 1) for a value the store would not take."""
+    mro = type(exc).__mro__
+    drivers = {c.__module__.split(".")[0] for c in mro}
     if not drivers.intersection(_STORE_MODULES) or not isinstance(exc, Exception):
         return None
     lines = str(exc).strip().splitlines()
-    return StoreUnavailable(f"store error: {lines[0] if lines else type(exc).__name__}")
+    first = lines[0] if lines else type(exc).__name__
+    if _REFUSALS.intersection(c.__name__ for c in mro):
+        return StoreValueRefused(f"the store refused a value: {first}")
+    return StoreUnavailable(f"store error: {first}")
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

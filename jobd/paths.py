@@ -69,7 +69,15 @@ def check_config_ownership(path: Path) -> None:
     """As root, refuse a config not owned by root or writable by others, as cron does."""
     if os.geteuid() != 0:
         return
-    info = path.stat()
+    refuse_unless_roots(path, path.stat())
+
+
+def refuse_unless_roots(path: str | os.PathLike[str], info: os.stat_result) -> None:
+    """Refuse a file or directory that a user other than root could have written.
+
+    Whoever can write jobd's config, its store or the files beside the store can
+    run commands as root; cron refuses such a crontab for the same reason. The
+    one check for all of them (jobd.store.files applies it to the store's)."""
     if info.st_uid != 0:
         raise ConfigError("refused: owned by a user other than root (as cron does)", file=str(path))
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

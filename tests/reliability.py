@@ -46,6 +46,9 @@ FAULTS = {
     "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
     "wake": "Pause, resume, schedule and unschedule through the CLI against an idle daemon",
     "stall": "Daemon stopped (SIGSTOP) past its slots, or a run left by a vanished instance",
+    "root-files": "Root daemon: planted symlinks, others' or world-writable store files",
+    "store-vanished": "SQLite store deleted or replaced under a running daemon",
+    "store-limits": "56-character host name and 237-character schedule",
 }
 
 

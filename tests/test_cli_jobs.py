@@ -168,6 +168,12 @@ def test_schedule_override_from_the_environment(home: dict[str, Any]) -> None:
 
 
 def test_list_after_run_once(home: dict[str, Any]) -> None:
+    # Reading never creates a store: an empty one here could be where a daemon's vanished.
+    # Before any store, list shows the file's jobs and says there is none yet.
+    missing = jobd(home, "list", "--store", home["store"])
+    assert missing.returncode == 0 and "jobd: no store at " in missing.stderr
+    assert not Path(home["store"].removeprefix("sqlite:///")).exists()
+    open_store(home["store"]).close()
     before = jobd(home, "list", "--json", "--store", home["store"])
     assert before.returncode == 0, before.stderr
     assert {job["applied"] for job in json.loads(before.stdout)} == {"not applied"}
@@ -283,6 +289,7 @@ def test_next_as_text(home: dict[str, Any]) -> None:
 
 
 def test_next_unknown_job_suggests_the_closest(home: dict[str, Any]) -> None:
+    open_store(home["store"]).close()
     result = jobd(home, "next", "nightyl", "--store", home["store"])
     assert result.returncode == 2
     assert error_line(result) == "jobd: unknown job 'nightyl' (did you mean 'nightly'?)"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from jobd.model import NewRun, Status, Trigger
+from jobd.store import open_store
 from tests.clihelp import (
     ANSI,
     RUN_SHAPE,
@@ -177,6 +178,7 @@ def test_show_for_people(store_url: str, store: Any) -> None:
 
 
 def test_show_and_logs_unknown_id(sqlite_url: str, tmp_path: Path) -> None:
+    open_store(sqlite_url).close()
     for command in ("show", "logs"):
         result = jobd(sqlite_url, tmp_path, command, "999")
         assert result.returncode == 2
@@ -233,6 +235,7 @@ def test_trigger_queues_a_manual_run_and_audits(store_url: str, store: Any, tmp_
 
 
 def test_trigger_unknown_job(sqlite_url: str, store: Any, tmp_path: Path) -> None:
+    open_store(sqlite_url).close()
     result = jobd(sqlite_url, tmp_path, "trigger", "nope")
     assert result.returncode == 2 and "unknown job 'nope'" in result.stderr
 

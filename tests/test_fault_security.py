@@ -149,8 +149,8 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
 ) -> None:
     config = write_config(tmp_path / "jobd.toml", '[jobs.a]\ncommand = ["true"]\n')
     data = tmp_path / "data"
-    data.mkdir(mode=0o777)
-    data.chmod(0o777)
+    data.mkdir(mode=0o755)  # one others can write is refused (test_fault_root_files.py)
+    data.chmod(0o755)
     db = data / "jobd.db"
     url = f"sqlite:///{db}"
     daemon = Daemon(config, url, tmp_path / "jobd.log", preexec=lambda: os.umask(0))
@@ -161,11 +161,12 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
         run_id = store.enqueue(NewRun("a", Trigger.MANUAL, store.now()))
         wait_for(lambda: store.execution(run_id).status.final, timeout=20)
         found = {p.name: mode(p) for p in data.iterdir()}
+        found.update({f"jobd.db.d/{p.name}": mode(p) for p in (data / "jobd.db.d").iterdir()})
         wake = []
-        for sock in (data / "jobd.db.wake").iterdir():
+        for sock in (data / "jobd.db.d" / "wake").iterdir():
             with contextlib.suppress(FileNotFoundError):  # a socket may come and go
                 wake.append(mode(sock))
-        locks = [mode(lock) for lock in (data / "jobd.db.instances").iterdir()]
+        locks = [mode(lock) for lock in (data / "jobd.db.d" / "instances").iterdir()]
         assert daemon.stop() == 0
         reliability.observe(
             "security",
@@ -177,9 +178,10 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
             "jobd.db": 0o600,
             "jobd.db-wal": 0o600,
             "jobd.db-shm": 0o600,
-            "jobd.db.leader": 0o600,
-            "jobd.db.wake": 0o700,
-            "jobd.db.instances": 0o700,
+            "jobd.db.d": 0o700,
+            "jobd.db.d/leader": 0o600,
+            "jobd.db.d/wake": 0o700,
+            "jobd.db.d/instances": 0o700,
         }
         assert wake and all(m & 0o077 == 0 for m in wake)
         assert locks == [0o600]  # the daemon's liveness lock

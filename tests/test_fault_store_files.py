@@ -199,7 +199,8 @@ def read_only_store(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "ro"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        # mode: a tmpfs is 1777 by default, and root refuses a store others can write.
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
     )

@@ -117,7 +117,7 @@ def opened(store_url: str) -> Iterator[Callable[[], Store]]:
 
 
 def test_migrations_create_the_current_schema_version(store: Store) -> None:
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 3
     assert [version for _, version in versions(store)] == [SCHEMA_VERSION]
     assert set(store.db.get_tables()) >= TABLES
     assert store.schema_version == SCHEMA_VERSION
@@ -153,6 +153,30 @@ def test_concurrent_first_opens_migrate_once(store_url: str, opened: Callable[[]
     assert all(seen == results[0] for seen in results)
     schema_rows, jobs = results[0]
     assert [version for _, version in schema_rows] == [SCHEMA_VERSION] and jobs == []
+
+
+def test_a_version_2_store_loses_its_column_limits(store_url: str, store: Store) -> None:
+    """Version 2 stores on PostgreSQL had varchar(64) instance ids and varchar(200)
+    schedules, which a valid config exceeded; version 3 makes them text, keeping rows."""
+    add_jobs(store, '[jobs.a]\nschedule = "@hourly"\ncommand = ["true"]\n')
+    if store_url.startswith("postgresql"):
+        for table, column, size in (("jobs", "schedule", 200), ("instances", "id", 64)):
+            store.db.execute_sql(
+                f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE varchar({size})'
+            )
+    store.m.Schema.update(version=2).execute()
+    store.close()
+    again = open_store(store_url)
+    try:
+        assert again.m.Schema.get().version == SCHEMA_VERSION
+        long_id = "h" * 56 + "-123456-abcdef"
+        again.register_instance(long_id, "h" * 56, 123456, "0")
+        long_schedule = ",".join(map(str, range(60))) + " " + ",".join(map(str, range(24)))
+        again.m.Job.update(schedule=long_schedule + " * * *").execute()
+        assert [i["id"] for i in again.instances()] == [long_id]
+        assert again.job("a").spec.name == "a"
+    finally:
+        again.close()
 
 
 def test_a_newer_store_is_refused_and_not_modified(store_url: str, store: Store) -> None:
@@ -837,3 +861,24 @@ def test_cancel_racing_claim_on_postgresql(
     # Either the cancel saw the claim (running: flag it) or it came first (queued:
     # cancel it); never a cancelled row that a daemon is running.
     assert (seen, run.status, run.cancel_requested) == (Status.RUNNING, Status.RUNNING, True)
+
+
+def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) -> None:
+    """Exit 69 says "the store is not there, try later"; a refused value is not that."""
+    from jobd.errors import StoreValueRefused, store_failure
+
+    store.register_instance("twice", "h", 1, "0")
+    with pytest.raises(pw.IntegrityError) as refused:
+        store.m.Instance.insert(
+            id="twice",
+            host="h",
+            pid=1,
+            version="0",
+            started_at=datetime.now(),
+            heartbeat_at=datetime.now(),
+        ).execute()
+    failure = store_failure(refused.value)
+    assert isinstance(failure, StoreValueRefused) and failure.exit_code == ExitCode.FAILURE
+    assert "unavailable" not in str(failure)
+    gone = pw.OperationalError("could not connect to server")
+    assert store_failure(gone).exit_code == ExitCode.UNAVAILABLE  # type: ignore[union-attr]

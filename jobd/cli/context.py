@@ -21,11 +21,23 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The commands that create a SQLite store that does not exist yet: the daemon,
+# and the commands that write a job's state (`schedule` defines a job with no
+# config file; `pause` and `resume` may come before any daemon ran). `trigger
+# --local` creates one too (see jobd.cli.runs). Any other command given a
+# missing store says "no store at PATH" (exit 69).
+STORE_CREATORS = frozenset({"run", "schedule", "pause", "resume"})
+
 
 class Context:
-    def __init__(self, config_path: str | None, store_override: str | None) -> None:
+    def __init__(
+        self, config_path: str | None, store_override: str | None, create_store: bool = False
+    ) -> None:
         self.config_path = config_path
         self.store_override = store_override
+        # Only the commands in STORE_CREATORS make a SQLite store that is not there:
+        # the others would leave an empty one where a daemon's store vanished.
+        self.create_store = create_store
         self._config: Config | None = None
         self._settings_only: Config | None = None
         # Why the config file did not load, once a command went on without it.
@@ -95,7 +107,7 @@ class Context:
             load_orm(backend_of(url))
             from jobd.store import open_store
 
-            self._store = open_store(url)
+            self._store = open_store(url, create=self.create_store)
         return self._store
 
     def reader(self) -> Reader:

@@ -105,14 +105,20 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     Example:
       jobd list --json | jq '.[] | select(.paused)'
     """
-    from jobd.ops.jobs import Applied, list_jobs
+    from jobd.ops.jobs import Applied, list_jobs, unapplied_jobs
+    from jobd.store.files import MissingStore
 
-    entries = list_jobs(ctx.scope(), ctx.now())
-    last = ctx.store.last_statuses([e.name for e in entries])
+    last: dict[str, Any] | None
+    try:
+        entries = list_jobs(ctx.scope(), ctx.now())
+        last = ctx.store.last_statuses([e.name for e in entries])
+    except MissingStore as exc:  # before any daemon ran: the file's jobs are all there is
+        click.echo(f"jobd: {exc}", err=True)
+        entries, last = unapplied_jobs(ctx.store_config, ctx.now()), None
     quotas = ctx.store_config.groups
     grouped = {e.spec.group for e in entries if e.spec.group}
     active: dict[str, int] = {}
-    if grouped & set(quotas):
+    if grouped & set(quotas) and last is not None:
         from jobd.store.groups import active_by_group
 
         active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
@@ -124,7 +130,7 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
                     "schedule": e.spec.schedule,
                     "timezone": e.spec.timezone,
                     "next_fire": rfc3339(e.next_fire_at),
-                    "last_status": last[e.name].value if e.name in last else None,
+                    "last_status": last[e.name].value if last and e.name in last else None,
                     "paused": e.paused,
                     "enabled": e.spec.enabled,
                     "source": e.spec.source.value,
@@ -142,7 +148,7 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
             e.spec.schedule or "(manual)",
             e.spec.timezone,
             render.when(e.next_fire_at, local_time) if not e.paused else "(paused)",
-            last[e.name].value if e.name in last else "-",
+            last[e.name].value if last and e.name in last else "-",
             "yes" if e.paused else "no",
             e.spec.source.value + ("" if e.applied is Applied.YES else f" ({e.applied.value})"),
         ]

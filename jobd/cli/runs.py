@@ -45,12 +45,19 @@ def trigger(
       jobd trigger backup --follow
       id=$(jobd trigger backup) && jobd logs "$id" --follow
     """
+    from jobd.ops.runs import no_daemon
     from jobd.ops.runs import trigger as trigger_run
+    from jobd.store.files import MissingStore
 
     if wait or follow:
         interruptible()
     run_local = _local_executor() if local_run else None
-    scope = ctx.scope(whole_config=False)
+    if local_run:
+        ctx.create_store = True  # a first run here may come before any daemon made it
+    try:
+        scope = ctx.scope(whole_config=False)
+    except MissingStore as exc:  # no daemon ever ran on it
+        raise no_daemon(name, f"no store at {exc.database} yet") from None
     queued = trigger_run(scope, actor(), name, local=local_run)
     if queued.differs_from_file:
         click.echo(

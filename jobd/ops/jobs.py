@@ -14,6 +14,7 @@ from jobd.ops.quotas import upsert_or_refuse
 from jobd.ops.scope import Scope
 
 if TYPE_CHECKING:
+    from jobd.model import Config
     from jobd.store import JobRecord
 
 
@@ -38,11 +39,23 @@ class JobEntry:
         return self.spec.name
 
 
+def unapplied_jobs(config: Config, now: datetime) -> list[JobEntry]:
+    """The config file's jobs as they stand before any daemon applied them (no
+    store yet)."""
+    return [_unapplied(spec, False, now) for _name, spec in sorted(config.jobs.items())]
+
+
+def _unapplied(spec: JobSpec, paused: bool, now: datetime) -> JobEntry:
+    """A job of the file that no daemon applied: with the first fire the file gives it."""
+    from jobd.store.store import first_fire_after
+
+    first = first_fire_after(spec, now) if spec.enabled else None
+    return JobEntry(spec, paused, first, Applied.NOT_YET)
+
+
 def list_jobs(scope: Scope, now: datetime) -> list[JobEntry]:
     """The store's jobs and the config file's, by name, each marked by how the
     store's definition stands against the file's."""
-    from jobd.store.store import first_fire_after
-
     config = scope.config
     records = {r.name: r for r in scope.store.jobs(include_removed=True)}
     entries: list[JobEntry] = []
@@ -51,8 +64,7 @@ def list_jobs(scope: Scope, now: datetime) -> list[JobEntry]:
         if record is None or record.removed:
             assert spec is not None
             paused = record is not None and record.paused  # paused before it was applied
-            first = first_fire_after(spec, now) if spec.enabled else None
-            entries.append(JobEntry(spec, paused, first, Applied.NOT_YET))
+            entries.append(_unapplied(spec, paused, now))
             continue
         applied = Applied.YES
         if record.source is Source.FILE and scope.config_problem is None:

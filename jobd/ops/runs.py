@@ -48,11 +48,7 @@ def trigger(scope: Scope, actor: str, name: str, local: bool = False) -> Trigger
         from jobd.store.admin import live_instances
 
         if not live_instances(store, ttl, store.now()):
-            raise NoDaemon(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s), "
-                f"so nothing would run it; start `jobd run`, or run it here with "
-                f"`jobd trigger {name} --local`. Nothing was queued."
-            )
+            raise no_daemon(name, f"none heartbeat within {ttl:g}s")
         record = scope.applied_job(name)  # a daemon runs what it applied
         spec = record.spec
         differs = file_spec is not None and file_spec.config_hash != spec.config_hash
@@ -66,6 +62,15 @@ def trigger(scope: Scope, actor: str, name: str, local: bool = False) -> Trigger
     store.audit("trigger", actor, name, {"run": run_id, "local": local})
     paused = record is not None and record.paused
     return Triggered(run_id, name, spec, paused, differs)
+
+
+def no_daemon(name: str, why: str) -> NoDaemon:
+    """Nothing would run a manual run of NAME: say so, and what to do instead."""
+    return NoDaemon(
+        f"no live jobd daemon on this store ({why}), so nothing would run it; "
+        f"start `jobd run`, or run it here with `jobd trigger {name} --local`. "
+        "Nothing was queued."
+    )
 
 
 def _local_definition(scope: Scope, name: str) -> tuple[JobRecord | None, JobSpec]:

@@ -24,7 +24,8 @@ from typing import Any
 from jobd.errors import StoreUnavailable
 from jobd.timeutil import from_db, to_db
 
-SCHEMA_VERSION = 2  # 2 added jobs.group_name, which these queries do not read
+# 2 added jobs.group_name, which these queries do not read; 3 made strings text.
+SCHEMA_VERSION = 3
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
@@ -227,7 +228,10 @@ def open_reader(url: str) -> Reader | None:
     if backend == "sqlite":
         path = sqlite_path(url)
         if not os.path.isfile(path):
-            return None  # the full Store creates it with the right mode
+            return None  # the full Store says there is none, or creates it
+        from jobd.store.files import check_store_files
+
+        check_store_files(path)
         import sqlite3
 
         try:

@@ -19,7 +19,7 @@ import peewee as pw
 
 from jobd.cron import parse_schedule
 from jobd.errors import StoreUnavailable
-from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
+from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -34,6 +34,7 @@ from jobd.model import (
     remembered_spec,
     spec_text_hash,
 )
+from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
@@ -541,9 +542,7 @@ class Store(LeaseOps):
         """SQLite: a directory of per-daemon sockets beside the database."""
         if self.backend != "sqlite":
             return None
-        from jobd.store.connect import sqlite_path
-
-        return sqlite_path(self.url) + ".wake"
+        return files.wake_dir(sqlite_path(self.url))
 
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
@@ -585,6 +584,7 @@ class Store(LeaseOps):
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
+            poke_all(files.legacy_wake_dir(sqlite_path(self.url)))
 
     # -- executions ----------------------------------------------------------
 
@@ -972,7 +972,7 @@ class Store(LeaseOps):
         """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
         if self.backend != "sqlite":
             return None
-        return lock_dir(sqlite_path(self.url))
+        return files.instances_dir(sqlite_path(self.url))
 
     def instance_state(
         self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
@@ -1249,9 +1249,12 @@ class Store(LeaseOps):
         ]
 
 
-def open_store(url: str, migrate_schema: bool = True) -> Store:
-    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
-    db = connect(url)
+def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable.
+
+    `create`: make a SQLite store that does not exist yet; commands that only read
+    pass False, so that they never leave an empty store where one vanished."""
+    db = connect(url, create)
     store = Store(db, url)
     try:
         if migrate_schema:
