@@ -691,3 +691,73 @@ def test_daemon_connections_carry_keepalives_and_server_side_timeouts(postgres_u
         store.close()
         psycopg2.extensions.set_wait_callback(None)  # this test process is no daemon
         pgwire._limits.seconds = None
+
+
+# -- what is waited out, and how it is told (pure) ------------------------------------------
+
+
+def _passing_cases() -> list[tuple[str, BaseException, str, bool]]:
+    import peewee as pw
+
+    from jobd.errors import ConfigError, StoreTooNew, StoreUnavailable
+
+    pg = "store postgresql://jobd:***@db/jobd: "
+    return [
+        ("refused", StoreUnavailable(pg + "connection refused"), "postgresql", True),
+        (
+            "no such host",
+            StoreUnavailable(pg + "could not translate host name"),
+            "postgresql",
+            True,
+        ),
+        (
+            "bad password",
+            StoreUnavailable(pg + "password authentication failed"),
+            "postgresql",
+            True,
+        ),
+        (
+            "no database",
+            StoreUnavailable(pg + 'database "jobd" does not exist'),
+            "postgresql",
+            True,
+        ),
+        ("cut mid-way", pw.OperationalError("server closed the connection"), "postgresql", True),
+        ("a value refused", pw.IntegrityError("value too long"), "postgresql", False),
+        ("newer store", StoreTooNew("store x has schema version 99"), "postgresql", False),
+        ("bad URL", ConfigError("malformed store URL", key="jobd.store"), "postgresql", False),
+        ("unsupported", StoreUnavailable("unsupported store URL 'mysql://x'"), "postgresql", False),
+        ("locked", StoreUnavailable("store sqlite:///x: database is locked"), "sqlite", True),
+        ("locked, raw", pw.OperationalError("database is locked"), "sqlite", True),
+        ("disk full", pw.OperationalError("database or disk is full"), "sqlite", True),
+        ("corrupt", StoreUnavailable("store sqlite:///x: file is not a database"), "sqlite", False),
+        ("read-only", pw.OperationalError("attempt to write a readonly database"), "sqlite", False),
+        ("foreign", StoreUnavailable("store sqlite:///x is not a jobd store"), "sqlite", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "backend", "passing"), _passing_cases(), ids=[c[0] for c in _passing_cases()]
+)
+def test_what_waiting_can_fix(case: str, error: BaseException, backend: str, passing: bool) -> None:
+    from jobd.storewait import is_passing
+
+    assert is_passing(error, backend) is passing
+
+
+def test_an_outage_is_told_after_1_2_4_seconds_up_to_max_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobd import storewait
+
+    clock = [100.0]
+    monkeypatch.setattr(storewait.time, "monotonic", lambda: clock[0])
+    outage = storewait.OutageLog(max_backoff=8.0)
+    told = []
+    for second in range(40):  # an attempt a second
+        clock[0] = 100.0 + second
+        if outage.failed():
+            told.append(second)
+    assert told == [0, 1, 3, 7, 15, 23, 31, 39]
+    assert outage.attempts == 40 and outage.recovered() == 39.0
+    assert not outage.down
