@@ -27,7 +27,7 @@ import schedule
 from jobd import __version__
 from jobd.clock import Clock, JumpDetector
 from jobd.durations import format_duration
-from jobd.errors import ConfigError
+from jobd.errors import ConfigError, StoreValueRefused, store_failure
 from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
@@ -572,17 +572,20 @@ class Daemon:
                 # store's return, or other instances will take them for lost.
                 delay = min(delay, self.config.settings.lease_ttl / 3)
             first = not self.outage.down
+            trouble, still = _store_trouble(exc)
             if self.outage.failed():
                 if first:
                     log.error(
-                        "store unavailable (%s); trying again every %.0fs",
+                        "%s (%s); trying again every %.0fs",
+                        trouble,
                         _one_line(exc),
                         PROBE_EVERY,
                         extra={"action": "store.down"},
                     )
                 else:
                     log.warning(
-                        "store still unavailable after %.0fs (%d attempts): %s",
+                        "%s after %.0fs (%d attempts): %s",
+                        still,
                         self.outage.seconds,
                         self.outage.attempts,
                         _one_line(exc),
@@ -947,6 +950,14 @@ def _settings_only(config: Config) -> Config:
     """The daemon reads jobs from the store; holding every parsed job as well would
     keep megabytes (10,000 jobs) in memory for nothing."""
     return dataclasses.replace(config, jobs={})
+
+
+def _store_trouble(exc: BaseException) -> tuple[str, str]:
+    """How the log names a store error, first and then while it lasts: an outage, or
+    a value the store would not take, which is no outage (though tried again too)."""
+    if isinstance(store_failure(exc), StoreValueRefused):
+        return "the store refused a value", "the store still refuses a value"
+    return "store unavailable", "store still unavailable"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -177,6 +177,7 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     before = jobd(home, "list", "--json", "--store", home["store"])
     assert before.returncode == 0, before.stderr
     assert {job["applied"] for job in json.loads(before.stdout)} == {"not applied"}
+    assert not Path(home["store"].removeprefix("sqlite:///")).exists()
 
     applied = jobd(home, "run", "--once", "--store", home["store"])
     assert applied.returncode == 0, applied.stderr
