@@ -534,6 +534,46 @@ def test_runs_that_end_during_an_outage_keep_their_real_end_time(
     store.close()
 
 
+def test_on_sqlite_a_run_that_ends_while_the_store_is_locked_keeps_its_real_end(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """SQLite's outage: another process holds the write lock (a backup, say) when a
+    run ends; its end is written once the lock goes, as when it happened."""
+    url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    ended = tmp_path / "ended"
+    daemon = daemon_for(tmp_path, url, {"short": {"shell": f"sleep 2; date +%s.%N > {ended}"}})
+    store = open_store(url)
+    holder = sqlite3.connect(tmp_path / "jobd.db", isolation_level=None)
+    try:
+        daemon.start()
+        run_id = trigger(store, "short")
+        wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+        holder.execute("BEGIN EXCLUSIVE")
+        wait_for(ended.exists, timeout=10)
+        time.sleep(4)  # the lock is held well after the run ended
+        holder.execute("ROLLBACK")
+        done = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
+        assert daemon.stop() == 0
+    finally:
+        holder.close()
+        daemon.cleanup()
+    real_end = datetime.fromtimestamp(float(ended.read_text()), UTC)
+    assert done.finished_at is not None
+    late = (done.finished_at - real_end).total_seconds()
+    reliability.observe(
+        "store-outage",
+        "sqlite",
+        runs=1,
+        stuck=stuck_rows(store),
+        detail=f"a 2 s run ended while another process held the write lock 4 s more: "
+        f"recorded end {late:+.1f}s from its real end, duration {done.duration_s:.1f}s",
+    )
+    assert done.status is Status.SUCCEEDED
+    assert abs(late) < 1.0, (done.finished_at, real_end)
+    assert done.duration_s is not None and 1.5 < done.duration_s < 3.0
+    store.close()
+
+
 def test_the_daemon_resumes_within_seconds_of_the_store_coming_back(
     postgres_url: str, tmp_path: Path, reliability: Recorder
 ) -> None:
