@@ -554,6 +554,11 @@ class Daemon:
             self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
+        if self.flags.stop_requests and not self.store_ok:
+            # Stopping while the store is away: every try would wait for it, out of
+            # the runs' grace. Outcomes get one more try in _shutdown.
+            self.executor.collect()
+            return ACTIVE_POLL
         try:
             timeout = self.tick(now)
             forget_parsed_specs()  # only a tick's worth is worth keeping
@@ -663,7 +668,9 @@ class Daemon:
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
-        skew = (now - store_now).total_seconds()
+        # Against our clock as the store answered, not as the tick began: a slow
+        # round trip earlier in the tick (a stall) is no clock difference.
+        skew = (self.clock.now() - store_now).total_seconds()
         if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
             # The lease notices at its next renewal; until then fire times from a
             # clock this far off would run jobs at the wrong time, and move their
