@@ -43,7 +43,6 @@ from jobd.model import (
     Outcome,
     Run,
     Status,
-    forget_parsed_specs,
 )
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
@@ -561,7 +560,7 @@ class Daemon:
             return ACTIVE_POLL
         try:
             timeout = self.tick(now)
-            forget_parsed_specs()  # only a tick's worth is worth keeping
+            self.store.specs.forget()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             self._round_began = None  # slots due until the store is back are missed
             # Tried again soon, however long it has been away: a back-off that kept

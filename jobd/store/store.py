@@ -30,8 +30,6 @@ from jobd.model import (
     Source,
     Status,
     Trigger,
-    remember_spec,
-    remembered_spec,
     spec_text_hash,
 )
 from jobd.store import files
@@ -39,6 +37,7 @@ from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
+from jobd.store.specs import SpecCache
 from jobd.timeutil import from_db, to_db
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
@@ -104,6 +103,7 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        self.specs = SpecCache()  # parsed specs, forgotten by the daemon after each tick
         # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
         self._wake_owed = False
 
@@ -151,7 +151,7 @@ class Store(LeaseOps):
 
     def _record(self, row: Any) -> JobRecord:
         return JobRecord(
-            spec=JobSpec.from_json(row.spec),
+            spec=self.specs.parse(row.spec),
             paused=row.paused,
             removed=row.removed,
             next_fire_at=from_db(row.next_fire_at),
@@ -261,7 +261,7 @@ class Store(LeaseOps):
         return {"name": spec.name, "created_at": to_db(now), **self._definition(spec, first, now)}
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
-        old = JobSpec.from_json(row.spec)
+        old = self.specs.parse(row.spec)
         timing_changed = (old.schedule, old.timezone) != (spec.schedule, spec.timezone)
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
@@ -307,7 +307,7 @@ class Store(LeaseOps):
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
-                spec = JobSpec.from_json(row.spec)
+                spec = self.specs.parse(row.spec)
                 if spec.enabled and not row.removed:
                     changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
             Job.update(changes).where(Job.name == name).execute()
@@ -340,9 +340,9 @@ class Store(LeaseOps):
             return DueJobs([], set(), None)
         jobs = []
         for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
-            spec = JobSpec.from_json(text)
+            spec = self.specs.parse(text)
             # By the hash of the text read, never the hash column: see claim().
-            remember_spec(spec_text_hash(text), spec)
+            self.specs.remember(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -737,14 +737,14 @@ class Store(LeaseOps):
             specs: dict[str, JobSpec] = {}
             hashes: dict[str, str] = {}
             for c in chosen:
-                known = remembered_spec(c["job_config_hash"])
+                known = self.specs.by_hash(c["job_config_hash"])
                 if known is not None and known.name == c["job"]:
                     specs[c["job"]] = known
                     hashes[c["job"]] = c["job_config_hash"]
             unknown = sorted({c["job"] for c in chosen} - specs.keys())
             texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
             for name, text in texts:
-                specs[name] = JobSpec.from_json(text)
+                specs[name] = self.specs.parse(text)
                 hashes[name] = spec_text_hash(text)
             self._executemany(
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
@@ -792,7 +792,7 @@ class Store(LeaseOps):
                 config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else self.specs.parse(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -1048,7 +1048,7 @@ class Store(LeaseOps):
                 if not updated:
                     continue
                 job_row = Job.get_or_none(Job.name == run.job)
-                spec = JobSpec.from_json(job_row.spec) if job_row else None
+                spec = self.specs.parse(job_row.spec) if job_row else None
                 for follow in follow_ups(run, outcome, spec):
                     E.insert(self._run_row(follow, now)).execute()
                     queued = True
