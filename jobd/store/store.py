@@ -312,9 +312,6 @@ class Store(LeaseOps):
                     changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
             Job.update(changes).where(Job.name == name).execute()
 
-    def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
-        return self.due_for_firing(now, limit).jobs
-
     def due_for_firing(
         self, now: datetime, limit: int = 1000, active_within: float | None = None
     ) -> DueJobs:
@@ -813,22 +810,6 @@ class Store(LeaseOps):
         assert moment is not None
         return set(running), moment
 
-    def set_pid(self, run_id: int, pid: int) -> None:
-        self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
-
-    def write_log(self, run_id: int, tail: str, total_bytes: int) -> bool:
-        """Store the output tail; False when the run was cancelled meanwhile."""
-        E = self.m.Execution
-        E.update(log=tail, log_bytes=total_bytes).where(E.id == run_id).execute()
-        return not bool(E.select(E.cancel_requested).where(E.id == run_id).scalar())
-
-    def cancel_requested(self, run_ids: Sequence[int]) -> set[int]:
-        if not run_ids:
-            return set()
-        E = self.m.Execution
-        query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
-        return {row.id for row in query}
-
     def runs_to_stop(self, instance: str, run_ids: Sequence[int]) -> dict[int, str]:
         """Of the runs `instance` is executing, those it must stop, with the reason:
         a cancel was requested, or another instance already settled the run (marked
@@ -846,45 +827,6 @@ class Store(LeaseOps):
             elif cancel:
                 stop[run_id] = "cancelled by request"
         return stop
-
-    def finish(
-        self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
-    ) -> bool:
-        """Record the end of a running run and queue its retries or chains, atomically.
-
-        Only the instance that runs it may finish it, and only while it is still
-        running: a run already marked abandoned keeps that outcome.
-        """
-        E = self.m.Execution
-        with self.db.atomic():
-            now = self.now()
-            row = E.get_or_none(E.id == run_id)
-            if row is None or row.status != Status.RUNNING or row.instance != instance:
-                return False
-            if not self._end_run(row, instance, outcome, now):
-                return False
-            for run in follow_ups:
-                E.insert(self._run_row(run, now)).execute()
-        return True
-
-    def _end_run(self, row: Any, instance: str, outcome: Outcome, now: datetime) -> bool:
-        """Record a run's end only if `instance` still runs it: the condition is in the
-        UPDATE itself, so a concurrent abandon or cancel cannot be overwritten."""
-        E = self.m.Execution
-        started = from_db(row.started_at) or now
-        updated = (
-            E.update(
-                status=outcome.status.value,
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                error=outcome.error,
-                finished_at=to_db(now),
-                duration_s=max(0.0, (now - started).total_seconds()),
-            )
-            .where(E.id == row.id, E.status == Status.RUNNING, E.instance == instance)
-            .execute()
-        )
-        return bool(updated)
 
     def request_cancel(self, run_id: int) -> Status:
         """Cancel a queued run at once, or flag a running one for its daemon.
@@ -1132,8 +1074,9 @@ class Store(LeaseOps):
         return applied
 
     def _end_runs(self, ends: Sequence[tuple]) -> set[int]:
-        """Record many ends, each only if its instance still runs it (the condition is
-        in the UPDATE, as in _end_run); returns the ids whose end was recorded. Rows
+        """Record many ends, each only if its instance still runs it: the condition is
+        in the UPDATE itself, so a concurrent abandon or cancel cannot be overwritten.
+        Returns the ids whose end was recorded. Rows
         are (id, instance, status, exit_code, signal, error, finished_at, duration_s)."""
         if not ends:
             return set()
