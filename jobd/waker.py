@@ -18,8 +18,8 @@ from typing import Any
 
 from jobd.clockstep import ClockStepWatch
 from jobd.filewatch import FileWatch
+from jobd.store.store import WAKE_CHANNEL
 
-WAKE_CHANNEL = "jobd_wake"
 # sun_path holds 108 bytes on Linux (104 on macOS); a store deep in the file
 # system puts its wake sockets beyond that.
 MAX_SOCKET_PATH = 100
