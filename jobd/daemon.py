@@ -27,7 +27,7 @@ import schedule
 from jobd import __version__
 from jobd.clock import Clock, JumpDetector
 from jobd.durations import format_duration
-from jobd.errors import ConfigError
+from jobd.errors import ConfigError, StoreValueRefused, first_line, store_failure
 from jobd.executor import Executor
 from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
@@ -43,7 +43,6 @@ from jobd.model import (
     Outcome,
     Run,
     Status,
-    forget_parsed_specs,
 )
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
@@ -308,7 +307,7 @@ class Daemon:
                     self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
                     log.info("pruned %d old runs", total, extra={"action": "history.prune"})
             except STORE_FAILURES as exc:
-                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+                log.warning("prune failed: %s", first_line(exc), extra={"action": "history.prune"})
             finally:
                 self.store.db.close()  # this thread's own connection
 
@@ -424,7 +423,7 @@ class Daemon:
             if self._listen_backoff.current == 0:
                 log.warning(
                     "cannot LISTEN for wake-ups (%s); retrying with back-off",
-                    _one_line(exc),
+                    first_line(exc),
                     extra={"action": "store.listen"},
                 )
             # Logged once; tried again as often as the store itself.
@@ -487,7 +486,7 @@ class Daemon:
                         self.notifier,
                         lambda: self.flags.stop_requests > 0,
                     )
-                wait.failed(_one_line(exc))
+                wait.failed(first_line(exc))
                 if not wait.pause(PROBE_EVERY):
                     return False
         return False
@@ -554,9 +553,14 @@ class Daemon:
             self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
+        if self.flags.stop_requests and not self.store_ok:
+            # Stopping while the store is away: every try would wait for it, out of
+            # the runs' grace. Outcomes get one more try in _shutdown.
+            self.executor.collect()
+            return ACTIVE_POLL
         try:
             timeout = self.tick(now)
-            forget_parsed_specs()  # only a tick's worth is worth keeping
+            self.store.specs.forget()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             self._round_began = None  # slots due until the store is back are missed
             # Tried again soon, however long it has been away: a back-off that kept
@@ -567,20 +571,23 @@ class Daemon:
                 # store's return, or other instances will take them for lost.
                 delay = min(delay, self.config.settings.lease_ttl / 3)
             first = not self.outage.down
+            trouble, still = _store_trouble(exc)
             if self.outage.failed():
                 if first:
                     log.error(
-                        "store unavailable (%s); trying again every %.0fs",
-                        _one_line(exc),
+                        "%s (%s); trying again every %.0fs",
+                        trouble,
+                        first_line(exc),
                         PROBE_EVERY,
                         extra={"action": "store.down"},
                     )
                 else:
                     log.warning(
-                        "store still unavailable after %.0fs (%d attempts): %s",
+                        "%s after %.0fs (%d attempts): %s",
+                        still,
                         self.outage.seconds,
                         self.outage.attempts,
-                        _one_line(exc),
+                        first_line(exc),
                         extra={"action": "store.down"},
                     )
             self.store_ok = False
@@ -660,7 +667,9 @@ class Daemon:
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
-        skew = (now - store_now).total_seconds()
+        # Against our clock as the store answered, not as the tick began: a slow
+        # round trip earlier in the tick (a stall) is no clock difference.
+        skew = (self.clock.now() - store_now).total_seconds()
         if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
             # The lease notices at its next renewal; until then fire times from a
             # clock this far off would run jobs at the wrong time, and move their
@@ -840,7 +849,7 @@ class Daemon:
         except STORE_FAILURES as exc:
             log.error(
                 "reload could not reach the store (%s); will apply on next reload",
-                _one_line(exc),
+                first_line(exc),
                 extra={"action": "config.rejected"},
             )
             return
@@ -942,9 +951,12 @@ def _settings_only(config: Config) -> Config:
     return dataclasses.replace(config, jobs={})
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _store_trouble(exc: BaseException) -> tuple[str, str]:
+    """How the log names a store error, first and then while it lasts: an outage, or
+    a value the store would not take, which is no outage (though tried again too)."""
+    if isinstance(store_failure(exc), StoreValueRefused):
+        return "the store refused a value", "the store still refuses a value"
+    return "store unavailable", "store still unavailable"
 
 
 def _nap(seconds: float) -> None:

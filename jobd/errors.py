@@ -114,11 +114,17 @@ def store_failure(exc: BaseException) -> JobdError | None:
     drivers = {c.__module__.split(".")[0] for c in mro}
     if not drivers.intersection(_STORE_MODULES) or not isinstance(exc, Exception):
         return None
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else type(exc).__name__
+    first = first_line(exc)
     if _REFUSALS.intersection(c.__name__ for c in mro):
         return StoreValueRefused(f"the store refused a value: {first}")
     return StoreUnavailable(f"store error: {first}")
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """An exception's message as one line (drivers' messages run over several):
+    its first line, or `default` (else the exception's type) when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else (default or type(exc).__name__)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

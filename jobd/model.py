@@ -10,7 +10,6 @@ import json
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 
@@ -144,13 +143,8 @@ class JobSpec:
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
-        """The spec stored as `text`. Within one daemon tick the same spec is read
-        twice (a fire, then its run's claim): parsed ones are kept until
-        forget_parsed_specs(), which the daemon calls after every tick."""
-        return _spec_from_json(text)
-
-    @classmethod
-    def _parse(cls, text: str) -> JobSpec:
+        """The spec stored as `text` (a store keeps parsed ones for a tick: see
+        jobd.store.specs)."""
         data: dict[str, Any] = json.loads(text)
         # Lookups rather than Enum calls: the daemon parses thousands at a time.
         data["kind"] = _KINDS[data["kind"]]
@@ -224,28 +218,6 @@ _new_spec = object.__new__
 _SPEC_SLOTS = tuple(
     (f.name, getattr(JobSpec, f.name).__set__, _default_of(f)) for f in fields(JobSpec)
 )
-
-# Specs are frozen; sharing one parsed instance between callers is safe. The bound
-# only guards a caller that never forgets; the daemon forgets after every tick.
-_spec_from_json = lru_cache(maxsize=65536)(JobSpec._parse)
-
-
-# The same specs by their config hash (a hash of that very text), so that a claim
-# in the tick of its fire knows the spec from the jobs row's hash alone.
-_spec_by_hash: dict[str, JobSpec] = {}
-
-
-def remember_spec(config_hash: str, spec: JobSpec) -> None:
-    _spec_by_hash[config_hash] = spec
-
-
-def remembered_spec(config_hash: str) -> JobSpec | None:
-    return _spec_by_hash.get(config_hash)
-
-
-def forget_parsed_specs() -> None:
-    _spec_from_json.cache_clear()
-    _spec_by_hash.clear()
 
 
 @dataclass(frozen=True)

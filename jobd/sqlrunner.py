@@ -22,6 +22,7 @@ from typing import Any
 
 from jobd.childlog import fail
 from jobd.config_kinds import fill_placeholders
+from jobd.errors import first_line
 from jobd.masking import Masker
 from jobd.model import SQL_ROWS_SHOWN
 from jobd.urls import postgres_url_problem, url_passwords
@@ -67,7 +68,7 @@ def run_postgres(url: str, statement: str, timeout: float, mask: Masker) -> int:
             url, connect_timeout=CONNECT_TIMEOUT, application_name="jobd sql job"
         )
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        first = first_line(exc, "connection failed")
         return fail(f"cannot connect: {first}", mask)
     conn.autocommit = True  # as pg_cron: no transaction left open, VACUUM works
     try:

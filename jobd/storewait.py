@@ -27,7 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from jobd.errors import StoreTooNew, StoreUnavailable, UsageError, store_failure
+from jobd.errors import (
+    ExitCode,
+    StoreTooNew,
+    StoreUnavailable,
+    UsageError,
+    first_line,
+    store_failure,
+)
 from jobd.notify import Notifier
 from jobd.store.urls import backend_of, mask_url, sqlite_path
 
@@ -65,6 +72,8 @@ def is_passing(exc: BaseException, backend: str) -> bool:
     """Whether waiting can fix this store error (see the module's docstring)."""
     if isinstance(exc, StoreTooNew) or not isinstance(exc, Exception):
         return False
+    if getattr(exc, "exit_code", None) == ExitCode.USAGE:
+        return False  # a malformed URL, a bad config: said at once, exit 2
     if isinstance(exc, StoreUnavailable):
         text = str(exc)
     elif store_failure(exc) is not None or isinstance(exc, sqlite3.Error):
@@ -82,17 +91,19 @@ def is_passing(exc: BaseException, backend: str) -> bool:
 
 
 def refused(exc: BaseException) -> BaseException:
-    """The error `jobd run` exits with when waiting cannot fix it."""
+    """The error `jobd run` exits with when waiting cannot fix it; a driver's message
+    may quote the URL, so the store's password is masked."""
+    from jobd.log import mask_secrets
+
     if isinstance(exc, StoreUnavailable):
-        return StoreRefused(str(exc))
+        return StoreRefused(mask_secrets(str(exc)))
     failure = store_failure(exc)
-    return StoreRefused(str(failure)) if failure is not None else exc
+    return StoreRefused(mask_secrets(str(failure))) if failure is not None else exc
 
 
 def reason_of(exc: BaseException, url: str) -> str:
     """One line saying why, without the URL that the caller shows anyway."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0].strip() if lines else type(exc).__name__
+    text = first_line(exc)
     prefix = f"store {mask_url(url)}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
 

@@ -136,7 +136,18 @@ class Waker:
         import psycopg2
 
         self.unlisten()
-        conn = psycopg2.connect(dsn, connect_timeout=5, application_name="jobd-listen")
+        # It sits idle, so only TCP keepalives find a peer that vanished (a host
+        # down, a cut without RST); a stall the daemon notices on its own
+        # connection replaces this one too.
+        conn = psycopg2.connect(
+            dsn,
+            connect_timeout=5,
+            application_name="jobd-listen",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")

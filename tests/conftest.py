@@ -111,6 +111,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def finish_run(store: Any, run_id: int, instance: str, outcome: Any, follow_ups: Any = ()) -> bool:
+    """End a running run as a daemon does, through the store's one end-run path;
+    False when `instance` no longer runs it."""
+    return bool(store.record_progress({}, {}, [(run_id, instance, outcome, follow_ups)])[0])
+
+
+def write_output(store: Any, run_id: int, text: str, total: int | None = None) -> None:
+    """Record a run's output tail as a daemon does (`total`: all bytes seen)."""
+    seen = len(text.encode()) if total is None else total
+    store.record_progress({}, {run_id: (text, seen)}, [])
+
+
 def jobd_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "jobd", *args]
 

@@ -172,11 +172,10 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     # Before any store, list shows the file's jobs and says there is none yet.
     missing = jobd(home, "list", "--store", home["store"])
     assert missing.returncode == 0 and "jobd: no store at " in missing.stderr
-    assert not Path(home["store"].removeprefix("sqlite:///")).exists()
-    open_store(home["store"]).close()
     before = jobd(home, "list", "--json", "--store", home["store"])
     assert before.returncode == 0, before.stderr
     assert {job["applied"] for job in json.loads(before.stdout)} == {"not applied"}
+    assert not Path(home["store"].removeprefix("sqlite:///")).exists()
 
     applied = jobd(home, "run", "--once", "--store", home["store"])
     assert applied.returncode == 0, applied.stderr

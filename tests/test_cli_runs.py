@@ -32,7 +32,7 @@ from tests.clihelp import (
     jobd,
     postgresql_url,
 )
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import jobd_cmd, wait_for, write_output
 
 __all__ = ["postgresql_url"]  # the fixture alias, see tests.clihelp
 
@@ -156,7 +156,7 @@ def test_show_json_has_every_field(store_url: str, store: Any) -> None:
     run_id = enqueue(store, "backup")
     instance = add_instance(store)
     store.claim(instance, "h1", 1)
-    store.write_log(run_id, "one\ntwo\n", 100)
+    write_output(store, run_id, "one\ntwo\n", 100)
     result = invoke(store_url, "show", str(run_id), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.output)
@@ -168,7 +168,7 @@ def test_show_json_has_every_field(store_url: str, store: Any) -> None:
 def test_show_for_people(store_url: str, store: Any) -> None:
     add_job(store, "backup")
     run_id = enqueue(store, "backup", Status.FAILED, error="exit 3")
-    store.write_log(run_id, "it broke\n", 9)
+    write_output(store, run_id, "it broke\n", 9)
     result = invoke(store_url, "show", str(run_id))
     assert result.exit_code == 0, result.output
     assert "status         failed" in result.output
@@ -190,7 +190,7 @@ def test_show_and_logs_unknown_id(sqlite_url: str, tmp_path: Path) -> None:
 def test_logs_prints_the_tail_and_says_what_was_dropped(store_url: str, store: Any) -> None:
     add_job(store, "backup")
     run_id = enqueue(store, "backup", Status.SUCCEEDED)
-    store.write_log(run_id, "last line\n", 5000)
+    write_output(store, run_id, "last line\n", 5000)
     result = invoke(store_url, "logs", str(run_id))
     assert result.exit_code == 0
     assert "4990 earlier bytes were not kept" in result.output

@@ -257,3 +257,36 @@ def test_a_slot_between_applying_the_config_and_leading_is_fired_not_missed(
     daemon.fire_due(max(daemon.clock.now(), slot + timedelta(milliseconds=300)))
     fired = store.executions("tick", limit=None)
     assert (slot, Trigger.SCHEDULE) in [(r.scheduled_for, r.trigger) for r in fired]
+
+
+def test_a_value_the_store_refuses_in_a_tick_is_not_called_an_outage(
+    store: Store, make_daemon: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value the store will not take (here, a check the operator added) is not an
+    outage: "store unavailable" would send the operator to the database server."""
+    import logging
+
+    from jobd.errors import ExitCode, StoreValueRefused, store_failure
+
+    daemon = make_daemon(job("refused"))
+    store.enqueue(NewRun("refused", Trigger.MANUAL, not_before=store.now()))
+    if store.backend == "postgresql":
+        store.db.execute_sql(
+            "ALTER TABLE executions ADD CONSTRAINT no_start CHECK (status <> 'running') NOT VALID"
+        )
+    else:
+        store.db.execute_sql(
+            "CREATE TRIGGER no_start BEFORE UPDATE ON executions WHEN NEW.status = 'running' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a check'); END"
+        )
+    with caplog.at_level(logging.WARNING, logger="jobd"):
+        try:
+            daemon._safe_tick(daemon.clock.now())
+        except Exception as exc:  # SQLite's own error class escapes the loop: exit 1
+            failure = store_failure(exc)
+            assert isinstance(failure, StoreValueRefused), exc
+            assert failure.exit_code == ExitCode.FAILURE
+            assert str(failure).startswith("the store refused a value: ")
+        else:  # peewee's is tried again, as an outage is, but not called one
+            assert caplog.records[-1].getMessage().startswith("the store refused a value (")
+    assert not any("unavailable" in record.getMessage() for record in caplog.records)

@@ -24,7 +24,7 @@ import pytest
 from jobd.config import parse_config
 from jobd.model import NewRun, Outcome, Status, Trigger
 from jobd.store import open_store
-from tests.conftest import jobd_cmd
+from tests.conftest import finish_run, jobd_cmd
 from tests.faults import Daemon, jobd_main, write_config
 from tests.reliability import Recorder
 
@@ -63,7 +63,7 @@ def real_store(path: Path) -> None:
     store.apply_config(parse_config(CONFIG), store.now())
     run_id = store.enqueue(NewRun("backup", Trigger.MANUAL, store.now()))
     store.claim_run(run_id, "i", "h")
-    store.finish(run_id, "i", Outcome(Status.SUCCEEDED, 0))
+    finish_run(store, run_id, "i", Outcome(Status.SUCCEEDED, 0))
     store.close()
 
 

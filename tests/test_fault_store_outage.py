@@ -245,6 +245,38 @@ def test_a_sqlite_store_whose_directory_is_missing_is_created_by_jobd_run(
     store.close()
 
 
+def test_sighup_while_waiting_reads_the_config_again(
+    postgres_url: str, tmp_path: Path, reliability: Recorder
+) -> None:
+    """A store URL corrected in jobd.toml while jobd waits is taken at SIGHUP."""
+    jobs = {"tick": {"schedule": EVERY_SECOND, "command": ["true"]}}
+    with store_proxy(postgres_url, refusing=True) as proxy:
+        daemon = daemon_for(tmp_path, proxy.url_for(postgres_url), jobs)
+        daemon.env["JOBD_STORE"] = ""  # the config's `store` counts
+        write_config(daemon.config, config_text(jobs, store=proxy.url_for(postgres_url)))
+        try:
+            daemon.start(ready=False)
+            wait_for(lambda: waiting_or_exited(daemon), timeout=20)
+            assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
+            write_config(daemon.config, config_text(jobs, store=postgres_url))
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: "started:" in daemon.log(), timeout=15)
+            store = open_store(postgres_url)
+            wait_for(lambda: len(finished(store, "tick")) >= 1, timeout=15)
+            ticks = len(runs(store, "tick"))
+            store.close()
+            assert daemon.stop() == 0
+        finally:
+            daemon.cleanup()
+    reliability.observe(
+        "store-outage",
+        "postgresql",
+        runs=ticks,
+        detail="store URL corrected while waiting: SIGHUP read it, the daemon started",
+    )
+    assert "reading the config again" in daemon.full_log()
+
+
 def test_a_missing_postgresql_database_is_waited_for_too(
     postgres_admin: Any, tmp_path: Path, reliability: Recorder
 ) -> None:
@@ -502,6 +534,46 @@ def test_runs_that_end_during_an_outage_keep_their_real_end_time(
     store.close()
 
 
+def test_on_sqlite_a_run_that_ends_while_the_store_is_locked_keeps_its_real_end(
+    tmp_path: Path, reliability: Recorder
+) -> None:
+    """SQLite's outage: another process holds the write lock (a backup, say) when a
+    run ends; its end is written once the lock goes, as when it happened."""
+    url = f"sqlite:///{tmp_path / 'jobd.db'}"
+    ended = tmp_path / "ended"
+    daemon = daemon_for(tmp_path, url, {"short": {"shell": f"sleep 2; date +%s.%N > {ended}"}})
+    store = open_store(url)
+    holder = sqlite3.connect(tmp_path / "jobd.db", isolation_level=None)
+    try:
+        daemon.start()
+        run_id = trigger(store, "short")
+        wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
+        holder.execute("BEGIN EXCLUSIVE")
+        wait_for(ended.exists, timeout=10)
+        time.sleep(4)  # the lock is held well after the run ended
+        holder.execute("ROLLBACK")
+        done = wait_run(store, run_id, lambda r: r.status.final, timeout=20)
+        assert daemon.stop() == 0
+    finally:
+        holder.close()
+        daemon.cleanup()
+    real_end = datetime.fromtimestamp(float(ended.read_text()), UTC)
+    assert done.finished_at is not None
+    late = (done.finished_at - real_end).total_seconds()
+    reliability.observe(
+        "store-outage",
+        "sqlite",
+        runs=1,
+        stuck=stuck_rows(store),
+        detail=f"a 2 s run ended while another process held the write lock 4 s more: "
+        f"recorded end {late:+.1f}s from its real end, duration {done.duration_s:.1f}s",
+    )
+    assert done.status is Status.SUCCEEDED
+    assert abs(late) < 1.0, (done.finished_at, real_end)
+    assert done.duration_s is not None and 1.5 < done.duration_s < 3.0
+    store.close()
+
+
 def test_the_daemon_resumes_within_seconds_of_the_store_coming_back(
     postgres_url: str, tmp_path: Path, reliability: Recorder
 ) -> None:
@@ -605,3 +677,127 @@ def test_a_clock_sample_taken_across_a_stall_is_discarded(store: Store, caplog: 
         leader.poll()
     assert leader.clock_skew is None
     assert not any("differs" in r.getMessage() for r in caplog.records)
+
+
+def test_a_tick_that_waited_on_the_store_does_not_take_the_wait_for_a_clock_difference(
+    store: Store,
+) -> None:
+    """A tick began 40 s before the store answered its due read (earlier calls of
+    the tick stalled): firing goes on, with no "clock differs" refusal."""
+    from jobd.config import parse_config
+    from jobd.daemon import Daemon as LoopDaemon
+    from jobd.timeutil import to_db
+
+    config = parse_config(
+        '[jobd]\nlease_ttl = "3s"\n'
+        f'[jobs.j]\nschedule = "{EVERY_SECOND}"\ncatchup = "latest"\ncommand = ["true"]\n'
+    )
+    store.apply_config(config, store.now())
+    due = store.now().replace(microsecond=0) - timedelta(seconds=60)
+    store.m.Job.update(next_fire_at=to_db(due)).where(store.m.Job.name == "j").execute()
+    daemon = LoopDaemon(config, store)
+    try:
+        assert daemon.leader.poll()
+        tick_began = now() - timedelta(seconds=40)
+        daemon.fire_due(tick_began)
+        assert [r.job for r in store.executions("j", limit=None)] == ["j"]
+    finally:
+        daemon.leader.release()
+        daemon.waker.close()
+
+
+def test_daemon_connections_carry_keepalives_and_server_side_timeouts(postgres_url: str) -> None:
+    import psycopg2.extensions
+
+    from jobd.store import pgwire
+
+    store = open_store(postgres_url)
+    try:
+        store.limit_waits(2.0, lambda: False)
+        settings = {
+            name: store.db.execute_sql(f"SHOW {name}").fetchone()[0]
+            for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+        }
+        params = store.db.connect_params
+        assert settings == {
+            "statement_timeout": "2s",
+            "idle_in_transaction_session_timeout": "4s",
+        }
+        assert params["keepalives"] == 1 and params["tcp_user_timeout"] == 2000
+        # The server's own limit ends a statement stuck on a lock, say.
+        with pytest.raises(Exception, match=r"statement timeout|did not answer"):
+            store.db.execute_sql("SELECT pg_sleep(5)")
+    finally:
+        store.close()
+        psycopg2.extensions.set_wait_callback(None)  # this test process is no daemon
+        pgwire._limits.seconds = None
+
+
+# -- what is waited out, and how it is told (pure) ------------------------------------------
+
+
+def _passing_cases() -> list[tuple[str, BaseException, str, bool]]:
+    import peewee as pw
+
+    from jobd.errors import ConfigError, StoreTooNew, StoreUnavailable
+
+    pg = "store postgresql://jobd:***@db/jobd: "
+    return [
+        ("refused", StoreUnavailable(pg + "connection refused"), "postgresql", True),
+        (
+            "no such host",
+            StoreUnavailable(pg + "could not translate host name"),
+            "postgresql",
+            True,
+        ),
+        (
+            "bad password",
+            StoreUnavailable(pg + "password authentication failed"),
+            "postgresql",
+            True,
+        ),
+        (
+            "no database",
+            StoreUnavailable(pg + 'database "jobd" does not exist'),
+            "postgresql",
+            True,
+        ),
+        ("cut mid-way", pw.OperationalError("server closed the connection"), "postgresql", True),
+        ("a value refused", pw.IntegrityError("value too long"), "postgresql", False),
+        ("newer store", StoreTooNew("store x has schema version 99"), "postgresql", False),
+        ("bad URL", ConfigError("malformed store URL", key="jobd.store"), "postgresql", False),
+        ("unsupported", StoreUnavailable("unsupported store URL 'mysql://x'"), "postgresql", False),
+        ("locked", StoreUnavailable("store sqlite:///x: database is locked"), "sqlite", True),
+        ("locked, raw", pw.OperationalError("database is locked"), "sqlite", True),
+        ("disk full", pw.OperationalError("database or disk is full"), "sqlite", True),
+        ("corrupt", StoreUnavailable("store sqlite:///x: file is not a database"), "sqlite", False),
+        ("read-only", pw.OperationalError("attempt to write a readonly database"), "sqlite", False),
+        ("foreign", StoreUnavailable("store sqlite:///x is not a jobd store"), "sqlite", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "backend", "passing"), _passing_cases(), ids=[c[0] for c in _passing_cases()]
+)
+def test_what_waiting_can_fix(case: str, error: BaseException, backend: str, passing: bool) -> None:
+    from jobd.storewait import is_passing
+
+    assert is_passing(error, backend) is passing
+
+
+def test_an_outage_is_told_after_1_2_4_seconds_up_to_max_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobd import storewait
+
+    clock = [100.0]
+    monkeypatch.setattr(storewait.time, "monotonic", lambda: clock[0])
+    outage = storewait.OutageLog(max_backoff=8.0)
+    told = []
+    for second in range(40):  # an attempt a second
+        clock[0] = 100.0 + second
+        if outage.failed():
+            told.append(second)
+    assert told == [0, 1, 3, 7, 15, 23, 31, 39]
+    assert outage.attempts == 40 and outage.recovered() == 39.0
+    assert not outage.down

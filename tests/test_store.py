@@ -25,7 +25,7 @@ from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
 from jobd.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from tests.conftest import wait_for
+from tests.conftest import finish_run, wait_for, write_output
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TABLES = {"jobd_schema", "jobs", "executions", "leader_lease", "instances", "audit_events"}
@@ -368,7 +368,10 @@ def test_apply_inserts_jobs_with_their_first_slot(store: Store) -> None:
     for name, record in records.items():
         assert record.spec == cfg.jobs[name]
         assert (record.source, record.paused, record.removed) == (Source.FILE, False, False)
-    assert [r.name for r in store.due_jobs(NOW + timedelta(days=2))] == ["hourly", "nightly"]
+    assert [r.name for r in store.due_for_firing(NOW + timedelta(days=2)).jobs] == [
+        "hourly",
+        "nightly",
+    ]
 
 
 def test_apply_same_config_again_changes_nothing(store: Store) -> None:
@@ -422,7 +425,7 @@ def test_jobs_gone_from_the_file_are_removed_but_keep_history(store: Store) -> N
     assert len(store.executions(job="b")) == 2
     assert store.execution(run_id) is not None
     far = NOW + timedelta(days=400)
-    assert [r.name for r in store.due_jobs(far)] == ["a"]
+    assert [r.name for r in store.due_for_firing(far).jobs] == ["a"]
     assert store.next_fire_at() == store.job("a").next_fire_at  # type: ignore[union-attr]
     # Removing again is not reported again.
     assert not store.apply_config(jobs_config(a="* * * * *"), NOW).changed
@@ -466,7 +469,7 @@ def test_pause_survives_a_config_change(store: Store) -> None:
     store.apply_config(jobs_config(a="*/5 * * * *"), NOW)
     record = store.job("a")
     assert record is not None and record.paused
-    assert store.due_jobs(NOW + timedelta(days=1)) == []
+    assert store.due_for_firing(NOW + timedelta(days=1)).jobs == []
 
 
 # -- fires, runs, claims -----------------------------------------------------------
@@ -479,7 +482,7 @@ def test_replace_flags_the_running_run_when_a_fire_is_recorded(store: Store) -> 
     store.claim("i1", "h", 1)
     slot = NOW + timedelta(minutes=1)
     assert store.record_fires([fire("a", slot)], {}, cancel_jobs=["a"]) == 1
-    assert store.cancel_requested([running]) == {running}
+    assert store.execution(running).cancel_requested  # type: ignore[union-attr]
 
 
 def test_due_for_firing_tells_which_due_jobs_are_busy_and_the_store_clock(store: Store) -> None:
@@ -621,7 +624,7 @@ def test_exclusive_jobs_never_run_twice_at_once(
     owner, (run_id,) = winners[0]
     assert store.claim("late", "h", 5) == []
     # Once it ends, the next queued run may start, still one at a time.
-    assert store.finish(run_id, owner, Outcome(Status.SUCCEEDED)) is True
+    assert finish_run(store, run_id, owner, Outcome(Status.SUCCEEDED)) is True
     assert len(store.claim("late", "h", 5)) == 1
     assert store.claim("later", "h", 5) == []
 
@@ -633,29 +636,29 @@ def test_finish_only_by_the_owner_while_running(store: Store) -> None:
     second = store.enqueue(manual("a", now))
     assert {run.id for run, _ in store.claim("owner", "h", 2)} == {first, second}
 
-    assert store.finish(first, "someone-else", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, first, "someone-else", Outcome(Status.SUCCEEDED)) is False
     assert store.execution(first).status is Status.RUNNING  # type: ignore[union-attr]
 
     retry = NewRun(job="a", trigger=Trigger.RETRY, not_before=now, attempt=2, retry_of=first)
     outcome = Outcome(Status.FAILED, exit_code=3, error="exit status 3")
-    assert store.finish(first, "owner", outcome, follow_ups=[retry]) is True
+    assert finish_run(store, first, "owner", outcome, follow_ups=[retry]) is True
     done = store.execution(first)
     assert done is not None
     assert (done.status, done.exit_code, done.error) == (Status.FAILED, 3, "exit status 3")
     assert done.finished_at is not None and done.duration_s is not None and done.duration_s >= 0
     follow = store.executions(job="a", status=["queued"])
     assert [(r.trigger, r.attempt, r.retry_of) for r in follow] == [(Trigger.RETRY, 2, first)]
-    assert store.finish(first, "owner", Outcome(Status.SUCCEEDED)) is False  # already ended
+    assert finish_run(store, first, "owner", Outcome(Status.SUCCEEDED)) is False  # already ended
     assert store.execution(first).status is Status.FAILED  # type: ignore[union-attr]
 
     # A run marked abandoned keeps that outcome when its instance reports late.
     lost = store.reap_lost_runs(30, lambda run, outcome, spec: [], dead_instances=["owner"])
     assert [r.id for r in lost] == [second]
-    assert store.finish(second, "owner", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, second, "owner", Outcome(Status.SUCCEEDED)) is False
     late = store.execution(second)
     assert late is not None
     assert late.status is Status.ABANDONED and "instance owner" in (late.error or "")
-    assert store.finish(999_999, "owner", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, 999_999, "owner", Outcome(Status.SUCCEEDED)) is False
 
 
 def test_abandoned_runs_get_their_retries(store: Store) -> None:
@@ -685,8 +688,7 @@ def test_cancel(store: Store) -> None:
     assert store.request_cancel(running) is Status.RUNNING
     flagged = store.execution(running)
     assert flagged is not None and flagged.status is Status.RUNNING and flagged.cancel_requested
-    assert store.cancel_requested([queued, running]) == {running}
-    assert store.write_log(running, "partial output\n", 15) is False
+    assert set(store.runs_to_stop("i1", [running])) == {running}
 
     assert store.request_cancel(queued) is Status.CANCELLED  # already ended: unchanged
     with pytest.raises(KeyError):
@@ -697,7 +699,7 @@ def test_write_log_keeps_the_tail(store: Store) -> None:
     store.apply_config(overlap_config("allow"), NOW)
     run_id = store.enqueue(manual("a", store.now()))
     store.claim("i1", "h", 1)
-    assert store.write_log(run_id, "line 2\nline 3\n", 21) is True
+    write_output(store, run_id, "line 2\nline 3\n", 21)
     run = store.executions(job="a", with_log=True)[0]
     assert (run.log, run.log_bytes) == ("line 2\nline 3\n", 21)
     assert store.executions(job="a")[0].log == ""  # not read unless asked
@@ -838,7 +840,9 @@ def test_finish_racing_abandon_on_postgresql(
     with holder.atomic():
         list(E.select(E.id).where(E.id == run_id).for_update())
         join = start_blocked(
-            postgres_admin, other, lambda: other.finish(run_id, "owner", Outcome(Status.SUCCEEDED))
+            postgres_admin,
+            other,
+            lambda: finish_run(other, run_id, "owner", Outcome(Status.SUCCEEDED)),
         )
         holder.reap_lost_runs(30, lambda run, outcome, spec: [], dead_instances=["owner"])
     finished = join()

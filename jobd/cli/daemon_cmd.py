@@ -127,13 +127,22 @@ def run(
             prepared.store_url,
             prepared.max_backoff,
             notifier,
-            lambda: flags.stop_requests > 0,
+            # SIGHUP reads the config again (a corrected store URL, say).
+            lambda: flags.stop_requests > 0 or flags.reload_requested,
         )
         wait.failed(prepared.reason)
         probe = functools.partial(_probe, prepared.store_url)
         if not wait.pause(PROBE_EVERY) or wait.attempt(probe) is None:
-            return
+            if flags.stop_requests:
+                return
+            flags.reload_requested = False
+            logging.getLogger("jobd").info(
+                "reading the config again while waiting for the store",
+                extra={"action": "config.reload"},
+            )
+            wait = None  # its store URL may have changed
     applied = prepared
+    assert isinstance(applied, Applied)
     ctx._config = config = applied.config
     store_url = applied.store_url
     if detach:
@@ -151,10 +160,10 @@ def run(
     add_store_url(store_url)
     add_secrets(applied.secrets)
     applied.log(mask_url)
-    if wait is None:
-        wait = StartupWait(
-            store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
-        )
+    # The store may have gone away again since the child applied the config.
+    wait = StartupWait(
+        store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
+    )
     store = wait.attempt(lambda: ctx.store)
     if store is None:
         return

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from jobd.errors import StoreUnavailable, UsageError
+from jobd.errors import StoreUnavailable, UsageError, first_line
 
 SYSTEM_CRONTABS = ("/etc/crontab", "/etc/cron.d/")
 
@@ -134,7 +134,7 @@ def pg_cron(dsn: str, schema: str) -> None:
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10, application_name="jobd import")
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        first = first_line(exc, "connection failed")
         masker = Masker(url_passwords(dsn), url_passwords=True)  # libpq may quote the DSN
         raise StoreUnavailable(f"cannot connect to {mask_url(dsn)}: {masker(first)}") from None
     try:

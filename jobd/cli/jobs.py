@@ -113,7 +113,11 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
         entries = list_jobs(ctx.scope(), ctx.now())
         last = ctx.store.last_statuses([e.name for e in entries])
     except MissingStore as exc:  # before any daemon ran: the file's jobs are all there is
-        click.echo(f"jobd: {exc}", err=True)
+        click.echo(
+            f"jobd: no store at {exc.database} yet: these are the config file's jobs "
+            "(`jobd run` creates the store)",
+            err=True,
+        )
         entries, last = unapplied_jobs(ctx.store_config, ctx.now()), None
     quotas = ctx.store_config.groups
     grouped = {e.spec.group for e in entries if e.spec.group}

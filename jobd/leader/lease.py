@@ -74,16 +74,6 @@ class TableLeader:
     def leading(self) -> bool:
         return self.term() is not None
 
-    @property
-    def since(self) -> datetime | None:
-        term = self.term()
-        return term.since if term else None
-
-    @property
-    def epoch(self) -> int | None:
-        term = self.term()
-        return term.epoch if term else None
-
     def step_down(self, reason: str) -> None:
         if self._term is not None:
             self._lose(f"{reason}; stepping down")

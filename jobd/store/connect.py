@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
 
-from jobd.errors import StoreUnavailable
+from jobd.errors import StoreUnavailable, first_line
 from jobd.store.drivers import orm_has_postgres
 from jobd.store.files import check_store_files, missing_store
 from jobd.store.urls import backend_of, mask_url, sqlite_path
@@ -134,6 +134,6 @@ def _connect_postgres(url: str) -> pw.Database:
     try:
         db.connect(reuse_if_open=True)
     except pw.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        first = first_line(exc, "connection failed")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     return db

@@ -23,9 +23,11 @@ crontabs do), jobd refuses:
 Companions are opened with O_NOFOLLOW all the same, for every user. Other users
 keep today's behaviour: their own files in their own directories are theirs.
 
-Companions of jobd 0.x before this layout (`<store>.leader`, `<store>.wake/`,
-`<store>.instances/`) are left alone, never followed nor written; a note says
-they can be removed once no older jobd uses the store.
+Companions of an older jobd, before this layout (`<store>.leader`, `<store>.wake/`,
+`<store>.instances/`), are left alone, and a note says they can be removed once
+no older jobd uses the store. Only the old wake directory is still used: its
+sockets are poked (when it passes the same checks), so that a daemon not
+restarted since the upgrade hears `jobd trigger` at once.
 """
 
 from __future__ import annotations

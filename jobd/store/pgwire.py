@@ -96,7 +96,8 @@ def liveness_params(seconds: float, params: dict[str, Any]) -> dict[str, Any]:
     and tcp_user_timeout, merged into `params` (the URL's own values win)."""
     whole = max(1, math.ceil(seconds))
     return {
-        "connect_timeout": max(2, whole),  # libpq takes less than 2 as 2
+        # (A connect is bounded by bound_waits too: libpq ignores connect_timeout
+        # when psycopg2 drives it through a wait callback.)
         "keepalives": 1,
         "keepalives_idle": whole,
         "keepalives_interval": max(1, whole // 3),

@@ -18,7 +18,7 @@ from typing import Any
 import peewee as pw
 
 from jobd.cron import parse_schedule
-from jobd.errors import StoreUnavailable
+from jobd.errors import StoreUnavailable, first_line
 from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
@@ -30,8 +30,6 @@ from jobd.model import (
     Source,
     Status,
     Trigger,
-    remember_spec,
-    remembered_spec,
     spec_text_hash,
 )
 from jobd.store import files
@@ -39,6 +37,7 @@ from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
+from jobd.store.specs import SpecCache
 from jobd.timeutil import from_db, to_db
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
@@ -104,6 +103,7 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        self.specs = SpecCache()  # parsed specs, forgotten by the daemon after each tick
         # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
         self._wake_owed = False
 
@@ -151,7 +151,7 @@ class Store(LeaseOps):
 
     def _record(self, row: Any) -> JobRecord:
         return JobRecord(
-            spec=JobSpec.from_json(row.spec),
+            spec=self.specs.parse(row.spec),
             paused=row.paused,
             removed=row.removed,
             next_fire_at=from_db(row.next_fire_at),
@@ -261,7 +261,7 @@ class Store(LeaseOps):
         return {"name": spec.name, "created_at": to_db(now), **self._definition(spec, first, now)}
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
-        old = JobSpec.from_json(row.spec)
+        old = self.specs.parse(row.spec)
         timing_changed = (old.schedule, old.timezone) != (spec.schedule, spec.timezone)
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
@@ -307,13 +307,10 @@ class Store(LeaseOps):
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
-                spec = JobSpec.from_json(row.spec)
+                spec = self.specs.parse(row.spec)
                 if spec.enabled and not row.removed:
                     changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
             Job.update(changes).where(Job.name == name).execute()
-
-    def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
-        return self.due_for_firing(now, limit).jobs
 
     def due_for_firing(
         self, now: datetime, limit: int = 1000, active_within: float | None = None
@@ -340,9 +337,9 @@ class Store(LeaseOps):
             return DueJobs([], set(), None)
         jobs = []
         for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
-            spec = JobSpec.from_json(text)
+            spec = self.specs.parse(text)
             # By the hash of the text read, never the hash column: see claim().
-            remember_spec(spec_text_hash(text), spec)
+            self.specs.remember(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -737,14 +734,14 @@ class Store(LeaseOps):
             specs: dict[str, JobSpec] = {}
             hashes: dict[str, str] = {}
             for c in chosen:
-                known = remembered_spec(c["job_config_hash"])
+                known = self.specs.by_hash(c["job_config_hash"])
                 if known is not None and known.name == c["job"]:
                     specs[c["job"]] = known
                     hashes[c["job"]] = c["job_config_hash"]
             unknown = sorted({c["job"] for c in chosen} - specs.keys())
             texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
             for name, text in texts:
-                specs[name] = JobSpec.from_json(text)
+                specs[name] = self.specs.parse(text)
                 hashes[name] = spec_text_hash(text)
             self._executemany(
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
@@ -792,7 +789,7 @@ class Store(LeaseOps):
                 config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, spec if spec is not None else JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else self.specs.parse(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -813,22 +810,6 @@ class Store(LeaseOps):
         assert moment is not None
         return set(running), moment
 
-    def set_pid(self, run_id: int, pid: int) -> None:
-        self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
-
-    def write_log(self, run_id: int, tail: str, total_bytes: int) -> bool:
-        """Store the output tail; False when the run was cancelled meanwhile."""
-        E = self.m.Execution
-        E.update(log=tail, log_bytes=total_bytes).where(E.id == run_id).execute()
-        return not bool(E.select(E.cancel_requested).where(E.id == run_id).scalar())
-
-    def cancel_requested(self, run_ids: Sequence[int]) -> set[int]:
-        if not run_ids:
-            return set()
-        E = self.m.Execution
-        query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
-        return {row.id for row in query}
-
     def runs_to_stop(self, instance: str, run_ids: Sequence[int]) -> dict[int, str]:
         """Of the runs `instance` is executing, those it must stop, with the reason:
         a cancel was requested, or another instance already settled the run (marked
@@ -846,45 +827,6 @@ class Store(LeaseOps):
             elif cancel:
                 stop[run_id] = "cancelled by request"
         return stop
-
-    def finish(
-        self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
-    ) -> bool:
-        """Record the end of a running run and queue its retries or chains, atomically.
-
-        Only the instance that runs it may finish it, and only while it is still
-        running: a run already marked abandoned keeps that outcome.
-        """
-        E = self.m.Execution
-        with self.db.atomic():
-            now = self.now()
-            row = E.get_or_none(E.id == run_id)
-            if row is None or row.status != Status.RUNNING or row.instance != instance:
-                return False
-            if not self._end_run(row, instance, outcome, now):
-                return False
-            for run in follow_ups:
-                E.insert(self._run_row(run, now)).execute()
-        return True
-
-    def _end_run(self, row: Any, instance: str, outcome: Outcome, now: datetime) -> bool:
-        """Record a run's end only if `instance` still runs it: the condition is in the
-        UPDATE itself, so a concurrent abandon or cancel cannot be overwritten."""
-        E = self.m.Execution
-        started = from_db(row.started_at) or now
-        updated = (
-            E.update(
-                status=outcome.status.value,
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                error=outcome.error,
-                finished_at=to_db(now),
-                duration_s=max(0.0, (now - started).total_seconds()),
-            )
-            .where(E.id == row.id, E.status == Status.RUNNING, E.instance == instance)
-            .execute()
-        )
-        return bool(updated)
 
     def request_cancel(self, run_id: int) -> Status:
         """Cancel a queued run at once, or flag a running one for its daemon.
@@ -1048,7 +990,7 @@ class Store(LeaseOps):
                 if not updated:
                     continue
                 job_row = Job.get_or_none(Job.name == run.job)
-                spec = JobSpec.from_json(job_row.spec) if job_row else None
+                spec = self.specs.parse(job_row.spec) if job_row else None
                 for follow in follow_ups(run, outcome, spec):
                     E.insert(self._run_row(follow, now)).execute()
                     queued = True
@@ -1132,8 +1074,9 @@ class Store(LeaseOps):
         return applied
 
     def _end_runs(self, ends: Sequence[tuple]) -> set[int]:
-        """Record many ends, each only if its instance still runs it (the condition is
-        in the UPDATE, as in _end_run); returns the ids whose end was recorded. Rows
+        """Record many ends, each only if its instance still runs it: the condition is
+        in the UPDATE itself, so a concurrent abandon or cancel cannot be overwritten.
+        Returns the ids whose end was recorded. Rows
         are (id, instance, status, exit_code, signal, error, finished_at, duration_s)."""
         if not ends:
             return set()
@@ -1264,7 +1207,7 @@ def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> St
         raise
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         store.close()
-        first = (str(exc).strip().splitlines() or ["database error"])[0]
+        first = first_line(exc, "database error")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     return store
 
