@@ -4,27 +4,9 @@ run's error. Values filled in from the environment are masked first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from jobd.masking import Masker
 
 ERROR_PREFIX = "error: "
-MASK = "***"
-
-
-class Masker:
-    """Replaces every secret it was given with ***, longest first, so that a secret
-    containing another is masked whole."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, values: Iterable[str]) -> None:
-        self.secrets = sorted({*self.secrets, *(v for v in values if v)}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
 
 
 def fail(message: str, masker: Masker | None = None) -> int:

@@ -35,6 +35,7 @@ from jobd.model import (
     Overlap,
     Settings,
 )
+from jobd.urls import check_store_url
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
@@ -86,21 +87,105 @@ def schedule_env_names(job: str) -> tuple[str, str]:
 
 
 def parse_config(
-    text: str, file: str = "jobd.toml", environ: Mapping[str, str] | None = None
+    text: str,
+    file: str = "jobd.toml",
+    environ: Mapping[str, str] | None = None,
+    store_override: str | None = None,
 ) -> Config:
-    """Parse and validate config text. Raises ConfigError only."""
+    """Parse and validate config text. Raises ConfigError only.
+
+    `store_override` is a `--store` URL: it wins over $JOBD_STORE and the file's
+    `store`, and is checked like them, so that a config means the same thing
+    whichever way the store was named.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"TOML syntax error: {exc}", file=file) from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError("TOML syntax error: nested too deeply", file=file) from None
-    return config_from_data(data, file, environ or {})
+    return config_from_data(data, file, environ or {}, store_override)
 
 
-def config_from_data(data: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> Config:
+def settings_only(
+    text: str, file: str, environ: Mapping[str, str], store_override: str | None = None
+) -> Config:
+    """The `[jobd]` table of a config whose full parse failed, and no jobs.
+
+    A broken job must not lock an operator out of the store that a daemon
+    keeps using (it runs on its last good config): commands that need only the
+    store and the settings go on with this. When the file is not TOML, the
+    `[jobd]` table is read on its own, but only when the syntax error lies in
+    a jobs, groups or databases table: an error anywhere else may hide the
+    real `store`. Raises ConfigError when the settings cannot be trusted.
+    """
+    try:
+        data: Any = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        where = LINE_OF_ERROR.search(str(exc))
+        line = int(where.group(1)) if where else None
+        if "at end of document" in str(exc):
+            line = max(1, len(text.splitlines()))
+        if line is None or _table_at(text, line) not in SALVAGEABLE:
+            raise ConfigError("the [jobd] table cannot be read apart", file=file) from None
+        try:
+            data = tomllib.loads(_table_text(text, "jobd"))
+        except (tomllib.TOMLDecodeError, RecursionError):
+            raise ConfigError("the [jobd] table cannot be read apart", file=file) from None
+    jobd_table = _table(data.get("jobd", {}), file, None, "jobd")
+    return Config(settings=_settings(jobd_table, file, environ, store_override), jobs={}, path=file)
+
+
+TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]*?)\s*\]")
+LINE_OF_ERROR = re.compile(r"at line (\d+)")
+# Top-level tables whose syntax errors cannot change the [jobd] settings.
+SALVAGEABLE = ("jobs", "groups", "databases")
+
+
+def _top_table(header: str) -> str:
+    return header.strip().strip('"').split(".", 1)[0].strip().strip('"')
+
+
+def _table_at(text: str, line_number: int) -> str | None:
+    """The top-level table that line `line_number` (1-based) belongs to; None
+    before any header. A broken header line counts for the table it names."""
+    table = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = TABLE_HEADER.match(line)
+        if header:
+            table = _top_table(header.group(1))
+        elif number == line_number and line.lstrip().startswith("["):
+            return _top_table(line.lstrip().lstrip("["))
+        if number == line_number:
+            return table
+    return table
+
+
+def _table_text(text: str, name: str) -> str:
+    """The lines of one top-level table and its sub-tables."""
+    kept: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        header = TABLE_HEADER.match(line)
+        if header:
+            inside = _top_table(header.group(1)) == name
+        elif line.lstrip().startswith("["):  # a broken header ends the table too
+            inside = False
+        if inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def config_from_data(
+    data: Mapping[str, Any],
+    file: str,
+    environ: Mapping[str, str],
+    store_override: str | None = None,
+) -> Config:
     _check_keys(data, TOP_KEYS, file=file, job=None, prefix="")
-    settings = _settings(_table(data.get("jobd", {}), file, None, "jobd"), file, environ)
+    settings = _settings(
+        _table(data.get("jobd", {}), file, None, "jobd"), file, environ, store_override
+    )
     databases = databases_table(_table(data.get("databases", {}), file, None, "databases"), file)
     groups = groups_table(_table(data.get("groups", {}), file, None, "groups"), file)
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
@@ -261,7 +346,9 @@ def parse_job(
     )
 
 
-def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> Settings:
+def _settings(
+    raw: Mapping[str, Any], file: str, environ: Mapping[str, str], store_override: str | None
+) -> Settings:
     _check_keys(raw, SETTINGS_KEYS, file=file, job=None, prefix="jobd.")
     f = _Fields(raw, file, None, prefix="jobd.")
     history = _table(raw.get("history", {}), file, None, "jobd.history")
@@ -269,13 +356,16 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
     h = _Fields(history, file, None, prefix="jobd.history.")
     timezone = f.str("timezone") or model.DEFAULT_TIMEZONE
     _check_timezone(timezone, file, None, "jobd.timezone")
-    if environ.get("JOBD_STORE"):
-        store: str | None = environ["JOBD_STORE"]
-        _check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
+    if store_override:
+        store: str | None = store_override
+        check_store_url(store_override, "--store", None)
+    elif environ.get("JOBD_STORE"):
+        store = environ["JOBD_STORE"]
+        check_store_url(environ["JOBD_STORE"], "environment", "JOBD_STORE")
     else:
         store = f.str("store")
         if store is not None:
-            _check_store_url(store, file, "jobd.store")
+            check_store_url(store, file, "jobd.store")
     return Settings(
         store=store,
         timezone=timezone,
@@ -294,18 +384,6 @@ def _settings(raw: Mapping[str, Any], file: str, environ: Mapping[str, str]) -> 
         max_clock_skew=f.duration("max_clock_skew", model.DEFAULT_MAX_CLOCK_SKEW, positive=True)
         or model.DEFAULT_MAX_CLOCK_SKEW,
     )
-
-
-def _check_store_url(url: str, file: str, key: str) -> None:
-    sqlite_path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else None
-    if sqlite_path == "" or (
-        sqlite_path is None and not url.startswith(("postgresql://", "postgres://"))
-    ):
-        raise ConfigError(
-            "expected sqlite:////absolute/path.db or postgresql://user@host/db",
-            file=file,
-            key=key,
-        )
 
 
 def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:

@@ -13,6 +13,7 @@ from jobd import model
 from jobd.config_fields import ENV_NAME, JOB_NAME, Fields, check_keys, table, type_name
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import GroupQuota
+from jobd.urls import database_url_problem, is_postgres, mask_url
 
 # `${VAR}` in an http request or a database URL, filled in by the child at run time.
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -28,6 +29,12 @@ def databases_table(raw: Mapping[str, Any], file: str) -> dict[str, str]:
         key = f"databases.{name}"
         if not JOB_NAME.fullmatch(name):
             raise ConfigError("invalid database name", file=file, key=key)
+        if name == model.STORE_DATABASE:
+            raise ConfigError(
+                f'the name "{name}" is reserved: `database = "{name}"` means jobd\'s own store',
+                file=file,
+                key=key,
+            )
         if not isinstance(url, str):
             raise ConfigError(f"expected a URL string, got {type_name(url)}", file=file, key=key)
         check_database_url(url, file, None, key)
@@ -58,34 +65,47 @@ def groups_table(raw: Mapping[str, Any], file: str) -> dict[str, GroupQuota]:
 
 
 def check_database_url(url: str, file: str, job: str | None, key: str) -> None:
-    if url.startswith(("postgresql://", "postgres://")):
+    problem = database_url_problem(url)
+    if problem is not None and not is_postgres(url):
+        problem = (
+            "expected postgresql://user@host/db, sqlite:////absolute/path.db, "
+            "or a name from [databases]"
+        )
+    if problem is not None:
+        raise ConfigError(
+            f"invalid database URL {mask_url(url)!r}: {problem}", file=file, job=job, key=key
+        )
+    if is_postgres(url):
         check_placeholders(url, file, job, key)
-        return
-    if url.startswith("sqlite:////") and len(url) > len("sqlite:////"):
-        return
-    raise ConfigError(
-        "expected postgresql://user@host/db, sqlite:////absolute/path.db, "
-        "or a name from [databases]",
-        file=file,
-        job=job,
-        key=key,
-    )
 
 
 def resolve_database(
     value: str | None, databases: Mapping[str, str], store: str | None, file: str, job: str
-) -> str | None:
-    """A `sql` job's database: a URL, a [databases] name (→ its URL), or None for the store."""
+) -> str:
+    """A `sql` job's database: a URL, a [databases] name (→ its URL), or STORE_DATABASE.
+
+    The store only when the job says so: its URL and password would otherwise reach
+    every sql job by default, and whether a job was valid would depend on how the
+    store was named (a PostgreSQL one from --store, $JOBD_STORE or the file).
+    """
     if value is None:
-        if store is None or not store.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            "an sql job needs `database`: a URL, a name from [databases], "
+            f'or "{model.STORE_DATABASE}" for jobd\'s own PostgreSQL store',
+            file=file,
+            job=job,
+            key="database",
+        )
+    if value == model.STORE_DATABASE:
+        if store is None or not is_postgres(store):
             raise ConfigError(
-                "an sql job needs `database` unless [jobd] store is PostgreSQL "
+                f'database = "{model.STORE_DATABASE}" needs a PostgreSQL store '
                 "(jobd never runs job SQL in its own SQLite store)",
                 file=file,
                 job=job,
                 key="database",
             )
-        return None
+        return value
     if "://" not in value:
         if value not in databases:
             raise ConfigError(

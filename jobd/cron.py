@@ -164,12 +164,35 @@ def parse_schedule(expr: str) -> Schedule:
     try:
         next(iter(CronSim(text, _PROBE)))
     except CronSimError as exc:
-        raise CronError(f"bad cron expression {expr!r}: {exc}") from None
+        raise CronError(f"bad cron expression {expr!r}: {_field_problem(parts, exc)}") from None
     except StopIteration:
         raise CronError(f"cron expression {expr!r} never fires") from None
     except Exception as exc:  # cronsim rejects some odd input with other types
         raise CronError(f"bad cron expression {expr!r}: {exc}") from None
     return CronSchedule(text, text)
+
+
+# Each field's name as cronsim names it in "Bad <field>", and what it allows.
+FIELD_RANGES = {
+    "second": "0-59",
+    "minute": "0-59",
+    "hour": "0-23",
+    "day-of-month": "1-31, and a day the month has",
+    "month": "1-12 or jan-dec",
+    "day-of-week": "0-7 or sun-sat (0 and 7 are Sunday)",
+}
+FIELD_ORDER = ("minute", "hour", "day-of-month", "month", "day-of-week")
+
+
+def _field_problem(parts: list[str], exc: CronSimError) -> str:
+    """cronsim's "Bad hour" as the field, its value and what the field allows."""
+    field = str(exc).removeprefix("Bad ").strip()
+    order = ("second", *FIELD_ORDER) if len(parts) == 6 else FIELD_ORDER
+    if field not in order:
+        return str(exc)
+    value = parts[order.index(field)]
+    allowed = FIELD_RANGES[field]
+    return f"{field} field {value!r} is not valid (allowed: {allowed}; with * , - /)"
 
 
 def fires_between(

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 import peewee as pw
@@ -28,7 +28,7 @@ from jobd import __version__
 from jobd.clock import Clock, JumpDetector
 from jobd.containment import containment
 from jobd.durations import format_duration
-from jobd.errors import ConfigError
+from jobd.errors import ConfigError, StoreValueRefused, first_line, store_failure
 from jobd.executor import Executor
 from jobd.fence import Beat, Fence, Keeper
 from jobd.leader import LeaderGuard, Term
@@ -37,6 +37,7 @@ from jobd.leader.lease import TableLeader
 from jobd.liveness import DeathWatch, InstanceLock, LockState, lock_state
 from jobd.model import (
     CATCHUP_CAP,
+    MISFIRE_GRACE,
     Config,
     JobSpec,
     LeaderMode,
@@ -44,24 +45,24 @@ from jobd.model import (
     Outcome,
     Run,
     Status,
-    Trigger,
-    forget_parsed_specs,
 )
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
 from jobd.policies import (
     FireAction,
+    SlotDecision,
+    batch_decisions,
     follow_ups,
     jitter_offset,
-    overlap_decision,
-    quota_decision,
 )
 from jobd.runner import kill_leftovers, pid_alive
 from jobd.signals import SignalFlags
 from jobd.store import STORE_ERRORS, Store, mask_url
 from jobd.store.connect import sqlite_path
+from jobd.store.files import StoreIdentity, StoreVanished, leader_lock_path
 from jobd.store.groups import active_by_group
 from jobd.store.lease import LeaseLost
+from jobd.storewait import PROBE_EVERY, OutageLog, StartupWait
 from jobd.waker import Waker
 
 log = logging.getLogger("jobd")
@@ -80,7 +81,7 @@ STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
 
 
 class Backoff:
-    """Exponential back-off for store failures: 1 s, 2 s, 4 s ... capped."""
+    """Exponential back-off: 1 s, 2 s, 4 s ... capped."""
 
     def __init__(self, cap: float, first: float = 1.0) -> None:
         self.cap, self.first, self.current = cap, first, 0.0
@@ -103,10 +104,14 @@ class Daemon:
         reload_config: Callable[[], Config] | None = None,
         clock: Clock | None = None,
         contain: bool = False,
+        file_digests: Mapping[str, str] | None = None,
+        flags: SignalFlags | None = None,
     ) -> None:
         # Said once here, while the parsed jobs are at hand; the daemon keeps only
-        # the settings (the store holds the jobs).
+        # the settings (the store holds the jobs) and what each config job must be
+        # (`file_digests`, name → JobSpec.digest, when the jobs were parsed elsewhere).
         self._check_users(config)
+        self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
         self.reload_config = reload_config
@@ -118,7 +123,10 @@ class Daemon:
             # Daemon built inside another program, such as a test.
             containment.setup(self.instance)
         self.waker = Waker()
-        self.flags = SignalFlags(self.waker.wake)
+        # `jobd run` hands over the flags it waited for the store with: a stop asked
+        # for meanwhile is not lost.
+        self.flags = flags or SignalFlags()
+        self.flags.on_signal = self.waker.wake
         self.executor = Executor(store, self.instance, config.settings, self.waker.wake)
         # Armed in start(), once it is known whether others judge us by heartbeat.
         self.fence = Fence(config.settings.lease_ttl, config.settings.kill_grace, armed=False)
@@ -127,7 +135,8 @@ class Daemon:
         self._beat: Beat | None = None
         self.leader = self._make_leader()
         self.housekeeping = schedule.Scheduler()
-        self.backoff = Backoff(config.settings.max_backoff)
+        # A store outage is probed every PROBE_EVERY and told with back-off.
+        self.outage = OutageLog(config.settings.max_backoff)
         self.store_ok = True
         self._listen_backoff = Backoff(config.settings.max_backoff)
         self._listen_retry_at = 0.0
@@ -151,6 +160,15 @@ class Daemon:
         self._quiet = False  # see QUIET_IDLE_CAP
         # A fire of this tick queued a run due now: the claim need not ask first.
         self._queued_due_now = False
+        # When the current round of firing began (None between rounds): a round
+        # goes on over the ticks of a long backlog, whose slots are not late.
+        self._round_began: datetime | None = None
+        self._first_round = True  # slots since the config was applied are on time
+        self._replay_from: datetime | None = None  # a forward clock jump's start
+        # SQLite: the file opened, so that one deleted or replaced under us is noticed.
+        self._store_file = (
+            StoreIdentity(sqlite_path(store.url)) if store.backend == "sqlite" else None
+        )
 
     # -- wiring -----------------------------------------------------------------
 
@@ -163,7 +181,7 @@ class Daemon:
                 raise ConfigError(
                     "leader = 'file' needs a SQLite store; use 'table'", key="jobd.leader"
                 )
-            return FileLeader(sqlite_path(self.store.url) + ".leader", self.waker.wake)
+            return FileLeader(leader_lock_path(sqlite_path(self.store.url)), self.waker.wake)
         s = self.config.settings
         return TableLeader(
             self.store, self.instance, self.host, s.lease_ttl, s.max_clock_skew, self.clock
@@ -177,6 +195,12 @@ class Daemon:
             self.housekeeping.every(self._heartbeat_every).seconds.do(self._heartbeat)
             self.housekeeping.every(self._reap_every).seconds.do(self._reap)
         self.housekeeping.every(PRUNE_EVERY).seconds.do(self._prune_in_background)
+
+    @property
+    def _store_wait(self) -> float:
+        """The longest wait for one answer of the store: a stalled store (a frozen
+        network, a hung server) is noticed within it, well within lease_ttl."""
+        return max(1.0, min(10.0, self.config.settings.lease_ttl / 3))
 
     @property
     def _heartbeat_every(self) -> float:
@@ -311,7 +335,7 @@ class Daemon:
                     self.store.audit("prune", f"jobd@{self.host}", None, {"deleted": counts})
                     log.info("pruned %d old runs", total, extra={"action": "history.prune"})
             except STORE_FAILURES as exc:
-                log.warning("prune failed: %s", _one_line(exc), extra={"action": "history.prune"})
+                log.warning("prune failed: %s", first_line(exc), extra={"action": "history.prune"})
             finally:
                 self.store.db.close()  # this thread's own connection
 
@@ -377,6 +401,8 @@ class Daemon:
                 )
         self._quiet = self._lock is not None and self.waker.socket_bound
         self._quiet = self.waker.watch_clock_steps() and self._quiet
+        if self._store_file is not None:
+            self._quiet = self.waker.watch_file(self._store_file.database) and self._quiet
         self._listen()
         self.leader.poll()
         first_term = self.leader.term()
@@ -479,10 +505,11 @@ class Daemon:
             if self._listen_backoff.current == 0:
                 log.warning(
                     "cannot LISTEN for wake-ups (%s); retrying with back-off",
-                    _one_line(exc),
+                    first_line(exc),
                     extra={"action": "store.listen"},
                 )
-            self._listen_retry_at = time.monotonic() + self._listen_backoff.next()
+            # Logged once; tried again as often as the store itself.
+            self._listen_retry_at = time.monotonic() + min(PROBE_EVERY, self._listen_backoff.next())
             return False
         if self._listen_backoff.reset() or self._listened:
             log.info("listening for wake-ups again", extra={"action": "store.listen"})
@@ -492,8 +519,11 @@ class Daemon:
     def run(self) -> int:
         self.flags.install()
         self.waker.install_signal_wakeup()
+        self.store.limit_waits(self._store_wait, lambda: self.flags.stop_requests > 0)
         try:
-            self.start()
+            if not self._start_when_store_answers():
+                self._abandon_start()
+                return 0
             while True:
                 if self.flags.reload_requested:
                     self.flags.reload_requested = False
@@ -512,10 +542,43 @@ class Daemon:
                     # than the runs. Fires are timed wake-ups, never delayed by this.
                     _nap(COALESCE)
             self._shutdown()
+        except StoreVanished as exc:
+            log.error("%s", exc, extra={"action": "store.vanished"})
+            self._end_runs_unrecorded("cancelled: jobd's store vanished")
+            raise
         finally:
             self.flags.restore()
             self.waker.close()
         return 0
+
+    def _start_when_store_answers(self) -> bool:
+        """start(), again while the store does not answer (it went away between
+        `jobd run`'s wait and here); False when a stop was asked for meanwhile."""
+        wait: StartupWait | None = None
+        while self.flags.stop_requests == 0:
+            try:
+                self.start()
+                return True
+            except STORE_ERRORS as exc:
+                self.store.reset_connection()
+                if wait is None:
+                    wait = StartupWait(
+                        self.store.url,
+                        self.config.settings.max_backoff,
+                        self.notifier,
+                        lambda: self.flags.stop_requests > 0,
+                    )
+                wait.failed(first_line(exc))
+                if not wait.pause(PROBE_EVERY):
+                    return False
+        return False
+
+    def _abandon_start(self) -> None:
+        """Stopped before the daemon started: undo what start() got done."""
+        if self._lock is not None:
+            self._lock.release()
+        self.leader.release()
+        log.info("jobd stopped while waiting for the store", extra={"action": "daemon.stop"})
 
     def _sleep(self, timeout: float) -> bool:
         """Sleep until woken or `timeout` is over, to the tenth of a millisecond: the
@@ -535,7 +598,14 @@ class Daemon:
         jump = self._jumps.check(now, self.clock.monotonic())
         if jump is None:
             return
+        # The housekeeping timers (schedule) keep naive wall-clock next times: stepped
+        # back an hour, heartbeats and reaping would wait that hour, and other
+        # instances would take this one for dead. Their next times start again here.
+        self._setup_housekeeping()
         if jump > 0:
+            # The slots the step skipped were not missed: they replay (see jobd.planner).
+            start = now - timedelta(seconds=jump)
+            self._replay_from = min(self._replay_from or start, start)
             log.warning(
                 "wall clock jumped forward by %s: skipped slots are replayed, at most %d "
                 "per job; beyond that only the latest fires",
@@ -565,31 +635,57 @@ class Daemon:
             self.notifier.status(text)
 
     def _safe_tick(self, now: datetime) -> float:
+        if self.flags.stop_requests and not self.store_ok:
+            # Stopping while the store is away: every try would wait for it, out of
+            # the runs' grace. Outcomes get one more try in _shutdown.
+            self.executor.collect()
+            return ACTIVE_POLL
         try:
             timeout = self.tick(now)
-            forget_parsed_specs()  # only a tick's worth is worth keeping
+            self.store.specs.forget()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
-            delay = self.backoff.next()
+            self._round_began = None  # slots due until the store is back are missed
+            # Tried again soon, however long it has been away: a back-off that kept
+            # doubling made a 30 s outage a minute without fires. Only the log backs off.
+            delay = PROBE_EVERY
             if self.executor.busy:
                 # Runs going on here need our heartbeat back within lease_ttl of the
                 # store's return, or other instances will take them for lost.
                 delay = min(delay, self.config.settings.lease_ttl / 6)
                 self._check_fence()
-            if self.store_ok:
-                log.error(
-                    "store unavailable (%s); retrying with back-off",
-                    _one_line(exc),
-                    extra={"action": "store.down"},
-                )
+            first = not self.outage.down
+            trouble, still = _store_trouble(exc)
+            if self.outage.failed():
+                if first:
+                    log.error(
+                        "%s (%s); trying again every %.0fs",
+                        trouble,
+                        first_line(exc),
+                        PROBE_EVERY,
+                        extra={"action": "store.down"},
+                    )
+                else:
+                    log.warning(
+                        "%s after %.0fs (%d attempts): %s",
+                        still,
+                        self.outage.seconds,
+                        self.outage.attempts,
+                        first_line(exc),
+                        extra={"action": "store.down"},
+                    )
             self.store_ok = False
             self.store.reset_connection()
             return delay
-        if self.backoff.reset():
-            log.info("store available again", extra={"action": "store.up"})
+        lasted = self.outage.recovered()
+        if lasted is not None:
+            log.info("store available again after %.0fs", lasted, extra={"action": "store.up"})
             self.store_ok = True
             # The other instances lost the store too and their heartbeats are as stale
             # as ours was: give them a lease_ttl to write one before judging them dead.
             self._reap_from = time.monotonic() + self.config.settings.lease_ttl
+            # A LISTEN connection that lived through it may be stalled, not closed
+            # (a frozen network): listen on a new one.
+            self.waker.unlisten()
         if self._listen():
             return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout
@@ -597,6 +693,8 @@ class Daemon:
     def tick(self, now: datetime) -> float:
         """One round: record progress, housekeeping, fire due slots, claim and start runs.
         Returns the seconds to sleep."""
+        if self._store_file is not None:
+            self._store_file.check()  # before anything is written into a lost file
         self.executor.flush()
         if self.leader.next_poll_in() <= self._housekeeping_slack:
             self.leader.poll()
@@ -641,9 +739,12 @@ class Daemon:
         term = term or self.leader.term()
         if term is None:
             return False
-        batch = self.store.due_for_firing(now, DUE_BATCH)
+        round_began = self._round_began or now
+        self._round_began = None  # unless this round goes on (a backlog, below)
+        batch = self.store.due_for_firing(now, DUE_BATCH, self._active_within)
         due, active, store_now = batch.jobs, batch.active, batch.store_now
         if not due:
+            self._first_round, self._replay_from = False, None
             return False
         assert store_now is not None
         since = term.since
@@ -651,10 +752,13 @@ class Daemon:
             # Slots that fell due between applying the config and taking the guard at
             # start were this daemon's to fire, not fires missed while none led.
             since = min(since, self.applied_at)
+        on_time_from = self._on_time_from(round_began, since)
         # Claims compare not_before with the store's clock, which may differ from
         # ours (another host's database, or our clock was stepped): a run is due
         # `delay` after now on our clock, so it is due `delay` after now on theirs.
-        skew = (now - store_now).total_seconds()
+        # Against our clock as the store answered, not as the tick began: a slow
+        # round trip earlier in the tick (a stall) is no clock difference.
+        skew = (self.clock.now() - store_now).total_seconds()
         if self.store.backend == "postgresql" and abs(skew) > self.config.settings.max_clock_skew:
             # The lease notices at its next renewal; until then fire times from a
             # clock this far off would run jobs at the wrong time, and move their
@@ -672,37 +776,49 @@ class Daemon:
         runs: list[NewRun] = []
         advances: dict[str, tuple[datetime | None, datetime]] = {}
         replace: list[str] = []
-        plans = plan_jobs([(r.spec, r.next_fire_at) for r in due], now, since)  # type: ignore[misc]
+        plans = plan_jobs(
+            [(r.spec, r.next_fire_at) for r in due],  # type: ignore[misc]
+            now,
+            since,
+            on_time_from,
+        )
+        late = [record.name for record, plan in zip(due, plans, strict=True) if plan.late]
+        if late:
+            log.warning(
+                "%d job(s) had slots that fell due over %.0fs before this round of firing "
+                "(jobd was stopped or starved, cut off from the store, or not woken): each job's "
+                "catchup decides what runs of them (%s)",
+                len(late),
+                MISFIRE_GRACE,
+                ", ".join(late[:5]) + (", ..." if len(late) > 5 else ""),
+                extra={"action": "fire.late"},
+            )
         for record, plan in zip(due, plans, strict=True):
             assert record.next_fire_at is not None
             for warning in plan.warnings:
                 log.warning("%s: %s", record.name, warning, extra={"action": "fire.catchup"})
-            was_active = is_active = record.name in active
             quota = groups.get(record.spec.group or "")
-            for fire in plan.fires:
-                # Missed fires are a backlog that catchup = all asks to run: they wait
-                # behind each other (claims never overlap them) instead of skipping
-                # each other; only a run that was already active can make them skip.
-                catchup = fire.trigger is Trigger.CATCHUP
-                decision = overlap_decision(record.spec, was_active if catchup else is_active)
-                if decision.action is FireAction.ENQUEUE and quota is not None:
-                    decision = quota_decision(quota, group_active.get(quota.name, 0))
-                    if decision.action is FireAction.ENQUEUE:
-                        group_active[quota.name] = group_active.get(quota.name, 0) + 1
-                    else:
-                        log.warning(
-                            "%s: fire skipped: %s",
-                            record.name,
-                            decision.reason,
-                            extra={"action": "quota.skipped", "job": record.name},
-                        )
-                due_at = fire.slot + timedelta(seconds=jitter_offset(record.spec, fire.slot))
+            decisions, active_after = batch_decisions(
+                record.spec,
+                [(fire.slot, fire.trigger) for fire in plan.fires],
+                record.name in active,
+                quota,
+                group_active.get(quota.name, 0) if quota else 0,
+            )
+            if quota is not None:
+                group_active[quota.name] = active_after
+            for decision in decisions:
+                if decision.action is FireAction.SKIP:
+                    _log_skip(record.name, decision)
+                due_at = decision.slot + timedelta(
+                    seconds=jitter_offset(record.spec, decision.slot)
+                )
                 delay = max(timedelta(0), due_at - now)
                 runs.append(
                     NewRun(
                         job=record.name,
-                        trigger=fire.trigger,
-                        scheduled_for=fire.slot,
+                        trigger=decision.trigger,
+                        scheduled_for=decision.slot,
                         not_before=store_now + delay,
                         **(
                             {"status": Status.SKIPPED, "error": decision.reason}
@@ -713,8 +829,6 @@ class Daemon:
                 )
                 if decision.action is FireAction.REPLACE:
                     replace.append(record.name)
-                if decision.action is not FireAction.SKIP:
-                    is_active = True
             last = plan.fires[-1].slot if plan.fires else record.next_fire_at
             advances[record.name] = (plan.next_fire_at, last)
         inserted = self.store.record_fires(runs, advances, replace, epoch=term.epoch)
@@ -727,7 +841,34 @@ class Daemon:
             inserted,
             extra={"action": "fire"},
         )
-        return len(due) == DUE_BATCH
+        if len(due) == DUE_BATCH:
+            self._round_began = round_began  # a backlog: the next batch is not late
+            return True
+        self._first_round = False
+        self._replay_from = None
+        return False
+
+    @property
+    def _active_within(self) -> float:
+        """A run counts as active for overlap only while its instance is live: its
+        lock held (SQLite), or a heartbeat within this. An instance writes one every
+        lease_ttl / 3 while it runs something; one silent for half the ttl has
+        missed its last one and is dead or cut off (a new leader takes over a
+        lease_ttl after the last renewal), and will be marked abandoned. The
+        reaper waits the whole ttl, being wrong there would rerun the run; being
+        wrong here only queues a slot behind the run instead of skipping it."""
+        return self.config.settings.lease_ttl / 2
+
+    def _on_time_from(self, round_began: datetime, since: datetime) -> datetime:
+        """Slots before this that fell due while leading were missed (the daemon
+        was stopped, cut off from the store, or not woken): their catchup decides."""
+        # A clock step moved the round's start: the slots it skipped replay, and
+        # the one the daemon was waking for when the clock was stepped is on time.
+        began = min(round_began, self._replay_from or round_began)
+        on_time_from = began - timedelta(seconds=MISFIRE_GRACE)
+        if self._first_round:
+            on_time_from = min(on_time_from, since)  # starting up is not being late
+        return on_time_from
 
     def _claim(self) -> None:
         probe, self._queued_due_now = not self._queued_due_now, False
@@ -736,7 +877,7 @@ class Daemon:
             return
         claimed = self.store.claim(self.instance, self.host, room, probe=probe)
         if claimed:
-            self.executor.start_all(claimed)
+            self.executor.start_all(self.executor.admit(claimed, self.file_digests))
 
     def _sleep_for(self, stopping: bool) -> float:
         next_fire = next_queued = None
@@ -797,13 +938,20 @@ class Daemon:
         except STORE_FAILURES as exc:
             log.error(
                 "reload could not reach the store (%s); will apply on next reload",
-                _one_line(exc),
+                first_line(exc),
                 extra={"action": "config.rejected"},
             )
             return
         self.config = _settings_only(config)
+        self.file_digests = config.digests()
         self.executor.settings = config.settings
         self._check_users(config)
+        if report.restored:
+            log.warning(
+                "config jobs changed in the store outside jobd, restored from the file: %s",
+                ", ".join(report.restored),
+                extra={"action": "config.restored"},
+            )
         log.info(
             "config reloaded: %d added, %d updated, %d removed%s",
             len(report.added),
@@ -841,25 +989,54 @@ class Daemon:
         # Outcomes the store cannot take yet are retried for a while in _shutdown.
         return not self.executor.pending_writes or not self.store_ok
 
+    def _end_runs_unrecorded(self, reason: str) -> None:
+        """Stop this daemon's runs and wait for them to end (their kill_grace, and a
+        little more), with nowhere to record it: no job outlives a daemon that quits."""
+        self.executor.stop_all(reason)
+        deadline = time.monotonic() + self.config.settings.kill_grace + 5
+        for process in list(self.executor.running.values()):
+            process.join(max(0.0, deadline - time.monotonic()))
+
     def _shutdown(self) -> None:
-        deadline = time.monotonic() + 10
-        while self.executor.pending_writes and time.monotonic() < deadline:
+        # Outcomes the store just failed are retried for a while. A store known to be
+        # away gets one try (each waits at most STOPPING_WAIT_S): a store that never
+        # answers must not keep a stopped daemon past its grace.
+        reachable = self.store_ok
+        deadline = time.monotonic() + (10 if reachable else 0)
+        while self.executor.pending_writes:
             try:
                 self.executor.flush()
             except STORE_FAILURES:
                 self.store.reset_connection()
+                if time.monotonic() >= deadline:
+                    reachable = False
+                    break
                 _nap(0.5)
         containment.end_all()  # orphans no run is left to own
         if self._beat is not None:
             self._beat.stop()
         if self.fence.keeper is not None:
             self.fence.keeper.close()
-        with contextlib.suppress(STORE_FAILURES):
-            self.store.stop_instance(self.instance)
+        if reachable:
+            with contextlib.suppress(STORE_FAILURES):
+                self.store.stop_instance(self.instance)
         if self._lock is not None:
             self._lock.release()
         self.leader.release()
         log.info("jobd stopped", extra={"action": "daemon.stop"})
+
+
+def _log_skip(job: str, decision: SlotDecision) -> None:
+    """A quota skip, or several slots skipped as one row, is worth a warning; a
+    single slot skipped for overlap is routine (it is in the history)."""
+    by_quota = decision.cause == "quota"
+    log.log(
+        logging.WARNING if by_quota or decision.slots > 1 else logging.INFO,
+        "%s: fire skipped: %s",
+        job,
+        decision.reason,
+        extra={"action": "quota.skipped" if by_quota else "fire.skipped", "job": job},
+    )
 
 
 def _settings_only(config: Config) -> Config:
@@ -874,9 +1051,12 @@ def _pid_of(instance: str) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _store_trouble(exc: BaseException) -> tuple[str, str]:
+    """How the log names a store error, first and then while it lasts: an outage, or
+    a value the store would not take, which is no outage (though tried again too)."""
+    if isinstance(store_failure(exc), StoreValueRefused):
+        return "the store refused a value", "the store still refuses a value"
+    return "store unavailable", "store still unavailable"
 
 
 def _nap(seconds: float) -> None:
@@ -892,7 +1072,11 @@ def serve(
     store: Store,
     reload_config: Callable[[], Config] | None = None,
     applied_at: datetime | None = None,
+    file_digests: Mapping[str, str] | None = None,
+    flags: SignalFlags | None = None,
 ) -> int:
-    daemon = Daemon(config, store, reload_config, contain=True)
+    daemon = Daemon(
+        config, store, reload_config, file_digests=file_digests, flags=flags, contain=True
+    )
     daemon.applied_at = applied_at
     return daemon.run()

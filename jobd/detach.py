@@ -7,6 +7,7 @@ KillMode and KeepAlive.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ def detach(pidfile: str, log_file: str) -> Any:
         stdout=log,
         stderr=log,
         detach_process=True,
+        # Its default map ends the process on SIGTERM; jobd's own handlers (installed
+        # before detaching, see jobd.signals) stop it gracefully instead.
+        signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
     )
     context.open()
     return context

@@ -81,8 +81,17 @@ class StoreTooNew(StoreUnavailable):
     """The store was written by a newer jobd; it is refused, never modified."""
 
 
+class StoreValueRefused(JobdError):
+    """The store is there but refused a value (too long, a broken constraint): not an
+    outage, and waiting for the store would not help."""
+
+
 class NoDaemon(JobdError):
     exit_code = ExitCode.UNAVAILABLE
+
+
+class NotApplied(NoDaemon):
+    """A config-file job that no daemon has applied to the store yet, so none would run it."""
 
 
 class QuotaRefused(JobdError):
@@ -92,16 +101,30 @@ class QuotaRefused(JobdError):
 # Exceptions of the database drivers and the ORM, found by module so that this
 # module imports none of them.
 _STORE_MODULES = ("peewee", "sqlite3", "psycopg2", "playhouse")
+# DB-API error classes (every driver and peewee name them so) about the data, not
+# about reaching the store.
+_REFUSALS = {"DataError", "IntegrityError"}
 
 
-def store_failure(exc: BaseException) -> StoreUnavailable | None:
-    """A database error that escaped the store (disk full, connection lost, a
-    damaged file) as the one-line StoreUnavailable a command reports, or None."""
-    drivers = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+def store_failure(exc: BaseException) -> JobdError | None:
+    """A database error that escaped the store as the one-line error a command
+    reports, or None: StoreUnavailable (exit 69) for disk full, connection lost, a
+    damaged file; StoreValueRefused (exit 1) for a value the store would not take."""
+    mro = type(exc).__mro__
+    drivers = {c.__module__.split(".")[0] for c in mro}
     if not drivers.intersection(_STORE_MODULES) or not isinstance(exc, Exception):
         return None
+    first = first_line(exc)
+    if _REFUSALS.intersection(c.__name__ for c in mro):
+        return StoreValueRefused(f"the store refused a value: {first}")
+    return StoreUnavailable(f"store error: {first}")
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """An exception's message as one line (drivers' messages run over several):
+    its first line, or `default` (else the exception's type) when it has none."""
     lines = str(exc).strip().splitlines()
-    return StoreUnavailable(f"store error: {lines[0] if lines else type(exc).__name__}")
+    return lines[0].strip() if lines else (default or type(exc).__name__)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

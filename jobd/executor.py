@@ -12,11 +12,12 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jobd.fence import Fence
-from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Status
+from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status
 from jobd.policies import follow_ups
 from jobd.runner import Event, RunProcess
 from jobd.store import Store
@@ -30,6 +31,7 @@ class _Finished:
     run: Run
     spec: JobSpec
     outcome: Outcome
+    lasted: float | None = None  # seconds from its start to its end, by the monotonic clock
     follows: list[NewRun] | None = None
 
 
@@ -54,6 +56,10 @@ class Executor:
         self._pids: dict[int, int] = {}
         self._logs: dict[int, tuple[str, int]] = {}
         self._finished: dict[int, _Finished] = {}
+        # Monotonic start and end of each run, so that an end written late (after a
+        # store outage) is recorded as when it happened, not as when it was written.
+        self._started_at: dict[int, float] = {}
+        self._ended_at: dict[int, float] = {}
         self._spawn_queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
@@ -97,6 +103,51 @@ class Executor:
             except Exception as exc:  # a bug here must still end the run, never hang it
                 process.finish(Outcome(Status.FAILED, error=f"jobd internal error: {exc!r}"))
 
+    def admit(
+        self, claimed: Sequence[tuple[Run, JobSpec]], file_digests: Mapping[str, str]
+    ) -> list[tuple[Run, JobSpec]]:
+        """The claimed runs whose config job is the one the config file defines
+        (`file_digests`: name → JobSpec.digest); the others end as failed, unstarted.
+
+        Whoever can write the store's jobs table could otherwise rewrite a config
+        job (its command, its `user`) and have jobd, maybe as root, run it. A
+        config job runs only as the config file that jobd parsed defines it.
+        """
+        admitted = []
+        digests: dict[int, str] = {}  # by spec: a burst claims many runs of one job
+        for run, spec in claimed:
+            if spec.source is not Source.FILE:
+                admitted.append((run, spec))
+                continue
+            if id(spec) not in digests:
+                digests[id(spec)] = spec.digest
+            digest = digests[id(spec)]
+            expected = file_digests.get(spec.name)
+            if digest == expected:
+                admitted.append((run, spec))
+                continue
+            if expected is None:
+                why = "this config job is not in the config file jobd was started with"
+            else:
+                why = (
+                    f"its stored definition (hash {digest[:12]}) does not match the config "
+                    f"file this jobd parsed (hash {expected[:12]}): changed in the store "
+                    "outside jobd, or applied by a jobd with another config; a reload "
+                    "(SIGHUP) applies this file's"
+                )
+            log.error(
+                "run %s of %s refused: %s",
+                run.id,
+                run.job,
+                why,
+                extra={"action": "run.refused", "job": run.job, "execution_id": run.id},
+            )
+            # Its spec is not trusted, so neither are its retries or chains.
+            outcome = Outcome(Status.FAILED, error=f"refused: {why}")
+            self._finished[run.id] = _Finished(run, spec, outcome, follows=[])
+            self.wake()  # to be recorded now, not at the next timer
+        return admitted
+
     def _prepare(self, run: Run, spec: JobSpec) -> RunProcess:
         process = RunProcess(
             run, spec, self.settings, self._report, self.base_env, store_url=self.store.url
@@ -104,6 +155,7 @@ class Executor:
         if self.fence is not None:
             process.fenced = self.fence.reason
         self.running[run.id] = process
+        self._started_at[run.id] = time.monotonic()
         log.info(
             "run %s of %s started (%s, attempt %s)",
             run.id,
@@ -115,6 +167,8 @@ class Executor:
         return process
 
     def _report(self, event: Event) -> None:
+        if event.kind == "done":
+            self._ended_at[event.run_id] = time.monotonic()
         self._events.put(event)
         # An end frees a slot and may queue a retry: look at once. Pids and output
         # wait for the next round, at most ACTIVE_POLL away while runs go on.
@@ -138,8 +192,11 @@ class Executor:
                 if event.log is not None:
                     self._logs[event.run_id] = (event.log, event.log_bytes)
                 assert event.outcome is not None
+                started = self._started_at.pop(event.run_id, None)
+                ended = self._ended_at.pop(event.run_id, None)
+                lasted = ended - started if started is not None and ended is not None else None
                 self._finished[event.run_id] = _Finished(
-                    process.run_record, process.spec, event.outcome
+                    process.run_record, process.spec, event.outcome, lasted
                 )
 
     def flush(self) -> None:
@@ -153,7 +210,8 @@ class Executor:
             if done.follows is None:
                 done.follows = follow_ups(done.spec, done.run, done.outcome, now, random.random())
             finishes.append((run_id, self.instance, done.outcome, done.follows))
-        applied = self.store.record_progress(self._pids, self._logs, finishes)
+        lasted = {i: done.lasted for i, done in self._finished.items() if done.lasted is not None}
+        applied = self.store.record_progress(self._pids, self._logs, finishes, lasted)
         for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
             done = self._finished[run_id]
             self._log_end(done.run, outcome, follows, ok)

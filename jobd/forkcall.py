@@ -22,10 +22,11 @@ from jobd.errors import JobdError
 T = TypeVar("T")
 
 
-def call_in_child(func: Callable[[], T]) -> T:
+def call_in_child(func: Callable[[], T], started: Callable[[int], None] | None = None) -> T:
     """func() in a forked child: its return value, or its exception raised here.
 
-    Where fork() does not exist, func() runs in this process.
+    `started(pid)` is told the child's pid (to pass a signal on to it). Where
+    fork() does not exist, func() runs in this process.
     """
     if not hasattr(os, "fork"):
         return func()
@@ -35,6 +36,8 @@ def call_in_child(func: Callable[[], T]) -> T:
         os.close(read_end)
         _child(func, write_end)
     os.close(write_end)
+    if started is not None:
+        started(pid)
     try:
         with os.fdopen(read_end, "rb") as pipe:
             payload = pipe.read()

@@ -22,8 +22,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobd.childlog import Masker, fail
+from jobd.childlog import fail
 from jobd.config_kinds import fill_placeholders
+from jobd.masking import Masker
 from jobd.model import HTTP_BODY_SHOWN
 
 MAX_REDIRECTS = 5
@@ -85,7 +86,7 @@ def request(spec: dict[str, Any], timeout: float, environ: Mapping[str, str]) ->
     started = time.monotonic()
     try:
         response = pool.request(method, url, body=body, headers=headers, preload_content=False)
-        margin = max((len(secret) for secret in masker.secrets), default=0)
+        margin = masker.longest
         data = response.read(HTTP_BODY_SHOWN + margin + 1) if method != "HEAD" else b""
         length = response.headers.get("Content-Length")
         response.release_conn()

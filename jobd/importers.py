@@ -28,6 +28,12 @@ RUNNERS = frozenset((
     "chronic", "cronic",
 ))  # fmt: skip
 GUARDS = frozenset(("cd", "test", "[", "true", ":"))
+# Programs whose name alone says little: the first argument joins it in a job's name.
+TOOLS = frozenset((
+    "curl", "wget", "http", "echo", "printf", "logger", "find", "rm", "cp", "mv", "rsync",
+    "tar", "touch", "mysql", "psql", "mysqldump", "pg_dump", "docker", "kubectl", "systemctl",
+    "manage", "artisan", "console", "rake", "make", "npm", "yarn", "git",
+))  # fmt: skip
 ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 MAIL_VARS = ("MAILTO", "MAILFROM", "CONTENT_TYPE", "CONTENT_TRANSFER_ENCODING")
 STDIN_DELIMITER = "JOBD_STDIN"
@@ -100,7 +106,8 @@ def slug(text: str) -> str:
 
 def name_from_command(command: str) -> str:
     """A job name from what a command runs: `/usr/local/bin/backup.sh --full` → backup,
-    `cd /srv/app && php artisan schedule:run` → php_artisan_schedule_run."""
+    `cd /srv/app && php artisan schedule:run` → artisan_schedule_run,
+    `curl -fsS https://example.com/ping` → curl_example_com_ping."""
     try:
         words = shlex.split(command, comments=True)
     except ValueError:
@@ -114,7 +121,8 @@ def name_from_command(command: str) -> str:
             parts[-1].append(word.rstrip(";"))
     parts = [p for p in parts if p and p[0] not in GUARDS] or [words]
     chosen: list[str] = []
-    for word in parts[0]:
+    arguments = iter(parts[0])
+    for word in arguments:
         if ENV_LINE.fullmatch(word) or word.startswith(("-", ">", "<", "2>", "&")):
             continue
         if word[:1].isdigit() and chosen and chosen[-1] in ("timeout", "nice"):
@@ -125,7 +133,54 @@ def name_from_command(command: str) -> str:
         if base not in RUNNERS or len(chosen) >= 3:
             break
     meaningful = [w for w in chosen if w not in RUNNERS] or chosen
+    if meaningful and meaningful[-1] in TOOLS:
+        # `curl`, `echo` or `manage` alone says little, and several lines share it.
+        subject = next((_subject(w) for w in arguments if _is_argument(w)), "")
+        meaningful.append(subject)
     return slug("_".join(meaningful)) or "job"
+
+
+def job_names(commands: Sequence[str]) -> list[str]:
+    """A unique, readable name per command: where two share a name, each takes its
+    first argument too (backup_incremental, backup_full), and only then a number."""
+    bases = [name_from_command(command) for command in commands]
+    shared = {base for base in bases if bases.count(base) > 1}
+    taken: set[str] = set()
+    names = []
+    for base, command in zip(bases, commands, strict=True):
+        if base in shared and (detail := _first_argument(command, base)):
+            base = slug(f"{base}_{detail}") or base
+        names.append(unique(base, taken))
+    return names
+
+
+def _first_argument(command: str, program: str) -> str:
+    """The word after `program`'s own word in `command`, without leading dashes."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        words = command.split()
+    for index, word in enumerate(words):
+        if slug(re.sub(r"\.(sh|py|pl|rb|php|js|bash)$", "", word.rsplit("/", 1)[-1])) == program:
+            following = words[index + 1 : index + 2]
+            if following and not following[0].startswith((">", "<", "2>", "&", "|")):
+                return _subject(following[0].lstrip("-"))
+    return ""
+
+
+def _is_argument(word: str) -> bool:
+    return not (ENV_LINE.fullmatch(word) or word.startswith(("-", ">", "<", "2>", "&", "$")))
+
+
+def _subject(word: str) -> str:
+    """What an argument names: a URL's host and last path segment, a path's file name."""
+    if "://" in word:
+        rest = word.split("://", 1)[1].split("?", 1)[0].rstrip("/")
+        host, _, path = rest.partition("/")
+        last = path.rsplit("/", 1)[-1]
+        stem = re.sub(r"\.[a-z]+$", "", last)
+        return f"{host}_{stem}" if stem else host
+    return re.sub(r"\.(sh|py|pl|rb|php|js|bash)$", "", word.rstrip("/").rsplit("/", 1)[-1])
 
 
 def unique(name: str, taken: set[str]) -> str:
@@ -200,8 +255,7 @@ def crontab_to_toml(
     zone = timezone
     jitter: str | None = None
     notes: list[str] = []
-    jobs: list[Job] = []
-    taken: set[str] = set()
+    entries: list[tuple[str, dict[str, Any], list[str]]] = []  # command, keys, comments
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -279,10 +333,15 @@ def crontab_to_toml(
             keys["user"] = user
         if jitter:
             keys["jitter"] = jitter
-        name = unique(name_from_command(split_percent(rest)[0]), taken)
-        jobs.append(Job(name, keys, comments))
+        entries.append((split_percent(rest)[0], keys, comments))
+    names = job_names([command for command, _keys, _comments in entries])
+    jobs = [
+        Job(name, keys, comments) for name, (_c, keys, comments) in zip(names, entries, strict=True)
+    ]
     header = [
         f"Generated by `jobd import crontab` from {source}: review, then add to jobd.toml.",
+        "Job names come from the commands: rename a [jobs.NAME] table as you like",
+        "before the first `jobd run` (afterwards a new name starts a new history).",
         "Differences from cron: jobd records every run's output instead of mailing it;",
         'a fire while the last run still goes on is skipped (overlap = "skip"; cron',
         'starts another: say overlap = "allow"); after downtime the latest missed fire',
@@ -372,9 +431,10 @@ def pg_cron_to_toml(
         jobs.append(Job(name, keys, comments))
     header = [
         f"Generated by `jobd import pg-cron` from {source}: review, then add to jobd.toml.",
-        "The database URLs carry no password: give jobd's service user PGPASSWORD or",
-        "~/.pgpass, or write postgresql://user:${DB_PASSWORD}@host/db and set DB_PASSWORD",
-        "in the daemon's environment. pg_cron runs a job again only once the last run",
+        "The database URLs carry no password: give jobd's service user a ~/.pgpass, or",
+        "write postgresql://user:${DB_PASSWORD}@host/db and set DB_PASSWORD in the",
+        "daemon's environment (jobs do not inherit PGPASSWORD unless secret_env names",
+        "it). pg_cron runs a job again only once the last run",
         'ended, as jobd\'s overlap = "skip" does; unlike pg_cron, jobd keeps every',
         "run's output (jobd logs ID), retries (retries = N) and chains (on_success).",
         *notes,

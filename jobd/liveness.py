@@ -1,13 +1,14 @@
 """Which jobd processes on a SQLite store are alive: an flock each one holds.
 
 A SQLite store lives on one host, so every jobd process that owns runs (a daemon,
-`jobd trigger --local`) holds an exclusive flock on `<database>.instances/<id>`
-for its whole life. The kernel drops it the instant the process dies, however it
-dies: a checker that can take the lock knows the instance is gone, at once and
-without waiting for a heartbeat to go stale, and a daemon blocked on another's
-lock in a thread learns of its death with no polling at all. An idle daemon
-therefore writes nothing and wakes for nothing. Instances without a lock file
-(another store's processes, an older jobd) are judged by their heartbeat.
+`jobd trigger --local`) holds an exclusive flock on `<database>.d/instances/<id>`
+(see jobd.store.files) for its whole life. The kernel drops it the instant the
+process dies, however it dies: a checker that can take the lock knows the
+instance is gone, at once and without waiting for a heartbeat to go stale, and a
+daemon blocked on another's lock in a thread learns of its death with no polling
+at all. An idle daemon therefore writes nothing and wakes for nothing. Instances
+without a lock file (another store's processes, an older jobd) are judged by
+their heartbeat.
 """
 
 from __future__ import annotations
@@ -34,17 +35,13 @@ class Presence(enum.Enum):
     STALE = "stale"  # no lock to ask, and no heartbeat within the lease ttl
 
 
-def lock_dir(database_path: str) -> str:
-    return database_path + ".instances"
-
-
 def _path(directory: str, instance: str) -> str:
     return os.path.join(directory, instance)
 
 
 def lock_state(directory: str, instance: str) -> LockState:
     try:
-        fd = os.open(_path(directory, instance), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(_path(directory, instance), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return LockState.MISSING
     try:
@@ -73,17 +70,16 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Raises OSError when the directory cannot be written."""
-        old = os.umask(0o077)
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        finally:
-            os.umask(old)
+        """Raises OSError when the directory cannot be written, ConfigError when it is
+        not private (jobd.store.files)."""
+        from jobd.store.files import open_companion, private_dir
+
+        private_dir(self.directory)
         path = _path(self.directory, self.instance)
         # Locked under a temporary name and renamed into place: a checker never
         # finds the file before its lock is taken, and so never takes us for dead.
         partial = f"{path}.{os.getpid()}.new"
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = open_companion(partial, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -142,7 +138,9 @@ class DeathWatch:
 
     def _wait(self, instance: str) -> None:
         try:
-            fd = os.open(_path(self.directory, instance), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(
+                _path(self.directory, instance), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+            )
         except OSError:
             fd = None
         if fd is not None:

@@ -13,13 +13,14 @@ from jobd import __version__
 from jobd.errors import InvalidState
 from jobd.executor import Executor
 from jobd.liveness import InstanceLock
-from jobd.model import Config, Outcome, Status
+from jobd.model import Config, JobSpec, Outcome, Status
 from jobd.store import Store
 
 POLL = 0.1
 
 
-def run_local(store: Store, config: Config, run_id: int) -> Outcome:
+def run_local(store: Store, config: Config, run_id: int, spec: JobSpec | None = None) -> Outcome:
+    """Run queued execution `run_id` here: its job's stored definition, or `spec`."""
     # The executor logs for the daemon; here the command reports the outcome itself.
     logger = logging.getLogger("jobd")
     if not logger.handlers:
@@ -32,11 +33,17 @@ def run_local(store: Store, config: Config, run_id: int) -> Outcome:
     if lock is not None:
         store.wake_daemons()  # idle daemons start watching this instance's lock
     try:
-        claimed = store.claim_run(run_id, instance, host)
+        claimed = store.claim_run(run_id, instance, host, spec)
         if claimed is None:
             raise InvalidState(f"execution {run_id} is no longer queued (a daemon took it?)")
-        run, spec = claimed
         executor = Executor(store, instance, config.settings)
+        admitted = executor.admit([claimed], config.digests())
+        if not admitted:
+            executor.flush()
+            refused = store.execution(run_id)
+            assert refused is not None
+            return Outcome(refused.status, error=refused.error)
+        run, spec = admitted[0]
         process = executor.start(run, spec)
         heartbeat_every = max(0.2, config.settings.lease_ttl / 3)
         next_heartbeat = time.monotonic() + heartbeat_every
@@ -58,7 +65,8 @@ def run_local(store: Store, config: Config, run_id: int) -> Outcome:
         assert finished is not None
         return Outcome(finished.status, finished.exit_code, finished.signal, finished.error)
     finally:
-        store.stop_instance(instance)
+        # A one-shot instance leaves no row behind (status would list it for a day).
+        store.remove_instance(instance)
         if lock is not None:
             lock.release()
 

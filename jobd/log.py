@@ -13,18 +13,17 @@ import os
 import re
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+
+from jobd.masking import Masker
+from jobd.urls import url_passwords
 
 FORMATS = ("human", "json")
 LEVELS = ("debug", "info", "warning", "error")
 CONTEXT_KEYS = ("action", "job", "execution_id", "instance")
 ECS_VERSION = "1.6.0"  # the ecs-logging spec's version, as the reference loggers report it
-MASK = "***"
-
 # Shorter values would blank out every small number and word in the log while
 # protecting nothing a guess would not find; such env values are not secrets.
 MIN_SECRET_LENGTH = 4
@@ -35,53 +34,13 @@ _ECS_NAMES = {
     "execution_id": "jobd.execution_id",
     "instance": "jobd.instance",
 }
-# Credentials in any URL or DSN, registered or not: scheme://user:PASSWORD@host
-# and libpq's ?password=... / key=value password=... forms.
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
-_PARAM_PASSWORD = re.compile(r"(\bpassword=)([^\s&;]+)", re.IGNORECASE)
 # The attributes every LogRecord has; anything else came from `extra=`.
 _RECORD_ATTRS = frozenset(
     [*logging.LogRecord("", 0, "", 0, "", None, None).__dict__, "message", "asctime", "taskName"]
 )
 
 
-class SecretMasker:
-    """Replaces registered values with *** in text; thread-safe, longest value first."""
-
-    def __init__(self, values: Iterable[str] = ()) -> None:
-        self._lock = threading.Lock()
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self.add(values)
-
-    def add(self, values: Iterable[str]) -> None:
-        fresh = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH}
-        with self._lock:
-            if fresh <= self._values:
-                return
-            self._values |= fresh
-            # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, ordered)))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
-            self._pattern = None
-
-    def mask(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
-        # Most lines hold neither a URL nor a password parameter: skip those scans.
-        if "://" in text:
-            text = _URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
-        if "password=" in text.lower():
-            text = _PARAM_PASSWORD.sub(rf"\g<1>{MASK}", text)
-        return text
-
-
-_secrets = SecretMasker()
+_secrets = Masker(min_length=MIN_SECRET_LENGTH, url_passwords=True)
 
 
 def add_secrets(values: Iterable[str]) -> None:
@@ -91,10 +50,7 @@ def add_secrets(values: Iterable[str]) -> None:
 
 def add_store_url(url: str) -> None:
     """Mask the store URL's password, as written and percent-decoded."""
-    parts = urlsplit(url)
-    found = [parts.password or ""]
-    found += [value for key, value in parse_qsl(parts.query) if key.lower() == "password"]
-    _secrets.add([*found, *(unquote(v) for v in found)])
+    _secrets.add(url_passwords(url))
 
 
 def clear_secrets() -> None:
@@ -102,7 +58,8 @@ def clear_secrets() -> None:
 
 
 def mask_secrets(text: str) -> str:
-    """The text with every registered secret and URL password replaced by ***."""
+    """The text with every registered secret (in its encoded forms too) and every URL
+    password replaced by ***."""
     return _secrets.mask(text)
 
 
@@ -157,7 +114,7 @@ def _logfmt(value: Any) -> str:
 class HumanFormatter(logging.Formatter):
     """`2026-11-23T15:04:05Z INFO message key=value`; under journald `<6>INFO message ...`."""
 
-    def __init__(self, journal: bool = False, masker: SecretMasker | None = None) -> None:
+    def __init__(self, journal: bool = False, masker: Masker | None = None) -> None:
         super().__init__()
         self.journal = journal
         self.masker = masker or _secrets
@@ -185,7 +142,7 @@ class HumanFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One ECS-style JSON object per line, for log shippers."""
 
-    def __init__(self, masker: SecretMasker | None = None) -> None:
+    def __init__(self, masker: Masker | None = None) -> None:
         super().__init__()
         self.masker = masker or _secrets
         self.hostname = socket.gethostname()

@@ -1,12 +1,17 @@
-"""Which slots fire now: `plan_job(spec, next_fire_at, now, lead_since)`.
+"""Which slots fire now: `plan_job(spec, next_fire_at, now, lead_since, on_time_from)`.
 
-Slots that fell due while this instance was leading are fired (all of them, so a
-slow tick loses nothing). Slots that fell due before it began to lead (the
-daemon was down, or another leader died) are missed fires, and the job's
-`catchup` policy decides: none, the latest, or all within `catchup_window`,
-at most CATCHUP_CAP. A forward wall-clock jump while leading replays the
-skipped slots when there are at most CATCHUP_CAP of them (Debian cron replays
-short jumps); beyond that only the latest fires, with a warning.
+A slot is fired on time when it fell due while this instance was leading and
+firing: at or after both `lead_since` and `on_time_from`. Every other unfired
+slot is a missed fire, and the job's `catchup` policy decides: none, the
+latest, or all within `catchup_window`, at most CATCHUP_CAP. Slots are missed
+when they fell due before this instance began to lead (the daemon was down, or
+another leader died), or while it led but could not fire (it was stopped or
+frozen, cut off from the store, or nobody woke it): the daemon says which by
+`on_time_from`, normally MISFIRE_GRACE before the round of firing began (see
+jobd.model). A forward wall-clock jump while leading is not a miss: the daemon
+moves `on_time_from` back over it, and the skipped slots replay when there are
+at most CATCHUP_CAP of them (Debian cron replays short jumps); beyond that only
+the latest fires, with a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class JobPlan:
     fires: list[PlannedFire]
     next_fire_at: datetime | None
     warnings: list[str] = field(default_factory=list)
+    # Some slots fell due while leading but were not fired on time (see on_time_from).
+    late: bool = False
 
 
 @lru_cache(maxsize=16384)
@@ -49,7 +56,10 @@ def zone(name: str) -> ZoneInfo:
 
 
 def plan_jobs(
-    items: list[tuple[JobSpec, datetime]], now: datetime, lead_since: datetime
+    items: list[tuple[JobSpec, datetime]],
+    now: datetime,
+    lead_since: datetime,
+    on_time_from: datetime | None = None,
 ) -> list[JobPlan]:
     """plan_job for many (spec, next_fire_at) at one `now`.
 
@@ -64,12 +74,20 @@ def plan_jobs(
         key = (spec.schedule, spec.timezone, spec.catchup, spec.catchup_window, next_fire_at)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = plan_job(spec, next_fire_at, now, lead_since)
+            plan = plans[key] = plan_job(spec, next_fire_at, now, lead_since, on_time_from)
         result.append(plan)
     return result
 
 
-def plan_job(spec: JobSpec, next_fire_at: datetime, now: datetime, lead_since: datetime) -> JobPlan:
+def plan_job(
+    spec: JobSpec,
+    next_fire_at: datetime,
+    now: datetime,
+    lead_since: datetime,
+    on_time_from: datetime | None = None,
+) -> JobPlan:
+    """The fires of one job at `now`. Slots before `lead_since` or `on_time_from`
+    (None: no other bound than `lead_since`) are missed fires."""
     if spec.schedule is None:
         return JobPlan([], None)
     schedule, tz = schedule_of(spec.schedule), zone(spec.timezone)
@@ -78,11 +96,19 @@ def plan_job(spec: JobSpec, next_fire_at: datetime, now: datetime, lead_since: d
         return JobPlan([], next_fire_at)
     fires: list[PlannedFire] = []
     warnings: list[str] = []
-    if next_fire_at < lead_since:
-        missed_fires, missed_warnings = _missed(spec, schedule, tz, next_fire_at, now, lead_since)
+    missed_before = lead_since if on_time_from is None else max(lead_since, on_time_from)
+    if next_fire_at < missed_before:
+        missed_fires, missed_warnings = _missed(
+            spec, schedule, tz, next_fire_at, now, missed_before
+        )
         fires += missed_fires
         warnings += missed_warnings
-    live_from = max(next_fire_at, lead_since)
+    late = False
+    if next_fire_at < missed_before and lead_since < missed_before:
+        start = max(next_fire_at, lead_since)
+        first = start if _is_slot(schedule, tz, start) else schedule.next_after(start, tz)
+        late = first < missed_before
+    live_from = max(next_fire_at, missed_before)
     live, more = _slots(schedule, tz, live_from, now, CATCHUP_CAP)
     if more:
         last = schedule.latest_at_or_before(now, tz)
@@ -91,7 +117,7 @@ def plan_job(spec: JobSpec, next_fire_at: datetime, now: datetime, lead_since: d
         )
         live = [last] if last is not None and last >= live_from else []
     fires += [PlannedFire(slot, Trigger.SCHEDULE) for slot in live]
-    return JobPlan(fires, following, warnings)
+    return JobPlan(fires, following, warnings, late)
 
 
 def _missed(
@@ -100,13 +126,13 @@ def _missed(
     tz: ZoneInfo,
     next_fire_at: datetime,
     now: datetime,
-    lead_since: datetime,
+    missed_before: datetime,
 ) -> tuple[list[PlannedFire], list[str]]:
-    """Fires for the slots in [next_fire_at, lead_since) under the catchup policy."""
+    """Fires for the slots in [next_fire_at, missed_before) under the catchup policy."""
     if spec.catchup is Catchup.NONE:
         return [], []
     window_start = max(next_fire_at, now - timedelta(seconds=spec.catchup_window))
-    end = min(lead_since, now)
+    end = min(missed_before, now)
     if spec.catchup is Catchup.LATEST:
         latest = schedule.latest_at_or_before(end - timedelta(microseconds=1), tz)
         if latest is None or latest < window_start:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -48,6 +48,71 @@ def overlap_decision(spec: JobSpec, active: bool) -> FireDecision:
     if spec.overlap is Overlap.SKIP:
         return FireDecision(FireAction.SKIP, "overlap = skip: the previous run is still active")
     return FireDecision(FireAction.REPLACE, "overlap = replace: cancelling the active run")
+
+
+@dataclass(frozen=True)
+class SlotDecision:
+    """What one planned fire does; a skip may stand for several slots (`slots`)."""
+
+    slot: datetime
+    trigger: Trigger
+    action: FireAction
+    reason: str | None = None
+    slots: int = 1
+    cause: str = "overlap"  # what made it skip: "overlap" or "quota"
+
+
+def batch_decisions(
+    spec: JobSpec,
+    fires: Iterable[tuple[datetime, Trigger]],
+    active: bool,
+    quota: GroupQuota | None = None,
+    group_active: int = 0,
+) -> tuple[list[SlotDecision], int]:
+    """What each of one job's fires planned together does, oldest first.
+
+    `active`: whether the job had a run queued, or running on a live instance,
+    before these fires. Only such a run is "the previous run still active":
+    the fires of one batch (missed slots caught up, or replayed after a clock
+    jump) queue behind each other, and claims run them one at a time when the
+    overlap is skip, queue or replace. So catchup = "all" with overlap = "skip"
+    runs every missed slot, one after another, unless a run was already going,
+    in which case they are all skipped, as they would have been on time.
+
+    Skips never flood the history: every skipped slot of the batch with the same
+    reason becomes one `skipped` row, at the latest of them, its reason saying
+    how many slots it stands for. Returns the decisions and the group's count of
+    active runs after them.
+    """
+    decisions: list[SlotDecision] = []
+    skipped: dict[tuple[str, str], list[tuple[datetime, Trigger]]] = {}
+    replacing = True  # only the first enqueued fire cancels the active run
+    for slot, trigger in fires:
+        decision, cause = overlap_decision(spec, active), "overlap"
+        if decision.action is not FireAction.SKIP and quota is not None:
+            admitted = quota_decision(quota, group_active)
+            if admitted.action is FireAction.SKIP:
+                decision, cause = admitted, "quota"
+            else:
+                group_active += 1
+        if decision.action is FireAction.SKIP:
+            skipped.setdefault((cause, decision.reason or ""), []).append((slot, trigger))
+            continue
+        if decision.action is FireAction.REPLACE and not replacing:
+            decision = FireDecision(FireAction.ENQUEUE)
+        replacing = False
+        decisions.append(SlotDecision(slot, trigger, decision.action, decision.reason))
+    for (cause, reason), slots in skipped.items():
+        (first, _), (last, trigger) = slots[0], slots[-1]
+        if len(slots) > 1:
+            reason = f"{reason} ({len(slots)} slots, {_utc(first)} to {_utc(last)})"
+        decisions.append(SlotDecision(last, trigger, FireAction.SKIP, reason, len(slots), cause))
+    decisions.sort(key=lambda d: d.slot)
+    return decisions, group_active
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def quota_decision(quota: GroupQuota | None, active: int) -> FireDecision:

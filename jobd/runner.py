@@ -22,26 +22,38 @@ from dataclasses import dataclass
 from jobd.childlog import error_line
 from jobd.containment import RunCgroup, boot_ticks, containment
 from jobd.durations import format_duration
-from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status
+from jobd.masking import Masker
+from jobd.model import STORE_DATABASE, JobKind, JobSpec, Outcome, Run, Settings, Status
 from jobd.supervisor import LOG_FLUSH_INTERVAL, READ_CHUNK, Supervisor, shared_supervisor
+from jobd.urls import is_postgres
 
 __all__ = ["LOG_FLUSH_INTERVAL", "Event", "OutputTail", "RunProcess", "build_argv", "build_env"]
 
-# The daemon's own wiring that a job must not inherit.
-PRIVATE_ENV = ("JOBD_STORE", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+# The daemon's own wiring and credentials, which a job does not inherit: its store
+# (JOBD_STORE and every other JOBD_* variable), libpq's settings and password
+# (PGPASSWORD, PGPASSFILE, PGSERVICEFILE: every PG* variable), systemd's
+# credentials, readiness and watchdog. A job that needs one names it in its own
+# `env` (a value) or `secret_env` (taken from here, masked in its output).
+PRIVATE_ENV = frozenset(
+    ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "CREDENTIALS_DIRECTORY")
+)
+PRIVATE_ENV_PREFIXES = ("JOBD_", "PG")
 
 
 class OutputTail:
-    """The last `max_lines` lines of output, also at most `max_bytes`; memory stays bounded."""
+    """The last `max_lines` lines of output, also at most `max_bytes`; memory stays bounded.
+
+    Secrets are masked in what it gives out, in their encoded forms too.
+    """
 
     def __init__(self, max_lines: int, max_bytes: int, secrets: tuple[str, ...] = ()) -> None:
         self.max_lines = max_lines
         self.max_bytes = max_bytes
-        self.secrets = tuple(s.encode() for s in secrets if s)
+        self.masker = Masker(secrets)
         # A secret cut by the byte bound must still be seen whole to be masked, so the
         # buffer keeps this much more than max_bytes.
-        self._margin = max((len(s) for s in self.secrets), default=0)
-        self.total = 0
+        self._margin = self.masker.longest
+        self.total = 0  # every byte the job wrote
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -50,36 +62,29 @@ class OutputTail:
         if len(self._buf) > 2 * self.max_bytes + READ_CHUNK + self._margin:
             del self._buf[: len(self._buf) - self.max_bytes - self._margin]
 
-    def _window(self) -> bytes:
-        """The last max_bytes of output with every secret reaching into them masked,
-        including one that begins before them (masking after the cut leaked its rest)."""
-        buf = bytes(self._buf)
-        start = max(0, len(buf) - self.max_bytes)
-        spans = []
-        for secret in self.secrets:
-            at = buf.find(secret, max(0, start - len(secret) + 1))
-            while at != -1:
-                spans.append((at, at + len(secret)))
-                at = buf.find(secret, at + 1)
-        out, pos = bytearray(), start
-        for begin, end in sorted(spans):
-            if end > pos:
-                out += buf[pos : max(begin, pos)] + b"***"
-                pos = end
-        out += buf[pos:]
-        return bytes(out)
+    def snapshot(self, partial: bool = False) -> tuple[str, int]:
+        """The tail to store, and the byte count to store beside it.
 
-    def text(self) -> str:
+        The count is every byte the job wrote, less what masking took out of the
+        tail: counting the masked bytes made `jobd logs` report as dropped
+        ("N earlier bytes were not kept") what was only masked. While the run
+        goes on (`partial`), output that may be a secret's first bytes waits for
+        the rest: `jobd logs --follow` cannot take back what it printed.
+        """
         if self.max_lines == 0 or self.max_bytes == 0:
-            return ""
-        raw = self._window()
+            return "", self.total
+        buf = bytes(self._buf)
+        held = self.masker.unfinished(buf) if partial else 0
+        buf = buf[: len(buf) - held]
+        start = max(0, len(buf) - self.max_bytes)
+        raw = self.masker.mask_bytes(buf, start)
+        total = self.total - held - (len(buf) - start - len(raw))
         if not raw:
-            return ""  # no output is no log, not an empty line
+            return "", total  # no output is no log, not an empty line
         lines = raw.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-            keep = lines[-self.max_lines :]
-            raw = b"\n".join(keep) + b"\n"
+            raw = b"\n".join(lines[-self.max_lines :]) + b"\n"
         else:
             raw = b"\n".join(lines[-self.max_lines :])
         text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
@@ -88,7 +93,10 @@ class OutputTail:
         encoded = text.encode()
         if len(encoded) > self.max_bytes:
             text = encoded[-self.max_bytes :].decode("utf-8", errors="ignore")
-        return text
+        return text, total
+
+    def text(self) -> str:
+        return self.snapshot()[0]
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,13 @@ class Event:
 ERROR_LINE_KINDS = (JobKind.SQL, JobKind.HTTP)
 
 
+# jobd's own children run isolated (-I): no PYTHON* variable, no user site, and
+# above all not the working directory on sys.path, which `python -m` would put
+# first. A job's `cwd` may be writable by others: a `jobd` package planted there
+# would otherwise run with the job's rights, root's for a root daemon.
+RUNNER = (sys.executable, "-I", "-m")
+
+
 def build_argv(spec: JobSpec) -> list[str]:
     if spec.kind is JobKind.COMMAND:
         return list(spec.command)
@@ -113,23 +128,37 @@ def build_argv(spec: JobSpec) -> list[str]:
         return ["/bin/sh", "-c", spec.shell]
     if spec.kind is JobKind.SQL:
         # The job's name only, for `ps`: the statement and the URL go in the environment.
-        return [sys.executable, "-m", "jobd.sqlrunner", spec.name]
+        return [*RUNNER, "jobd.sqlrunner", spec.name]
     if spec.kind is JobKind.HTTP:
-        return [sys.executable, "-m", "jobd.httprunner", spec.name]
-    return [sys.executable, "-m", "jobd.callrunner", spec.call]
+        return [*RUNNER, "jobd.httprunner", spec.name]
+    return [*RUNNER, "jobd.callrunner", spec.call]
+
+
+def private(name: str) -> bool:
+    """Whether a variable of the daemon's environment is kept from jobs by default."""
+    return name in PRIVATE_ENV or name.startswith(PRIVATE_ENV_PREFIXES)
 
 
 def build_env(
     spec: JobSpec, run: Run, base: Mapping[str, str], store_url: str | None = None
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in PRIVATE_ENV}
+    """The job's environment: the daemon's without its private variables (unless
+    the job names them), the job's `env`, and which run this is."""
+    named = set(spec.secret_env)
+    to_store = spec.kind is JobKind.SQL and spec.database == STORE_DATABASE
+    if to_store:
+        # It asked for the store: it connects as the daemon does, libpq's
+        # PGPASSWORD, PGPASSFILE and the like included.
+        named |= {k for k in base if k.startswith("PG")}
+    env = {k: v for k, v in base.items() if k in named or not private(k)}
     env.update(spec.env)
     timeout = str(spec.timeout or "")
     if spec.kind is JobKind.SQL:
-        database = spec.database
-        if database is None and store_url and store_url.startswith(("postgresql:", "postgres:")):
-            database = store_url
-        env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database or "", JOBD_SQL_TIMEOUT=timeout)
+        database = spec.database or ""
+        if to_store:
+            # Only a job that said `database = "store"`, and only a PostgreSQL store.
+            database = store_url if store_url and is_postgres(store_url) else ""
+        env.update(JOBD_SQL=spec.sql, JOBD_SQL_DATABASE=database, JOBD_SQL_TIMEOUT=timeout)
     elif spec.kind is JobKind.HTTP:
         env.update(JOBD_HTTP=json.dumps(spec.http), JOBD_HTTP_TIMEOUT=timeout)
     env.update(
@@ -271,9 +300,8 @@ class RunProcess:
             return
         self._done.set()
         containment.ended(self.run_record.id, self.pid)
-        self.report(
-            Event("done", self.run_record.id, self.pid, self.tail.text(), self.tail.total, outcome)
-        )
+        tail, stored_bytes = self.tail.snapshot()
+        self.report(Event("done", self.run_record.id, self.pid, tail, stored_bytes, outcome))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         kwargs: dict = {}
@@ -368,9 +396,8 @@ class RunProcess:
 
     def report_output(self) -> None:
         """Send the output so far to the store (called about once a second while it grows)."""
-        self.report(
-            Event("log", self.run_record.id, log=self.tail.text(), log_bytes=self.tail.total)
-        )
+        tail, stored_bytes = self.tail.snapshot(partial=True)
+        self.report(Event("log", self.run_record.id, log=tail, log_bytes=stored_bytes))
 
 
 def kill_leftovers(

@@ -21,12 +21,14 @@ class SignalFlags:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
+        """Install (again, e.g. after a DaemonContext replaced SIGTERM's) the handlers;
+        restore() puts back the ones found at the first install."""
         for sig, handler in (
             (signal.SIGTERM, self._stop),
             (signal.SIGINT, self._stop),
             (signal.SIGHUP, self._reload),
         ):
-            self._previous[sig] = signal.signal(sig, handler)
+            self._previous.setdefault(sig, signal.signal(sig, handler))
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -20,9 +20,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobd.childlog import Masker, fail
+from jobd.childlog import fail
 from jobd.config_kinds import fill_placeholders
+from jobd.errors import first_line
+from jobd.masking import Masker
 from jobd.model import SQL_ROWS_SHOWN
+from jobd.urls import postgres_url_problem, url_passwords
 
 CELL_CHARS = 200  # one value, in the log
 CONNECT_TIMEOUT = 10
@@ -65,7 +68,7 @@ def run_postgres(url: str, statement: str, timeout: float, mask: Masker) -> int:
             url, connect_timeout=CONNECT_TIMEOUT, application_name="jobd sql job"
         )
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        first = first_line(exc, "connection failed")
         return fail(f"cannot connect: {first}", mask)
     conn.autocommit = True  # as pg_cron: no transaction left open, VACUUM works
     try:
@@ -135,17 +138,21 @@ def main() -> int:
     url = os.environ.get("JOBD_SQL_DATABASE", "")
     timeout = float(os.environ.get("JOBD_SQL_TIMEOUT") or 0)
     if not url:
-        return fail("no database: set `database` (the store is not PostgreSQL)")
+        return fail(
+            'no database: set `database` (a URL, a [databases] name, or "store" for '
+            "jobd's own PostgreSQL store)"
+        )
     try:
         url, secrets = fill_placeholders(url, os.environ)
     except KeyError as exc:
         return fail(f"database: ${{{exc.args[0]}}} is not set in the job's environment")
     if url.startswith("sqlite:///"):
         return run_sqlite(url[len("sqlite:///") :], statement)
-    from urllib.parse import urlsplit
-
-    password = urlsplit(url).password
-    return run_postgres(url, statement, timeout, Masker([*secrets, password or ""]))
+    masker = Masker([*secrets, *url_passwords(url)], url_passwords=True)
+    problem = postgres_url_problem(url)
+    if problem is not None:  # once filled in: libpq would quote it whole
+        return fail(f"database: {problem}", masker)
+    return run_postgres(url, statement, timeout, masker)
 
 
 if __name__ == "__main__":

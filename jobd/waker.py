@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from jobd.clockstep import ClockStepWatch
+from jobd.filewatch import FileWatch
+from jobd.store.store import WAKE_CHANNEL
 
-WAKE_CHANNEL = "jobd_wake"
 # sun_path holds 108 bytes on Linux (104 on macOS); a store deep in the file
 # system puts its wake sockets beyond that.
 MAX_SOCKET_PATH = 100
@@ -43,7 +44,13 @@ def _reachable(directory: str) -> Iterator[str]:
 
 
 def poke_all(directory: str) -> None:
-    """Send one datagram to every daemon socket in `directory`; remove dead ones."""
+    """Send one datagram to every daemon socket in `directory`; remove dead ones.
+
+    Only in a private directory (jobd.store.files): a planted one is not followed."""
+    from jobd.store.files import is_private_dir
+
+    if not is_private_dir(directory):
+        return
     try:
         names = os.listdir(directory)
     except OSError:
@@ -74,15 +81,19 @@ class Waker:
         self._schema: str | None = None  # the store's schema, named by a NOTIFY's payload
         self._old_wakeup_fd: int | None = None
         self._clock = ClockStepWatch()
+        self._file = FileWatch()
 
     def install_signal_wakeup(self) -> None:
         """Signals arriving while we sleep in select() end the sleep at once."""
         self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
 
     def bind_socket(self, directory: str) -> None:
+        """Raises OSError when it cannot, ConfigError when `directory` is not private."""
+        from jobd.store.files import private_dir
+
+        private_dir(directory)
         old = os.umask(0o077)
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
             name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
             path = os.path.join(directory, name)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -111,12 +122,32 @@ class Waker:
             self.selector.register(fd, selectors.EVENT_READ, "clock")
         return True
 
+    def watch_file(self, path: str) -> bool:
+        """Wake when `path` is unlinked or renamed (Linux); False where that is not possible."""
+        if self._file.fd is None:
+            fd = self._file.open(path)
+            if fd is None:
+                return False
+            self.selector.register(fd, selectors.EVENT_READ, "file")
+        return True
+
     def listen_postgres(self, dsn: str) -> None:
         """A dedicated autocommit connection that LISTENs for `jobd trigger`'s NOTIFY."""
         import psycopg2
 
         self.unlisten()
-        conn = psycopg2.connect(dsn, connect_timeout=5, application_name="jobd-listen")
+        # It sits idle, so only TCP keepalives find a peer that vanished (a host
+        # down, a cut without RST); a stall the daemon notices on its own
+        # connection replaces this one too.
+        conn = psycopg2.connect(
+            dsn,
+            connect_timeout=5,
+            application_name="jobd-listen",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {WAKE_CHANNEL}")
@@ -175,6 +206,8 @@ class Waker:
                         pass
             elif key.data == "clock":
                 self._clock.stepped()  # the loop's JumpDetector says how far
+            elif key.data == "file":
+                self._file.drain()  # the tick looks at what happened to the file
             elif key.data == "listen":
                 try:
                     self._listen_conn.poll()
@@ -203,5 +236,6 @@ class Waker:
                     os.unlink(self._socket_path)
         self.selector.close()
         self._clock.close()
+        self._file.close()
         os.close(self._read_fd)
         os.close(self._write_fd)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import finish_run, run_jobd, wait_for, write_output
 
 ANSI = re.compile(r"\x1b\[")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -215,22 +215,22 @@ class Executor:
                     continue
                 run, _spec = claimed[0]
                 self.claimed.append(run.id)
-                store.set_pid(run.id, 4242)
+                store.record_progress({run.id: 4242}, {}, [])
                 text = ""
                 for chunk in self.step.output:
                     text += chunk
-                    store.write_log(run.id, text, len(text.encode()))
+                    write_output(store, run.id, text, len(text.encode()))
                     time.sleep(0.05)
                 while self.step.hold is not None and not self.step.hold():
-                    if store.cancel_requested([run.id]):
-                        store.finish(run.id, self.instance_id, Outcome(Status.CANCELLED))
+                    if run.id in store.runs_to_stop(self.instance_id, [run.id]):
+                        finish_run(store, run.id, self.instance_id, Outcome(Status.CANCELLED))
                         break
                     time.sleep(0.02)
                 else:
                     outcome = Outcome(
                         Status(self.step.status), self.step.exit_code, None, self.step.error
                     )
-                    store.finish(run.id, self.instance_id, outcome)
+                    finish_run(store, run.id, self.instance_id, outcome)
         except BaseException as exc:  # surfaced by __exit__
             self.error = exc
 

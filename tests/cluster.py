@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobd.store.admin import leader_lease
 from tests.conftest import jobd_cmd, wait_for
 
 
@@ -110,7 +111,7 @@ class Cluster:
 
     def leader(self) -> Proc | None:
         """The live process holding an unexpired lease, by the database's clock."""
-        lease = self.store.lease()
+        lease = leader_lease(self.store, self.store.now())
         if lease is None or lease["holder"] is None or lease["expires_at"] is None:
             return None
         if lease["expires_at"] <= self.store.now():

@@ -46,6 +46,16 @@ def postgres_admin() -> Iterator[Any]:
     conn.close()
 
 
+def dsn_with_password(password: str, dsn: str = POSTGRES_DSN) -> str:
+    """$JOBD_TEST_POSTGRES_DSN with a password in it (the test server trusts any)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = (parts.username or "postgres") if "@" in parts.netloc else "postgres"
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
+
+
 def schema_url(schema: str) -> str:
     sep = "&" if "?" in POSTGRES_DSN else "?"
     return f"{POSTGRES_DSN}{sep}options=-csearch_path%3D{schema}"
@@ -99,6 +109,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         time.sleep(interval)
+
+
+def finish_run(store: Any, run_id: int, instance: str, outcome: Any, follow_ups: Any = ()) -> bool:
+    """End a running run as a daemon does, through the store's one end-run path;
+    False when `instance` no longer runs it."""
+    return bool(store.record_progress({}, {}, [(run_id, instance, outcome, follow_ups)])[0])
+
+
+def write_output(store: Any, run_id: int, text: str, total: int | None = None) -> None:
+    """Record a run's output tail as a daemon does (`total`: all bytes seen)."""
+    seen = len(text.encode()) if total is None else total
+    store.record_progress({}, {run_id: (text, seen)}, [])
 
 
 def jobd_cmd(*args: str) -> list[str]:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from jobd.model import Run
 from jobd.store import Store
 from tests.conftest import jobd_cmd, wait_for
-from tests.processes import kill_marked, marked
+from tests.processes import MARKER_ENV, keeper_of, kill_marked, marked
 
 # Short timers so that failover, shutdown and back-off fit in a test's seconds.
 FAST = {"lease_ttl": "3s", "kill_grace": "1s", "shutdown_grace": "2s", "max_backoff": "2s"}
@@ -63,7 +63,7 @@ class JobdProcess:
         netns: str | None = None,
     ) -> None:
         self.config, self.store_url, self.log_path = config, store_url, log
-        env = {**os.environ, "JOBD_TEST_TOKEN": token}
+        env = {**os.environ, MARKER_ENV: token}
         env.pop("JOBD_CONFIG", None)
         env.pop("JOBD_STORE", None)
         cmd = jobd_cmd("--config", str(config), "--store", store_url, "run")
@@ -160,7 +160,9 @@ class Daemons:
     def leftovers(self) -> list[int]:
         """Job processes (and their children) still alive from this test."""
         daemon_pids = {d.pid for d in self.started}
-        return [pid for pid in marked(self.token) if pid not in daemon_pids]
+        # A daemon's keeper (jobd.keeper) is the daemon's, not a job's.
+        ours = daemon_pids | {keeper_of(pid) for pid in daemon_pids}
+        return [pid for pid in marked(self.token) if pid not in ours]
 
     def cleanup(self) -> None:
         for daemon in self.started:

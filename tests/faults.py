@@ -1,6 +1,6 @@
 """A real `jobd run` process for fault tests, and ways to look at what it did.
 
-Every daemon a fault test starts carries JOBD_TEST_TOKEN in its environment;
+Every daemon a fault test starts carries MARKER_ENV in its environment;
 its jobs and their children inherit it, so `orphans()` finds any process the
 test left behind, even one that escaped its process group.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import jobd_cmd, wait_for
-from tests.processes import kill_marked, marked
+from tests.processes import MARKER_ENV, kill_marked, marked
 
 
 def write_config(path: Path, text: str) -> Path:
@@ -57,13 +57,14 @@ class Daemon:
         args: Iterable[str] = (),
         preexec: Any = None,
         prefix: Iterable[str] = (),
+        jobd: Iterable[str] | None = None,
     ) -> None:
         self.config, self.url, self.log_path = config, url, log
         self.token = token or uuid.uuid4().hex
         self.env = {
             **os.environ,
             "JOBD_STORE": url,
-            "JOBD_TEST_TOKEN": self.token,
+            MARKER_ENV: self.token,
             "XDG_DATA_HOME": str(log.parent / "data"),
             **(env or {}),
         }
@@ -71,6 +72,7 @@ class Daemon:
         self.args = list(args)
         self.preexec = preexec
         self.prefix = list(prefix)  # e.g. setpriv, to run the daemon as another user
+        self.jobd = list(jobd) if jobd is not None else jobd_cmd()  # how to start jobd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -78,7 +80,7 @@ class Daemon:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.prefix, *jobd_cmd("--config", str(self.config), "run", *self.args)],
+                [*self.prefix, *self.jobd, "--config", str(self.config), "run", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=log,

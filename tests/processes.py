@@ -79,13 +79,17 @@ def assert_group_gone(pgid: int, reaped: bool = False, timeout: float = 10.0) ->
         time.sleep(0.05)
 
 
+# Not JOBD_*: jobd keeps its own variables from its jobs, and this one must reach them.
+MARKER_ENV = "TEST_JOBD_TOKEN"
+
+
 def marked(token: str) -> list[int]:
-    """Live processes whose environment carries JOBD_TEST_TOKEN=token.
+    """Live processes whose environment carries MARKER_ENV=token.
 
     Tests start daemons with that variable; jobs inherit it, so it finds every job
     process and grandchild a test started, even ones that left their group.
     """
-    needle = f"JOBD_TEST_TOKEN={token}".encode()
+    needle = f"{MARKER_ENV}={token}".encode()
     found = []
     for pid in _all_pids():
         if pid == os.getpid():

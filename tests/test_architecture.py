@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = ["jobd.model", "jobd.cron", "jobd.config", "jobd.durations", "jobd.errors"]
-PURE += ["jobd.config_fields", "jobd.config_kinds", "jobd.importers", "jobd.childlog"]
+PURE += ["jobd.config_fields", "jobd.config_kinds", "jobd.importers", "jobd.childlog", "jobd.urls"]
+PURE += ["jobd.masking"]
 PURE += [name for name in ("jobd.policies", "jobd.planner") if importlib.util.find_spec(name)]
 
 # Top-level modules the pure core must not load, directly or through another module.
@@ -109,3 +110,25 @@ def test_exit_codes_are_documented() -> None:
     for code in ExitCode:
         assert re.search(rf"^\.B {code.value}$", page, re.MULTILINE), f"man page: {code!r}"
         assert re.search(rf"^\| {code.value} \|", readme, re.MULTILINE), f"README: {code!r}"
+
+
+# -- the operations layer ---------------------------------------------------------------
+
+# Store writes that are operations: validation, quotas, audit rows and wake-ups come
+# with them in jobd.ops, so a front end that wrote them itself would skip those.
+OPERATION_WRITES = (
+    "audit", "enqueue", "set_paused", "upsert_cli_job", "remove_job", "request_cancel",
+    "add_unapplied_job", "prune",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "jobd" / "cli").glob("*.py")), ids=str)
+def test_front_ends_leave_store_writes_to_the_operations_layer(path: Path) -> None:
+    calls = [
+        f"{path.name}:{node.lineno}: .{node.func.attr}()"
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in OPERATION_WRITES
+    ]
+    assert calls == [], "call jobd.ops instead"

@@ -168,9 +168,14 @@ def test_schedule_override_from_the_environment(home: dict[str, Any]) -> None:
 
 
 def test_list_after_run_once(home: dict[str, Any]) -> None:
-    empty = jobd(home, "list", "--store", home["store"])
-    assert empty.returncode == 0, empty.stderr
-    assert "no jobs in the store yet" in empty.stderr
+    # Reading never creates a store: an empty one here could be where a daemon's vanished.
+    # Before any store, list shows the file's jobs and says there is none yet.
+    missing = jobd(home, "list", "--store", home["store"])
+    assert missing.returncode == 0 and "jobd: no store at " in missing.stderr
+    before = jobd(home, "list", "--json", "--store", home["store"])
+    assert before.returncode == 0, before.stderr
+    assert {job["applied"] for job in json.loads(before.stdout)} == {"not applied"}
+    assert not Path(home["store"].removeprefix("sqlite:///")).exists()
 
     applied = jobd(home, "run", "--once", "--store", home["store"])
     assert applied.returncode == 0, applied.stderr
@@ -187,7 +192,7 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     assert list(jobs) == ["halfhourly", "nightly", "notify", "off"]
     assert set(jobs["nightly"]) == {
         "name", "schedule", "timezone", "next_fire", "last_status", "paused", "enabled",
-        "source", "description", "group",
+        "source", "applied", "description", "group",
     }  # fmt: skip
     nightly = jobs["nightly"]
     assert (nightly["schedule"], nightly["timezone"]) == ("30 2 * * *", "Europe/Berlin")
@@ -283,6 +288,7 @@ def test_next_as_text(home: dict[str, Any]) -> None:
 
 
 def test_next_unknown_job_suggests_the_closest(home: dict[str, Any]) -> None:
+    open_store(home["store"]).close()
     result = jobd(home, "next", "nightyl", "--store", home["store"])
     assert result.returncode == 2
     assert error_line(result) == "jobd: unknown job 'nightyl' (did you mean 'nightly'?)"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from jobd.model import NewRun, Status, Trigger
+from jobd.store import open_store
 from tests.clihelp import (
     ANSI,
     RUN_SHAPE,
@@ -31,7 +32,7 @@ from tests.clihelp import (
     jobd,
     postgresql_url,
 )
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import jobd_cmd, wait_for, write_output
 
 __all__ = ["postgresql_url"]  # the fixture alias, see tests.clihelp
 
@@ -155,7 +156,7 @@ def test_show_json_has_every_field(store_url: str, store: Any) -> None:
     run_id = enqueue(store, "backup")
     instance = add_instance(store)
     store.claim(instance, "h1", 1)
-    store.write_log(run_id, "one\ntwo\n", 100)
+    write_output(store, run_id, "one\ntwo\n", 100)
     result = invoke(store_url, "show", str(run_id), "--json")
     assert result.exit_code == 0, result.output
     row = json.loads(result.output)
@@ -167,7 +168,7 @@ def test_show_json_has_every_field(store_url: str, store: Any) -> None:
 def test_show_for_people(store_url: str, store: Any) -> None:
     add_job(store, "backup")
     run_id = enqueue(store, "backup", Status.FAILED, error="exit 3")
-    store.write_log(run_id, "it broke\n", 9)
+    write_output(store, run_id, "it broke\n", 9)
     result = invoke(store_url, "show", str(run_id))
     assert result.exit_code == 0, result.output
     assert "status         failed" in result.output
@@ -177,6 +178,7 @@ def test_show_for_people(store_url: str, store: Any) -> None:
 
 
 def test_show_and_logs_unknown_id(sqlite_url: str, tmp_path: Path) -> None:
+    open_store(sqlite_url).close()
     for command in ("show", "logs"):
         result = jobd(sqlite_url, tmp_path, command, "999")
         assert result.returncode == 2
@@ -188,7 +190,7 @@ def test_show_and_logs_unknown_id(sqlite_url: str, tmp_path: Path) -> None:
 def test_logs_prints_the_tail_and_says_what_was_dropped(store_url: str, store: Any) -> None:
     add_job(store, "backup")
     run_id = enqueue(store, "backup", Status.SUCCEEDED)
-    store.write_log(run_id, "last line\n", 5000)
+    write_output(store, run_id, "last line\n", 5000)
     result = invoke(store_url, "logs", str(run_id))
     assert result.exit_code == 0
     assert "4990 earlier bytes were not kept" in result.output
@@ -233,6 +235,7 @@ def test_trigger_queues_a_manual_run_and_audits(store_url: str, store: Any, tmp_
 
 
 def test_trigger_unknown_job(sqlite_url: str, store: Any, tmp_path: Path) -> None:
+    open_store(sqlite_url).close()
     result = jobd(sqlite_url, tmp_path, "trigger", "nope")
     assert result.returncode == 2 and "unknown job 'nope'" in result.stderr
 
@@ -281,7 +284,14 @@ def test_trigger_follow_streams_the_output(store_url: str, store: Any, tmp_path:
     assert rest == "".join(chunks)
 
 
-def test_ctrl_c_stops_waiting_not_the_run(store_url: str, store: Any, tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+
+
+@pytest.mark.parametrize("started", ["default", "sigint-ignored"])
+def test_ctrl_c_stops_waiting_not_the_run(
+    store_url: str, store: Any, tmp_path: Path, started: str
+) -> None:
     add_job(store, "backup")
     add_instance(store)
     env = {**_env(tmp_path)}
@@ -291,6 +301,7 @@ def test_ctrl_c_stops_waiting_not_the_run(store_url: str, store: Any, tmp_path: 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=_ignore_sigint if started == "sigint-ignored" else None,
     )
     try:
         assert proc.stdout is not None

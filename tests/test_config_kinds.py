@@ -17,19 +17,80 @@ def error(text: str) -> str:
     return str(info.value)
 
 
-def test_sql_job_defaults_to_a_postgresql_store() -> None:
-    config = parse_config(PG_STORE + '[jobs.risk]\nsql = "SELECT fn()"\n')
+def test_sql_job_runs_in_a_postgresql_store_only_when_it_says_so() -> None:
+    config = parse_config(PG_STORE + '[jobs.risk]\nsql = "SELECT fn()"\ndatabase = "store"\n')
     spec = config.jobs["risk"]
-    assert spec.kind is JobKind.SQL and spec.sql == "SELECT fn()" and spec.database is None
+    assert spec.kind is JobKind.SQL and spec.sql == "SELECT fn()" and spec.database == "store"
     assert spec.target == "SELECT fn()"
+    # The word is kept, never the store's URL: its password stays out of the spec.
+    assert "jobd@db" not in spec.to_json()
 
 
-@pytest.mark.parametrize("store", ["", '[jobd]\nstore = "sqlite:////var/lib/jobd/jobd.db"\n'])
-def test_sql_job_needs_a_database_with_a_sqlite_store(store: str) -> None:
+@pytest.mark.parametrize(
+    "store", ["", PG_STORE, '[jobd]\nstore = "sqlite:////var/lib/jobd/jobd.db"\n']
+)
+def test_sql_job_needs_a_database(store: str) -> None:
     message = error(store + '[jobs.risk]\nsql = "SELECT 1"\n')
-    assert (
-        "job 'risk': key 'database'" in message and "unless [jobd] store is PostgreSQL" in message
-    )
+    assert "job 'risk': key 'database': an sql job needs `database`" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "env"),
+    [
+        ("sqlite:////var/lib/jobd/jobd.db", {}),
+        (None, {"JOBD_STORE": "sqlite:////x/jobd.db"}),
+        (None, {}),
+    ],
+    ids=["--store", "JOBD_STORE", "default"],
+)
+def test_the_store_as_database_needs_a_postgresql_store_however_named(
+    override: str | None, env: dict[str, str]
+) -> None:
+    text = '[jobs.risk]\nsql = "SELECT 1"\ndatabase = "store"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "jobd.toml", env, store_override=override)
+    assert 'database = "store" needs a PostgreSQL store' in str(info.value)
+    pg = "postgresql://jobd@db/jobd"
+    assert parse_config(text, "jobd.toml", {}, store_override=pg).jobs["risk"].database == "store"
+    assert parse_config(text, "jobd.toml", {"JOBD_STORE": pg}).jobs["risk"].database == "store"
+
+
+def test_store_is_a_reserved_database_name() -> None:
+    assert "reserved" in error('[databases]\nstore = "postgresql://h/d"\n')
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://u:S3cret@[::1/db", "closing ']'"),
+        ("postgresql://u:S3cret@db:abc/db", "a port that is not a number"),
+        ("postgresql://u:S3cret@db:99999/db", "a port that is not a number"),
+        ("postgresql://u:S3/cret@db/db", "a port that is not a number"),
+        ("postgresql://u:S3cret@db/db?sslmode", "not key=value"),
+        ("postgresql://u:S3cret@db/db?port=0", "a port that is not a number"),
+        ("postgresql://u:S3cret@::1/db", "[brackets]"),
+        ("postgresql://u:S3cret@db/d%zzb", "'%'"),
+        ("postgresql://u:S3cret@a:1,b:0/db", "a port that is not a number"),
+    ],
+)
+def test_malformed_database_urls_are_refused_without_their_password(url: str, problem: str) -> None:
+    for text in (f'[databases]\nd = "{url}"\n', f'[jobd]\nstore = "{url}"\n'):
+        message = error(text)
+        assert problem in message and "S3" not in message and "u:***@" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:${PW}@[::1]:5432/db",
+        "postgresql://a:1,b:2/db?target_session_attrs=any",
+        "postgresql://u@db:${PORT}/db",
+        "postgresql:///db?host=/run/postgresql",
+    ],
+)
+def test_wellformed_database_urls_pass(url: str) -> None:
+    config = parse_config(f'[databases]\nd = "{url}"\n')
+    assert config.databases["d"] == url
 
 
 def test_database_names_resolve_to_their_urls() -> None:
@@ -155,8 +216,43 @@ def test_bad_group_tables_name_the_key(table: str, key: str) -> None:
 def test_new_fields_survive_the_store_round_trip() -> None:
     config = parse_config(
         PG_STORE + "[groups.g]\n"
-        '[jobs.s]\nsql = "SELECT 1"\ngroup = "g"\n'
+        '[jobs.s]\nsql = "SELECT 1"\ngroup = "g"\ndatabase = "store"\n'
         '[jobs.h]\nhttp = { url = "https://x/y", json = [1, "a"] }\n'
     )
     for spec in config.jobs.values():
         assert JobSpec.from_json(spec.to_json()) == spec
+
+
+URL_PIECES = [
+    "u", ":S3cret", "@", "[", "]", "::1", "host", ":", "5432", "abc", "/", "db", "?",
+    "sslmode=require", "&", "=", "%", "%zz", "%41", ",", "h2", "#", " ", "\\", "'", '"',
+    "password=S3cret", "u:S3cret@", "port=", "host=",
+]  # fmt: skip
+
+
+def test_no_url_that_passes_the_check_makes_libpq_quote_its_password() -> None:
+    """libpq's error for a URL it cannot parse quotes the URL whole: every URL it
+    would reject that way must be refused by jobd's check first."""
+    import random
+
+    from psycopg2.extensions import parse_dsn
+
+    from jobd.urls import mask_url, store_url_problem
+
+    rng = random.Random(18)
+    leaks, refused = [], 0
+    for _ in range(40_000):
+        url = "postgresql://" + "".join(rng.choice(URL_PIECES) for _ in range(rng.randint(1, 9)))
+        if "S3cret" not in url:
+            continue
+        problem = store_url_problem(url)
+        if problem is not None:
+            refused += 1
+            assert "S3cret" not in problem, url
+            continue
+        try:
+            parse_dsn(url)
+        except Exception as exc:
+            if "S3cret" in str(exc):
+                leaks.append((url, mask_url(url)))
+    assert refused > 1000 and not leaks, leaks[:5]

@@ -576,3 +576,22 @@ def test_random_expressions_give_a_schedule_or_cron_error(expr: str, zone: str) 
     except CronError:
         return
     assert fire > after and fire.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("expr", "words"),
+    [
+        ("0 25 * * *", ("hour field '25'", "0-23")),
+        ("61 * * * *", ("minute field '61'", "0-59")),
+        ("* * 32 * *", ("day-of-month field '32'", "1-31")),
+        ("* * * 13 *", ("month field '13'", "1-12")),
+        ("* * * * 8", ("day-of-week field '8'", "0-7")),
+        ("99 * * * * *", ("second field '99'", "0-59")),
+        ("0 99 * * * *", ("minute field '99'", "0-59")),
+    ],
+)
+def test_a_bad_field_is_named_with_its_value_and_range(expr: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(CronError) as caught:
+        parse_schedule(expr)
+    assert all(word in str(caught.value) for word in words), caught.value
+    assert "Bad " not in str(caught.value)

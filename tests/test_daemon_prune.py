@@ -10,7 +10,7 @@ from pathlib import Path
 from jobd.config import parse_config
 from jobd.model import NewRun, Outcome, Status, Trigger
 from jobd.store import open_store
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import finish_run, jobd_cmd, wait_for
 
 
 def test_daemon_prunes_history_to_keep(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_daemon_prunes_history_to_keep(tmp_path: Path) -> None:
     for _ in range(10):
         run_id = store.enqueue(NewRun("report", Trigger.MANUAL, store.now()))
         store.claim_run(run_id, "old", "h")
-        store.finish(run_id, "old", Outcome(Status.SUCCEEDED, 0))
+        finish_run(store, run_id, "old", Outcome(Status.SUCCEEDED, 0))
     daemon = subprocess.Popen(
         jobd_cmd("--config", str(config), "run"),
         env={**os.environ, "JOBD_STORE": url},

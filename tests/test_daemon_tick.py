@@ -137,7 +137,7 @@ def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
     # Both lost the store for longer than lease_ttl; we get it back first.
     age_heartbeat(store, "peer", SETTINGS.lease_ttl + 1)
     daemon.store_ok = False
-    daemon.backoff.next()
+    daemon.outage.failed()
     daemon._safe_tick(daemon.clock.now())
     assert daemon.store_ok
     daemon._reap()
@@ -153,10 +153,14 @@ def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
     assert run is not None and run.status is Status.ABANDONED
 
 
-def test_store_backoff_stays_below_lease_ttl_while_runs_go_on(
+def test_a_store_outage_is_probed_every_second_however_long_it_lasts(
     store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A back-off that kept doubling left the daemon idle long after the store came
+    back (a 30 s outage became a minute without fires): only the log backs off."""
     import peewee as pw
+
+    from jobd.storewait import PROBE_EVERY
 
     daemon = make_daemon(job("work"))
 
@@ -165,11 +169,13 @@ def test_store_backoff_stays_below_lease_ttl_while_runs_go_on(
 
     monkeypatch.setattr(daemon, "tick", unavailable)
     idle = [daemon._safe_tick(daemon.clock.now()) for _ in range(6)]
-    assert idle == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    assert idle == [PROBE_EVERY] * 6
+    assert daemon.outage.attempts == 6
     monkeypatch.setattr(daemon.executor, "running", {1: object()})
     # Often enough that a heartbeat is written soon after the store is back, well
     # before the fence (2/3 of lease_ttl, jobd.fence) stops the runs.
-    assert daemon._safe_tick(daemon.clock.now()) == SETTINGS.lease_ttl / 6
+    expected = min(PROBE_EVERY, SETTINGS.lease_ttl / 6)
+    assert daemon._safe_tick(daemon.clock.now()) == expected
 
 
 @pytest.mark.parametrize("overlap", [Overlap.SKIP, Overlap.QUEUE, Overlap.REPLACE])
@@ -196,6 +202,7 @@ def test_missed_fires_still_skip_a_run_that_is_already_active(
     spec = replace(job("tick", catchup=Catchup.ALL), schedule="* * * * * *")
     daemon = make_daemon(spec)
     assert daemon.leader.poll()
+    store.register_instance("peer", "elsewhere", 1, "test")  # live: a fresh heartbeat
     start_run(store, "tick", "peer")
     now = daemon.clock.now()
     Job = store.m.Job
@@ -204,7 +211,34 @@ def test_missed_fires_still_skip_a_run_that_is_already_active(
     ).execute()
     daemon.fire_due(now)
     fired = [r for r in store.executions("tick", limit=None) if r.trigger is not Trigger.MANUAL]
-    assert fired and {r.status for r in fired} == {Status.SKIPPED}
+    # Skipped, and as one row standing for them all: a burst never floods the history.
+    assert [r.status for r in fired] == [Status.SKIPPED]
+    assert fired[0].error is not None and "slots" in fired[0].error
+
+
+@pytest.mark.parametrize("gone", ["stale heartbeat", "stopped", "unknown"])
+def test_a_run_of_a_vanished_instance_does_not_make_fires_skip(
+    store: Store, make_daemon: Any, gone: str
+) -> None:
+    # Its instance died or was cut off; the run waits only to be marked abandoned.
+    spec = replace(job("tick", catchup=Catchup.ALL), schedule="* * * * * *")
+    daemon = make_daemon(spec)
+    assert daemon.leader.poll()
+    if gone != "unknown":
+        store.register_instance("peer", "elsewhere", 1, "test")
+    start_run(store, "tick", "peer")
+    if gone == "stale heartbeat":
+        age_heartbeat(store, "peer", SETTINGS.lease_ttl / 2 + 0.5)
+    elif gone == "stopped":
+        store.stop_instance("peer")
+    now = daemon.clock.now()
+    Job = store.m.Job
+    Job.update(next_fire_at=to_db(now.replace(microsecond=0) - timedelta(seconds=3))).where(
+        Job.name == "tick"
+    ).execute()
+    daemon.fire_due(now)
+    fired = [r for r in store.executions("tick", limit=None) if r.trigger is not Trigger.MANUAL]
+    assert len(fired) >= 3 and {r.status for r in fired} == {Status.QUEUED}
 
 
 def test_a_slot_between_applying_the_config_and_leading_is_fired_not_missed(
@@ -225,3 +259,36 @@ def test_a_slot_between_applying_the_config_and_leading_is_fired_not_missed(
     daemon.fire_due(max(daemon.clock.now(), slot + timedelta(milliseconds=300)))
     fired = store.executions("tick", limit=None)
     assert (slot, Trigger.SCHEDULE) in [(r.scheduled_for, r.trigger) for r in fired]
+
+
+def test_a_value_the_store_refuses_in_a_tick_is_not_called_an_outage(
+    store: Store, make_daemon: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value the store will not take (here, a check the operator added) is not an
+    outage: "store unavailable" would send the operator to the database server."""
+    import logging
+
+    from jobd.errors import ExitCode, StoreValueRefused, store_failure
+
+    daemon = make_daemon(job("refused"))
+    store.enqueue(NewRun("refused", Trigger.MANUAL, not_before=store.now()))
+    if store.backend == "postgresql":
+        store.db.execute_sql(
+            "ALTER TABLE executions ADD CONSTRAINT no_start CHECK (status <> 'running') NOT VALID"
+        )
+    else:
+        store.db.execute_sql(
+            "CREATE TRIGGER no_start BEFORE UPDATE ON executions WHEN NEW.status = 'running' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a check'); END"
+        )
+    with caplog.at_level(logging.WARNING, logger="jobd"):
+        try:
+            daemon._safe_tick(daemon.clock.now())
+        except Exception as exc:  # SQLite's own error class escapes the loop: exit 1
+            failure = store_failure(exc)
+            assert isinstance(failure, StoreValueRefused), exc
+            assert failure.exit_code == ExitCode.FAILURE
+            assert str(failure).startswith("the store refused a value: ")
+        else:  # peewee's is tried again, as an outage is, but not called one
+            assert caplog.records[-1].getMessage().startswith("the store refused a value (")
+    assert not any("unavailable" in record.getMessage() for record in caplog.records)

@@ -87,6 +87,18 @@ def test_every_contrib_path_the_docs_name_exists() -> None:
     assert not missing
 
 
+def test_readme_and_man_pages_stand_alone() -> None:
+    """They are read from a checkout or an installed package: nothing they point at
+    may lie outside the repository (a spec or style guide of the developers)."""
+    root = EXAMPLES.parent.parent
+    for doc in [root / "README.md", *root.glob("man/*.[0-9]"), *root.glob("docs/*.md")]:
+        text = doc.read_text()
+        assert not re.search(r"\bSPEC\b|STYLE\.md|\.\./shared|shared/", text), doc.name
+        for link in re.findall(r"\]\(([^)#]+)\)", text):  # Markdown links to files
+            if "://" not in link:
+                assert (doc.parent / link).exists(), f"{doc.name}: {link}"
+
+
 # -- one example per kind of user (the seeds jobd replaces) ------------------------------
 
 PARITY_EXAMPLES = ["infraaudit.toml", "opsdeck.toml", "pgcron.toml", "multi-tenant.toml"]

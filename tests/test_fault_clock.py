@@ -228,3 +228,52 @@ def test_a_leader_clock_beyond_max_clock_skew_stops_leading_and_resumes(
     finally:
         daemon.cleanup()
         store.close()
+
+
+@needs_faketime
+def test_housekeeping_goes_on_after_the_clock_is_stepped_back(
+    store_url: str, tmp_path: Path, reliability: Recorder
+) -> None:
+    """Heartbeats and the look for lost runs are timers: a wall clock stepped back
+    an hour must not silence them for that hour, or on PostgreSQL the other
+    instances would take this live daemon for dead and abandon its runs."""
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
+    clock = FakeClock(tmp_path / "faketime")
+    config = write_config(
+        tmp_path / "jobd.toml",
+        '[jobd]\nlease_ttl = "3s"\nmax_clock_skew = "3h"\n[jobs.long]\ncommand = ["sleep", "60"]\n',
+    )
+    daemon = Daemon(config, store_url, tmp_path / "jobd.log", env=clock.env())
+    store = open_store(store_url)
+    Instance = store.m.Instance
+    try:
+        daemon.start()
+        # A run going on: on SQLite a busy daemon writes heartbeats too.
+        run_id = store.enqueue(NewRun("long", Trigger.MANUAL, not_before=store.now()))
+        wait_for(lambda: store.execution(run_id).status.value == "running", timeout=20)
+        clock.set(-3600)
+        wait_for(lambda: "jumped back" in daemon.log(), timeout=15)
+
+        def heartbeat() -> Any:
+            return Instance.select(Instance.heartbeat_at).where(Instance.stopped_at.is_null())
+
+        seen = set()
+        deadline = time.monotonic() + 4 * 3  # four lease_ttl
+        while time.monotonic() < deadline and len(seen) < 3:
+            seen.update(row.heartbeat_at for row in heartbeat())
+            time.sleep(0.2)
+        run = store.execution(run_id)
+        reliability.observe(
+            "clock",
+            backend,
+            runs=1,
+            stuck=0,
+            lost=int(run.status.value != "running"),
+            detail=f"clock stepped back 1 h with a run going: {len(seen)} heartbeats in 4 ttl, "
+            f"the run still {run.status.value}",
+        )
+        assert len(seen) >= 3, f"heartbeats stopped after the step: {sorted(seen)}"
+        assert run.status.value == "running"
+    finally:
+        daemon.cleanup()
+        store.close()

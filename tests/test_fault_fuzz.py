@@ -33,6 +33,7 @@ from jobd.planner import plan_job
 from jobd.policies import follow_ups, jitter_offset, overlap_decision, retry_delay
 from jobd.store import open_store
 from jobd.store.store import first_fire_after
+from tests.conftest import finish_run
 from tests.faults import jobd_main, write_config
 from tests.reliability import Recorder, sized
 from tests.test_config import DATA, ENVIRON
@@ -220,7 +221,7 @@ def fuzz_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     for job in ("backup", "report"):
         run_id = store.enqueue(NewRun(job, Trigger.MANUAL, store.now()))
         store.claim_run(run_id, "old", "h")
-        store.finish(run_id, "old", Outcome(Status.FAILED, 1, error="exit code 1"))
+        finish_run(store, run_id, "old", Outcome(Status.FAILED, 1, error="exit code 1"))
     store.close()
     cwd = Path.cwd()
     os.chdir(tmp_path)  # a relative path in a random argument lands here

@@ -77,6 +77,19 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
         group.cleanup()
 
 
+def described(pids: list[int]) -> list[str]:
+    """What each leftover process is, for an assertion's message."""
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(bytes(1), b" ").decode(errors="replace")
+            found.append(f"{pid}: {command[:120]}")
+        except OSError:
+            found.append(f"{pid}: gone")
+    return found
+
+
 def _settle(store: object, run_id: int) -> None:
     """Wait for the first attempt and its retry to end."""
     wait_run(store, run_id, lambda r: r.status.final, timeout=30)  # type: ignore[arg-type]
@@ -140,7 +153,7 @@ def test_a_cut_off_or_paused_daemon_stops_its_run_before_the_retry_starts(
         assert overlapped == 0, f"both copies ran for {overlapped:.2f}s: {spans}\n{a.log()}"
         assert lost.status is Status.ABANDONED, (lost.status, lost.error)
         assert [r.status for r in attempts if r.retry_of == run_id] == [Status.SUCCEEDED]
-        assert b.running and not left
+        assert b.running and not left, described(left)
         # A comes back knowing it was fenced, and says so.
         wait_for(lambda: "no heartbeat reached the store" in a.log(), timeout=20)
         store.close()

@@ -26,6 +26,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,7 +38,7 @@ import pytest
 
 from jobd.model import NewRun, Status, Trigger
 from jobd.store import open_store
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import dsn_with_password, jobd_cmd, wait_for
 from tests.faults import Daemon, jobd_main, q, stuck_rows, write_config
 from tests.processes import marked
 from tests.reliability import Recorder
@@ -148,8 +149,8 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
 ) -> None:
     config = write_config(tmp_path / "jobd.toml", '[jobs.a]\ncommand = ["true"]\n')
     data = tmp_path / "data"
-    data.mkdir(mode=0o777)
-    data.chmod(0o777)
+    data.mkdir(mode=0o755)  # one others can write is refused (test_fault_root_files.py)
+    data.chmod(0o755)
     db = data / "jobd.db"
     url = f"sqlite:///{db}"
     daemon = Daemon(config, url, tmp_path / "jobd.log", preexec=lambda: os.umask(0))
@@ -160,11 +161,12 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
         run_id = store.enqueue(NewRun("a", Trigger.MANUAL, store.now()))
         wait_for(lambda: store.execution(run_id).status.final, timeout=20)
         found = {p.name: mode(p) for p in data.iterdir()}
+        found.update({f"jobd.db.d/{p.name}": mode(p) for p in (data / "jobd.db.d").iterdir()})
         wake = []
-        for sock in (data / "jobd.db.wake").iterdir():
+        for sock in (data / "jobd.db.d" / "wake").iterdir():
             with contextlib.suppress(FileNotFoundError):  # a socket may come and go
                 wake.append(mode(sock))
-        locks = [mode(lock) for lock in (data / "jobd.db.instances").iterdir()]
+        locks = [mode(lock) for lock in (data / "jobd.db.d" / "instances").iterdir()]
         assert daemon.stop() == 0
         reliability.observe(
             "security",
@@ -176,9 +178,10 @@ def test_the_store_and_its_side_files_are_private_under_any_umask(
             "jobd.db": 0o600,
             "jobd.db-wal": 0o600,
             "jobd.db-shm": 0o600,
-            "jobd.db.leader": 0o600,
-            "jobd.db.wake": 0o700,
-            "jobd.db.instances": 0o700,
+            "jobd.db.d": 0o700,
+            "jobd.db.d/leader": 0o600,
+            "jobd.db.d/wake": 0o700,
+            "jobd.db.d/instances": 0o700,
         }
         assert wake and all(m & 0o077 == 0 for m in wake)
         assert locks == [0o600]  # the daemon's liveness lock
@@ -234,19 +237,52 @@ def nobody_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def test_a_daemon_that_is_not_root_refuses_user(nobody_dir: Path, reliability: Recorder) -> None:
+@pytest.fixture
+def nobody_jobd(nobody_dir: Path) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """How nobody starts this checkout's jobd: the command and its environment.
+
+    A clone in a directory only root may enter (`mktemp -d`) is out of nobody's
+    reach: then the checkout is bind-mounted into nobody's directory and its
+    packages are found through PYTHONPATH."""
+    probe = [sys.executable, "-c", "import jobd, click, peewee"]
+    if subprocess.run([*AS_NOBODY, *probe], capture_output=True).returncode == 0:
+        yield jobd_cmd(), {}
+        return
+    repo = Path(__file__).resolve().parents[1]
+    venv = Path(sys.prefix)
+    if not venv.is_relative_to(repo):
+        pytest.skip(f"nobody cannot read jobd's Python environment at {venv}")
+    mounted = nobody_dir / "checkout"
+    mounted.mkdir()
+    if subprocess.run(["mount", "--bind", str(repo), str(mounted)]).returncode != 0:
+        pytest.skip(f"nobody cannot read {repo}, and it cannot be bind-mounted for nobody")
+    try:
+        python = mounted / Path(sys.executable).relative_to(repo)
+        site = [p for p in sys.path if p.startswith(str(venv)) and p.endswith("site-packages")]
+        paths = [str(mounted), *(str(mounted / Path(p).relative_to(repo)) for p in site)]
+        env = {"PYTHONPATH": os.pathsep.join(paths)}
+        yield [str(python), "-m", "jobd"], env
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)])
+
+
+def test_a_daemon_that_is_not_root_refuses_user(
+    nobody_dir: Path, nobody_jobd: tuple[list[str], dict[str, str]], reliability: Recorder
+) -> None:
+    jobd, jobd_env = nobody_jobd
     marker = nobody_dir / "ran-as-root"
     config = write_config(
         nobody_dir / "jobd.toml",
         f'[jobs.escalate]\nuser = "root"\nshell = {q(f"touch {marker}")}\n',
     )
     url = f"sqlite:///{nobody_dir / 'jobd.db'}"
-    env = {"HOME": str(nobody_dir), "XDG_DATA_HOME": str(nobody_dir / "data")}
-    daemon = Daemon(config, url, nobody_dir / "jobd.log", env=env, prefix=AS_NOBODY)
+    env = {"HOME": str(nobody_dir), "XDG_DATA_HOME": str(nobody_dir / "data"), **jobd_env}
+    daemon = Daemon(config, url, nobody_dir / "jobd.log", env=env, prefix=AS_NOBODY, jobd=jobd)
     try:
         daemon.start()
         trigger = subprocess.run(
-            [*AS_NOBODY, *jobd_cmd("trigger", "escalate", "--wait")],
+            [*AS_NOBODY, *jobd, "trigger", "escalate", "--wait"],
+            cwd=nobody_dir,
             env=daemon.env,
             capture_output=True,
             text=True,
@@ -289,7 +325,7 @@ KINDS = ("argv", "shell", "call", "sql", "http")
 def secrets_config(directory: Path, http_port: int) -> str:
     env = f'env = {{ API_TOKEN = "{TOKEN}", REGION = "{REGION}" }}\nsecret_env = ["API_TOKEN"]\n'
     echo = 'echo "$API_TOKEN $REGION"; env; sleep 1.5'
-    database = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:5432/test"
+    database = dsn_with_password(DB_PASSWORD)
     headers = '{ Authorization = "Bearer ${API_TOKEN}" }'
     return (
         "[jobd]\nmax_concurrent = 8\n"
@@ -423,3 +459,66 @@ def test_a_daemon_that_is_not_root_says_so_for_each_user_job_at_start(
     with caplog.at_level("ERROR", logger="jobd"):
         JobdDaemon._check_users(config)
     assert "user = 'root'" in caplog.text and "runs will fail" in caplog.text
+
+
+ENCODED_TOKEN = 'tok a"b/c+d&e=f-48151623'  # one that URL and JSON encoding change
+PRINT_ENCODED = (
+    "import json, os, urllib.parse as u\n"
+    "t = os.environ['API_TOKEN']\n"
+    "print('raw', t)\n"
+    "print('percent', u.quote(t, safe=''))\n"
+    "print('path', u.quote(t))\n"
+    "print('form', u.quote_plus(t))\n"
+    "print('json', json.dumps(t))\n"
+    "print('url https://api.internal/cb?token=' + u.quote(t, safe='') + '&x=1')\n"
+)
+
+
+def test_an_encoded_secret_is_masked_and_nothing_is_said_dropped(
+    store_url: str, tmp_path: Path, reliability: Recorder
+) -> None:
+    backend = "sqlite" if store_url.startswith("sqlite") else "postgresql"
+    config = write_config(
+        tmp_path / "jobd.toml",
+        f"[jobs.encoded]\ncommand = {json.dumps(['python3', '-c', PRINT_ENCODED])}\n"
+        f'env = {{ API_TOKEN = {q(ENCODED_TOKEN)} }}\nsecret_env = ["API_TOKEN"]\n',
+    )
+    daemon = Daemon(config, store_url, tmp_path / "jobd.log")
+    store = open_store(store_url)
+    try:
+        daemon.start()
+        run_id = store.enqueue(NewRun("encoded", Trigger.MANUAL, store.now()))
+        wait_for(lambda: store.execution(run_id).status.final, timeout=30)
+        env = {**daemon.env, "JOBD_CONFIG": str(config)}
+        code, out, err, error = jobd_main(["logs", str(run_id)], env)
+        _code, shown, _err, _error = jobd_main(["show", str(run_id)], env)
+        assert daemon.stop() == 0
+        import urllib.parse
+
+        forms = {
+            ENCODED_TOKEN,
+            urllib.parse.quote(ENCODED_TOKEN, safe=""),
+            urllib.parse.quote(ENCODED_TOKEN),
+            urllib.parse.quote_plus(ENCODED_TOKEN),
+            json.dumps(ENCODED_TOKEN)[1:-1],
+        }
+        leaked = sorted(form for form in forms if form in out)
+        reliability.observe(
+            "security",
+            backend,
+            runs=1,
+            stuck=stuck_rows(store),
+            detail=f"secret printed raw, percent-, form- and JSON-encoded: {len(leaked)} "
+            f"forms unmasked; `jobd logs` said {err.strip() or 'nothing'} about dropped bytes",
+        )
+        assert error is None and code == 0, (code, err, error)
+        assert not leaked, out
+        assert err == "", err  # nothing was dropped, so nothing is said to be
+        assert "all kept" in shown, shown
+        assert [line.split()[0] for line in out.splitlines()] == [
+            "raw", "percent", "path", "form", "json", "url",
+        ]  # fmt: skip
+        assert out.splitlines()[0] == "raw ***"
+    finally:
+        daemon.cleanup()
+        store.close()

@@ -15,6 +15,7 @@ from jobd.policies import FireAction, quota_decision
 from jobd.store import Store, open_store
 from jobd.store import groups as store_groups
 from jobd.store.migrations import SCHEMA_VERSION
+from tests.conftest import finish_run
 
 TWO_TENANTS = """
 [groups.tenant-a]
@@ -50,7 +51,7 @@ def finish_all(store: Store) -> None:
     """Run every queued run to success (claims take one run per exclusive job at a time)."""
     while claimed := store.claim("i", "h", 100):
         for run, _spec in claimed:
-            store.finish(run.id, "i", Outcome(Status.SUCCEEDED, 0))
+            finish_run(store, run.id, "i", Outcome(Status.SUCCEEDED, 0))
 
 
 # -- pure policy -------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_a_version_1_store_gains_the_group_column(store_url: str) -> None:
 
     store = open_store(store_url)
     try:
-        assert store.m.Schema.get().version == SCHEMA_VERSION == 2
+        assert store.m.Schema.get().version == SCHEMA_VERSION == 3
         assert "group_name" in {c.name for c in store.db.get_columns("jobs")}
         assert any(i.columns == ["group_name"] for i in store.db.get_indexes("jobs"))
         assert store.job("old") is not None  # rows survive

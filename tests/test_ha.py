@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from jobd.store.admin import leader_lease
 from tests.cluster import assert_every_slot_once, can_fake_hosts, cluster, config, slot_rows
 from tests.conftest import POSTGRES_DSN, wait_for
 
@@ -116,7 +117,7 @@ retry_delay = "100ms"
         time.sleep(6)
         first.signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        old_epoch = group.store.lease()["epoch"]
+        old_epoch = leader_lease(group.store, group.store.now())["epoch"]
 
         def new_fire() -> bool:
             return any((r.epoch or 0) > old_epoch for r in slot_rows(group.store, "tick"))
@@ -190,7 +191,7 @@ def test_a_paused_leader_resumes_without_writing_a_stale_fire(pg: PgTarget, tmp_
         wait_for(lambda: len(slot_rows(group.store, "tick")) >= 3)
         first.signal(signal.SIGSTOP)
         stopped = time.monotonic()
-        old_epoch = group.store.lease()["epoch"]
+        old_epoch = leader_lease(group.store, group.store.now())["epoch"]
         second = group.wait_leader(timeout=10, other_than=first)
         abandoned = wait_for(lambda: _abandoned(group.store, long_id), timeout=10)
         assert first_instance(group, first) in abandoned.error
@@ -301,7 +302,7 @@ def test_a_host_with_a_wrong_clock_warns_and_refuses_to_lead(pg: PgTarget, tmp_p
         wait_for(lambda: "differs from the store's by -5" in near.text())
         # The far-off host never took the lease, not even while it was free.
         assert group.wait_leader() is near
-        assert group.store.lease()["epoch"] == 1
+        assert leader_lease(group.store, group.store.now())["epoch"] == 1
 
         def skews() -> dict[str, float] | None:
             found = {i["id"]: i["clock_skew"] for i in group.store.instances()}

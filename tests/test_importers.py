@@ -7,6 +7,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -14,6 +15,7 @@ from jobd.config import parse_config
 from jobd.importers import (
     crontab_to_toml,
     database_url,
+    job_names,
     name_from_command,
     pg_cron_schedule,
     pg_cron_to_toml,
@@ -21,7 +23,7 @@ from jobd.importers import (
     toml_string,
 )
 from jobd.model import JobKind
-from tests.conftest import jobd_cmd, run_jobd
+from tests.conftest import POSTGRES_DSN, jobd_cmd, run_jobd
 
 CRONTABS = Path(__file__).resolve().parent / "data" / "crontabs"
 SYSTEM = {"etc-crontab", "cron.d-app"}
@@ -46,22 +48,28 @@ def test_user_crontab() -> None:
     text = crontab_to_toml(path.read_text(), "web-user.crontab", timezone="Europe/Berlin")
     jobs = parsed(text).jobs
     assert list(jobs) == [
-        "artisan",
-        "backup",
-        "backup_2",
-        "find",
+        "artisan_schedule_run",
+        "backup_incremental",
+        "backup_full",
+        "find_logs",
         "certbot",
-        "mysqldump",
+        "mysqldump_app",
         "mail",
         "monthly_invoices",
     ]
-    assert jobs["artisan"].shell == "cd /srv/app && php artisan schedule:run >> /dev/null 2>&1"
-    assert jobs["backup_2"].schedule == "30 2 * * *"
+    assert (
+        jobs["artisan_schedule_run"].shell
+        == "cd /srv/app && php artisan schedule:run >> /dev/null 2>&1"
+    )
+    assert jobs["backup_full"].schedule == "30 2 * * *"
     assert jobs["certbot"].schedule == "@daily"
     assert all(spec.timezone == "Europe/Berlin" for spec in jobs.values())
-    assert jobs["find"].env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "APP_ENV": "production"}
+    assert jobs["find_logs"].env == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "APP_ENV": "production",
+    }
     # \% is a literal percent sign ...
-    assert "$(date +%Y%m%d)" in jobs["mysqldump"].shell
+    assert "$(date +%Y%m%d)" in jobs["mysqldump_app"].shell
     # ... and an unescaped one starts the command's stdin.
     assert jobs["mail"].shell == (
         "/usr/bin/mail -s \"Weekly report\" team@example.com <<'JOBD_STDIN'\n"
@@ -101,8 +109,8 @@ def test_cron_d_file_with_zones_shell_and_random_delay() -> None:
     assert risk.jitter == 300 and risk.env == {"PGHOST": "db.internal"}
     assert jobs["send_queued_mail"].user == "www-data"
     # TZ= changes the zone of the entries below it, and their environment.
-    assert jobs["report"].timezone == jobs["report_2"].timezone == "America/New_York"
-    assert jobs["report"].env["TZ"] == "America/New_York"
+    assert jobs["report_region"].timezone == jobs["report_region_2"].timezone == "America/New_York"
+    assert jobs["report_region"].env["TZ"] == "America/New_York"
 
 
 def test_odd_lines_are_reported_not_guessed() -> None:
@@ -112,22 +120,33 @@ def test_odd_lines_are_reported_not_guessed() -> None:
     assert "# line 4: not a cron entry, skipped: 0 0 * * *" in text
     assert "# line 5: unknown schedule '@fortnightly', skipped" in text
     jobs = parsed(text).jobs
-    assert jobs["echo"].shell == 'echo "100% done" | logger -t jobd'
-    assert jobs["printf"].shell == "/usr/bin/printf 'a\\tb'"
+    assert jobs["echo_100_done"].shell == 'echo "100% done" | logger -t jobd'
+    assert jobs["printf_a_tb"].shell == "/usr/bin/printf 'a\\tb'"
+
+
+def test_lines_that_share_a_program_are_told_apart_by_their_argument() -> None:
+    commands = ["/bin/backup.sh --full", "/bin/backup.sh --incremental", "certbot renew"]
+    assert job_names(commands) == ["backup_full", "backup_incremental", "certbot"]
+    assert job_names(["sync.sh", "sync.sh"]) == ["sync", "sync_2"]
+    text = crontab_to_toml("0 1 * * * echo a\n", "x")
+    assert "rename a [jobs.NAME] table" in text
 
 
 def test_unfriendly_text_stays_valid_toml() -> None:
     nasty = 'x"y\\z\x7f\x01 \u00e9 \U0001f600'
     assert tomllib.loads(f"k = {toml_string(nasty)}")["k"] == nasty
     text = crontab_to_toml(f"* * * * * echo '{nasty}'\n# ok\n", "x\ny")
-    assert parsed(text).jobs["echo"].shell == f"echo '{nasty}'"
+    [spec] = parsed(text).jobs.values()
+    assert spec.shell == f"echo '{nasty}'"
 
 
 @pytest.mark.parametrize(
     ("command", "name"),
     [
         ("/usr/local/bin/backup.sh --full", "backup"),
-        ("cd /srv/app && php artisan schedule:run", "artisan"),
+        ("cd /srv/app && php artisan schedule:run", "artisan_schedule_run"),
+        ("curl -fsS https://hc.example.com/ping/abc?x=1", "curl_hc_example_com_abc"),
+        ("/usr/bin/mysqldump app > /backups/app.sql", "mysqldump_app"),
         ("nice -n 10 timeout 30 /usr/bin/backup.sh", "backup"),
         ("/usr/bin/python3 -m app.jobs.cleanup", "app_jobs_cleanup"),
         ("FOO=bar /usr/local/bin/do-thing.py", "do_thing"),
@@ -256,12 +275,15 @@ def cron_schema(postgres_admin: Any, postgres_url: str) -> str:
 
 
 def test_import_pg_cron_from_a_real_table(cron_schema: str, tmp_path: Path) -> None:
-    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    dsn = POSTGRES_DSN
     result = run_jobd("import", "pg-cron", dsn, "--schema", cron_schema)
     assert result.returncode == 0, result.stderr
     config = parsed(result.stdout)
     assert "nightly_risk_recompute" in config.jobs and len(config.jobs) == 6
-    assert config.databases == {"test": "postgresql://postgres@127.0.0.1:5432/test"}
+    # The jobs' database is the DSN's server and database, named after the database.
+    server = urlsplit(dsn)
+    [(name, url)] = config.databases.items()
+    assert name == server.path.lstrip("/") and urlsplit(url).hostname == server.hostname
     assert (
         config.jobs["securatlas_nightly_integration_sync"].sql == "SELECT fn_trigger_nightly_sync()"
     )
@@ -272,7 +294,7 @@ def test_import_pg_cron_from_a_real_table(cron_schema: str, tmp_path: Path) -> N
 
 
 def test_import_pg_cron_without_the_table_or_the_server(cron_schema: str) -> None:
-    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    dsn = POSTGRES_DSN
     wrong = run_jobd("import", "pg-cron", dsn, "--schema", cron_schema + "_nope")
     assert wrong.returncode == 2 and "no table" in wrong.stderr
     down = run_jobd("import", "pg-cron", "postgresql://u:hunter2@127.0.0.1:9/x")

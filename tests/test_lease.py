@@ -15,6 +15,7 @@ from jobd.config import parse_config
 from jobd.leader.lease import TableLeader
 from jobd.model import NewRun, Trigger
 from jobd.store import open_store
+from jobd.store.admin import leader_lease
 from jobd.store.lease import LeaseLost
 from jobd.timeutil import to_db
 from tests.conftest import wait_for
@@ -32,7 +33,7 @@ def test_first_acquire_takes_the_lease(store: Any) -> None:
     state = store.acquire_lease("a", "host-a", TTL)
     assert state.held and state.holder == "a" and state.epoch == 1
     assert state.expires_at - state.db_now == timedelta(seconds=TTL)
-    assert store.lease()["holder"] == "a"
+    assert leader_lease(store, store.now())["holder"] == "a"
 
 
 def test_renewal_keeps_the_epoch_and_moves_the_expiry(store: Any) -> None:
@@ -42,7 +43,7 @@ def test_renewal_keeps_the_epoch_and_moves_the_expiry(store: Any) -> None:
     )
     assert second.held and second.epoch == first.epoch
     assert second.expires_at > first.expires_at
-    assert store.lease()["acquired_at"] == first.db_now
+    assert leader_lease(store, store.now())["acquired_at"] == first.db_now
 
 
 def test_a_standby_cannot_take_an_unexpired_lease_and_learns_when_to_ask(store: Any) -> None:
@@ -51,7 +52,7 @@ def test_a_standby_cannot_take_an_unexpired_lease_and_learns_when_to_ask(store: 
     assert not state.held
     assert state.holder == "a" and state.epoch == 1
     assert TTL - 1 < state.seconds_left <= TTL
-    assert store.lease()["holder"] == "a"
+    assert leader_lease(store, store.now())["holder"] == "a"
 
 
 def test_an_expired_lease_is_taken_over_with_the_next_epoch(store: Any) -> None:
@@ -66,7 +67,7 @@ def test_expiry_is_judged_by_the_database_clock(store: Any) -> None:
     store.acquire_lease("a", "host-a", 0.3)
     assert not store.acquire_lease("b", "host-b", TTL).held
     taken = wait_for(lambda: store.acquire_lease("b", "host-b", TTL).held, timeout=5)
-    assert taken and store.lease()["epoch"] == 2
+    assert taken and leader_lease(store, store.now())["epoch"] == 2
 
 
 def test_every_change_of_holder_increments_the_epoch(store: Any) -> None:
@@ -85,7 +86,7 @@ def test_every_change_of_holder_increments_the_epoch(store: Any) -> None:
 def test_release_frees_the_lease_at_once(store: Any) -> None:
     store.acquire_lease("a", "h", TTL)
     store.release_lease("b")  # not the holder: no effect
-    assert store.lease()["holder"] == "a"
+    assert leader_lease(store, store.now())["holder"] == "a"
     store.release_lease("a")
     state = store.lease_state("b")
     assert state.holder is None and state.seconds_left == 0
@@ -201,7 +202,7 @@ def _leader(store: Any, name: str = "a", offset: float = 0.0, max_skew: float = 
 
 def test_a_holder_that_cannot_renew_steps_down_before_the_lease_expires(store: Any) -> None:
     leader, clock = _leader(store)
-    assert leader.poll() and leader.epoch == 1
+    assert leader.poll() and leader.term().epoch == 1
     assert leader.next_poll_in() == pytest.approx(TTL / 3)
     clock.mono += TTL - leader.margin - 0.01
     assert leader.leading
@@ -214,9 +215,9 @@ def test_release_after_stepping_down_frees_a_lease_still_in_our_name(store: Any)
     assert leader.poll()
     clock.mono += TTL
     assert not leader.leading
-    assert store.lease()["holder"] == "a"  # the database still gives it a margin
+    assert leader_lease(store, store.now())["holder"] == "a"  # the database still gives it a margin
     leader.release()
-    assert store.lease()["holder"] is None
+    assert leader_lease(store, store.now())["holder"] is None
 
 
 def test_a_standby_asks_again_when_the_lease_expires(store: Any) -> None:
@@ -226,7 +227,7 @@ def test_a_standby_asks_again_when_the_lease_expires(store: Any) -> None:
     assert not standby.poll()
     assert standby.next_poll_in() <= 1.0
     store.release_lease("a")
-    assert standby.poll() and standby.epoch == 2
+    assert standby.poll() and standby.term().epoch == 2
 
 
 def test_skew_beyond_the_limit_refuses_to_lead_without_touching_the_lease(
@@ -237,7 +238,10 @@ def test_skew_beyond_the_limit_refuses_to_lead_without_touching_the_lease(
         assert not leader.poll()
         assert not leader.poll()
     assert leader.clock_skew == pytest.approx(40.0, abs=1.0)
-    assert store.lease() is None or store.lease()["holder"] is None
+    assert (
+        leader_lease(store, store.now()) is None
+        or leader_lease(store, store.now())["holder"] is None
+    )
     refusals = [r for r in caplog.records if "refusing to lead" in r.getMessage()]
     assert len(refusals) == 1  # said once, not every poll
 
@@ -259,7 +263,7 @@ def test_a_leader_whose_clock_drifts_too_far_steps_down_and_releases(store: Any)
     clock.mono += TTL / 3
     assert not leader.poll()
     assert not leader.leading
-    assert store.lease()["holder"] is None
+    assert leader_lease(store, store.now())["holder"] is None
 
 
 def test_clock_offset_comes_from_the_environment() -> None:

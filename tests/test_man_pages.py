@@ -154,10 +154,11 @@ def test_settings_example_is_valid(key: str) -> None:
 def test_job_example_is_valid(key: str) -> None:
     snippet = _example(JOBS[key])
     assert snippet.startswith(key + " =")
-    # A PostgreSQL store, so that an `sql` job needs no `database`.
     text = '[jobd]\nstore = "postgresql://jobd@db/jobd"\n[jobs.example]\n' + snippet + "\n"
     if key == "database":
         text += 'sql = "SELECT 1"\n'
+    elif key == "sql":
+        text += 'database = "store"\n'
     elif key not in config.KIND_KEYS:
         text += 'command = ["true"]\n'
     if key == "group":

@@ -13,7 +13,7 @@ import pytest
 from jobd.config import parse_config
 from jobd.model import NewRun, Outcome, Run, Status, Trigger
 from jobd.store import Store, open_store
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import finish_run, run_jobd, wait_for
 from tests.daemons import jobd_daemon
 from tests.httpserver import Server, http_server_fixture  # noqa: F401 - a fixture
 
@@ -70,10 +70,12 @@ def test_sql_jobs_on_the_postgresql_store(
         "[jobs.risk]\n"
         'schedule = "* * * * * *"\n'
         'sql = "SELECT fn_recompute_all_tenant_risk_scores() AS tenants"\n'
+        'database = "store"\n'
         'timeout = "10s"\n'
         "[jobs.broken]\n"
         'schedule = "* * * * * *"\n'
         'sql = "SELECT fn_does_not_exist()"\n'
+        'database = "store"\n'
     )
     with jobd_daemon(config, postgres_url):
         store = opened(postgres_url)
@@ -194,7 +196,7 @@ def test_the_daemon_keeps_each_group_to_max_retained(tmp_path: Path, opened: Any
     for job in ["a1", "a2", "other"] * 3:
         run_id = store.enqueue(NewRun(job, Trigger.MANUAL, store.now()))
         store.claim_run(run_id, "old", "h")
-        store.finish(run_id, "old", Outcome(Status.SUCCEEDED, 0))
+        finish_run(store, run_id, "old", Outcome(Status.SUCCEEDED, 0))
     with jobd_daemon(config, store_url):
         # The daemon prunes at start: the group's newest 3 of 6 stay, `other` keeps all.
         wait_for(lambda: len(store.executions(limit=None)) == 6, timeout=20)

@@ -1,4 +1,4 @@
-"""`plan_job(spec, next_fire_at, now, lead_since)`: which slots fire, and how.
+"""`plan_job(spec, next_fire_at, now, lead_since, on_time_from)`: which slots fire, and how.
 
 Time is an argument: each case names the instants it plans at. DST cases list
 the transition and assert exact ISO strings, as cronsim's own tests do.
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd.model import CATCHUP_CAP, Catchup, JobKind, JobSpec, Trigger
-from jobd.planner import JobPlan, plan_job
+from jobd.model import CATCHUP_CAP, MISFIRE_GRACE, Catchup, JobKind, JobSpec, Trigger
+from jobd.planner import JobPlan, PlannedFire, plan_job
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 EVERY_SECOND = "* * * * * *"
@@ -47,7 +47,8 @@ def triggers(plan: JobPlan) -> list[Trigger]:
 
 
 def test_live_slots_all_fire() -> None:
-    # A slow tick (3.5 s late) loses nothing while this instance leads.
+    # Without an on_time_from (a round of firing that is not late, or a clock jump
+    # replayed) every slot since leading began fires as scheduled.
     plan = plan_job(job(), T0, T0 + s(3.5), lead_since=T0 - HOUR)
     assert [f.slot for f in plan.fires] == [T0, T0 + s(1), T0 + s(2), T0 + s(3)]
     assert set(triggers(plan)) == {Trigger.SCHEDULE}
@@ -100,6 +101,71 @@ def test_every_interval_is_anchored_on_the_epoch() -> None:
     plan = plan_job(job("@every 10s"), T0, T0 + s(25), lead_since=T0 - HOUR)
     assert [f.slot for f in plan.fires] == [T0, T0 + s(10), T0 + s(20)]
     assert plan.next_fire_at == T0 + s(30)
+
+
+# -- slots that fell due while leading but were fired late ---------------------------
+# The daemon was stopped (SIGSTOP, a frozen VM), cut off from the store, or asleep
+# past them because nobody woke it: it passes on_time_from, MISFIRE_GRACE before
+# the round of firing began. Earlier unfired slots are missed fires.
+
+STALL_END = T0 + s(6.3)  # stopped just before T0, continued 6.3 s later
+ON_TIME_FROM = STALL_END - s(MISFIRE_GRACE)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (Catchup.NONE, [(6, Trigger.SCHEDULE)]),
+        (Catchup.LATEST, [(5, Trigger.CATCHUP), (6, Trigger.SCHEDULE)]),
+        (Catchup.ALL, [*((i, Trigger.CATCHUP) for i in range(6)), (6, Trigger.SCHEDULE)]),
+    ],
+)
+def test_slots_missed_while_stalled_follow_the_catchup_policy(
+    policy: Catchup, expected: list[tuple[int, Trigger]]
+) -> None:
+    plan = plan_job(job(catchup=policy), T0, STALL_END, T0 - HOUR, ON_TIME_FROM)
+    assert [(f.slot, f.trigger) for f in plan.fires] == [(T0 + s(i), t) for i, t in expected]
+    assert plan.next_fire_at == T0 + s(7)
+    assert plan.late
+
+
+def test_a_resumed_job_the_daemon_slept_past_fires_none_of_it_under_catchup_none() -> None:
+    # Resumed at 10:00:00 (next fire 10:00:05), nobody woke the daemon: it woke 4 min
+    # later and must not write one row per missed slot.
+    resumed_next = at("2026-01-05T10:00:05Z")
+    woke = at("2026-01-05T10:04:02.5Z")
+    spec = job("*/5 * * * * *", catchup=Catchup.NONE)
+    plan = plan_job(spec, resumed_next, woke, T0 - 24 * HOUR, woke - s(MISFIRE_GRACE))
+    assert plan.fires == []
+    assert plan.next_fire_at == at("2026-01-05T10:04:05Z")
+    assert plan.late and plan.warnings == []
+
+
+def test_a_slot_within_the_grace_is_on_time() -> None:
+    now = T0 + s(0.8)
+    plan = plan_job(job(catchup=Catchup.NONE), T0, now, T0 - HOUR, now - s(MISFIRE_GRACE))
+    assert [(f.slot, f.trigger) for f in plan.fires] == [(T0, Trigger.SCHEDULE)]
+    assert not plan.late
+
+
+def test_on_time_from_before_lead_since_changes_nothing() -> None:
+    # A new leader's first round: missed is decided by lead_since, not called late.
+    lead = at("2026-01-05T10:40:00Z")
+    spec = job(TEN_MIN, catchup=Catchup.LATEST)
+    plan = plan_job(spec, DOWN_NEXT, lead + s(0.1), lead, lead - s(5))
+    assert [(f.slot.strftime("%H:%M"), f.trigger) for f in plan.fires] == [
+        ("10:30", Trigger.CATCHUP),
+        ("10:40", Trigger.SCHEDULE),
+    ]
+    assert not plan.late
+
+
+def test_late_slots_are_capped_like_missed_ones() -> None:
+    now = T0 + s(300.5)
+    plan = plan_job(job(catchup=Catchup.ALL), T0, now, T0 - HOUR, now - s(MISFIRE_GRACE))
+    assert len(plan.fires) == CATCHUP_CAP + 1  # the cap of missed ones, and the on-time one
+    assert plan.fires[-1] == PlannedFire(T0 + s(300), Trigger.SCHEDULE)
+    assert "missed slots" in plan.warnings[0]
 
 
 # -- missed slots: the catchup policy ------------------------------------------------

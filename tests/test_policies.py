@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from jobd.model import (
     DEFAULT_RETRY_DELAY_MAX,
+    GroupQuota,
     JobKind,
     JobSpec,
     Outcome,
@@ -26,6 +27,8 @@ from jobd.model import (
 from jobd.policies import (
     RETRY_JITTER,
     FireAction,
+    SlotDecision,
+    batch_decisions,
     follow_ups,
     jitter_offset,
     overlap_decision,
@@ -84,6 +87,68 @@ def test_overlap_decision(overlap: Overlap, active: bool, action: FireAction) ->
 
 def test_overlap_table_covers_every_policy() -> None:
     assert {(o, a) for o, a, _ in OVERLAP_TABLE} == {(o, a) for o in Overlap for a in (False, True)}
+
+
+# -- a batch of fires of one job ---------------------------------------------------------
+# Missed slots caught up, or slots replayed after a clock jump, are planned together.
+
+BATCH = [(NOW + timedelta(seconds=i), Trigger.CATCHUP) for i in range(5)]
+
+
+def actions(decisions: list[SlotDecision]) -> list[FireAction]:
+    return [d.action for d in decisions]
+
+
+@pytest.mark.parametrize("overlap", list(Overlap))
+def test_fires_of_one_batch_never_skip_each_other(overlap: Overlap) -> None:
+    # Nothing ran before: each missed slot is queued (claims run them one at a time).
+    decisions, _ = batch_decisions(job(overlap=overlap), BATCH, active=False)
+    assert actions(decisions) == [FireAction.ENQUEUE] * 5
+    assert [d.slot for d in decisions] == [slot for slot, _ in BATCH]
+
+
+def test_a_batch_behind_an_active_run_under_skip_is_one_skipped_row() -> None:
+    decisions, _ = batch_decisions(job(overlap=Overlap.SKIP), BATCH, active=True)
+    assert len(decisions) == 1
+    (skip,) = decisions
+    assert (skip.action, skip.slot, skip.slots, skip.cause) == (
+        FireAction.SKIP,
+        BATCH[-1][0],
+        5,
+        "overlap",
+    )
+    assert skip.reason == (
+        "overlap = skip: the previous run is still active "
+        "(5 slots, 2026-01-05T12:00:00Z to 2026-01-05T12:00:04Z)"
+    )
+
+
+def test_one_skipped_slot_says_nothing_of_counts() -> None:
+    decisions, _ = batch_decisions(job(overlap=Overlap.SKIP), BATCH[:1], active=True)
+    assert [(d.action, d.reason) for d in decisions] == [
+        (FireAction.SKIP, "overlap = skip: the previous run is still active")
+    ]
+
+
+def test_a_batch_behind_an_active_run_under_replace_cancels_it_once() -> None:
+    decisions, _ = batch_decisions(job(overlap=Overlap.REPLACE), BATCH, active=True)
+    assert actions(decisions) == [FireAction.REPLACE] + [FireAction.ENQUEUE] * 4
+
+
+@pytest.mark.parametrize("overlap", [Overlap.QUEUE, Overlap.ALLOW])
+def test_a_batch_behind_an_active_run_queues_when_the_overlap_says_so(overlap: Overlap) -> None:
+    decisions, _ = batch_decisions(job(overlap=overlap), BATCH, active=True)
+    assert actions(decisions) == [FireAction.ENQUEUE] * 5
+
+
+def test_a_group_quota_admits_what_it_has_room_for_and_skips_the_rest_as_one_row() -> None:
+    quota = GroupQuota(name="tenant", max_active=3)
+    decisions, active = batch_decisions(job(), BATCH, False, quota, group_active=1)
+    assert actions(decisions) == [FireAction.ENQUEUE, FireAction.ENQUEUE, FireAction.SKIP]
+    assert active == 3
+    skip = decisions[-1]
+    assert (skip.slot, skip.slots, skip.cause) == (BATCH[-1][0], 3, "quota")
+    assert skip.reason is not None and "max_active = 3" in skip.reason and "3 slots" in skip.reason
 
 
 # -- retry back-off -------------------------------------------------------------------

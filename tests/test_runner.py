@@ -525,3 +525,79 @@ def test_a_job_knows_the_instance_that_runs_it() -> None:
     env = runner.build_env(shell("true"), a_run(instance="host-1-abcdef"), {})
     assert env["JOBD_INSTANCE"] == "host-1-abcdef"
     assert "JOBD_INSTANCE" not in runner.build_env(shell("true"), a_run(), {})
+
+
+# -- the job's environment -----------------------------------------------------------
+
+DAEMON_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "JOBD_STORE": "postgresql://jobd:pw@db/jobd",
+    "JOBD_CONFIG": "/etc/jobd/jobd.toml",
+    "JOBD_NIGHTLY_SCHEDULE": "0 3 * * *",
+    "PGPASSWORD": "pw",
+    "PGPASSFILE": "/etc/jobd/pgpass",
+    "PGHOST": "db",
+    "CREDENTIALS_DIRECTORY": "/run/credentials/jobd.service",
+    "NOTIFY_SOCKET": "/run/systemd/notify",
+    "API_KEY": "k-123",
+}
+RUN_VARIABLES = {
+    "JOBD_JOB",
+    "JOBD_EXECUTION_ID",
+    "JOBD_ATTEMPT",
+    "JOBD_TRIGGER",
+    "JOBD_SCHEDULED_FOR",
+}
+
+
+def test_a_job_inherits_none_of_the_daemons_private_variables() -> None:
+    spec = JobSpec(name="j", schedule=None, kind=JobKind.COMMAND, command=("true",))
+    env = runner.build_env(spec, a_run(), DAEMON_ENV, DAEMON_ENV["JOBD_STORE"])
+    assert set(env) == {"PATH", "LANG", "API_KEY", *RUN_VARIABLES}
+
+
+def test_a_job_gets_the_private_variables_it_names() -> None:
+    spec = JobSpec(
+        name="j",
+        schedule=None,
+        kind=JobKind.COMMAND,
+        command=("true",),
+        env={"PGHOST": "reports", "JOBD_COLOUR": "blue"},
+        secret_env=("PGPASSWORD",),
+    )
+    env = runner.build_env(spec, a_run(), DAEMON_ENV, DAEMON_ENV["JOBD_STORE"])
+    assert env["PGHOST"] == "reports" and env["JOBD_COLOUR"] == "blue"
+    assert env["PGPASSWORD"] == "pw"  # named in secret_env: from the daemon, masked
+    assert "PGPASSFILE" not in env and "JOBD_STORE" not in env
+
+
+@pytest.mark.parametrize("database", [None, "postgresql://app@db/app", "store"])
+def test_only_an_sql_job_that_names_the_store_gets_it(database: str | None) -> None:
+    spec = JobSpec(name="q", schedule=None, kind=JobKind.SQL, sql="SELECT 1", database=database)
+    env = runner.build_env(spec, a_run(), DAEMON_ENV, DAEMON_ENV["JOBD_STORE"])
+    if database == "store":
+        assert env["JOBD_SQL_DATABASE"] == DAEMON_ENV["JOBD_STORE"]
+        assert env["PGPASSWORD"] == "pw" and env["PGPASSFILE"] == "/etc/jobd/pgpass"
+    else:
+        assert env["JOBD_SQL_DATABASE"] == (database or "")
+        assert not [k for k in env if k.startswith("PG")]
+    assert "JOBD_STORE" not in env
+
+
+def test_jobds_own_children_run_isolated() -> None:
+    for spec in (
+        JobSpec(name="q", schedule=None, kind=JobKind.SQL, sql="SELECT 1", database="store"),
+        JobSpec(name="h", schedule=None, kind=JobKind.HTTP, http={"url": "http://x/"}),
+        JobSpec(name="c", schedule=None, kind=JobKind.CALL, call="m:f"),
+    ):
+        assert runner.build_argv(spec)[:3] == [sys.executable, "-I", "-m"]
+
+
+def test_call_finds_the_jobs_module_on_its_pythonpath(job_module: Path, tmp_path: Path) -> None:
+    # -I ignores PYTHONPATH for jobd itself; the runner adds it back for the job's code.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    spec = replace(call("myjobs:ok", elsewhere), env={"PYTHONPATH": str(job_module)})
+    done, outcome = execute(spec, base_env=call_env())
+    assert outcome == Outcome(Status.SUCCEEDED, 0), done.log

@@ -71,8 +71,9 @@ def pg(postgres_url: str, postgres_admin: Any) -> str:
     return postgres_url
 
 
-def test_sql_runs_against_the_store_by_default(pg: str, postgres_admin: Any) -> None:
-    outcome, log = run(sql_job("SELECT fn_recompute() AS recomputed"), store_url=pg)
+def test_sql_runs_against_the_store_when_it_names_it(pg: str, postgres_admin: Any) -> None:
+    spec = sql_job("SELECT fn_recompute() AS recomputed", database="store")
+    outcome, log = run(spec, store_url=pg)
     assert outcome.status is Status.SUCCEEDED, log
     assert "NOTICE:  recomputing 3 tenants" in log
     assert log.endswith("recomputed\n----------\n3\n(1 row)\nSELECT 1\n")
@@ -83,7 +84,8 @@ def test_sql_runs_against_the_store_by_default(pg: str, postgres_admin: Any) -> 
 
 
 def test_sql_shows_the_first_20_rows_and_the_count(pg: str) -> None:
-    outcome, log = run(sql_job("SELECT g FROM generate_series(1, 30) g"), store_url=pg)
+    spec = sql_job("SELECT g FROM generate_series(1, 30) g", database="store")
+    outcome, log = run(spec, store_url=pg)
     assert outcome.status is Status.SUCCEEDED
     lines = log.splitlines()
     assert lines[2:22] == [str(n) for n in range(1, 21)]
@@ -143,8 +145,19 @@ def test_sql_password_stays_out_of_argv_and_output(pg: str, postgres_admin: Any)
             cur.execute(f"DROP ROLE {role}")
 
 
-def test_sql_without_a_database_on_a_sqlite_store_fails_clearly(tmp_path: Path) -> None:
-    outcome, _log = run(sql_job("SELECT 1"), store_url=f"sqlite:///{tmp_path}/jobd.db")
+@pytest.mark.parametrize("database", [None, "store"])
+def test_sql_without_a_database_on_a_sqlite_store_fails_clearly(
+    tmp_path: Path, database: str | None
+) -> None:
+    spec = sql_job("SELECT 1", database=database)
+    outcome, _log = run(spec, store_url=f"sqlite:///{tmp_path}/jobd.db")
+    assert outcome.status is Status.FAILED
+    assert outcome.error is not None and outcome.error.startswith("no database")
+
+
+def test_sql_without_a_database_never_gets_the_store(pg: str) -> None:
+    # Stored by an older jobd, when the store was the default: no longer.
+    outcome, _log = run(sql_job("SELECT 1"), store_url=pg)
     assert outcome.status is Status.FAILED
     assert outcome.error is not None and outcome.error.startswith("no database")
 
@@ -267,3 +280,13 @@ def test_secret_env_from_the_daemon_environment_is_masked() -> None:
     )
     outcome, log = run(spec, base_env={"API_TOKEN": SECRET, "PATH": "/usr/bin:/bin"})
     assert outcome.status is Status.SUCCEEDED and log == "token=***\n"
+
+
+def test_sql_database_malformed_once_filled_in_fails_without_its_password() -> None:
+    # A password with an '@' and a '[' in it, not percent-encoded: libpq would
+    # quote the whole URL in its error.
+    spec = sql_job("SELECT 1", database="postgresql://u:${PW}@127.0.0.1:1/d")
+    outcome, log = run(spec, base_env={"PW": "S3c@[ret-91"})
+    assert outcome.status is Status.FAILED
+    assert outcome.error is not None and outcome.error.startswith("database: ")
+    assert "S3c" not in log + outcome.error and "ret-91" not in log + outcome.error

@@ -20,12 +20,12 @@ import peewee as pw
 import pytest
 
 from jobd.config import parse_config, parse_job
-from jobd.errors import ExitCode, StoreTooNew, StoreUnavailable
+from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
 from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
 from jobd.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from tests.conftest import wait_for
+from tests.conftest import finish_run, wait_for, write_output
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TABLES = {"jobd_schema", "jobs", "executions", "leader_lease", "instances", "audit_events"}
@@ -117,7 +117,7 @@ def opened(store_url: str) -> Iterator[Callable[[], Store]]:
 
 
 def test_migrations_create_the_current_schema_version(store: Store) -> None:
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 3
     assert [version for _, version in versions(store)] == [SCHEMA_VERSION]
     assert set(store.db.get_tables()) >= TABLES
     assert store.schema_version == SCHEMA_VERSION
@@ -153,6 +153,30 @@ def test_concurrent_first_opens_migrate_once(store_url: str, opened: Callable[[]
     assert all(seen == results[0] for seen in results)
     schema_rows, jobs = results[0]
     assert [version for _, version in schema_rows] == [SCHEMA_VERSION] and jobs == []
+
+
+def test_a_version_2_store_loses_its_column_limits(store_url: str, store: Store) -> None:
+    """Version 2 stores on PostgreSQL had varchar(64) instance ids and varchar(200)
+    schedules, which a valid config exceeded; version 3 makes them text, keeping rows."""
+    add_jobs(store, '[jobs.a]\nschedule = "@hourly"\ncommand = ["true"]\n')
+    if store_url.startswith("postgresql"):
+        for table, column, size in (("jobs", "schedule", 200), ("instances", "id", 64)):
+            store.db.execute_sql(
+                f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE varchar({size})'
+            )
+    store.m.Schema.update(version=2).execute()
+    store.close()
+    again = open_store(store_url)
+    try:
+        assert again.m.Schema.get().version == SCHEMA_VERSION
+        long_id = "h" * 56 + "-123456-abcdef"
+        again.register_instance(long_id, "h" * 56, 123456, "0")
+        long_schedule = ",".join(map(str, range(60))) + " " + ",".join(map(str, range(24)))
+        again.m.Job.update(schedule=long_schedule + " * * *").execute()
+        assert [i["id"] for i in again.instances()] == [long_id]
+        assert again.job("a").spec.name == "a"
+    finally:
+        again.close()
 
 
 def test_a_newer_store_is_refused_and_not_modified(store_url: str, store: Store) -> None:
@@ -271,10 +295,11 @@ def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["mysql://db/jobd", "sqlite:/relative.db", "host=db dbname=x"])
-def test_unsupported_url_is_unavailable(url: str) -> None:
-    with pytest.raises(StoreUnavailable) as info:
+def test_unsupported_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
         open_store(url)
     assert "unsupported store URL" in one_line(info.value)
+    assert info.value.exit_code == 2
 
 
 def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
@@ -299,6 +324,9 @@ def test_unreachable_postgres_is_unavailable_and_masks_the_password() -> None:
         ("postgresql://jobd@db/jobd", "postgresql://jobd@db/jobd"),
         ("postgresql://db/jobd", "postgresql://db/jobd"),
         ("sqlite:////var/lib/jobd/jobd.db", "sqlite:////var/lib/jobd/jobd.db"),
+        # Malformed ones are shown in errors: masked all the same.
+        ("postgresql://u:S3cret@[::1/db", "postgresql://u:***@[::1/db"),
+        ("postgresql://u:S3/cr@et@db:abc/db", "postgresql://u:***@db:abc/db"),
     ],
 )  # fmt: skip
 def test_mask_url(url: str, masked: str) -> None:
@@ -312,7 +340,7 @@ def test_mask_url(url: str, masked: str) -> None:
 )
 def test_mask_url_hides_every_password(url: str) -> None:
     assert "s3cret" not in mask_url(url)
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises((StoreUnavailable, ConfigError)) as info:
         open_store(url.replace("@db/", "@127.0.0.1:1/"))
     assert "s3cret" not in str(info.value)
 
@@ -340,7 +368,10 @@ def test_apply_inserts_jobs_with_their_first_slot(store: Store) -> None:
     for name, record in records.items():
         assert record.spec == cfg.jobs[name]
         assert (record.source, record.paused, record.removed) == (Source.FILE, False, False)
-    assert [r.name for r in store.due_jobs(NOW + timedelta(days=2))] == ["hourly", "nightly"]
+    assert [r.name for r in store.due_for_firing(NOW + timedelta(days=2)).jobs] == [
+        "hourly",
+        "nightly",
+    ]
 
 
 def test_apply_same_config_again_changes_nothing(store: Store) -> None:
@@ -394,7 +425,7 @@ def test_jobs_gone_from_the_file_are_removed_but_keep_history(store: Store) -> N
     assert len(store.executions(job="b")) == 2
     assert store.execution(run_id) is not None
     far = NOW + timedelta(days=400)
-    assert [r.name for r in store.due_jobs(far)] == ["a"]
+    assert [r.name for r in store.due_for_firing(far).jobs] == ["a"]
     assert store.next_fire_at() == store.job("a").next_fire_at  # type: ignore[union-attr]
     # Removing again is not reported again.
     assert not store.apply_config(jobs_config(a="* * * * *"), NOW).changed
@@ -438,7 +469,7 @@ def test_pause_survives_a_config_change(store: Store) -> None:
     store.apply_config(jobs_config(a="*/5 * * * *"), NOW)
     record = store.job("a")
     assert record is not None and record.paused
-    assert store.due_jobs(NOW + timedelta(days=1)) == []
+    assert store.due_for_firing(NOW + timedelta(days=1)).jobs == []
 
 
 # -- fires, runs, claims -----------------------------------------------------------
@@ -451,7 +482,7 @@ def test_replace_flags_the_running_run_when_a_fire_is_recorded(store: Store) -> 
     store.claim("i1", "h", 1)
     slot = NOW + timedelta(minutes=1)
     assert store.record_fires([fire("a", slot)], {}, cancel_jobs=["a"]) == 1
-    assert store.cancel_requested([running]) == {running}
+    assert store.execution(running).cancel_requested  # type: ignore[union-attr]
 
 
 def test_due_for_firing_tells_which_due_jobs_are_busy_and_the_store_clock(store: Store) -> None:
@@ -593,7 +624,7 @@ def test_exclusive_jobs_never_run_twice_at_once(
     owner, (run_id,) = winners[0]
     assert store.claim("late", "h", 5) == []
     # Once it ends, the next queued run may start, still one at a time.
-    assert store.finish(run_id, owner, Outcome(Status.SUCCEEDED)) is True
+    assert finish_run(store, run_id, owner, Outcome(Status.SUCCEEDED)) is True
     assert len(store.claim("late", "h", 5)) == 1
     assert store.claim("later", "h", 5) == []
 
@@ -605,29 +636,29 @@ def test_finish_only_by_the_owner_while_running(store: Store) -> None:
     second = store.enqueue(manual("a", now))
     assert {run.id for run, _ in store.claim("owner", "h", 2)} == {first, second}
 
-    assert store.finish(first, "someone-else", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, first, "someone-else", Outcome(Status.SUCCEEDED)) is False
     assert store.execution(first).status is Status.RUNNING  # type: ignore[union-attr]
 
     retry = NewRun(job="a", trigger=Trigger.RETRY, not_before=now, attempt=2, retry_of=first)
     outcome = Outcome(Status.FAILED, exit_code=3, error="exit status 3")
-    assert store.finish(first, "owner", outcome, follow_ups=[retry]) is True
+    assert finish_run(store, first, "owner", outcome, follow_ups=[retry]) is True
     done = store.execution(first)
     assert done is not None
     assert (done.status, done.exit_code, done.error) == (Status.FAILED, 3, "exit status 3")
     assert done.finished_at is not None and done.duration_s is not None and done.duration_s >= 0
     follow = store.executions(job="a", status=["queued"])
     assert [(r.trigger, r.attempt, r.retry_of) for r in follow] == [(Trigger.RETRY, 2, first)]
-    assert store.finish(first, "owner", Outcome(Status.SUCCEEDED)) is False  # already ended
+    assert finish_run(store, first, "owner", Outcome(Status.SUCCEEDED)) is False  # already ended
     assert store.execution(first).status is Status.FAILED  # type: ignore[union-attr]
 
     # A run marked abandoned keeps that outcome when its instance reports late.
     lost = store.reap_lost_runs(30, lambda run, outcome, spec: [], dead_instances=["owner"])
     assert [r.id for r in lost] == [second]
-    assert store.finish(second, "owner", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, second, "owner", Outcome(Status.SUCCEEDED)) is False
     late = store.execution(second)
     assert late is not None
     assert late.status is Status.ABANDONED and "instance owner" in (late.error or "")
-    assert store.finish(999_999, "owner", Outcome(Status.SUCCEEDED)) is False
+    assert finish_run(store, 999_999, "owner", Outcome(Status.SUCCEEDED)) is False
 
 
 def test_abandoned_runs_get_their_retries(store: Store) -> None:
@@ -657,8 +688,7 @@ def test_cancel(store: Store) -> None:
     assert store.request_cancel(running) is Status.RUNNING
     flagged = store.execution(running)
     assert flagged is not None and flagged.status is Status.RUNNING and flagged.cancel_requested
-    assert store.cancel_requested([queued, running]) == {running}
-    assert store.write_log(running, "partial output\n", 15) is False
+    assert set(store.runs_to_stop("i1", [running])) == {running}
 
     assert store.request_cancel(queued) is Status.CANCELLED  # already ended: unchanged
     with pytest.raises(KeyError):
@@ -669,7 +699,7 @@ def test_write_log_keeps_the_tail(store: Store) -> None:
     store.apply_config(overlap_config("allow"), NOW)
     run_id = store.enqueue(manual("a", store.now()))
     store.claim("i1", "h", 1)
-    assert store.write_log(run_id, "line 2\nline 3\n", 21) is True
+    write_output(store, run_id, "line 2\nline 3\n", 21)
     run = store.executions(job="a", with_log=True)[0]
     assert (run.log, run.log_bytes) == ("line 2\nline 3\n", 21)
     assert store.executions(job="a")[0].log == ""  # not read unless asked
@@ -810,7 +840,9 @@ def test_finish_racing_abandon_on_postgresql(
     with holder.atomic():
         list(E.select(E.id).where(E.id == run_id).for_update())
         join = start_blocked(
-            postgres_admin, other, lambda: other.finish(run_id, "owner", Outcome(Status.SUCCEEDED))
+            postgres_admin,
+            other,
+            lambda: finish_run(other, run_id, "owner", Outcome(Status.SUCCEEDED)),
         )
         holder.reap_lost_runs(30, lambda run, outcome, spec: [], dead_instances=["owner"])
     finished = join()
@@ -833,3 +865,24 @@ def test_cancel_racing_claim_on_postgresql(
     # Either the cancel saw the claim (running: flag it) or it came first (queued:
     # cancel it); never a cancelled row that a daemon is running.
     assert (seen, run.status, run.cancel_requested) == (Status.RUNNING, Status.RUNNING, True)
+
+
+def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) -> None:
+    """Exit 69 says "the store is not there, try later"; a refused value is not that."""
+    from jobd.errors import StoreValueRefused, store_failure
+
+    store.register_instance("twice", "h", 1, "0")
+    with pytest.raises(pw.IntegrityError) as refused:
+        store.m.Instance.insert(
+            id="twice",
+            host="h",
+            pid=1,
+            version="0",
+            started_at=datetime.now(),
+            heartbeat_at=datetime.now(),
+        ).execute()
+    failure = store_failure(refused.value)
+    assert isinstance(failure, StoreValueRefused) and failure.exit_code == ExitCode.FAILURE
+    assert "unavailable" not in str(failure)
+    gone = pw.OperationalError("could not connect to server")
+    assert store_failure(gone).exit_code == ExitCode.UNAVAILABLE  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from typing import Any
 import peewee as pw
 import pytest
 
-from jobd.model import NewRun, Trigger, forget_parsed_specs
+from jobd.model import NewRun, Trigger
 from jobd.store import Store, open_store, pgwire
 from tests.test_store import config
 
@@ -144,7 +144,7 @@ def test_a_claim_in_the_tick_of_its_fire_does_not_read_the_spec_again(
     pg.apply_config(config('[jobs.a]\nschedule = "* * * * *"\ncommand = ["true"]\n'), pg.now())
 
     def claim_trips(fired_first: bool) -> tuple[int, Any]:
-        forget_parsed_specs()
+        pg.specs.forget()
         if fired_first:
             pg.due_for_firing(pg.now() + timedelta(minutes=2))
         pg.enqueue(NewRun(job="a", trigger=Trigger.MANUAL, not_before=pg.now()))

@@ -46,3 +46,80 @@ def test_listen_again_after_the_connection_broke(postgres_url: str, postgres_adm
     finally:
         waker.close()
         store.close()
+
+
+def _listening(store_url: str) -> Waker:
+    """A waker woken as a daemon on this store is: its socket (SQLite) or LISTEN."""
+    from jobd.store.connect import sqlite_path
+
+    waker = Waker()
+    if store_url.startswith("sqlite"):
+        waker.bind_socket(sqlite_path(store_url) + ".wake")
+    else:
+        waker.listen_postgres(store_url)
+    return waker
+
+
+def test_every_write_that_moves_a_next_fire_wakes_the_daemons(store_url: str) -> None:
+    from datetime import timedelta
+
+    from jobd.model import Config, GroupQuota, JobKind, JobSpec, Settings, Source
+    from jobd.store.groups import upsert_within_quota
+
+    store = open_store(store_url)
+    waker = _listening(store_url)
+    spec = JobSpec(name="tick", schedule="* * * * * *", kind=JobKind.COMMAND, command=("true",))
+    cli = JobSpec(
+        name="cli", schedule="@hourly", kind=JobKind.COMMAND, command=("true",), source=Source.CLI
+    )
+    grouped = JobSpec(
+        name="grouped",
+        schedule="@daily",
+        kind=JobKind.COMMAND,
+        command=("true",),
+        source=Source.CLI,
+        group="g",
+    )
+    try:
+        changes = {
+            "apply a config": lambda: store.apply_config(
+                Config(Settings(), {"tick": spec}), store.now()
+            ),
+            "pause": lambda: store.set_paused("tick", True, store.now()),
+            "resume": lambda: store.set_paused("tick", False, store.now()),
+            "schedule": lambda: store.upsert_cli_job(cli, store.now()),
+            "schedule in a group": lambda: upsert_within_quota(
+                store, grouped, GroupQuota(name="g", max_jobs=5)
+            ),
+            "unschedule": lambda: store.remove_job("cli", store.now()),
+        }
+        for what, change in changes.items():
+            while waker.sleep(0):
+                pass
+            change()
+            assert woken_within(waker, 5), f"{what} did not wake the daemons"
+        # Nothing changed, nothing to wake for.
+        store.apply_config(Config(Settings(), {"tick": spec}), store.now() + timedelta(seconds=1))
+        assert not waker.sleep(0.3)
+    finally:
+        waker.close()
+        store.close()
+
+
+def test_a_wake_waits_for_the_enclosing_transaction_to_commit(store_url: str) -> None:
+    from jobd.model import Config, JobKind, JobSpec, Settings
+
+    store = open_store(store_url)
+    spec = JobSpec(name="tick", schedule="* * * * * *", kind=JobKind.COMMAND, command=("true",))
+    store.apply_config(Config(Settings(), {"tick": spec}), store.now())
+    store.set_paused("tick", True, store.now())
+    waker = _listening(store_url)
+    try:
+        with store.atomic():
+            store.set_paused("tick", False, store.now())
+            # Woken now, a daemon would read the job still paused and sleep on.
+            assert not waker.sleep(0.3)
+        assert woken_within(waker, 5)
+    finally:
+        waker.close()
+        store.close()

@@ -11,7 +11,7 @@ import click
 from jobd.cli import render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
 from jobd.cli.params import COUNT, MAX_INT
-from jobd.cli.quotas import group_usage, quota_cell, quota_style
+from jobd.cli.quotas import quota_cell, quota_style
 from jobd.errors import ExitCode
 
 RUNNING_SHOWN = 20
@@ -29,12 +29,13 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
       jobd status
       jobd status --json | jq '.instances[] | select(.live) | .host'
     """
+    from jobd.ops.quotas import group_usage
     from jobd.store import admin, mask_url
     from jobd.store.reader import Reader
 
     store = ctx.store
     now = store.now()
-    ttl = ctx.config.settings.lease_ttl
+    ttl = ctx.store_config.settings.lease_ttl
     lease = admin.leader_lease(store, now)
     instances = admin.instances(store, ttl, now)
     running = Reader.over(store).executions(statuses=["running"], limit=None)
@@ -49,13 +50,20 @@ def status(ctx: Context, as_json: bool, local_time: bool) -> None:
         "queue_depth": store.queue_depth(),
         "running": running,
         "next_fires": admin.upcoming(store, 5),
-        "groups": group_usage(store, ctx.config.groups),
+        "groups": group_usage(store, ctx.store_config.groups),
         "checked_at": now,
     }
     if as_json:
         render.print_json(report)
         return
     _print_status(report, now, local_time)
+
+
+def _role(instance: dict[str, Any]) -> str:
+    """An instance's role as it stands: a dead one leads nothing any more."""
+    if instance["live"] or instance["stopped_at"] or instance["role"] == "stopped":
+        return str(instance["role"])
+    return f"gone (was {instance['role']})"
 
 
 def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
@@ -69,6 +77,8 @@ def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
             if leading
             else "none (no live daemon holds the leader guard)"
         )
+    elif lease["holder"] is None:  # released by a clean stop
+        leader = f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
     else:
         state = "EXPIRED" if lease["expired"] else "held"
         leader = (
@@ -92,7 +102,7 @@ def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
                 i["id"],
                 i["host"],
                 str(i["pid"]),
-                i["role"],
+                _role(i),
                 str(i["running"]),
                 render.ago(i["heartbeat_at"], now),
                 "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
@@ -146,7 +156,9 @@ def check(ctx: Context, as_json: bool) -> None:
 
     Unhealthy: no live instance; an expired leader lease; a job overdue by
     more than max(60s, 2 x lease_ttl) while not paused; a job whose last run
-    failed, timed out or was abandoned. The store unreachable: exit 69.
+    failed, timed out or was abandoned; a config file that no longer parses
+    (the daemon runs on its last good config, but would not restart). The
+    store unreachable: exit 69.
 
     \b
     Examples:
@@ -157,11 +169,15 @@ def check(ctx: Context, as_json: bool) -> None:
 
     store = ctx.store
     now = store.now()
-    ttl = ctx.config.settings.lease_ttl
+    ttl = ctx.store_config.settings.lease_ttl
     reasons: list[dict[str, Any]] = []
 
     def reason(kind: str, message: str, job: str | None = None) -> None:
         reasons.append({"check": kind, "job": job, "message": message})
+
+    if ctx.config_problem is not None:
+        # The daemon runs on its last good config; its next restart would fail.
+        reason("config", f"config file broken: {ctx.config_problem}")
 
     live = admin.live_instances(store, ttl, now)
     if not live:
@@ -236,35 +252,15 @@ def prune(
     """
     from jobd.durations import DurationError, parse_duration
     from jobd.errors import UsageError
-    from jobd.store import admin
+    from jobd.ops.history import prune as prune_history
 
-    settings = ctx.config.settings
-    keep_n = settings.history_keep if keep is None else keep
-    if older_than is None:
-        max_age = settings.history_max_age
-    else:
-        try:
-            max_age = parse_duration(older_than)
-        except DurationError as exc:
-            raise UsageError(f"--older-than: {exc}") from None
-    store = ctx.store
-    counts = admin.prune(store, keep_n or None, max_age or None, store.now(), dry_run=dry_run)
-    by_group: dict[str, int] = {}
-    if ctx.config.groups:
-        from jobd.store.groups import prune_retained
-
-        for quota in ctx.config.groups.values():
-            deleted = prune_retained(store, quota, dry_run=dry_run)
-            if deleted:
-                by_group[quota.name] = sum(deleted.values())
-            for job, n in deleted.items():
-                counts[job] = counts.get(job, 0) + n
-    total = sum(counts.values())
-    if not dry_run:
-        detail: dict[str, Any] = {"keep": keep_n, "older_than_s": max_age, "deleted": total}
-        if by_group:
-            detail["groups"] = by_group
-        store.audit("prune", actor(), None, detail)
+    try:
+        max_age = parse_duration(older_than) if older_than is not None else None
+    except DurationError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    pruned = prune_history(ctx.scope(whole_config=True), actor(), keep, max_age, dry_run)
+    counts, by_group, total = pruned.deleted, pruned.by_group, pruned.total
+    keep_n, max_age = pruned.keep, pruned.max_age
     if as_json:
         render.print_json(
             {

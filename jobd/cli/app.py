@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from jobd import __version__
-from jobd.cli.context import Context
+from jobd.cli.context import STORE_CREATORS, Context
 from jobd.errors import ExitCode, JobdError, store_failure
 
 
@@ -91,7 +91,11 @@ def cli(ctx: click.Context, config_path: str | None, store_url: str | None) -> N
       jobd trigger backup --wait
       jobd executions --job backup --limit 10
     """
-    ctx.obj = Context(config_path=config_path, store_override=store_url)
+    ctx.obj = Context(
+        config_path=config_path,
+        store_override=store_url,
+        create_store=ctx.invoked_subcommand in STORE_CREATORS,
+    )
 
 
 def _override(attribute: str) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -11,11 +13,13 @@ from typing import TYPE_CHECKING
 import click
 
 from jobd.cli.context import Context, pass_ctx
-from jobd.errors import UsageError
+from jobd.errors import JobdError, UsageError
 from jobd.forkcall import call_in_child
 
 if TYPE_CHECKING:
     from jobd.model import Config
+    from jobd.signals import SignalFlags
+    from jobd.storewait import StoreDown
 
 
 @click.command()
@@ -71,16 +75,74 @@ def run(
         _apply(ctx).log(mask_url)
         return
 
-    def prepare() -> Applied:
+    from jobd.notify import Notifier
+    from jobd.signals import SignalFlags
+    from jobd.storewait import PROBE_EVERY, StartupWait
+
+    # SIGTERM and SIGINT stop a daemon that is still waiting for its store, at
+    # once, and are passed on to a start-up child (which dies of them).
+    child = [0]
+    flags = SignalFlags(lambda: _pass_on_stop(flags, child[0]))
+    flags.install()
+    notifier = Notifier.from_env()
+    setup_logging(log_format, log_level)
+
+    parent = os.getpid()
+
+    def prepare() -> Applied | StoreDown:
+        if os.getpid() != parent:  # where fork() exists, this runs in a child
+            _stop_signals_kill()
         setup_logging(log_format, log_level)  # a migration's messages reach the terminal
-        applied = _apply(ctx)
-        ctx.close()
-        return applied
+        try:
+            return _apply_or_report(ctx)
+        finally:
+            ctx.close()
 
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
-    # 10,000 jobs' worth of parsed config (jobd.forkcall).
-    applied = call_in_child(prepare)
+    # 10,000 jobs' worth of parsed config (jobd.forkcall). A store that does not
+    # answer is waited for here, in the foreground: the child reports it, this
+    # process tries the store until it answers, then the child applies again.
+    wait: StartupWait | None = None
+    while True:
+        # Held back over the fork, so that each process meets a stop signal with the
+        # right handler: this one once it knows the child's pid, the child once it
+        # dies of one.
+        _hold_stop_signals(True)
+        try:
+            prepared = call_in_child(prepare, started=lambda pid: _child_started(child, pid))
+        except JobdError:
+            if flags.stop_requests:
+                return  # the child was stopped with us
+            raise
+        finally:
+            child[0] = 0
+            _hold_stop_signals(False)
+        if flags.stop_requests:
+            return
+        if isinstance(prepared, Applied):
+            break
+        add_store_url(prepared.store_url)
+        wait = wait or StartupWait(
+            prepared.store_url,
+            prepared.max_backoff,
+            notifier,
+            # SIGHUP reads the config again (a corrected store URL, say).
+            lambda: flags.stop_requests > 0 or flags.reload_requested,
+        )
+        wait.failed(prepared.reason)
+        probe = functools.partial(_probe, prepared.store_url)
+        if not wait.pause(PROBE_EVERY) or wait.attempt(probe) is None:
+            if flags.stop_requests:
+                return
+            flags.reload_requested = False
+            logging.getLogger("jobd").info(
+                "reading the config again while waiting for the store",
+                extra={"action": "config.reload"},
+            )
+            wait = None  # its store URL may have changed
+    applied = prepared
+    assert isinstance(applied, Applied)
     ctx._config = config = applied.config
     store_url = applied.store_url
     if detach:
@@ -98,16 +160,29 @@ def run(
     add_store_url(store_url)
     add_secrets(applied.secrets)
     applied.log(mask_url)
-    store = ctx.store
+    # The store may have gone away again since the child applied the config.
+    wait = StartupWait(
+        store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
+    )
+    store = wait.attempt(lambda: ctx.store)
+    if store is None:
+        return
     from jobd.daemon import serve
     from jobd.paths import load_config
 
     def reload_config() -> Config:
-        fresh = load_config(ctx.config_path)
+        fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(config, store, reload_config=reload_config, applied_at=applied.applied_at)
+    serve(
+        config,
+        store,
+        reload_config=reload_config,
+        applied_at=applied.applied_at,
+        file_digests=applied.digests,
+        flags=flags,
+    )
 
 
 @dataclasses.dataclass
@@ -115,6 +190,7 @@ class Applied:
     """What the daemon keeps of its config once the jobs are in the store."""
 
     config: Config  # without its jobs: the daemon reads those from the store
+    digests: dict[str, str]  # ... and runs a config job only if it is still this
     store_url: str
     secrets: list[str]
     applied_at: datetime
@@ -137,17 +213,27 @@ class Applied:
 
 
 def _apply(ctx: Context) -> Applied:
-    """Parse the config and write its jobs to the store."""
+    """Parse the config and write its jobs to the store (`jobd run` creates a SQLite
+    store's missing directory, as it creates the file)."""
     from jobd.log import add_store_url
+    from jobd.storewait import create_store_directory
 
     config = ctx.config
     store_url = ctx.store_url
     add_store_url(store_url)
+    create_store_directory(store_url)
     store = ctx.store
     applied_at = store.now()
     report = store.apply_config(config, applied_at)
+    if report.restored:
+        logging.getLogger("jobd").warning(
+            "config jobs changed in the store outside jobd, restored from the file: %s",
+            ", ".join(report.restored),
+            extra={"action": "config.restored"},
+        )
     return Applied(
         config=dataclasses.replace(config, jobs={}),
+        digests=config.digests(),
         store_url=store_url,
         secrets=[value for spec in config.jobs.values() for value in spec.env.values()],
         applied_at=applied_at,
@@ -156,6 +242,79 @@ def _apply(ctx: Context) -> Applied:
         updated=len(report.updated),
         removed=len(report.removed),
     )
+
+
+def _apply_or_report(ctx: Context) -> Applied | StoreDown:
+    """_apply, or, when the store does not answer, what the parent waits for.
+
+    `jobd run` creates a SQLite store's missing directory; an error waiting
+    cannot fix (see jobd.storewait) is raised, and exits 2."""
+    from jobd.store.urls import backend_of
+    from jobd.storewait import StoreDown, is_passing, reason_of, refused
+
+    config = ctx.config  # a config error is raised as it is
+    store_url = ctx.store_url
+    try:
+        return _apply(ctx)
+    except Exception as exc:
+        try:
+            backend = backend_of(store_url)
+        except JobdError:
+            raise refused(exc) from None
+        if is_passing(exc, backend):
+            return StoreDown(store_url, reason_of(exc, store_url), config.settings.max_backoff)
+        raise refused(exc) from None
+
+
+def _probe(store_url: str) -> bool:
+    """Whether the store answers: opened (and migrated) and closed again, in this
+    process, which forks the start-up child next and so must hold no connection."""
+    from jobd.store import open_store
+    from jobd.store.drivers import load_orm
+    from jobd.store.urls import backend_of
+
+    backend = backend_of(store_url)
+    load_orm(backend)
+    store = open_store(store_url)
+    try:
+        if backend == "sqlite":
+            # Readers pass a lock that stops writers: ask for the write lock itself.
+            store.db.execute_sql("BEGIN IMMEDIATE")
+            store.db.execute_sql("ROLLBACK")
+    finally:
+        store.close()
+    return True
+
+
+def _stop_signals_kill() -> None:
+    """In the start-up child: SIGTERM and SIGINT end it, as for any short command
+    (the parent's handlers, inherited by fork, would only set a flag)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _hold_stop_signals(False)
+
+
+def _hold_stop_signals(hold: bool) -> None:
+    import signal
+
+    how = signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK
+    signal.pthread_sigmask(how, {signal.SIGTERM, signal.SIGINT})
+
+
+def _child_started(child: list[int], pid: int) -> None:
+    child[0] = pid
+    _hold_stop_signals(False)  # a stop that came meanwhile is passed on now
+
+
+def _pass_on_stop(flags: SignalFlags, child: int) -> None:
+    import contextlib
+    import signal
+
+    if flags.stop_requests and child:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGTERM)
 
 
 COMMANDS = [run]

@@ -15,6 +15,7 @@ old tail's end and the new tail's start.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -139,6 +140,14 @@ def finish(state: dict[str, Any], quiet: bool = False) -> None:
     if not quiet:
         click.echo(message, err=True)
     raise click.exceptions.Exit(int(code))
+
+
+def interruptible() -> None:
+    """Let Ctrl-C stop the waiting even when this process started with SIGINT
+    ignored, as a non-interactive shell starts its background jobs: a person
+    who waits on a run expects Ctrl-C to end the wait (the run goes on)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from jobd.errors import StoreUnavailable, UsageError
+from jobd.errors import StoreUnavailable, UsageError, first_line
 
 SYSTEM_CRONTABS = ("/etc/crontab", "/etc/cron.d/")
 
@@ -125,13 +125,18 @@ def pg_cron(dsn: str, schema: str) -> None:
     from psycopg2 import sql
 
     from jobd.importers import pg_cron_to_toml
-    from jobd.store.connect import mask_url
+    from jobd.masking import Masker
+    from jobd.urls import is_postgres, mask_url, postgres_url_problem, url_passwords
 
+    problem = postgres_url_problem(dsn) if is_postgres(dsn) else None
+    if problem is not None:
+        raise UsageError(f"invalid URL {mask_url(dsn)!r}: {problem}")
     try:
         conn = psycopg2.connect(dsn, connect_timeout=10, application_name="jobd import")
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-        raise StoreUnavailable(f"cannot connect to {mask_url(dsn)}: {first}") from None
+        first = first_line(exc, "connection failed")
+        masker = Masker(url_passwords(dsn), url_passwords=True)  # libpq may quote the DSN
+        raise StoreUnavailable(f"cannot connect to {mask_url(dsn)}: {masker(first)}") from None
     try:
         with conn.cursor() as cur:
             try:

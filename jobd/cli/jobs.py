@@ -7,14 +7,17 @@ not pay for cron parsing or the store's ORM (see bench/cli_latency.py).
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobd.cli import render
 from jobd.cli.context import Context, json_option, local_option, pass_ctx
-from jobd.errors import NotFound, UsageError, did_you_mean
+from jobd.errors import ConfigError, UsageError
+from jobd.paths import NO_CONFIG_FILE
 from jobd.timeutil import parse_instant, rfc3339
 
 if TYPE_CHECKING:
@@ -46,6 +49,11 @@ def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
       jobd validate --config /etc/jobd/jobd.toml
     """
     config = ctx.config
+    if config.path == NO_CONFIG_FILE:
+        from jobd.paths import config_candidates
+
+        looked = ", ".join(str(p) for p in config_candidates(None, os.environ, Path.cwd()))
+        raise ConfigError(f"no config file found (looked for {looked}; or pass --config PATH)")
     now = ctx.now()
     specs = list(config.jobs.values())
     if as_json:
@@ -85,19 +93,36 @@ def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
 @local_option
 @pass_ctx
 def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
-    """List the store's jobs: schedule, tz, next fire, last status, paused, source,
-    and, when jobs have groups, each group's active runs against max_active.
+    """List the jobs: the store's and the config file's, with schedule, tz, next
+    fire, last status, paused, source, and, when jobs have groups, each group's
+    active runs against max_active.
+
+    A config job that no daemon has applied yet shows as `file (not applied)`
+    with the file's schedule; one whose file definition differs from what the
+    daemon applied shows the applied one, as `file (pending reload)`.
 
     \b
     Example:
       jobd list --json | jq '.[] | select(.paused)'
     """
-    records = ctx.store.jobs()
-    last = ctx.store.last_statuses([r.name for r in records])
-    quotas = ctx.config.groups
-    grouped = {r.spec.group for r in records if r.spec.group}
+    from jobd.ops.jobs import Applied, list_jobs, unapplied_jobs
+    from jobd.store.files import MissingStore
+
+    last: dict[str, Any] | None
+    try:
+        entries = list_jobs(ctx.scope(), ctx.now())
+        last = ctx.store.last_statuses([e.name for e in entries])
+    except MissingStore as exc:  # before any daemon ran: the file's jobs are all there is
+        click.echo(
+            f"jobd: no store at {exc.database} yet: these are the config file's jobs "
+            "(`jobd run` creates the store)",
+            err=True,
+        )
+        entries, last = unapplied_jobs(ctx.store_config, ctx.now()), None
+    quotas = ctx.store_config.groups
+    grouped = {e.spec.group for e in entries if e.spec.group}
     active: dict[str, int] = {}
-    if grouped & set(quotas):
+    if grouped & set(quotas) and last is not None:
         from jobd.store.groups import active_by_group
 
         active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
@@ -105,41 +130,48 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
         render.print_json(
             [
                 {
-                    "name": r.name,
-                    "schedule": r.spec.schedule,
-                    "timezone": r.spec.timezone,
-                    "next_fire": rfc3339(r.next_fire_at),
-                    "last_status": last[r.name].value if r.name in last else None,
-                    "paused": r.paused,
-                    "enabled": r.spec.enabled,
-                    "source": r.source.value,
-                    "description": r.spec.description,
-                    "group": r.spec.group,
+                    "name": e.name,
+                    "schedule": e.spec.schedule,
+                    "timezone": e.spec.timezone,
+                    "next_fire": rfc3339(e.next_fire_at),
+                    "last_status": last[e.name].value if last and e.name in last else None,
+                    "paused": e.paused,
+                    "enabled": e.spec.enabled,
+                    "source": e.spec.source.value,
+                    "applied": e.applied.value,
+                    "description": e.spec.description,
+                    "group": e.spec.group,
                 }
-                for r in records
+                for e in entries
             ]
         )
         return
     rows = [
         [
-            r.name,
-            r.spec.schedule or "(manual)",
-            r.spec.timezone,
-            render.when(r.next_fire_at, local_time) if not r.paused else "(paused)",
-            last[r.name].value if r.name in last else "-",
-            "yes" if r.paused else "no",
-            r.source.value,
+            e.name,
+            e.spec.schedule or "(manual)",
+            e.spec.timezone,
+            render.when(e.next_fire_at, local_time) if not e.paused else "(paused)",
+            last[e.name].value if last and e.name in last else "-",
+            "yes" if e.paused else "no",
+            e.spec.source.value + ("" if e.applied is Applied.YES else f" ({e.applied.value})"),
         ]
-        for r in records
+        for e in entries
     ]
     headers = ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LAST", "PAUSED", "SOURCE"]
     if grouped:  # a column only for stores that use groups
         headers.append("GROUP (ACTIVE)")
-        for row, r in zip(rows, records, strict=True):
-            row.append(_group_cell(r.spec.group, active, quotas))
+        for row, e in zip(rows, entries, strict=True):
+            row.append(_group_cell(e.spec.group, active, quotas))
     render.table(headers, rows, styles={4: render.status_style})
-    if not records:
-        click.echo("no jobs in the store yet: `jobd run` applies the config", err=True)
+    if not entries:
+        click.echo("no jobs: none in the store, none in the config file", err=True)
+    elif any(e.applied is not Applied.YES for e in entries):
+        click.echo(
+            "jobd applies the config file at `jobd run` and on reload (SIGHUP, "
+            "`systemctl reload jobd`)",
+            err=True,
+        )
 
 
 def _group_cell(group: str | None, active: dict[str, int], quotas: Any) -> str:
@@ -169,15 +201,11 @@ def next_cmd(
     Example (what happens around the DST change?):
       jobd next nightly_backup -n 3 --after 2026-10-24T00:00:00Z
     """
-    spec = ctx.config.jobs.get(name)
+    spec = ctx.store_config.jobs.get(name)
     if spec is None:
-        record = ctx.store.job(name)
-        if record is None or record.removed:
-            # Jobs made with `jobd schedule` live only in the store: suggest them too.
-            names = {*ctx.config.jobs, *(r.name for r in ctx.store.jobs())}
-            hint = did_you_mean(name, sorted(names))
-            raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
-        spec = record.spec
+        # Jobs made with `jobd schedule` live only in the store.
+        record, spec = ctx.scope().find_job(name)
+        spec = spec or record.spec  # type: ignore[union-attr]
     if spec.schedule is None:
         raise UsageError(f"job {name!r} has no schedule; it runs only when triggered")
     from zoneinfo import ZoneInfo

@@ -7,7 +7,6 @@ import click
 from jobd.cli import render
 from jobd.cli.context import Context, actor, pass_ctx
 from jobd.cli.params import JOB_NAME
-from jobd.errors import UsageError
 
 
 @click.command()
@@ -32,7 +31,9 @@ def pause(ctx: Context, name: str) -> None:
 def resume(ctx: Context, name: str) -> None:
     """Fire NAME's schedule again after `jobd pause`.
 
-    Fires missed while paused follow the job's `catchup` policy.
+    NAME fires at its next slot after now: the slots it slept through while
+    paused are not caught up (its `catchup` policy is for fires missed while no
+    daemon ran). Running daemons act on it at once.
 
     \b
     Example:
@@ -42,15 +43,13 @@ def resume(ctx: Context, name: str) -> None:
 
 
 def _set_paused(ctx: Context, name: str, paused: bool) -> None:
-    record = ctx.job(name)
-    verb = "paused" if paused else "resumed"
-    if record.paused == paused:
+    from jobd.ops.jobs import set_paused
+
+    change = set_paused(ctx.scope(), actor(), name, paused)
+    if not change.changed:
         click.echo(f"{name} is already {'paused' if paused else 'active'}")
-        return
-    store = ctx.store
-    store.set_paused(name, paused, store.now())
-    store.audit("pause" if paused else "resume", actor(), name)
-    click.echo(f"{verb} {name}")
+    else:
+        click.echo(f"{'paused' if paused else 'resumed'} {name}")
 
 
 @click.command()
@@ -90,46 +89,21 @@ def schedule(
       jobd schedule report "@every 15m" --tz Europe/Berlin --timeout 5m -- ./report.sh
       jobd schedule tenant_a_scan "0 1 * * *" --group tenant-a -- agent-bom scan --tenant a
     """
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.ops.jobs import schedule as schedule_job
 
-    raw: dict[str, object] = {"schedule": cron, "command": list(command)}
-    for key, value in (("timeout", timeout), ("description", description), ("group", group)):
+    fields: dict[str, object] = {"schedule": cron, "command": list(command)}
+    for key, value in (
+        ("timezone", tz),
+        ("timeout", timeout),
+        ("description", description),
+        ("group", group),
+    ):
         if value is not None:
-            raw[key] = value
-    # The zone goes in as the default rather than a `timezone` key: config.py's
-    # JOB_KEYS does not list that key (yet), while parse_job validates either.
-    spec = parse_job(
-        name,
-        raw,
-        file="command line",
-        environ={},
-        default_tz=tz or ctx.config.settings.timezone,
-        source=Source.CLI,
-        groups=ctx.config.groups,
-    )
-    store = ctx.store
-    existing = store.job(name)
-    if existing is not None and existing.source is Source.FILE and not existing.removed:
-        where = f" in {ctx.config.path}" if name in ctx.config.jobs else ""
-        raise UsageError(
-            f"job {name!r} is defined in the config file{where}; change it there "
-            "(`jobd schedule` manages store-only jobs)"
-        )
-    quota = ctx.config.groups.get(spec.group or "")
-    if quota is not None and quota.max_jobs:
-        from jobd.cli.quotas import upsert_or_refuse
-
-        created = upsert_or_refuse(store, spec, quota)
-    else:
-        created = store.upsert_cli_job(spec, store.now())
-    detail = {"schedule": spec.schedule, "timezone": spec.timezone, "command": list(command)}
-    if spec.group:
-        detail["group"] = spec.group
-    store.audit("schedule", actor(), name, detail)
-    record = store.job(name)
-    when = render.when(record.next_fire_at) if record and record.next_fire_at else "never"
-    click.echo(f"{'created' if created else 'updated'} {name}: next fire {when}")
+            fields[key] = value
+    done = schedule_job(ctx.scope(whole_config=True), actor(), name, fields)
+    next_fire = done.record.next_fire_at
+    when = render.when(next_fire) if next_fire else "never"
+    click.echo(f"{'created' if done.created else 'updated'} {name}: next fire {when}")
 
 
 schedule.usage_hint = "put the job's command after --: jobd schedule NAME CRON -- CMD ARGS..."  # type: ignore[attr-defined]
@@ -147,17 +121,9 @@ def unschedule(ctx: Context, name: str) -> None:
     Example:
       jobd unschedule vacuum
     """
-    from jobd.model import Source
+    from jobd.ops.jobs import unschedule as unschedule_job
 
-    record = ctx.job(name)
-    if record.source is not Source.CLI:
-        raise UsageError(
-            f"job {name!r} comes from the config file; remove it there "
-            "(`jobd unschedule` removes jobs made with `jobd schedule`)"
-        )
-    store = ctx.store
-    store.remove_job(name, store.now())
-    store.audit("unschedule", actor(), name)
+    unschedule_job(ctx.scope(), actor(), name)
     click.echo(f"removed {name}; its history stays (jobd executions --job {name})")
 
 

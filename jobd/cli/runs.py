@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobd.cli import history, render
 from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
-from jobd.cli.follow import FINAL, await_run, finish, interrupted, waiting
+from jobd.cli.follow import await_run, finish, interrupted, interruptible, waiting
 from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
-from jobd.errors import InvalidState, JobdError, NoDaemon, NotFound, UsageError
+from jobd.errors import JobdError, NotFound, UsageError
+
+if TYPE_CHECKING:
+    from jobd.ops.runs import Triggered
 
 
 @click.command()
@@ -42,49 +45,46 @@ def trigger(
       jobd trigger backup --follow
       id=$(jobd trigger backup) && jobd logs "$id" --follow
     """
-    from jobd.model import NewRun, Trigger
+    from jobd.ops.runs import no_daemon
+    from jobd.ops.runs import trigger as trigger_run
+    from jobd.store.files import MissingStore
 
-    record = ctx.job(name)
-    store = ctx.store
+    if wait or follow:
+        interruptible()
     run_local = _local_executor() if local_run else None
-    if run_local is None:
-        ttl = ctx.config.settings.lease_ttl
-        from jobd.store.admin import live_instances
-
-        if not live_instances(store, ttl, store.now()):
-            raise NoDaemon(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s), "
-                f"so nothing would run it; start `jobd run`, or run it here with "
-                f"`jobd trigger {name} --local`. Nothing was queued."
-            )
-    run = NewRun(job=name, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by=actor())
-    quota = ctx.config.groups.get(record.spec.group or "")
-    if quota is not None and quota.max_active:
-        from jobd.cli.quotas import enqueue_or_refuse
-
-        run_id = enqueue_or_refuse(store, run, quota)
-    else:
-        run_id = store.enqueue(run)
+    if local_run:
+        ctx.create_store = True  # a first run here may come before any daemon made it
     try:
-        _after_queueing(ctx, record, run_id, wait, follow, run_local, as_json)
+        scope = ctx.scope(whole_config=False)
+    except MissingStore as exc:  # no daemon ever ran on it
+        raise no_daemon(name, f"no store at {exc.database} yet") from None
+    queued = trigger_run(scope, actor(), name, local=local_run)
+    if queued.differs_from_file:
+        click.echo(
+            f"jobd: {name} differs in {scope.config.path} from what the daemon "
+            "applied; this run uses the applied definition (reload the daemon to "
+            "apply the file: SIGHUP, `systemctl reload jobd`)",
+            err=True,
+        )
+    try:
+        _after_queueing(ctx, queued, wait, follow, run_local, as_json)
     except KeyboardInterrupt:
         if run_local is not None:
             raise  # the run stopped with this process; nothing goes on
-        interrupted(run_id)
+        interrupted(queued.run_id)
 
 
 def _after_queueing(
-    ctx: Context, record: Any, run_id: int, wait: bool, follow: bool, run_local: Any, as_json: bool
+    ctx: Context, queued: Triggered, wait: bool, follow: bool, run_local: Any, as_json: bool
 ) -> None:
     """Once the run is queued, Ctrl-C leaves it queued: everything here may be interrupted."""
-    store, name = ctx.store, record.name
-    store.audit("trigger", actor(), name, {"run": run_id, "local": bool(run_local)})
-    if record.paused:
+    name, run_id = queued.job, queued.run_id
+    if queued.paused:
         click.echo(f"jobd: {name} is paused; its schedule stays paused, this run goes", err=True)
     if not as_json:
         click.echo(run_id)
     if run_local is not None:
-        run_local(store, ctx.config, run_id)
+        run_local(ctx.store, ctx.store_config, run_id, queued.spec)
         wait = True
     if not (wait or follow):
         if as_json:
@@ -250,6 +250,8 @@ def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
     """
     if follow and as_json:
         raise UsageError("--json prints the output once; it cannot be combined with --follow")
+    if follow:
+        interruptible()
     row = _execution(ctx, run_id, with_log=not follow)
     if as_json:
         keys = ("id", "job", "status", "log_bytes", "log")
@@ -279,22 +281,15 @@ def cancel(ctx: Context, run_id: int) -> None:
     Example:
       jobd cancel 4711
     """
-    store = ctx.store
-    run = store.execution(run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id} (see `jobd executions`)")
-    if run.status.value in FINAL:
-        raise InvalidState(f"run {run_id} ({run.job}) already ended: {run.status.value}")
-    was = store.request_cancel(run_id).value
-    if was in FINAL:  # it ended between the two reads
-        raise InvalidState(f"run {run_id} ({run.job}) already ended: {was}")
-    store.audit("cancel", actor(), run.job, {"run": run_id, "was": was})
-    if was == "queued":
-        click.echo(f"cancelled run {run_id} ({run.job}) before it started")
+    from jobd.ops.runs import cancel as cancel_run
+
+    done = cancel_run(ctx.scope(), actor(), run_id)
+    if done.was == "queued":
+        click.echo(f"cancelled run {run_id} ({done.job}) before it started")
     else:
-        host = f" on {run.host}" if run.host else ""
+        host = f" on {done.host}" if done.host else ""
         click.echo(
-            f"asked the daemon{host} to stop run {run_id} ({run.job}); "
+            f"asked the daemon{host} to stop run {run_id} ({done.job}); "
             f"follow it: jobd logs {run_id} --follow"
         )
 

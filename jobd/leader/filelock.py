@@ -1,4 +1,5 @@
-"""`leader = file`: an flock on a file beside the SQLite database (one host).
+"""`leader = file`: an flock on a file beside the SQLite database (one host),
+in its private companion directory (jobd.store.files), never through a link.
 
 The kernel drops the lock the instant its holder dies, so a standby blocked on it
 in a thread takes over within milliseconds.
@@ -12,7 +13,9 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from jobd.errors import ConfigError
 from jobd.leader import Term
+from jobd.store.files import open_companion, private_dir
 
 
 class FileLeader:
@@ -44,11 +47,8 @@ class FileLeader:
             return True
         with self._lock:
             if self._fd is None:
-                old = os.umask(0o077)
-                try:
-                    self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-                finally:
-                    os.umask(old)
+                private_dir(os.path.dirname(self.lock_path))
+                self._fd = open_companion(self.lock_path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -68,7 +68,10 @@ class FileLeader:
             return
 
         def wait_for_lock() -> None:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fd = open_companion(self.lock_path, os.O_RDWR | os.O_CREAT)
+            except (OSError, ConfigError):
+                return  # poll() opened it a moment ago; it will say what changed
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the leader dies or releases
             except OSError:

@@ -12,7 +12,8 @@ A standby asks again when the holder's lease runs out by the database's clock
 
 Each poll also compares this host's clock with the database's. Beyond 2 s it
 warns; beyond `max_clock_skew` it refuses to lead, and never even takes a free
-lease, because its schedules would fire at the wrong time.
+lease, because its schedules would fire at the wrong time. A comparison is only
+as good as its round trip is short: one taken across a stall is discarded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ log = logging.getLogger("jobd")
 
 STANDBY_POLL = 1.0  # a standby asks at least this often (a released lease is free at once)
 EXPIRY_SLACK = 0.02  # ask just after the expiry, not just before it
+# A clock comparison is off by up to half its round trip: one that took longer
+# than this (a stalled store) would report a stall as a clock difference.
+SKEW_SAMPLE_MAX_RTT = 1.0
 
 
 class TableLeader:
@@ -70,16 +74,6 @@ class TableLeader:
     def leading(self) -> bool:
         return self.term() is not None
 
-    @property
-    def since(self) -> datetime | None:
-        term = self.term()
-        return term.since if term else None
-
-    @property
-    def epoch(self) -> int | None:
-        term = self.term()
-        return term.epoch if term else None
-
     def step_down(self, reason: str) -> None:
         if self._term is not None:
             self._lose(f"{reason}; stepping down")
@@ -98,7 +92,7 @@ class TableLeader:
                 # take a free lease, or it would churn the epoch every second.
                 before, sent = self.clock.now(), self.clock.monotonic()
                 state = self.store.lease_state(self.instance)
-                if self._measure(before, state) == "refuse":
+                if self._measure(before, sent, state) == "refuse":
                     self._standby(sent, state)
                     return False
             before, sent = self.clock.now(), self.clock.monotonic()
@@ -107,7 +101,7 @@ class TableLeader:
             # Keep leading only until the lease runs out on our clock; ask again soon.
             self._next_poll = self.clock.monotonic() + min(STANDBY_POLL, self.ttl / 3)
             return self.leading
-        if self._measure(before, state) == "refuse":
+        if self._measure(before, sent, state) == "refuse":
             if state.held:
                 with contextlib.suppress(*STORE_ERRORS):
                     self.store.release_lease(self.instance)
@@ -139,9 +133,18 @@ class TableLeader:
             wait = min(wait, state.seconds_left + EXPIRY_SLACK)
         self._next_poll = sent + wait
 
-    def _measure(self, before: datetime, state: LeaseState) -> str:
-        """Record how far this host's clock is from the database's; return the verdict."""
+    def _measure(self, before: datetime, sent: float, state: LeaseState) -> str:
+        """Record how far this host's clock is from the database's; return the verdict
+        (the last one, when this sample is discarded for a slow round trip)."""
         after = self.clock.now()
+        round_trip = self.clock.monotonic() - sent
+        if round_trip > SKEW_SAMPLE_MAX_RTT:
+            log.debug(
+                "clock comparison discarded: the store took %.1fs to answer",
+                round_trip,
+                extra={"action": "leader.clock_skew"},
+            )
+            return self._skew_level
         host_now = before + (after - before) / 2
         skew = (host_now - state.db_now).total_seconds()
         self.clock_skew = round(skew, 3)

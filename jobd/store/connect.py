@@ -10,8 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import peewee as pw
 
-from jobd.errors import StoreUnavailable
+from jobd.errors import StoreUnavailable, first_line
 from jobd.store.drivers import orm_has_postgres
+from jobd.store.files import check_store_files, missing_store
 from jobd.store.urls import backend_of, mask_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -27,23 +28,30 @@ class SqliteStore(pw.SqliteDatabase):
         super().rollback()
 
 
-def connect(url: str) -> pw.Database:
+def connect(url: str, create: bool = True) -> pw.Database:
+    """`create`: make a SQLite store that does not exist yet (else StoreUnavailable)."""
     backend = backend_of(url)
     if backend == "sqlite":
-        return _connect_sqlite(sqlite_path(url), url)
+        return _connect_sqlite(sqlite_path(url), url, create)
     return _connect_postgres(url)
 
 
-def _connect_sqlite(path: str, url: str) -> pw.Database:
+def _connect_sqlite(path: str, url: str, create: bool = True) -> pw.Database:
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise StoreUnavailable(f"store {url}: directory {directory} does not exist")
+    check_store_files(path)
     # The database and its -wal/-shm hold job output and env-derived data: 0600.
     old_umask = os.umask(0o077)
     try:
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
+            if not create:
+                raise missing_store(path)
             try:
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+                flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                os.close(os.open(path, flags, 0o600))
+            except FileExistsError:
+                pass  # another process created it first
             except OSError as exc:
                 raise StoreUnavailable(f"store {url}: cannot create: {exc.strerror}") from None
         db = SqliteStore(
@@ -126,6 +134,6 @@ def _connect_postgres(url: str) -> pw.Database:
     try:
         db.connect(reuse_if_open=True)
     except pw.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        first = first_line(exc, "connection failed")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     return db

@@ -133,18 +133,6 @@ class LeaseOps:
             Lease.name == LEASE_NAME, Lease.holder == holder
         ).execute()
 
-    def lease(self) -> dict[str, Any] | None:
-        row = self.m.Lease.get_or_none(self.m.Lease.name == LEASE_NAME)
-        if row is None:
-            return None
-        return {
-            "holder": row.holder,
-            "host": row.host,
-            "epoch": row.epoch,
-            "acquired_at": from_db(row.acquired_at),
-            "expires_at": from_db(row.expires_at),
-        }
-
     def check_epoch(self, epoch: int) -> datetime:
         """Inside a write transaction: raise LeaseLost unless `epoch` is current and
         unexpired; returns the store's clock as the check read it. On PostgreSQL

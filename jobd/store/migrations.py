@@ -30,14 +30,33 @@ def _job_groups(db: pw.Database, models: Models) -> None:
     migrator = SchemaMigrator.from_database(db)
     operations = []
     if "group_name" not in {column.name for column in db.get_columns("jobs")}:
-        field = pw.CharField(null=True, max_length=128)
+        field = pw.TextField(null=True)
         operations.append(migrator.add_column("jobs", "group_name", field))
     if not any(index.columns == ["group_name"] for index in db.get_indexes("jobs")):
         operations.append(migrator.add_index("jobs", ("group_name",), False))
     apply_operations(*operations)
 
 
-MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups]
+def _text_columns(db: pw.Database, models: Models) -> None:
+    """3: every varchar(N) column becomes text. The limits were arbitrary, and a valid
+    config exceeded them: a 56-character host name made an instance id too long for
+    varchar(64), a 237-character schedule too long for varchar(200). PostgreSQL only:
+    SQLite never enforced them. varchar to text needs no rewrite of the table or its
+    indexes, so this is quick on a store of any size."""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        return
+    tables = [m._meta.table_name for m in models.all()]
+    columns = db.execute_sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND data_type = 'character varying' "
+        "AND table_name = ANY(%s) ORDER BY table_name, ordinal_position",
+        (tables,),
+    ).fetchall()
+    for table, column in columns:
+        db.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE text')
+
+
+MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups, _text_columns]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

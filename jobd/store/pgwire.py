@@ -8,16 +8,23 @@ They are held back and sent in front of the next statement, or of the COMMIT,
 in one simple-query message: PostgreSQL runs them in order and stops at the
 first error, so the transaction means the same, and an error still ends it.
 
+The daemon also bounds every wait for the server (`bound_waits`): a connection
+whose server or network stalls without closing (no RST, no FIN) would otherwise
+block the loop for as long as TCP retransmits, with signals unanswered.
+
 Imported only when a PostgreSQL store is opened (it needs psycopg2).
 """
 
 from __future__ import annotations
 
+import math
+import select
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee as pw
+import psycopg2
 import psycopg2.extensions
 from playhouse.shortcuts import ReconnectMixin
 
@@ -27,6 +34,91 @@ from playhouse.shortcuts import ReconnectMixin
 # the transaction holds anything (inside one, a lost connection is an error).
 PROVEN_ALIVE_S = 1.0
 BEGIN = b"BEGIN"
+POLL_OK = psycopg2.extensions.POLL_OK
+POLL_READ = psycopg2.extensions.POLL_READ
+# Once the daemon is asked to stop, a store that does not answer gets this long
+# per round trip, so that a stall cannot eat the shutdown grace of its runs.
+STOPPING_WAIT_S = 1.0
+# How often a wait looks at the stop flag: a signal interrupts select(), but
+# Python retries it (PEP 475) until its own timeout.
+WAIT_SLICE_S = 0.25
+
+
+class _WaitLimits:
+    """The process's bound on one wait for the server, and who says we are stopping."""
+
+    seconds: float | None = None
+    stopping: Callable[[], bool] = staticmethod(lambda: False)
+
+
+_limits = _WaitLimits()
+
+
+def _bounded_wait(conn: Any) -> None:
+    """psycopg2's wait callback: the driver runs non-blocking and waits here, for a
+    connect or a statement's answer, at most the process's limit. A timeout closes
+    the connection (psycopg2 does, when a wait callback fails), so the next use
+    reconnects instead of reading a late answer to an old question.
+
+    On the hot path (an answer within WAIT_SLICE_S) it costs a poll and a select
+    per round trip; the clock and the stop flag are read only once a slice passes."""
+    started = time.monotonic()
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        fd = conn.fileno()  # a connect that tries another address has another socket
+        if state == POLL_READ:
+            ready = select.select([fd], [], [], WAIT_SLICE_S)[0]
+        else:
+            ready = select.select([], [fd], [], WAIT_SLICE_S)[1]
+        if ready:
+            continue
+        bound = _limits.seconds
+        if _limits.stopping():
+            bound = STOPPING_WAIT_S if bound is None else min(bound, STOPPING_WAIT_S)
+        if bound is not None and time.monotonic() - started >= bound:
+            raise psycopg2.OperationalError(f"the store did not answer within {bound:g}s")
+
+
+def bound_waits(seconds: float, stopping: Callable[[], bool]) -> None:
+    """Bound every wait of this process for a PostgreSQL server by `seconds` (and by
+    STOPPING_WAIT_S once `stopping()`): connects, statements, LISTEN set-up. For the
+    daemon only: a one-shot command may wait for a long statement."""
+    _limits.seconds = seconds
+    _limits.stopping = stopping
+    psycopg2.extensions.set_wait_callback(_bounded_wait)
+
+
+def liveness_params(seconds: float, params: dict[str, Any]) -> dict[str, Any]:
+    """Connection parameters with which the kernel notices a peer that vanished (a
+    host down, a cut without RST) within about `seconds`, idle or not: keepalives
+    and tcp_user_timeout, merged into `params` (the URL's own values win)."""
+    whole = max(1, math.ceil(seconds))
+    return {
+        # (A connect is bounded by bound_waits too: libpq ignores connect_timeout
+        # when psycopg2 drives it through a wait callback.)
+        "keepalives": 1,
+        "keepalives_idle": whole,
+        "keepalives_interval": max(1, whole // 3),
+        "keepalives_count": 3,
+        "tcp_user_timeout": whole * 1000,
+        **params,
+    }
+
+
+def session_limits(seconds: float) -> str:
+    """Session settings for a daemon's connection (sent with SET, not the startup
+    `options`, which connection poolers such as PgBouncer refuse):
+
+    - statement_timeout: a statement stuck on a lock gives up with a clean error
+      instead of holding the loop;
+    - idle_in_transaction_session_timeout: a jobd that stalls inside a transaction
+      (paused, or cut off behind a network that still holds the connection) has
+      the server end it, so its row locks do not stop the other instances.
+    """
+    ms = max(1, int(seconds * 1000))
+    return f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms * 2}"
 
 
 class HoldingCursor(psycopg2.extensions.cursor):
@@ -88,6 +180,19 @@ class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
 
     def __init__(self, database: str, **params: Any) -> None:
         super().__init__(database, connection_factory=HoldingConnection, **params)
+        self.session_sql: str | None = None  # see limit_waits
+
+    def limit_waits(self, seconds: float) -> None:
+        """Make this database's connections notice a stalled server or network within
+        about `seconds` (see liveness_params and session_limits). Connections open
+        now keep their settings until they are replaced."""
+        self.connect_params = liveness_params(seconds, self.connect_params)
+        self.session_sql = session_limits(seconds)
+
+    def _initialize_connection(self, conn: Any) -> None:
+        if self.session_sql:
+            with conn.cursor() as cursor:
+                cursor.execute(self.session_sql)
 
     def _connection(self) -> HoldingConnection:
         if self.is_closed():

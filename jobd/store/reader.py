@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from jobd.errors import StoreUnavailable
+from jobd.errors import StoreUnavailable, first_line
 from jobd.timeutil import from_db, to_db
 
-SCHEMA_VERSION = 2  # 2 added jobs.group_name, which these queries do not read
+# 2 added jobs.group_name, which these queries do not read; 3 made strings text.
+SCHEMA_VERSION = 3
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
@@ -227,7 +228,10 @@ def open_reader(url: str) -> Reader | None:
     if backend == "sqlite":
         path = sqlite_path(url)
         if not os.path.isfile(path):
-            return None  # the full Store creates it with the right mode
+            return None  # the full Store says there is none, or creates it
+        from jobd.store.files import check_store_files
+
+        check_store_files(path)
         import sqlite3
 
         try:
@@ -243,7 +247,7 @@ def open_reader(url: str) -> Reader | None:
         try:
             conn = psycopg2.connect(url, connect_timeout=5, application_name="jobd")
         except psycopg2.Error as exc:
-            first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+            first = first_line(exc, "connection failed")
             raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
         conn.autocommit = True
         errors = (psycopg2.DatabaseError,)
@@ -252,7 +256,7 @@ def open_reader(url: str) -> Reader | None:
         version = reader.schema_version()
     except errors as exc:
         reader.close()
-        first = (str(exc).strip().splitlines() or ["database error"])[0]
+        first = first_line(exc, "database error")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     if version != SCHEMA_VERSION:
         reader.close()

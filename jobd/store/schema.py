@@ -1,7 +1,9 @@
 """Peewee models, built per database so that no module-level `db` exists.
 
 All datetimes are naive UTC (the edges convert), which both SQLite and
-PostgreSQL `timestamp` columns compare correctly.
+PostgreSQL `timestamp` columns compare correctly. Strings are `text`, without a
+length limit: a host name, a schedule or a job name that the config accepts must
+never be refused by a column (schema version 3 removed the varchar limits).
 """
 
 from __future__ import annotations
@@ -37,18 +39,18 @@ def build_models(db: pw.Database) -> Models:
             table_name = "jobd_schema"
 
     class Job(Base):
-        name = pw.CharField(primary_key=True, max_length=128)
-        source = pw.CharField(max_length=8)
+        name = pw.TextField(primary_key=True)
+        source = pw.TextField()
         spec = pw.TextField()  # JobSpec as JSON
-        config_hash = pw.CharField(max_length=16)
-        schedule = pw.CharField(null=True, max_length=200)
-        timezone = pw.CharField(max_length=64)
-        overlap = pw.CharField(max_length=8, default="skip")
+        config_hash = pw.TextField()
+        schedule = pw.TextField(null=True)
+        timezone = pw.TextField()
+        overlap = pw.TextField(default="skip")
         enabled = pw.BooleanField(default=True)
         paused = pw.BooleanField(default=False)
         removed = pw.BooleanField(default=False)
         # A [groups.NAME] quota the job counts against (schema version 2).
-        group_name = pw.CharField(null=True, max_length=128, index=True)
+        group_name = pw.TextField(null=True, index=True)
         # The next slot to fire; the planner reads only rows whose slot is due.
         next_fire_at = pw.DateTimeField(null=True, index=True)
         last_fire_at = pw.DateTimeField(null=True)
@@ -60,25 +62,25 @@ def build_models(db: pw.Database) -> Models:
 
     class Execution(Base):
         id = pw.AutoField()
-        job = pw.CharField(max_length=128)
-        trigger = pw.CharField(max_length=16)
+        job = pw.TextField()
+        trigger = pw.TextField()
         scheduled_for = pw.DateTimeField(null=True)
         queued_at = pw.DateTimeField()
         not_before = pw.DateTimeField()  # retry back-off and jitter
         started_at = pw.DateTimeField(null=True)
         finished_at = pw.DateTimeField(null=True)
         duration_s = pw.FloatField(null=True)
-        status = pw.CharField(max_length=16, index=True)
+        status = pw.TextField(index=True)
         exit_code = pw.IntegerField(null=True)
         signal = pw.IntegerField(null=True)
         attempt = pw.IntegerField(default=1)
         retry_of = pw.IntegerField(null=True)
         error = pw.TextField(null=True)
-        instance = pw.CharField(null=True, max_length=64)
-        host = pw.CharField(null=True, max_length=255)
+        instance = pw.TextField(null=True)
+        host = pw.TextField(null=True)
         pid = pw.IntegerField(null=True)
-        triggered_by = pw.CharField(null=True, max_length=255)
-        config_hash = pw.CharField(null=True, max_length=16)
+        triggered_by = pw.TextField(null=True)
+        config_hash = pw.TextField(null=True)
         cancel_requested = pw.BooleanField(default=False)
         log = pw.TextField(default="")
         log_bytes = pw.BigIntegerField(default=0)  # all output seen, kept or not
@@ -95,9 +97,9 @@ def build_models(db: pw.Database) -> Models:
             )
 
     class Lease(Base):
-        name = pw.CharField(primary_key=True, max_length=32)
-        holder = pw.CharField(null=True, max_length=64)
-        host = pw.CharField(null=True, max_length=255)
+        name = pw.TextField(primary_key=True)
+        holder = pw.TextField(null=True)
+        host = pw.TextField(null=True)
         epoch = pw.BigIntegerField(default=0)
         acquired_at = pw.DateTimeField(null=True)
         expires_at = pw.DateTimeField(null=True)
@@ -106,13 +108,13 @@ def build_models(db: pw.Database) -> Models:
             table_name = "leader_lease"
 
     class Instance(Base):
-        id = pw.CharField(primary_key=True, max_length=64)
-        host = pw.CharField(max_length=255)
+        id = pw.TextField(primary_key=True)
+        host = pw.TextField()
         pid = pw.IntegerField()
-        version = pw.CharField(max_length=32)
+        version = pw.TextField()
         started_at = pw.DateTimeField()
         heartbeat_at = pw.DateTimeField(index=True)
-        role = pw.CharField(max_length=16, default="standby")
+        role = pw.TextField(default="standby")
         running = pw.IntegerField(default=0)
         clock_skew = pw.FloatField(null=True)
         stopped_at = pw.DateTimeField(null=True)
@@ -123,9 +125,9 @@ def build_models(db: pw.Database) -> Models:
     class AuditEvent(Base):
         id = pw.AutoField()
         at = pw.DateTimeField(index=True)
-        action = pw.CharField(max_length=32)
-        actor = pw.CharField(max_length=255)
-        target = pw.CharField(null=True, max_length=255)
+        action = pw.TextField()
+        actor = pw.TextField()
+        target = pw.TextField(null=True)
         detail = pw.TextField(null=True)
 
         class Meta:

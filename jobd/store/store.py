@@ -12,14 +12,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee as pw
 
 from jobd.cron import parse_schedule
-from jobd.errors import StoreUnavailable
-from jobd.liveness import LockState, Presence, forget, lock_dir, lock_state
+from jobd.errors import StoreUnavailable, first_line
+from jobd.liveness import LockState, Presence, forget, lock_state
 from jobd.model import (
     Config,
     JobSpec,
@@ -30,13 +30,14 @@ from jobd.model import (
     Source,
     Status,
     Trigger,
-    remember_spec,
-    remembered_spec,
+    spec_text_hash,
 )
+from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
+from jobd.store.specs import SpecCache
 from jobd.timeutil import from_db, to_db
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
@@ -70,7 +71,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class DueJobs:
     jobs: list[JobRecord]
-    active: set[str]  # those with a queued or running run
+    active: set[str]  # those with a queued run, or one running on a live instance
     store_now: datetime | None  # the store's clock when any are due
 
 
@@ -79,6 +80,9 @@ class ApplyReport:
     added: tuple[str, ...] = ()
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    # Among `updated`: jobs whose stored spec had been rewritten behind the file's
+    # unchanged hash, by something other than jobd; the file's spec is back.
+    restored: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -99,6 +103,9 @@ class Store(LeaseOps):
         self.url = url
         self.backend = backend_of(url)
         self.m = build_models(db)
+        self.specs = SpecCache()  # parsed specs, forgotten by the daemon after each tick
+        # A wake-up owed to the daemons once the enclosing transaction commits (SQLite).
+        self._wake_owed = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -119,8 +126,16 @@ class Store(LeaseOps):
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except BaseException:
+            if not self.db.in_transaction():
+                self._wake_owed = False  # rolled back: nothing changed
+            raise
+        if self._wake_owed and not self.db.in_transaction():
+            self._wake_owed = False
+            self._wake_after_commit()
 
     def now(self) -> datetime:
         """The database's clock, aware UTC: the one clock all hosts share.
@@ -136,7 +151,7 @@ class Store(LeaseOps):
 
     def _record(self, row: Any) -> JobRecord:
         return JobRecord(
-            spec=JobSpec.from_json(row.spec),
+            spec=self.specs.parse(row.spec),
             paused=row.paused,
             removed=row.removed,
             next_fire_at=from_db(row.next_fire_at),
@@ -164,17 +179,26 @@ class Store(LeaseOps):
         added, updated, removed = [], [], []
         Job = self.m.Job
         first_fires: dict[tuple[str | None, str], datetime | None] = {}
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             if self.backend == "postgresql":
                 # Daemons starting together with one config would race on the inserts.
                 self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK,))
-            # Only what decides the action: 10,000 full rows would be read for nothing.
-            existing = {
-                name: (source, config_hash, removed)
-                for name, source, config_hash, removed in Job.select(
-                    Job.name, Job.source, Job.config_hash, Job.removed
-                ).tuples()
-            }
+            # The stored spec too, not only its hash: anyone who can write the jobs
+            # table can rewrite a spec and leave the file's hash beside it. Each row
+            # is compared as it is read, so the texts are not all held at once.
+            existing: dict[str, tuple[str, bool, bool]] = {}
+            rewritten: set[str] = set()
+            for name, source, config_hash, is_removed, text in (
+                Job.select(Job.name, Job.source, Job.config_hash, Job.removed, Job.spec)
+                .tuples()
+                .iterator()
+            ):
+                spec = config.jobs.get(name)
+                same = spec is not None and config_hash == spec.config_hash
+                if same and text != spec.to_json():
+                    same = False
+                    rewritten.add(name)
+                existing[name] = (source, same, is_removed)
             new_rows = []
             for name, spec in config.jobs.items():
                 row = existing.get(name)
@@ -183,18 +207,20 @@ class Store(LeaseOps):
                 if row is None:
                     new_rows.append(self._job_row(spec, now, first_fires))
                     added.append(name)
-                elif row[2] or row[1] != spec.config_hash:
+                elif row[2] or not row[1]:
                     self._update_job(Job.get(Job.name == name), spec, now)
                     updated.append(name)
             for start in range(0, len(new_rows), BATCH):
                 Job.insert_many(new_rows[start : start + BATCH]).execute()
-            for name, (source, _hash, was_removed) in existing.items():
+            for name, (source, _same, was_removed) in existing.items():
                 if source == Source.FILE.value and not was_removed and name not in config.jobs:
                     Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
                         Job.name == name
                     ).execute()
                     removed.append(name)
-        return ApplyReport(tuple(added), tuple(updated), tuple(removed))
+            changed.append(bool(added or updated or removed))
+        restored = tuple(name for name in updated if name in rewritten)
+        return ApplyReport(tuple(added), tuple(updated), tuple(removed), restored)
 
     @staticmethod
     def _definition(spec: JobSpec, next_fire: datetime | None, now: datetime) -> dict[str, Any]:
@@ -235,7 +261,7 @@ class Store(LeaseOps):
         return {"name": spec.name, "created_at": to_db(now), **self._definition(spec, first, now)}
 
     def _update_job(self, row: Any, spec: JobSpec, now: datetime) -> None:
-        old = JobSpec.from_json(row.spec)
+        old = self.specs.parse(row.spec)
         timing_changed = (old.schedule, old.timezone) != (spec.schedule, spec.timezone)
         next_fire = from_db(row.next_fire_at)
         if timing_changed or row.removed or next_fire is None or not old.enabled:
@@ -245,7 +271,7 @@ class Store(LeaseOps):
 
     def upsert_cli_job(self, spec: JobSpec, now: datetime) -> bool:
         """Create or update a store-only job; True when it was created."""
-        with self.db.atomic():
+        with self._moving_fires():
             row = self.m.Job.get_or_none(self.m.Job.name == spec.name)
             if row is None:
                 self._insert_job(spec, now)
@@ -253,33 +279,50 @@ class Store(LeaseOps):
             self._update_job(row, spec, now)
             return False
 
+    def add_unapplied_job(self, spec: JobSpec, now: datetime) -> None:
+        """Give a config-file job that no daemon has applied yet a row, so that a
+        command can pause it or record a `trigger --local` run of it.
+
+        The row stays `removed`, which no daemon fires or lists, until a daemon
+        applies a config holding the job (apply_config then takes the row over
+        with its own definition, keeping the pause). So a daemon running an
+        older config is not surprised by a job it never applied."""
+        row = {**self._job_row(spec, now), "removed": True, "next_fire_at": None}
+        self.m.Job.insert(row).on_conflict_ignore().execute()
+
     def remove_job(self, name: str, now: datetime) -> None:
-        self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
-            self.m.Job.name == name
-        ).execute()
+        with self._moving_fires():
+            self.m.Job.update(removed=True, next_fire_at=None, updated_at=to_db(now)).where(
+                self.m.Job.name == name
+            ).execute()
 
     def set_paused(self, name: str, paused: bool, now: datetime) -> None:
         """Pause or resume. A resumed job fires at its next slot after now: the slots
         it slept through are not missed fires to catch up on."""
         Job = self.m.Job
-        with self.db.atomic():
+        with self._moving_fires() as changed:
             row = Job.get_or_none(Job.name == name)
             if row is None:
+                changed.append(False)
                 return
             changes: dict[Any, Any] = {Job.paused: paused, Job.updated_at: to_db(now)}
             if not paused and row.paused:
-                spec = JobSpec.from_json(row.spec)
+                spec = self.specs.parse(row.spec)
                 if spec.enabled and not row.removed:
                     changes[Job.next_fire_at] = to_db(first_fire_after(spec, now))
             Job.update(changes).where(Job.name == name).execute()
 
-    def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
-        return self.due_for_firing(now, limit).jobs
+    def due_for_firing(
+        self, now: datetime, limit: int = 1000, active_within: float | None = None
+    ) -> DueJobs:
+        """The jobs due at `now`, which of them have an active run, and the store's
+        clock (as now() reads it): all a fire needs. Nothing but the due read when
+        none is due, which is most of the time.
 
-    def due_for_firing(self, now: datetime, limit: int = 1000) -> DueJobs:
-        """The jobs due at `now`, which of them have a queued or running run, and the
-        store's clock (as now() reads it): all a fire needs. Nothing but the due
-        read when none is due, which is most of the time."""
+        A queued run is active. A running one is, unless `active_within` is given
+        and its instance is gone: stopped, its lock free, or (without a lock) no
+        heartbeat for `active_within` seconds. Such a run is only waiting to be
+        marked abandoned; a fire that took it for active would skip its slot."""
         # Thousands may be due at once: straight through the driver, no query object.
         p = self.db.param
         cursor = self.db.execute_sql(
@@ -293,9 +336,10 @@ class Store(LeaseOps):
         if not rows:
             return DueJobs([], set(), None)
         jobs = []
-        for text, config_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
-            spec = JobSpec.from_json(text)
-            remember_spec(config_hash, spec)
+        for text, _column_hash, paused, removed, next_fire, last_fire, updated, _ in rows:
+            spec = self.specs.parse(text)
+            # By the hash of the text read, never the hash column: see claim().
+            self.specs.remember(spec_text_hash(text), spec)
             jobs.append(
                 JobRecord(
                     spec=spec,
@@ -306,12 +350,38 @@ class Store(LeaseOps):
                     updated_at=from_db(updated),  # type: ignore[arg-type]
                 )
             )
-        active = self._select_in(
-            "SELECT DISTINCT job FROM executions WHERE status IN ({p}, {p}) AND job IN ({in})",
+        store_now = from_db(rows[0][-1])
+        assert store_now is not None
+        return DueJobs(jobs, self._active_jobs(jobs, store_now, active_within), store_now)
+
+    def _active_jobs(
+        self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
+    ) -> set[str]:
+        """Those of `jobs` with a run queued, or running on an instance still there."""
+        rows = self._select_in(
+            "SELECT DISTINCT e.job, e.status, e.instance, i.heartbeat_at, i.stopped_at "
+            "FROM executions e LEFT JOIN instances i ON i.id = e.instance "
+            "WHERE e.status IN ({p}, {p}) AND e.job IN ({in})",
             [job.name for job in jobs],
             (Status.QUEUED.value, Status.RUNNING.value),
         )
-        return DueJobs(jobs, {row[0] for row in active}, from_db(rows[0][-1]))
+        active: set[str] = set()
+        presence: dict[str | None, bool] = {}
+        for job, status, instance, heartbeat_at, stopped_at in rows:
+            if job in active:
+                continue
+            if status == Status.QUEUED.value or active_within is None:
+                active.add(job)
+                continue
+            if instance not in presence:
+                presence[instance] = stopped_at is None and (
+                    instance is None  # not this store's to judge: count it
+                    or self.instance_state(instance, from_db(heartbeat_at), active_within, now)
+                    is Presence.LIVE
+                )
+            if presence[instance]:
+                active.add(job)
+        return active
 
     def next_fire_at(self) -> datetime | None:
         # Read before every sleep: straight through the driver.
@@ -469,9 +539,7 @@ class Store(LeaseOps):
         """SQLite: a directory of per-daemon sockets beside the database."""
         if self.backend != "sqlite":
             return None
-        from jobd.store.connect import sqlite_path
-
-        return sqlite_path(self.url) + ".wake"
+        return files.wake_dir(sqlite_path(self.url))
 
     def wake_daemons(self) -> None:
         """Tell running daemons that there is new work, so they need not poll."""
@@ -481,6 +549,23 @@ class Store(LeaseOps):
             self.db.execute_sql("SELECT pg_notify(%s, current_schema())", (WAKE_CHANNEL,))
             return
         self._wake_after_commit()
+
+    @contextmanager
+    def _moving_fires(self) -> Iterator[list[bool]]:
+        """A transaction that can move jobs' next fires (pause, resume, schedule,
+        unschedule, applying a config): the daemons are woken when it commits, so a
+        daemon asleep until its next known fire learns of an earlier one at once.
+
+        The caller may append False to the yielded list when it changed nothing."""
+        changed: list[bool] = []
+        with self.atomic():
+            yield changed
+            if all(changed):
+                self._wake_in_transaction()
+                if self.backend == "sqlite":
+                    # Read by atomic() once the outermost transaction has committed:
+                    # a daemon woken before that would read the jobs as they were.
+                    self._wake_owed = True
 
     def _wake_in_transaction(self) -> None:
         """PostgreSQL delivers a NOTIFY at commit, and only if the transaction commits:
@@ -496,6 +581,7 @@ class Store(LeaseOps):
         directory = self.wake_dir()
         if directory:
             poke_all(directory)
+            poke_all(files.legacy_wake_dir(sqlite_path(self.url)))
 
     # -- executions ----------------------------------------------------------
 
@@ -641,36 +727,46 @@ class Store(LeaseOps):
                 chosen.append(cand)
             if not chosen:
                 return []
+            # Specs of the chosen runs' jobs only, each parsed once for all its runs;
+            # those a fire of this tick read already are known by their hash. The
+            # run records the hash of the spec it runs, computed from that spec's
+            # text: the jobs row's hash column is only as true as its last writer.
+            specs: dict[str, JobSpec] = {}
+            hashes: dict[str, str] = {}
+            for c in chosen:
+                known = self.specs.by_hash(c["job_config_hash"])
+                if known is not None and known.name == c["job"]:
+                    specs[c["job"]] = known
+                    hashes[c["job"]] = c["job_config_hash"]
+            unknown = sorted({c["job"] for c in chosen} - specs.keys())
+            texts = self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})", unknown)
+            for name, text in texts:
+                specs[name] = self.specs.parse(text)
+                hashes[name] = spec_text_hash(text)
             self._executemany(
                 f"UPDATE executions SET status = {p}, started_at = {p}, instance = {p}, "
                 f"host = {p}, config_hash = {p} WHERE id = {p} AND status = {p}",
                 [
-                    (Status.RUNNING.value, to_db(started), instance, host, c["job_config_hash"],
+                    (Status.RUNNING.value, to_db(started), instance, host, hashes[c["job"]],
                      c["id"], Status.QUEUED.value)
                     for c in chosen
                 ],
             )  # fmt: skip
-            # Specs of the chosen runs' jobs only, each parsed once for all its runs;
-            # those a fire of this tick read already are known by their hash.
-            specs: dict[str, JobSpec] = {}
-            for c in chosen:
-                known = remembered_spec(c["job_config_hash"])
-                if known is not None and known.name == c["job"]:
-                    specs[c["job"]] = known
-            unknown = sorted({c["job"] for c in chosen} - specs.keys())
-            texts = dict(self._select_in("SELECT name, spec FROM jobs WHERE name IN ({in})",
-                                         unknown))  # fmt: skip
             runs = {}
             for c in chosen:
+                del c["job_config_hash"]
                 c.update(status=Status.RUNNING.value, started_at=to_db(started), instance=instance,
-                         host=host, config_hash=c.pop("job_config_hash"))  # fmt: skip
+                         host=host, config_hash=hashes[c["job"]])  # fmt: skip
                 del c["overlap"], c["clock"]
                 runs[c["id"]] = self._run_from_dict(c)
-        specs.update((name, JobSpec.from_json(text)) for name, text in texts.items())
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
 
-    def claim_run(self, run_id: int, instance: str, host: str) -> tuple[Run, JobSpec] | None:
-        """Claim one specific queued run (for `jobd trigger --local`)."""
+    def claim_run(
+        self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
+    ) -> tuple[Run, JobSpec] | None:
+        """Claim one specific queued run (for `jobd trigger --local`), to run the
+        job's stored definition, or `spec` when the caller has its own (the
+        config file's, which the store may not have applied yet)."""
         E, Job = self.m.Execution, self.m.Job
         with self.db.atomic():
             row = (
@@ -682,15 +778,18 @@ class Store(LeaseOps):
             )
             if row is None:
                 return None
+            started = to_db(self.now())
             E.update(
                 status=Status.RUNNING,
-                started_at=to_db(self.now()),
+                started_at=started,
+                not_before=started,  # it was held for this claim (see `trigger --local`)
                 instance=instance,
                 host=host,
-                config_hash=row["config_hash"],
+                # Of what runs, as in claim(): the caller's spec, or the stored one.
+                config_hash=spec.config_hash if spec is not None else spec_text_hash(row["spec"]),
             ).where(E.id == run_id, E.status == Status.QUEUED).execute()
             run = self._run(E.get(E.id == run_id))
-        return run, JobSpec.from_json(row["spec"])
+        return run, spec if spec is not None else self.specs.parse(row["spec"])
 
     def _running_jobs_and_clock(self, names: Sequence[str]) -> tuple[set[str], datetime]:
         """The jobs among `names` with a running run, and the store's clock, in one
@@ -711,22 +810,6 @@ class Store(LeaseOps):
         assert moment is not None
         return set(running), moment
 
-    def set_pid(self, run_id: int, pid: int) -> None:
-        self.m.Execution.update(pid=pid).where(self.m.Execution.id == run_id).execute()
-
-    def write_log(self, run_id: int, tail: str, total_bytes: int) -> bool:
-        """Store the output tail; False when the run was cancelled meanwhile."""
-        E = self.m.Execution
-        E.update(log=tail, log_bytes=total_bytes).where(E.id == run_id).execute()
-        return not bool(E.select(E.cancel_requested).where(E.id == run_id).scalar())
-
-    def cancel_requested(self, run_ids: Sequence[int]) -> set[int]:
-        if not run_ids:
-            return set()
-        E = self.m.Execution
-        query = E.select(E.id).where(E.id.in_(list(run_ids)), E.cancel_requested)
-        return {row.id for row in query}
-
     def runs_to_stop(self, instance: str, run_ids: Sequence[int]) -> dict[int, str]:
         """Of the runs `instance` is executing, those it must stop, with the reason:
         a cancel was requested, or another instance already settled the run (marked
@@ -744,45 +827,6 @@ class Store(LeaseOps):
             elif cancel:
                 stop[run_id] = "cancelled by request"
         return stop
-
-    def finish(
-        self, run_id: int, instance: str, outcome: Outcome, follow_ups: Sequence[NewRun] = ()
-    ) -> bool:
-        """Record the end of a running run and queue its retries or chains, atomically.
-
-        Only the instance that runs it may finish it, and only while it is still
-        running: a run already marked abandoned keeps that outcome.
-        """
-        E = self.m.Execution
-        with self.db.atomic():
-            now = self.now()
-            row = E.get_or_none(E.id == run_id)
-            if row is None or row.status != Status.RUNNING or row.instance != instance:
-                return False
-            if not self._end_run(row, instance, outcome, now):
-                return False
-            for run in follow_ups:
-                E.insert(self._run_row(run, now)).execute()
-        return True
-
-    def _end_run(self, row: Any, instance: str, outcome: Outcome, now: datetime) -> bool:
-        """Record a run's end only if `instance` still runs it: the condition is in the
-        UPDATE itself, so a concurrent abandon or cancel cannot be overwritten."""
-        E = self.m.Execution
-        started = from_db(row.started_at) or now
-        updated = (
-            E.update(
-                status=outcome.status.value,
-                exit_code=outcome.exit_code,
-                signal=outcome.signal,
-                error=outcome.error,
-                finished_at=to_db(now),
-                duration_s=max(0.0, (now - started).total_seconds()),
-            )
-            .where(E.id == row.id, E.status == Status.RUNNING, E.instance == instance)
-            .execute()
-        )
-        return bool(updated)
 
     def request_cancel(self, run_id: int) -> Status:
         """Cancel a queued run at once, or flag a running one for its daemon.
@@ -848,6 +892,11 @@ class Store(LeaseOps):
             I.id == instance
         ).execute()
 
+    def remove_instance(self, instance: str) -> None:
+        """Forget a one-shot instance (`trigger --local`) that ended cleanly; its
+        runs keep its name."""
+        self.m.Instance.delete().where(self.m.Instance.id == instance).execute()
+
     def instances(self) -> list[dict[str, Any]]:
         I = self.m.Instance
         return [
@@ -870,7 +919,7 @@ class Store(LeaseOps):
         """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
         if self.backend != "sqlite":
             return None
-        return lock_dir(sqlite_path(self.url))
+        return files.instances_dir(sqlite_path(self.url))
 
     def instance_state(
         self, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
@@ -946,7 +995,7 @@ class Store(LeaseOps):
                 if not updated:
                     continue
                 job_row = Job.get_or_none(Job.name == run.job)
-                spec = JobSpec.from_json(job_row.spec) if job_row else None
+                spec = self.specs.parse(job_row.spec) if job_row else None
                 for follow in follow_ups(run, outcome, spec):
                     E.insert(self._run_row(follow, now)).execute()
                     queued = True
@@ -969,9 +1018,14 @@ class Store(LeaseOps):
         pids: dict[int, int],
         logs: dict[int, tuple[str, int]],
         finishes: Sequence[tuple[int, str, Outcome, Sequence[NewRun]]],
+        lasted: dict[int, float] | None = None,
     ) -> list[bool]:
         """Write a tick's worth of run progress in one transaction: pids, output tails,
-        and ends (each with its retries/chains). Returns, per finish, whether it applied."""
+        and ends (each with its retries/chains). Returns, per finish, whether it applied.
+
+        `lasted` gives, by run id, how long a run went on, measured by its runner:
+        the run ended that long after its start, however late the end is written
+        (after a store outage, say). Without it, the end is now."""
         E = self.m.Execution
         p = self.db.param
         applied: list[bool] = []
@@ -1001,9 +1055,13 @@ class Store(LeaseOps):
                 if row is None or row[0] != Status.RUNNING or row[1] != instance:
                     continue
                 started = from_db(row[2]) or now
+                duration = max(0.0, (now - started).total_seconds())
+                if lasted is not None and run_id in lasted:
+                    duration = min(duration, max(0.0, lasted[run_id]))
+                ended = started + timedelta(seconds=duration)
                 ends.append(
                     (run_id, instance, outcome.status.value, outcome.exit_code, outcome.signal,
-                     outcome.error, to_db(now), max(0.0, (now - started).total_seconds()))
+                     outcome.error, to_db(ended), duration)
                 )  # fmt: skip
             ended = self._end_runs(ends)
             follow_rows = []
@@ -1021,8 +1079,9 @@ class Store(LeaseOps):
         return applied
 
     def _end_runs(self, ends: Sequence[tuple]) -> set[int]:
-        """Record many ends, each only if its instance still runs it (the condition is
-        in the UPDATE, as in _end_run); returns the ids whose end was recorded. Rows
+        """Record many ends, each only if its instance still runs it: the condition is
+        in the UPDATE itself, so a concurrent abandon or cancel cannot be overwritten.
+        Returns the ids whose end was recorded. Rows
         are (id, instance, status, exit_code, signal, error, finished_at, duration_s)."""
         if not ends:
             return set()
@@ -1072,6 +1131,19 @@ class Store(LeaseOps):
         first, now = from_db(row[0]), from_db(row[1])
         assert first is not None and now is not None
         return (first - now).total_seconds()
+
+    def limit_waits(self, seconds: float, stopping: Callable[[], bool]) -> None:
+        """For the daemon: no wait for the store lasts more than about `seconds`
+        (`stopping()`: much less), so a stalled PostgreSQL server or network is
+        noticed, and signals are answered, instead of blocking the loop. SQLite is
+        a local file, whose waits its busy timeout bounds."""
+        if self.backend != "postgresql":
+            return
+        from jobd.store.pgwire import bound_waits
+
+        bound_waits(seconds, stopping)
+        self.db.limit_waits(seconds)
+        self.reset_connection()  # the next connection carries the settings
 
     def reset_connection(self) -> None:
         """Drop a connection that may be broken; the next query reconnects."""
@@ -1125,9 +1197,12 @@ class Store(LeaseOps):
         ]
 
 
-def open_store(url: str, migrate_schema: bool = True) -> Store:
-    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable."""
-    db = connect(url)
+def open_store(url: str, migrate_schema: bool = True, create: bool = True) -> Store:
+    """Connect, check the schema, and migrate it forward. Raises StoreUnavailable.
+
+    `create`: make a SQLite store that does not exist yet; commands that only read
+    pass False, so that they never leave an empty store where one vanished."""
+    db = connect(url, create)
     store = Store(db, url)
     try:
         if migrate_schema:
@@ -1137,7 +1212,7 @@ def open_store(url: str, migrate_schema: bool = True) -> Store:
         raise
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         store.close()
-        first = (str(exc).strip().splitlines() or ["database error"])[0]
+        first = first_line(exc, "database error")
         raise StoreUnavailable(f"store {mask_url(url)}: {first}") from None
     return store
 

@@ -1,40 +1,29 @@
 """Store URLs: which backend, where the SQLite file is, and the URL fit to print.
 
 No driver or ORM import here: the fast read path (reader.py) needs these too.
+The syntax itself is checked in jobd.urls, the one place for it.
 """
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit, urlunsplit
+from jobd.errors import ConfigError
+from jobd.urls import POSTGRES_PREFIXES, is_postgres, mask_url, store_url_problem
 
-from jobd.errors import StoreUnavailable
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced, for output and logs."""
-    if "://" not in url:  # a libpq key=value DSN
-        return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
-    parts = urlsplit(url)
-    if parts.query:
-        # libpq also takes the password as a query parameter.
-        query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-        parts = parts._replace(query=query)
-        url = urlunsplit(parts)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    host = netloc[1] if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+__all__ = ["backend_of", "mask_url", "sqlite_path"]
 
 
 def backend_of(url: str) -> str:
-    if url.startswith("sqlite:///"):
-        return "sqlite"
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql"
-    raise StoreUnavailable(f"unsupported store URL {mask_url(url)!r} (sqlite:/// or postgresql://)")
+    """The backend, "sqlite" or "postgresql"; a malformed URL is a config error (exit 2).
+
+    Every way into a store passes here, so a malformed URL, wherever it came
+    from, is refused before a driver can quote it, password and all, in an error.
+    """
+    if not url.startswith(("sqlite:///", *POSTGRES_PREFIXES)):
+        raise ConfigError(f"unsupported store URL {mask_url(url)!r} (sqlite:/// or postgresql://)")
+    problem = store_url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"invalid store URL {mask_url(url)!r}: {problem}")
+    return "postgresql" if is_postgres(url) else "sqlite"
 
 
 def sqlite_path(url: str) -> str:
