@@ -886,3 +886,25 @@ def test_a_value_the_store_refuses_is_not_reported_as_unavailable(store: Store) 
     assert "unavailable" not in str(failure)
     gone = pw.OperationalError("could not connect to server")
     assert store_failure(gone).exit_code == ExitCode.UNAVAILABLE  # type: ignore[union-attr]
+
+
+def test_a_pause_that_commits_after_the_due_read_wins_over_the_fire(store: Store) -> None:
+    """The daemon reads the due jobs, a `jobd pause` commits, then the fire is written:
+    the paused job must not fire (nor record a skip), and other jobs still do."""
+    add_jobs(
+        store,
+        '[jobs.a]\nschedule = "* * * * *"\ncommand = ["true"]\n'
+        '[jobs.b]\nschedule = "* * * * *"\ncommand = ["true"]\n',
+    )
+    slot = store.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
+    due = store.due_for_firing(slot + timedelta(seconds=1)).jobs
+    assert {r.name for r in due} == {"a", "b"}
+    store.set_paused("a", True, store.now())
+    earlier = slot - timedelta(minutes=1)
+    skipped = NewRun(
+        job="a", trigger=Trigger.CATCHUP, not_before=slot, scheduled_for=earlier,
+        status=Status.SKIPPED, error="overlap = skip",
+    )  # fmt: skip
+    later = {name: (slot + timedelta(minutes=1), slot) for name in ("a", "b")}
+    store.record_fires([fire("a", slot), fire("b", slot), skipped], later)
+    assert [(r.job, r.scheduled_for) for r in store.executions(limit=None)] == [("b", slot)]

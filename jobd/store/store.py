@@ -415,6 +415,8 @@ class Store(LeaseOps):
             # Queued when written: the fencing check reads the clock anyway.
             now = self.check_epoch(epoch) if epoch is not None else self.now()
             inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
+            if inserted:
+                self._unfire_paused(now)
             self._advance(advances)
             if cancel_jobs:
                 E.update(cancel_requested=True).where(
@@ -426,6 +428,22 @@ class Store(LeaseOps):
         if inserted and queued:
             self._wake_after_commit()
         return inserted
+
+    def _unfire_paused(self, queued_at: datetime) -> None:
+        """Take back this transaction's fires of jobs paused or removed since the due
+        read: a pause that committed meanwhile must win, or a paused job fires. The
+        fires are this transaction's by their queued_at; on PostgreSQL the statement
+        rides with the next one (nothing waits for its answer)."""
+        p = self.db.param
+        sql = (
+            f"DELETE FROM executions WHERE queued_at = {p} AND trigger IN ({p}, {p}) "
+            f"AND job IN (SELECT name FROM jobs WHERE paused OR removed)"
+        )
+        params = (to_db(queued_at), Trigger.SCHEDULE.value, Trigger.CATCHUP.value)
+        if self.backend == "postgresql":
+            self.db.hold(sql, [params])
+        else:
+            self.db.execute_sql(sql, params)
 
     def _select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list:
         """Rows of `sql`, whose `{in}` is an IN list of `values`, run in chunks. The
