@@ -31,6 +31,7 @@ import contextlib
 import ctypes
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -43,6 +44,8 @@ CGROUP_ENV = "JOBD_RUN_CGROUPS"  # "off": no cgroup per run, even where jobd cou
 CGROUP_PREFIX = "jobd."
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 LINUX = sys.platform.startswith("linux")
+# jobd.<host>-<pid>-<suffix>.run-<id> (Daemon's instance ids), or jobd.probe-<pid>
+STALE_NAME = re.compile(r"^jobd\.(?:.+-(\d+)-[0-9a-f]{6}\.run-\d+|probe-(\d+))$")
 
 _libc = ctypes.CDLL(None, use_errno=True) if LINUX else None
 
@@ -241,6 +244,8 @@ class Containment:
                 return
             if os.environ.get(CGROUP_ENV, "").lower() not in ("off", "0", "no", "false"):
                 self.cgroup_dir = self._usable_cgroup_dir()
+            if self.cgroup_dir is not None:
+                self._remove_stale(self.cgroup_dir)
             # Also with cgroups: a descendant forked before its run joined the
             # cgroup (a moment after exec) is still re-parented to us, and found.
             self.subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -259,6 +264,25 @@ class Containment:
         usable = os.path.exists(os.path.join(probe, "cgroup.kill"))
         cgroup.remove()
         return directory if usable else None
+
+    @staticmethod
+    def _remove_stale(directory: str) -> None:
+        """Remove the run cgroups of jobd processes that are gone (with anything
+        left in them): their keeper, which removes them, can have died too."""
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(CGROUP_PREFIX)]
+        except OSError:
+            return
+        for name in names:
+            match = STALE_NAME.match(name)
+            if match is None:
+                continue
+            try:
+                os.kill(int(match.group(1) or match.group(2)), 0)
+            except ProcessLookupError:
+                RunCgroup.existing(os.path.join(directory, name)).remove()
+            except PermissionError:
+                continue  # alive, as another user
 
     # -- one run -----------------------------------------------------------------
 

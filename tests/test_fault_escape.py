@@ -139,3 +139,27 @@ def test_escaped_descendants_end_with_their_run(
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         store.close()
+
+
+def test_a_new_daemon_removes_the_cgroups_of_gone_ones_only() -> None:
+    """A daemon and its keeper both killed leave their run cgroups behind: the next
+    jobd on the host removes those of dead processes, and no other."""
+    from jobd.containment import Containment, RunCgroup, own_cgroup_dir
+
+    if containment_mode() != "cgroup":
+        pytest.skip("jobd cannot make cgroups here (no writable cgroup v2)")
+    directory = own_cgroup_dir()
+    assert directory is not None
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    gone = RunCgroup(os.path.join(directory, f"jobd.h-{ended.pid}-abcdef.run-1"))
+    live = RunCgroup(os.path.join(directory, f"jobd.h-{os.getpid()}-abcdef.run-1"))
+    try:
+        for cgroup in (gone, live):
+            cgroup.close_fd()
+        Containment._remove_stale(directory)
+        assert not os.path.exists(gone.path)
+        assert os.path.exists(live.path)
+    finally:
+        gone.remove()
+        live.remove()
