@@ -37,7 +37,13 @@ def _job_groups(db: pw.Database, models: Models) -> None:
     apply_operations(*operations)
 
 
-MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups]
+def _api_tokens(db: pw.Database, models: Models) -> None:
+    """3: the api_tokens table of the HTTP API's bearer tokens (a store created at
+    version 3 or later has it from _initial)."""
+    db.create_tables([models.ApiToken], safe=True)
+
+
+MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups, _api_tokens]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

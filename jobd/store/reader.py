@@ -24,7 +24,7 @@ from typing import Any
 from jobd.errors import StoreUnavailable
 from jobd.timeutil import from_db, to_db
 
-SCHEMA_VERSION = 2  # 2 added jobs.group_name, which these queries do not read
+SCHEMA_VERSION = 3  # 2 added jobs.group_name, 3 api_tokens: neither read here
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
