@@ -158,12 +158,25 @@ class Reader:
         statuses: Sequence[str] = (),
         since: datetime | None = None,
         limit: int | None = 10,
+        before: int | None = None,
+        jobs: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first. With a job, the (job, id) index serves filter and order."""
+        """Newest first. With a job, the (job, id) index serves filter and order.
+
+        `before` is a page's cursor: only ids below it, so that runs queued
+        meanwhile never shift a page. `jobs` keeps only these jobs' runs."""
         where, params = [], []
         if job is not None:
             where.append("job = ?")
             params.append(job)
+        if jobs is not None:
+            if not jobs:
+                return []
+            where.append(f"job IN ({', '.join('?' for _ in jobs)})")
+            params.extend(jobs)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)

@@ -1,0 +1,368 @@
+"""The API's endpoints. Each calls the operation the CLI calls (jobd.ops), or the
+read-only queries of `jobd executions`/`show`/`logs` (jobd.store.reader), and
+adds only what HTTP needs: tenancy by the token's group, status codes, paging.
+
+A group token sees its group's jobs and their runs only; anything else answers
+404 with the wording of an unknown name, so other tenants' names do not leak.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from jobd.api.app import OPENAPI_PATH, Request, Response, route
+from jobd.errors import NotFound, StoreUnavailable, UsageError
+from jobd.ops.scope import Scope
+
+FINAL = frozenset(("succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped"))
+MAX_WAIT_S = 120.0  # a long poll holds a worker thread: bounded
+MAX_PAGE = 1000
+NEXT_FIRES = 5
+POLL_S = 0.05  # how often a long poll or a log follow reads the run's state
+
+
+def _reader(app: Any) -> Any:
+    from jobd.store.reader import Reader
+
+    return Reader.over(app.store)
+
+
+def _int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    text = request.arg(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name}: expected an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise UsageError(f"{name}: expected {low} to {high}, got {value}")
+    return value
+
+
+def _float(request: Request, name: str, high: float) -> float | None:
+    text = request.arg(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}: expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= high:
+        raise UsageError(f"{name}: expected 0 to {high:g} seconds, got {text}")
+    return value
+
+
+def _bool(request: Request, name: str) -> bool:
+    text = (request.arg(name) or "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        raise UsageError(f"{name}: expected true or false, got {text!r}")
+    return text in ("true", "1")
+
+
+# -- tenancy -----------------------------------------------------------------------
+
+
+def _unknown_job(name: str) -> NotFound:
+    return NotFound(f"unknown job {name!r}")
+
+
+def _visible_job(scope: Scope, request: Request, name: str) -> tuple[Any, Any]:
+    """find_job, for this token: a job outside its group is unknown, with no
+    did-you-mean (the hint could name another tenant's job)."""
+    if request.group is None:
+        return scope.find_job(name)
+    try:
+        record, spec = scope.find_job(name)
+    except NotFound:
+        raise _unknown_job(name) from None
+    group = (record.spec if record is not None else spec).group
+    if group != request.group:
+        raise _unknown_job(name)
+    return record, spec
+
+
+def _group_jobs(app: Any, group: str) -> list[str]:
+    """Every job of the group the store knows, removed ones too (their runs stay visible)."""
+    return [r.name for r in app.store.jobs(include_removed=True) if r.spec.group == group]
+
+
+def _visible_run(app: Any, request: Request, run_id: int, with_log: bool = False) -> dict:
+    row = _reader(app).execution(run_id, with_log=with_log)
+    unknown = NotFound(f"no run with id {run_id} (see `jobd executions`)")
+    if row is None:
+        raise unknown
+    if request.group is not None:
+        record = app.store.job(row["job"])
+        if record is None or record.spec.group != request.group:
+            raise unknown
+    return row
+
+
+def _run_json(row: dict[str, Any]) -> dict[str, Any]:
+    from jobd.store.reader import DETAIL_COLUMNS, RUN_COLUMNS
+
+    return {key: row[key] for key in (*RUN_COLUMNS, *DETAIL_COLUMNS) if key in row and key != "log"}
+
+
+def _job_json(entry: Any, last: dict[str, Any]) -> dict[str, Any]:
+    spec = entry.spec
+    return {
+        "name": entry.name,
+        "schedule": spec.schedule,
+        "timezone": spec.timezone,
+        "next_fire": entry.next_fire_at,
+        "last_status": last[entry.name].value if entry.name in last else None,
+        "paused": entry.paused,
+        "enabled": spec.enabled,
+        "source": spec.source.value,
+        "applied": entry.applied.value,
+        "description": spec.description,
+        "group": spec.group,
+    }
+
+
+class Views:
+    # -- probes ----------------------------------------------------------------
+
+    @route("GET", "/healthz", public=True)
+    def healthz(self, app: Any, request: Request) -> Response:
+        return Response(200, {"status": "ok"})
+
+    @route("GET", "/readyz", public=True)
+    def readyz(self, app: Any, request: Request) -> Response:
+        """Ready when the store answers and a daemon is live to run what is triggered
+        (the first criteria of `jobd check`; failing jobs do not make it unready)."""
+        from jobd.store import admin
+
+        scope = app.scope()
+        now = app.store.now()
+        ttl = scope.config.settings.lease_ttl
+        live = admin.live_instances(app.store, ttl, now)
+        if not live:
+            raise StoreUnavailable(
+                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
+            )
+        return Response(200, {"status": "ready", "live_instances": len(live)})
+
+    @route("GET", "/v1/openapi.json", public=True)
+    def openapi(self, app: Any, request: Request) -> Response:
+        return Response(200, json.loads(OPENAPI_PATH.read_text()))
+
+    # -- jobs ------------------------------------------------------------------
+
+    @route("GET", "/v1/jobs")
+    def list_jobs(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import list_jobs
+
+        entries = list_jobs(app.scope(), datetime.now(UTC))
+        if request.group is not None:
+            entries = [e for e in entries if e.spec.group == request.group]
+        last = app.store.last_statuses([e.name for e in entries])
+        return Response(200, [_job_json(e, last) for e in entries])
+
+    @route("GET", "/v1/jobs/{name}")
+    def get_job(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import list_jobs
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        entry = next(e for e in list_jobs(scope, datetime.now(UTC)) if e.name == name)
+        body = _job_json(entry, app.store.last_statuses([name]))
+        body["next_fires"] = []
+        if entry.spec.schedule and entry.spec.enabled and not entry.paused:
+            from zoneinfo import ZoneInfo
+
+            from jobd.cron import next_fires, parse_schedule
+
+            schedule = parse_schedule(entry.spec.schedule)
+            zone = ZoneInfo(entry.spec.timezone)
+            body["next_fires"] = next_fires(schedule, zone, datetime.now(UTC), NEXT_FIRES)
+        return Response(200, body)
+
+    @route("POST", "/v1/jobs/{name}/trigger", write=True)
+    def trigger(self, app: Any, request: Request) -> Response:
+        from jobd.ops.runs import trigger
+
+        name = request.params["name"]
+        wait = _float(request, "wait", MAX_WAIT_S)
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        queued = trigger(scope, request.actor, name)
+        reader = _reader(app)
+        location = [("Location", f"/v1/executions/{queued.run_id}")]
+        if wait:
+            deadline = time.monotonic() + wait
+            state = reader.run_state(queued.run_id)
+            while state is not None and state["status"] not in FINAL:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(POLL_S)
+                state = reader.run_state(queued.run_id)
+        row = reader.execution(queued.run_id, with_log=False)
+        if row is None:
+            raise NotFound(f"run {queued.run_id} no longer exists (pruned?)")
+        status = 202 if wait and row["status"] not in FINAL else 201
+        return Response(status, _run_json(row), location)
+
+    @route("POST", "/v1/jobs/{name}/pause", write=True)
+    def pause(self, app: Any, request: Request) -> Response:
+        return self._set_paused(app, request, True)
+
+    @route("POST", "/v1/jobs/{name}/resume", write=True)
+    def resume(self, app: Any, request: Request) -> Response:
+        return self._set_paused(app, request, False)
+
+    @staticmethod
+    def _set_paused(app: Any, request: Request, paused: bool) -> Response:
+        from jobd.ops.jobs import set_paused
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        change = set_paused(scope, request.actor, name, paused)
+        return Response(200, {"job": name, "paused": change.paused, "changed": change.changed})
+
+    # -- store-only jobs --------------------------------------------------------
+
+    @route("PUT", "/v1/schedules/{name}", write=True)
+    def put_schedule(self, app: Any, request: Request) -> Response:
+        """Upsert a store-only job from a `[jobs.NAME]` table as JSON."""
+        from jobd.ops.jobs import schedule
+
+        name = request.params["name"]
+        fields = request.json_body()
+        if not isinstance(fields, dict):
+            raise UsageError(
+                "request body: expected a JSON object, the keys of a [jobs.NAME] table"
+            )
+        scope = app.scope()
+        if request.group is not None:
+            fields.setdefault("group", request.group)
+            if fields["group"] != request.group:
+                raise UsageError(
+                    f"request body: key 'group': this token may schedule in group "
+                    f"{request.group!r} only"
+                )
+            existing = app.store.job(name)
+            if existing is not None and not existing.removed:
+                if existing.spec.group != request.group:
+                    raise _unknown_job(name)
+            elif name in scope.config.jobs and scope.config.jobs[name].group != request.group:
+                raise _unknown_job(name)
+        done = schedule(scope, request.actor, name, fields, origin="request body")
+        body = {
+            "job": name,
+            "created": done.created,
+            "next_fire": done.record.next_fire_at,
+        }
+        headers = [("Location", f"/v1/jobs/{name}")]
+        return Response(201 if done.created else 200, body, headers)
+
+    @route("DELETE", "/v1/schedules/{name}", write=True)
+    def delete_schedule(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import unschedule
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        unschedule(scope, request.actor, name)
+        return Response(204)
+
+    # -- runs ------------------------------------------------------------------
+
+    @route("GET", "/v1/executions")
+    def executions(self, app: Any, request: Request) -> Response:
+        """Newest first; `cursor` is the last id of the previous page, so runs queued
+        while a client pages never shift what it reads next."""
+        from jobd.cli.history import parse_since
+        from jobd.model import Status
+
+        job = request.arg("job") or None
+        statuses = [s.lower() for s in request.args("status") if s]
+        known = {s.value for s in Status}
+        for status in statuses:
+            if status not in known:
+                raise UsageError(f"status: expected one of {', '.join(sorted(known))}")
+        since_text = request.arg("since")
+        since = parse_since(since_text, datetime.now(UTC)) if since_text else None
+        limit = _int(request, "limit", 50, 1, MAX_PAGE)
+        cursor = _int(request, "cursor", None, 1, 2**63 - 1)
+        reader = _reader(app)
+        jobs = None
+        if request.group is not None:
+            jobs = _group_jobs(app, request.group)
+            if job is not None and job not in jobs:
+                raise _unknown_job(job)
+        elif job is not None and not reader.job_exists(job):
+            from jobd.errors import did_you_mean
+
+            hint = did_you_mean(job, reader.job_names())
+            raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
+        rows = reader.executions(job, statuses, since, limit, before=cursor, jobs=jobs)
+        next_cursor = rows[-1]["id"] if len(rows) == limit else None
+        return Response(200, {"items": rows, "next_cursor": next_cursor})
+
+    @route("GET", "/v1/executions/{id:int}")
+    def execution(self, app: Any, request: Request) -> Response:
+        return Response(200, _run_json(_visible_run(app, request, int(request.params["id"]))))
+
+    @route("GET", "/v1/executions/{id:int}/log")
+    def log(self, app: Any, request: Request) -> Response:
+        """The kept output; with follow=true, a text stream of new output until the run ends."""
+        run_id = int(request.params["id"])
+        follow = _bool(request, "follow")
+        row = _visible_run(app, request, run_id, with_log=not follow)
+        if not follow:
+            body = {key: row[key] for key in ("id", "job", "status", "log_bytes", "log")}
+            return Response(200, body)
+        headers = [("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")]
+        return Response(200, _follow(app, run_id), headers, "text/plain; charset=utf-8")
+
+    @route("POST", "/v1/executions/{id:int}/cancel", write=True)
+    def cancel(self, app: Any, request: Request) -> Response:
+        from jobd.ops.runs import cancel
+
+        run_id = int(request.params["id"])
+        _visible_run(app, request, run_id)
+        done = cancel(app.scope(), request.actor, run_id)
+        body = {"id": run_id, "job": done.job, "was": done.was, "host": done.host}
+        return Response(200 if done.was == "queued" else 202, body)
+
+    # -- audit -----------------------------------------------------------------
+
+    @route("GET", "/v1/audit")
+    def audit(self, app: Any, request: Request) -> Response:
+        """Newest first; a group token sees the events about its group's jobs only."""
+        limit = _int(request, "limit", 20, 1, MAX_PAGE) or 20
+        targets = _group_jobs(app, request.group) if request.group is not None else None
+        return Response(200, app.store.audit_events(limit, targets=targets))
+
+
+def _follow(app: Any, run_id: int) -> Iterator[bytes]:
+    """New output as the store receives it (the algorithm of `jobd logs --follow`),
+    until the run is final."""
+    from jobd.cli.follow import new_output
+
+    reader = _reader(app)
+    shown_tail, shown_total = "", 0
+    while True:
+        state = reader.run_state(run_id)
+        if state is None:
+            return
+        if state["log_bytes"] != shown_total or state["status"] in FINAL:
+            tail, total = reader.log(run_id)
+            text, lost = new_output(shown_tail, shown_total, tail, total)
+            shown_tail, shown_total = tail, total
+            if lost:
+                yield f"[jobd: {lost} bytes of output not kept]\n".encode()
+            if text:
+                yield text.encode()
+        if state["status"] in FINAL:
+            return
+        time.sleep(POLL_S)
