@@ -288,7 +288,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
 
     code = (
         "import json, sys; from jobd.cli import cli; list(cli.commands);"
-        "import jobd.daemon, jobd.cli.daemon_cmd;"
+        "import jobd.daemon, jobd.cli.daemon_cmd, jobd.client;"
         "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'waitress'"
         " or m.startswith('jobd.api')]))"
     )

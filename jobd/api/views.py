@@ -9,7 +9,6 @@ A group token sees its group's jobs and their runs only; anything else answers
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +16,10 @@ from typing import Any
 from jobd.api.app import OPENAPI_PATH, Request, Response, route
 from jobd.errors import NotFound, StoreUnavailable, UsageError
 from jobd.ops.scope import Scope
+from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
 
-FINAL = frozenset(("succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped"))
 MAX_WAIT_S = 120.0  # a long poll holds a worker thread: bounded
 MAX_PAGE = 1000
-NEXT_FIRES = 5
-POLL_S = 0.05  # how often a long poll or a log follow reads the run's state
 
 
 def _reader(app: Any) -> Any:
@@ -103,29 +100,6 @@ def _visible_run(app: Any, request: Request, run_id: int, with_log: bool = False
     return row
 
 
-def _run_json(row: dict[str, Any]) -> dict[str, Any]:
-    from jobd.store.reader import DETAIL_COLUMNS, RUN_COLUMNS
-
-    return {key: row[key] for key in (*RUN_COLUMNS, *DETAIL_COLUMNS) if key in row and key != "log"}
-
-
-def _job_json(entry: Any, last: dict[str, Any]) -> dict[str, Any]:
-    spec = entry.spec
-    return {
-        "name": entry.name,
-        "schedule": spec.schedule,
-        "timezone": spec.timezone,
-        "next_fire": entry.next_fire_at,
-        "last_status": last[entry.name].value if entry.name in last else None,
-        "paused": entry.paused,
-        "enabled": spec.enabled,
-        "source": spec.source.value,
-        "applied": entry.applied.value,
-        "description": spec.description,
-        "group": spec.group,
-    }
-
-
 class Views:
     # -- probes ----------------------------------------------------------------
 
@@ -163,7 +137,7 @@ class Views:
         if request.group is not None:
             entries = [e for e in entries if e.spec.group == request.group]
         last = app.store.last_statuses([e.name for e in entries])
-        return Response(200, [_job_json(e, last) for e in entries])
+        return Response(200, [job_json(e, last) for e in entries])
 
     @route("GET", "/v1/jobs/{name}")
     def get_job(self, app: Any, request: Request) -> Response:
@@ -173,16 +147,7 @@ class Views:
         scope = app.scope()
         _visible_job(scope, request, name)
         entry = next(e for e in list_jobs(scope, datetime.now(UTC)) if e.name == name)
-        body = _job_json(entry, app.store.last_statuses([name]))
-        body["next_fires"] = []
-        if entry.spec.schedule and entry.spec.enabled and not entry.paused:
-            from zoneinfo import ZoneInfo
-
-            from jobd.cron import next_fires, parse_schedule
-
-            schedule = parse_schedule(entry.spec.schedule)
-            zone = ZoneInfo(entry.spec.timezone)
-            body["next_fires"] = next_fires(schedule, zone, datetime.now(UTC), NEXT_FIRES)
+        body = job_json(entry, app.store.last_statuses([name]), with_fires=True)
         return Response(200, body)
 
     @route("POST", "/v1/jobs/{name}/trigger", write=True)
@@ -197,18 +162,12 @@ class Views:
         reader = _reader(app)
         location = [("Location", f"/v1/executions/{queued.run_id}")]
         if wait:
-            deadline = time.monotonic() + wait
-            state = reader.run_state(queued.run_id)
-            while state is not None and state["status"] not in FINAL:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(POLL_S)
-                state = reader.run_state(queued.run_id)
+            wait_final(reader, queued.run_id, wait)
         row = reader.execution(queued.run_id, with_log=False)
         if row is None:
             raise NotFound(f"run {queued.run_id} no longer exists (pruned?)")
         status = 202 if wait and row["status"] not in FINAL else 201
-        return Response(status, _run_json(row), location)
+        return Response(status, run_json(row), location)
 
     @route("POST", "/v1/jobs/{name}/pause", write=True)
     def pause(self, app: Any, request: Request) -> Response:
@@ -310,7 +269,7 @@ class Views:
 
     @route("GET", "/v1/executions/{id:int}")
     def execution(self, app: Any, request: Request) -> Response:
-        return Response(200, _run_json(_visible_run(app, request, int(request.params["id"]))))
+        return Response(200, run_json(_visible_run(app, request, int(request.params["id"]))))
 
     @route("GET", "/v1/executions/{id:int}/log")
     def log(self, app: Any, request: Request) -> Response:
@@ -345,24 +304,5 @@ class Views:
 
 
 def _follow(app: Any, run_id: int) -> Iterator[bytes]:
-    """New output as the store receives it (the algorithm of `jobd logs --follow`),
-    until the run is final."""
-    from jobd.cli.follow import new_output
-
-    reader = _reader(app)
-    shown_tail, shown_total = "", 0
-    while True:
-        state = reader.run_state(run_id)
-        if state is None:
-            return
-        if state["log_bytes"] != shown_total or state["status"] in FINAL:
-            tail, total = reader.log(run_id)
-            text, lost = new_output(shown_tail, shown_total, tail, total)
-            shown_tail, shown_total = tail, total
-            if lost:
-                yield f"[jobd: {lost} bytes of output not kept]\n".encode()
-            if text:
-                yield text.encode()
-        if state["status"] in FINAL:
-            return
-        time.sleep(POLL_S)
+    for text in follow_output(_reader(app), run_id):
+        yield text.encode()
