@@ -44,6 +44,7 @@ FAULTS = {
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
     "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
+    "api-abuse": "HTTP API: forged, revoked, expired, read-only and other tenants' tokens",
 }
 
 

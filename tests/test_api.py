@@ -317,3 +317,43 @@ def test_the_api_table_is_checked_like_the_rest_of_the_config() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(text)
         assert str(caught.value).startswith(message)
+
+
+def test_serving_adds_little_memory(sqlite_url: str, tmp_path: Any) -> None:
+    """A daemon serving the API, after some hundred requests, holds at most 15 MiB
+    more than one that serves nothing."""
+    import uuid
+
+    from tests.apihelp import API_TABLES, api_jobs, serving_url
+    from tests.daemons import Daemons, config_text
+
+    def rss(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(x for x in status if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    rss_of: dict[str, int] = {}
+    for kind in ("plain", "api"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        daemons = Daemons(folder, uuid.uuid4().hex)
+        text = config_text(api_jobs(folder))
+        daemons.config.write_text(
+            text + (API_TABLES if kind == "api" else API_TABLES.split("[api]")[0])
+        )
+        daemons.config.chmod(0o644)
+        url = f"sqlite:///{folder / 'jobd.db'}"
+        try:
+            daemon = daemons.start(url)
+            if kind == "api":
+                served = Api(wait_for(lambda d=daemon: serving_url(d.log())), url, folder, daemon)
+                token = served.token("load")
+                for _ in range(100):
+                    assert served.call("GET", "/v1/jobs", token).status == 200
+                    assert served.call("GET", "/v1/executions?limit=10", token).status == 200
+                for _ in range(10):
+                    assert served.call("POST", "/v1/jobs/quick/trigger", token).status == 201
+            rss_of[kind] = rss(daemon.pid)
+        finally:
+            daemons.cleanup()
+    assert rss_of["api"] - rss_of["plain"] <= 15 * 1024 * 1024, rss_of
