@@ -94,3 +94,14 @@ def test_a_version_2_store_gains_the_tokens_table(store_url: str) -> None:
         assert store.db.table_exists("api_tokens")
     finally:
         store.close()
+
+
+def test_token_subcommands_take_store_after_their_name(store_url: str, tmp_path: Path) -> None:
+    from tests.clihelp import empty_config
+    from tests.conftest import run_jobd
+
+    env = {"JOBD_CONFIG": empty_config(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    made = run_jobd("token", "create", "late", "--store", store_url, env=env)
+    assert made.returncode == 0, made.stderr
+    listed = run_jobd("token", "list", "--json", "--store", store_url, env=env)
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["late"]

@@ -117,4 +117,14 @@ def revoke(ctx: Context, name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+def _common_options() -> None:
+    """--config and --store after the subcommand too, as after any other command."""
+    from jobd.cli.app import _common_params
+
+    for command in token.commands.values():
+        command.params.extend(_common_params())
+
+
+_common_options()
+
 COMMANDS = [token]

@@ -1,7 +1,11 @@
 """What the HTTP API answers and the Python client returns, built in one place
 so that both edges give the same fields whichever way a request arrives: a
 job as `jobd list --json` shows it, a run as `jobd show --json` does (without
-its output), and a run's output as `jobd logs --follow` streams it."""
+its output), and a run's output as `jobd logs --follow` streams it.
+
+How output is followed: the daemon keeps only the tail of a run's output and
+counts every byte it has seen; new_output() finds what the new tail adds to
+what was shown (see jobd.cli.follow for the whole rule)."""
 
 from __future__ import annotations
 
@@ -51,11 +55,39 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row[key] for key in (*RUN_COLUMNS, *DETAIL_COLUMNS) if key in row and key != "log"}
 
 
+def new_output(shown_tail: str, shown_total: int, tail: str, total: int) -> tuple[str, int]:
+    """What to print after `shown_tail`, and how many bytes were lost in between."""
+    if total == shown_total and tail == shown_tail:
+        return "", 0
+    data, old = tail.encode(), shown_tail.encode()
+    grown = total - shown_total
+    if grown > len(data):
+        return tail, grown - len(data)
+    if grown >= 0:
+        head = data[: len(data) - grown]
+        if old.endswith(head) or head.endswith(old):
+            return data[len(data) - grown :].decode(errors="replace"), 0
+    return _by_overlap(shown_tail, tail), 0
+
+
+def _by_overlap(shown: str, tail: str) -> str:
+    """The part of `tail` after its longest overlap with the end of `shown`."""
+    if not shown:
+        return tail
+    anchor = tail[: min(len(tail), 64)]
+    start = shown.find(anchor) if anchor else -1
+    while start != -1:
+        overlap = len(shown) - start
+        if overlap <= len(tail) and tail[:overlap] == shown[start:]:
+            return tail[overlap:]
+        start = shown.find(anchor, start + 1)
+    at = tail.rfind(shown)
+    return tail[at + len(shown) :] if at != -1 else tail
+
+
 def follow_output(reader: Any, run_id: int) -> Iterator[str]:
     """New output as the store receives it (the algorithm of `jobd logs --follow`),
     until the run is final; a gap the daemon did not keep is said in brackets."""
-    from jobd.cli.follow import new_output
-
     shown_tail, shown_total = "", 0
     while True:
         state = reader.run_state(run_id)
