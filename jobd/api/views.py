@@ -109,8 +109,9 @@ class Views:
 
     @route("GET", "/readyz", public=True)
     def readyz(self, app: Any, request: Request) -> Response:
-        """Ready when the store answers and a daemon is live to run what is triggered
-        (the first criteria of `jobd check`; failing jobs do not make it unready)."""
+        """Ready when the store answers, a daemon is live to run what is triggered, and
+        a table lease, if any, is held (the criteria of `jobd check` about the
+        service; a failing or overdue job does not make the API unready)."""
         from jobd.store import admin
 
         scope = app.scope()
@@ -120,6 +121,11 @@ class Views:
         if not live:
             raise StoreUnavailable(
                 f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
+            )
+        lease = admin.leader_lease(app.store, now)
+        if lease is not None and lease["expired"]:
+            raise StoreUnavailable(
+                f"leader lease expired (last holder {lease['holder']} on {lease['host']})"
             )
         return Response(200, {"status": "ready", "live_instances": len(live)})
 

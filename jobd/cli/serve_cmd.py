@@ -58,6 +58,7 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
       jobd serve --listen 127.0.0.1:8089
       curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8089/v1/jobs
     """
+    import logging
     import signal
 
     from jobd.config_kinds import api_table
@@ -93,6 +94,7 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
         server.serve_forever()
     finally:
         server.close()
+    logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
 
 
 COMMANDS = [serve]
