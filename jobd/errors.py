@@ -119,6 +119,13 @@ class Forbidden(JobdError):
     http_status = 403
 
 
+class ServerBusy(JobdError):
+    """Every worker the API may spend on waiting (long polls, log follows) is taken."""
+
+    exit_code = ExitCode.TEMPFAIL
+    http_status = 503
+
+
 class MethodNotAllowed(UsageError):
     http_status = 405
 

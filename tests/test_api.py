@@ -357,3 +357,36 @@ def test_serving_adds_little_memory(sqlite_url: str, tmp_path: Any) -> None:
         finally:
             daemons.cleanup()
     assert rss_of["api"] - rss_of["plain"] <= 15 * 1024 * 1024, rss_of
+
+
+def test_waiting_requests_never_take_every_worker(api: Api) -> None:
+    """Log follows and long polls hold a worker each; past threads - 2 of them the
+    next is refused at once (503, Retry-After) and other requests still answer."""
+    token = api.token("ci")
+    run_id = api.call("POST", "/v1/jobs/held/trigger", token).json()["id"]
+    parts = urlsplit(api.base)
+    followers = []
+    try:
+        for _ in range(6):  # [api] threads = 8 (the default)
+            conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn.request(
+                "GET",
+                f"/v1/executions/{run_id}/log?follow=true",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200
+            followers.append((conn, response))
+        busy = problem(api.call("GET", f"/v1/executions/{run_id}/log?follow=true", token), 503)
+        assert busy["detail"].startswith("too many requests are waiting")
+        assert api.call("GET", "/v1/jobs", token).status == 200
+        # A long poll past the cap answers at once, without waiting: 202.
+        assert api.call("POST", "/v1/jobs/quick/trigger?wait=60", token, timeout=10).status in (
+            201,
+            202,
+        )
+    finally:
+        go_file(api.tmp_path, "held").touch()
+        for conn, response in followers:
+            response.read()
+            conn.close()

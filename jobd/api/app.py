@@ -29,6 +29,7 @@ from jobd.errors import (
     NotFound,
     PayloadTooLarge,
     QuotaRefused,
+    ServerBusy,
     Unauthorized,
     UsageError,
     problem_type,
@@ -174,12 +175,18 @@ class Application:
         self.configs = configs
         self.views = views
         self.routes: list[Route] = []
+        self.waiters = threading.BoundedSemaphore(6)
         for name in dir(views):
             func = getattr(views, name)
             spec = getattr(func, "route", None)
             if spec is not None:
                 method, _path, pattern, public, write = spec
                 self.routes.append(Route(method, pattern, func, public, write))
+
+    def limit_waiters(self, threads: int) -> None:
+        """Long polls and log follows may hold all workers but two: a client that
+        waits can never stop the others from being served."""
+        self.waiters = threading.BoundedSemaphore(max(1, threads - 2))
 
     def scope(self) -> Scope:
         config, problem = self.configs.get()
@@ -271,6 +278,6 @@ def problem(error: JobdError) -> Response:
     headers = []
     if isinstance(error, Unauthorized):
         headers.append(("WWW-Authenticate", 'Bearer realm="jobd"'))
-    if isinstance(error, QuotaRefused):
+    if isinstance(error, QuotaRefused | ServerBusy):
         headers.append(("Retry-After", str(RETRY_AFTER_S)))
     return Response(status, body, headers, PROBLEM)

@@ -36,6 +36,7 @@ class ApiServer:
         from waitress.server import create_server
 
         self.app = app
+        app.limit_waiters(threads)
         self.server: Any = create_server(
             app,
             host=host,

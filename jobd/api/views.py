@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobd.api.app import OPENAPI_PATH, Request, Response, route
-from jobd.errors import NotFound, StoreUnavailable, UsageError
+from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
 from jobd.ops.scope import Scope
 from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
 
@@ -167,8 +167,12 @@ class Views:
         queued = trigger(scope, request.actor, name)
         reader = _reader(app)
         location = [("Location", f"/v1/executions/{queued.run_id}")]
-        if wait:
-            wait_final(reader, queued.run_id, wait)
+        # Past the waiters' limit a long poll answers at once: the client polls.
+        if wait and app.waiters.acquire(blocking=False):
+            try:
+                wait_final(reader, queued.run_id, wait)
+            finally:
+                app.waiters.release()
         row = reader.execution(queued.run_id, with_log=False)
         if row is None:
             raise NotFound(f"run {queued.run_id} no longer exists (pruned?)")
@@ -286,8 +290,13 @@ class Views:
         if not follow:
             body = {key: row[key] for key in ("id", "job", "status", "log_bytes", "log")}
             return Response(200, body)
+        if not app.waiters.acquire(blocking=False):
+            raise ServerBusy(
+                "too many requests are waiting (log follows, long polls); try again shortly"
+            )
         headers = [("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")]
-        return Response(200, _follow(app, run_id), headers, "text/plain; charset=utf-8")
+        stream = _Held(_follow(app, run_id), app.waiters.release)
+        return Response(200, stream, headers, "text/plain; charset=utf-8")
 
     @route("POST", "/v1/executions/{id:int}/cancel", write=True)
     def cancel(self, app: Any, request: Request) -> Response:
@@ -307,6 +316,24 @@ class Views:
         limit = _int(request, "limit", 20, 1, MAX_PAGE) or 20
         targets = _group_jobs(app, request.group) if request.group is not None else None
         return Response(200, app.store.audit_events(limit, targets=targets))
+
+
+class _Held(Iterator[bytes]):
+    """A stream that gives its waiter's place back when the server closes it, even
+    if it never started (a generator's own `finally` would not run then)."""
+
+    def __init__(self, stream: Iterator[bytes], release: Any) -> None:
+        self.stream = stream
+        self._release: Any = release
+
+    def __next__(self) -> bytes:
+        return next(self.stream)
+
+    def close(self) -> None:
+        self.stream.close()  # type: ignore[attr-defined]
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 def _follow(app: Any, run_id: int) -> Iterator[bytes]:
