@@ -390,3 +390,26 @@ def test_waiting_requests_never_take_every_worker(api: Api) -> None:
         for conn, response in followers:
             response.read()
             conn.close()
+
+
+def test_serve_refuses_a_bad_address_in_one_line(tmp_path: Any, sqlite_url: str) -> None:
+    import socket
+
+    from tests.clihelp import jobd
+
+    bad = jobd(sqlite_url, tmp_path, "serve", "--listen", "localhost")
+    assert bad.returncode == 2
+    assert bad.stderr == (
+        "jobd: --listen: key 'api.listen': expected HOST:PORT, e.g. 127.0.0.1:8089, "
+        "got 'localhost'\n"
+    )
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        busy = jobd(sqlite_url, tmp_path, "serve", "--listen", f"127.0.0.1:{port}")
+    finally:
+        taken.close()
+    assert busy.returncode == 1 and busy.stderr.count("\n") == 1
+    assert busy.stderr.startswith(f"jobd: cannot listen on 127.0.0.1:{port}: ")
