@@ -88,12 +88,13 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     def stop(signum: int, frame: Any) -> None:
         server.close()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.serve_forever()
     finally:
         server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
 
 
