@@ -36,7 +36,11 @@ from bench.report import merge, owned_headings, table
 
 PARTS = ("cron", "idle", "precision", "throughput", "fire", "others")
 TITLE = "# Benchmarks"
-OTHER_SCRIPTS = (("cli_latency.py", "CLI latency"), ("failover.py", "Failover"))
+OTHER_SCRIPTS = (
+    ("cli_latency.py", "CLI latency"),
+    ("failover.py", "Failover"),
+    ("api_load.py", "HTTP API"),
+)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from jobd.config_fields import Fields as _Fields
 from jobd.config_fields import check_keys as _check_keys
 from jobd.config_fields import table as _table
 from jobd.config_kinds import (
+    api_table,
     databases_table,
     groups_table,
     http_request,
@@ -39,7 +40,7 @@ from jobd.urls import check_store_url
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
-TOP_KEYS = ("jobd", "jobs", "databases", "groups")
+TOP_KEYS = ("jobd", "jobs", "databases", "groups", "api")
 SETTINGS_KEYS = (
     "store",
     "timezone",
@@ -217,7 +218,10 @@ def config_from_data(
                 file=file,
                 key=f"groups.{quota.name}.max_jobs",
             )
-    return Config(settings=settings, jobs=jobs, path=file, databases=databases, groups=groups)
+    api = api_table(_table(data.get("api", {}), file, None, "api"), file)
+    return Config(
+        settings=settings, jobs=jobs, path=file, databases=databases, groups=groups, api=api
+    )
 
 
 def parse_job(

@@ -20,6 +20,8 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 HTTP_KEYS = ("method", "url", "headers", "json", "body", "expect")
 GROUP_KEYS = ("max_active", "max_jobs", "max_retained")
+API_KEYS = ("listen", "threads")
+LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 
 
 def databases_table(raw: Mapping[str, Any], file: str) -> dict[str, str]:
@@ -195,3 +197,20 @@ def fill_placeholders(text: str, environ: Mapping[str, str]) -> tuple[str, list[
         return environ[name]
 
     return PLACEHOLDER.sub(value, text), used
+
+
+def api_table(raw: Mapping[str, Any], file: str) -> model.ApiSettings | None:
+    """`[api]`: `listen = "HOST:PORT"` makes `jobd run` serve the HTTP API (port 0: any)."""
+    if not raw:
+        return None
+    check_keys(raw, API_KEYS, file=file, job=None, prefix="api.")
+    f = Fields(raw, file, None, prefix="api.")
+    listen = f.str("listen", required=True)
+    match = LISTEN.fullmatch(listen or "")
+    port = int(match.group(2)) if match else -1
+    if match is None or not 0 <= port < 65536:
+        raise ConfigError(
+            f"expected HOST:PORT, e.g. 127.0.0.1:8089, got {listen!r}", file=file, key="api.listen"
+        )
+    host = match.group(1).strip("[]")
+    return model.ApiSettings(host, port, f.int("threads", 8, minimum=1))

@@ -1,4 +1,6 @@
-"""Error types and the one table that maps them to exit codes (SPEC section 5)."""
+"""Error types and the one table that maps them to exit codes (SPEC section 5)
+and to HTTP statuses (SPEC section 8): each type declares both, side by side,
+and the API and the Python client map problems back to these types by name."""
 
 from __future__ import annotations
 
@@ -21,14 +23,18 @@ class JobdError(Exception):
     """Base of every error a user may see; its message is one line."""
 
     exit_code: ExitCode = ExitCode.FAILURE
+    http_status: int = 400
 
 
 class UsageError(JobdError):
     exit_code = ExitCode.USAGE
+    http_status = 400
 
 
 class ConfigError(UsageError):
     """A configuration problem, located by file, job and key."""
+
+    http_status = 422
 
     def __init__(
         self,
@@ -68,13 +74,18 @@ class ConfigError(UsageError):
 class NotFound(UsageError):
     """An unknown job name or execution id."""
 
+    http_status = 404
+
 
 class InvalidState(JobdError):
     """A request that the current state forbids, e.g. cancelling a finished run."""
 
+    http_status = 409
+
 
 class StoreUnavailable(JobdError):
     exit_code = ExitCode.UNAVAILABLE
+    http_status = 503
 
 
 class StoreTooNew(StoreUnavailable):
@@ -88,6 +99,7 @@ class StoreValueRefused(JobdError):
 
 class NoDaemon(JobdError):
     exit_code = ExitCode.UNAVAILABLE
+    http_status = 503
 
 
 class NotApplied(NoDaemon):
@@ -96,6 +108,53 @@ class NotApplied(NoDaemon):
 
 class QuotaRefused(JobdError):
     exit_code = ExitCode.TEMPFAIL
+    http_status = 429
+
+
+# Refusals of the HTTP API (and of the Python client over it).
+class Unauthorized(JobdError):
+    """No token, or one that is unknown, revoked or expired."""
+
+    http_status = 401
+
+
+class Forbidden(JobdError):
+    """A read-only token asked for a write."""
+
+    http_status = 403
+
+
+class ServerBusy(JobdError):
+    """Every worker the API may spend on waiting (long polls, log follows) is taken."""
+
+    exit_code = ExitCode.TEMPFAIL
+    http_status = 503
+
+
+class MethodNotAllowed(UsageError):
+    http_status = 405
+
+
+class PayloadTooLarge(UsageError):
+    http_status = 413
+
+
+def problem_type(error: type[JobdError]) -> str:
+    """The RFC 9457 `type` of an error: urn:jobd:problem:not-found for NotFound."""
+    import re
+
+    return "urn:jobd:problem:" + re.sub(r"(?<!^)(?=[A-Z])", "-", error.__name__).lower()
+
+
+def error_type(problem: str) -> type[JobdError]:
+    """The error type that problem_type() named (JobdError for one it did not)."""
+    pending: list[type[JobdError]] = [JobdError]
+    while pending:
+        kind = pending.pop()
+        if problem_type(kind) == problem:
+            return kind
+        pending.extend(kind.__subclasses__())
+    return JobdError
 
 
 # Exceptions of the database drivers and the ORM, found by module so that this

@@ -250,12 +250,22 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The `[api]` table: where `jobd run` serves the HTTP API."""
+
+    host: str
+    port: int
+    threads: int = 8  # concurrent requests; a long poll or a log follow holds one
+
+
+@dataclass(frozen=True)
 class Config:
     settings: Settings
     jobs: dict[str, JobSpec]
     path: str | None = None
     databases: dict[str, str] = field(default_factory=dict)  # name → URL, for `sql` jobs
     groups: dict[str, GroupQuota] = field(default_factory=dict)
+    api: ApiSettings | None = None  # None: `jobd run` serves no API
 
     def digests(self) -> dict[str, str]:
         """What each config job must be when it runs: name → JobSpec.digest."""

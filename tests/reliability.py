@@ -51,6 +51,7 @@ FAULTS = {
     "store-limits": "56-character host name and 237-character schedule",
     "escape": "Descendants that leave the run's process group and clear its environment",
     "partition": "Store connection cut or frozen, or the daemon paused, while its job runs",
+    "api-abuse": "HTTP API: forged, revoked, expired, read-only and other tenants' tokens",
 }
 
 

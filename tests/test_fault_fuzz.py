@@ -206,6 +206,19 @@ ARGVS = st.one_of(
 )
 
 
+class _NoServer:
+    """The HTTP server of `jobd serve`, stubbed like the daemon: it returns at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def serve_forever(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture
 def fuzz_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A store with two jobs and finished runs, a config, and the daemon stubbed out:
@@ -227,6 +240,7 @@ def fuzz_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     os.chdir(tmp_path)  # a relative path in a random argument lands here
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("jobd.daemon.serve", lambda *a, **k: 0)
+        mp.setattr("jobd.api.server.ApiServer", _NoServer)  # `jobd serve` binds nothing
         mp.setattr("jobd.detach.detach", lambda *a, **k: None)
         mp.setattr("jobd.local.run_local", lambda *a, **k: Outcome(Status.SUCCEEDED, 0))
         mp.setattr("jobd.log.setup_logging", lambda *a, **k: None)

@@ -149,6 +149,8 @@ COMMAND_MODULES = {
     "audit": "admin",
     "run": "daemon_cmd",
     "import": "imports",
+    "token": "tokens",
+    "serve": "serve_cmd",
 }
 
 

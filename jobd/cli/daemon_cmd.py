@@ -175,14 +175,23 @@ def run(
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
         return fresh
 
-    serve(
-        config,
-        store,
-        reload_config=reload_config,
-        applied_at=applied.applied_at,
-        file_digests=applied.digests,
-        flags=flags,
-    )
+    api = None
+    if config.api is not None:  # only then is the web stack imported
+        from jobd.cli.serve_cmd import start_api_thread
+
+        api = start_api_thread(ctx, store_url, config.api)
+    try:
+        serve(
+            config,
+            store,
+            reload_config=reload_config,
+            applied_at=applied.applied_at,
+            file_digests=applied.digests,
+            flags=flags,
+        )
+    finally:
+        if api is not None:
+            api.close()
 
 
 @dataclasses.dataclass

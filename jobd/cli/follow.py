@@ -26,38 +26,9 @@ import click
 
 from jobd.cli import render
 from jobd.errors import ExitCode, NotFound
+from jobd.ops.shapes import new_output  # shared with the HTTP API and the client
 
 FINAL = frozenset(("succeeded", "failed", "timed_out", "cancelled", "abandoned", "skipped"))
-
-
-def new_output(shown_tail: str, shown_total: int, tail: str, total: int) -> tuple[str, int]:
-    """What to print after `shown_tail`, and how many bytes were lost in between."""
-    if total == shown_total and tail == shown_tail:
-        return "", 0
-    data, old = tail.encode(), shown_tail.encode()
-    grown = total - shown_total
-    if grown > len(data):
-        return tail, grown - len(data)
-    if grown >= 0:
-        head = data[: len(data) - grown]
-        if old.endswith(head) or head.endswith(old):
-            return data[len(data) - grown :].decode(errors="replace"), 0
-    return _by_overlap(shown_tail, tail), 0
-
-
-def _by_overlap(shown: str, tail: str) -> str:
-    """The part of `tail` after its longest overlap with the end of `shown`."""
-    if not shown:
-        return tail
-    anchor = tail[: min(len(tail), 64)]
-    start = shown.find(anchor) if anchor else -1
-    while start != -1:
-        overlap = len(shown) - start
-        if overlap <= len(tail) and tail[:overlap] == shown[start:]:
-            return tail[overlap:]
-        start = shown.find(anchor, start + 1)
-    at = tail.rfind(shown)
-    return tail[at + len(shown) :] if at != -1 else tail
 
 
 @dataclass

@@ -56,7 +56,18 @@ def _text_columns(db: pw.Database, models: Models) -> None:
         db.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE text')
 
 
-MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [_initial, _job_groups, _text_columns]
+def _api_tokens(db: pw.Database, models: Models) -> None:
+    """4: the api_tokens table of the HTTP API's bearer tokens (a store created at
+    version 4 or later has it from _initial)."""
+    db.create_tables([models.ApiToken], safe=True)
+
+
+MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [
+    _initial,
+    _job_groups,
+    _text_columns,
+    _api_tokens,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 from jobd.errors import StoreUnavailable, first_line
 from jobd.timeutil import from_db, to_db
 
-# 2 added jobs.group_name, which these queries do not read; 3 made strings text.
-SCHEMA_VERSION = 3
+# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read here.
+SCHEMA_VERSION = 4
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
@@ -159,12 +159,25 @@ class Reader:
         statuses: Sequence[str] = (),
         since: datetime | None = None,
         limit: int | None = 10,
+        before: int | None = None,
+        jobs: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first. With a job, the (job, id) index serves filter and order."""
+        """Newest first. With a job, the (job, id) index serves filter and order.
+
+        `before` is a page's cursor: only ids below it, so that runs queued
+        meanwhile never shift a page. `jobs` keeps only these jobs' runs."""
         where, params = [], []
         if job is not None:
             where.append("job = ?")
             params.append(job)
+        if jobs is not None:
+            if not jobs:
+                return []
+            where.append(f"job IN ({', '.join('?' for _ in jobs)})")
+            params.extend(jobs)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)

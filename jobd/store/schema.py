@@ -21,9 +21,18 @@ class Models:
     Lease: type[pw.Model]
     Instance: type[pw.Model]
     AuditEvent: type[pw.Model]
+    ApiToken: type[pw.Model]
 
     def all(self) -> list[type[pw.Model]]:
-        return [self.Schema, self.Job, self.Execution, self.Lease, self.Instance, self.AuditEvent]
+        return [
+            self.Schema,
+            self.Job,
+            self.Execution,
+            self.Lease,
+            self.Instance,
+            self.AuditEvent,
+            self.ApiToken,
+        ]
 
 
 def build_models(db: pw.Database) -> Models:
@@ -133,4 +142,20 @@ def build_models(db: pw.Database) -> Models:
         class Meta:
             table_name = "audit_events"
 
-    return Models(Schema, Job, Execution, Lease, Instance, AuditEvent)
+    class ApiToken(Base):
+        """A bearer token of the HTTP API (schema version 4). Only a hash of its
+        secret is kept; `key_id`, the public part of the token, finds the row."""
+
+        name = pw.TextField(primary_key=True)
+        key_id = pw.TextField(unique=True)
+        secret_hash = pw.TextField()  # SHA-256 hex of the 256-bit secret
+        group_name = pw.TextField(null=True)
+        read_only = pw.BooleanField(default=False)
+        created_at = pw.DateTimeField()
+        created_by = pw.TextField()
+        expires_at = pw.DateTimeField(null=True)
+
+        class Meta:
+            table_name = "api_tokens"
+
+    return Models(Schema, Job, Execution, Lease, Instance, AuditEvent, ApiToken)

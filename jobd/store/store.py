@@ -1199,9 +1199,14 @@ class Store(LeaseOps):
             detail=json.dumps(detail, sort_keys=True) if detail else None,
         ).execute()
 
-    def audit_events(self, limit: int = 20) -> list[dict[str, Any]]:
+    def audit_events(
+        self, limit: int = 20, targets: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; with `targets`, only the events about these (an API tenant's jobs)."""
         A = self.m.AuditEvent
         rows = A.select().order_by(A.id.desc()).limit(limit)
+        if targets is not None:
+            rows = rows.where(A.target.in_(list(targets)))
         return [
             {
                 "id": row.id,

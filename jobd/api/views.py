@@ -1,0 +1,341 @@
+"""The API's endpoints. Each calls the operation the CLI calls (jobd.ops), or the
+read-only queries of `jobd executions`/`show`/`logs` (jobd.store.reader), and
+adds only what HTTP needs: tenancy by the token's group, status codes, paging.
+
+A group token sees its group's jobs and their runs only; anything else answers
+404 with the wording of an unknown name, so other tenants' names do not leak.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from jobd.api.app import OPENAPI_PATH, Request, Response, route
+from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.ops.scope import Scope
+from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
+
+MAX_WAIT_S = 120.0  # a long poll holds a worker thread: bounded
+MAX_PAGE = 1000
+
+
+def _reader(app: Any) -> Any:
+    from jobd.store.reader import Reader
+
+    return Reader.over(app.store)
+
+
+def _int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    text = request.arg(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name}: expected an integer, got {text!r}") from None
+    if not low <= value <= high:
+        raise UsageError(f"{name}: expected {low} to {high}, got {value}")
+    return value
+
+
+def _float(request: Request, name: str, high: float) -> float | None:
+    text = request.arg(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{name}: expected a number of seconds, got {text!r}") from None
+    if not 0 <= value <= high:
+        raise UsageError(f"{name}: expected 0 to {high:g} seconds, got {text}")
+    return value
+
+
+def _bool(request: Request, name: str) -> bool:
+    text = (request.arg(name) or "false").lower()
+    if text not in ("true", "false", "1", "0"):
+        raise UsageError(f"{name}: expected true or false, got {text!r}")
+    return text in ("true", "1")
+
+
+# -- tenancy -----------------------------------------------------------------------
+
+
+def _unknown_job(name: str) -> NotFound:
+    return NotFound(f"unknown job {name!r}")
+
+
+def _visible_job(scope: Scope, request: Request, name: str) -> tuple[Any, Any]:
+    """find_job, for this token: a job outside its group is unknown, with no
+    did-you-mean (the hint could name another tenant's job)."""
+    if request.group is None:
+        return scope.find_job(name)
+    try:
+        record, spec = scope.find_job(name)
+    except NotFound:
+        raise _unknown_job(name) from None
+    group = (record.spec if record is not None else spec).group
+    if group != request.group:
+        raise _unknown_job(name)
+    return record, spec
+
+
+def _group_jobs(app: Any, group: str) -> list[str]:
+    """Every job of the group the store knows, removed ones too (their runs stay visible)."""
+    return [r.name for r in app.store.jobs(include_removed=True) if r.spec.group == group]
+
+
+def _visible_run(app: Any, request: Request, run_id: int, with_log: bool = False) -> dict:
+    row = _reader(app).execution(run_id, with_log=with_log)
+    unknown = NotFound(f"no run with id {run_id} (see `jobd executions`)")
+    if row is None:
+        raise unknown
+    if request.group is not None:
+        record = app.store.job(row["job"])
+        if record is None or record.spec.group != request.group:
+            raise unknown
+    return row
+
+
+class Views:
+    # -- probes ----------------------------------------------------------------
+
+    @route("GET", "/healthz", public=True)
+    def healthz(self, app: Any, request: Request) -> Response:
+        return Response(200, {"status": "ok"})
+
+    @route("GET", "/readyz", public=True)
+    def readyz(self, app: Any, request: Request) -> Response:
+        """Ready when the store answers, a daemon is live to run what is triggered, and
+        a table lease, if any, is held (the criteria of `jobd check` about the
+        service; a failing or overdue job does not make the API unready)."""
+        from jobd.store import admin
+
+        scope = app.scope()
+        now = app.store.now()
+        ttl = scope.config.settings.lease_ttl
+        live = admin.live_instances(app.store, ttl, now)
+        if not live:
+            raise StoreUnavailable(
+                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
+            )
+        lease = admin.leader_lease(app.store, now)
+        if lease is not None and lease["expired"]:
+            raise StoreUnavailable(
+                f"leader lease expired (last holder {lease['holder']} on {lease['host']})"
+            )
+        return Response(200, {"status": "ready", "live_instances": len(live)})
+
+    @route("GET", "/v1/openapi.json", public=True)
+    def openapi(self, app: Any, request: Request) -> Response:
+        return Response(200, json.loads(OPENAPI_PATH.read_text()))
+
+    # -- jobs ------------------------------------------------------------------
+
+    @route("GET", "/v1/jobs")
+    def list_jobs(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import list_jobs
+
+        entries = list_jobs(app.scope(), datetime.now(UTC))
+        if request.group is not None:
+            entries = [e for e in entries if e.spec.group == request.group]
+        last = app.store.last_statuses([e.name for e in entries])
+        return Response(200, [job_json(e, last) for e in entries])
+
+    @route("GET", "/v1/jobs/{name}")
+    def get_job(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import list_jobs
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        entry = next(e for e in list_jobs(scope, datetime.now(UTC)) if e.name == name)
+        body = job_json(entry, app.store.last_statuses([name]), with_fires=True)
+        return Response(200, body)
+
+    @route("POST", "/v1/jobs/{name}/trigger", write=True)
+    def trigger(self, app: Any, request: Request) -> Response:
+        from jobd.ops.runs import trigger
+
+        name = request.params["name"]
+        wait = _float(request, "wait", MAX_WAIT_S)
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        queued = trigger(scope, request.actor, name)
+        reader = _reader(app)
+        location = [("Location", f"/v1/executions/{queued.run_id}")]
+        # Past the waiters' limit a long poll answers at once: the client polls.
+        if wait and app.waiters.acquire(blocking=False):
+            try:
+                wait_final(reader, queued.run_id, wait)
+            finally:
+                app.waiters.release()
+        row = reader.execution(queued.run_id, with_log=False)
+        if row is None:
+            raise NotFound(f"run {queued.run_id} no longer exists (pruned?)")
+        status = 202 if wait and row["status"] not in FINAL else 201
+        return Response(status, run_json(row), location)
+
+    @route("POST", "/v1/jobs/{name}/pause", write=True)
+    def pause(self, app: Any, request: Request) -> Response:
+        return self._set_paused(app, request, True)
+
+    @route("POST", "/v1/jobs/{name}/resume", write=True)
+    def resume(self, app: Any, request: Request) -> Response:
+        return self._set_paused(app, request, False)
+
+    @staticmethod
+    def _set_paused(app: Any, request: Request, paused: bool) -> Response:
+        from jobd.ops.jobs import set_paused
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        change = set_paused(scope, request.actor, name, paused)
+        return Response(200, {"job": name, "paused": change.paused, "changed": change.changed})
+
+    # -- store-only jobs --------------------------------------------------------
+
+    @route("PUT", "/v1/schedules/{name}", write=True)
+    def put_schedule(self, app: Any, request: Request) -> Response:
+        """Upsert a store-only job from a `[jobs.NAME]` table as JSON."""
+        from jobd.ops.jobs import schedule
+
+        name = request.params["name"]
+        fields = request.json_body()
+        if not isinstance(fields, dict):
+            raise UsageError(
+                "request body: expected a JSON object, the keys of a [jobs.NAME] table"
+            )
+        scope = app.scope()
+        if request.group is not None:
+            fields.setdefault("group", request.group)
+            if fields["group"] != request.group:
+                raise UsageError(
+                    f"request body: key 'group': this token may schedule in group "
+                    f"{request.group!r} only"
+                )
+            existing = app.store.job(name)
+            if existing is not None and not existing.removed:
+                if existing.spec.group != request.group:
+                    raise _unknown_job(name)
+            elif name in scope.config.jobs and scope.config.jobs[name].group != request.group:
+                raise _unknown_job(name)
+        done = schedule(scope, request.actor, name, fields, origin="request body")
+        body = {
+            "job": name,
+            "created": done.created,
+            "next_fire": done.record.next_fire_at,
+        }
+        headers = [("Location", f"/v1/jobs/{name}")]
+        return Response(201 if done.created else 200, body, headers)
+
+    @route("DELETE", "/v1/schedules/{name}", write=True)
+    def delete_schedule(self, app: Any, request: Request) -> Response:
+        from jobd.ops.jobs import unschedule
+
+        name = request.params["name"]
+        scope = app.scope()
+        _visible_job(scope, request, name)
+        unschedule(scope, request.actor, name)
+        return Response(204)
+
+    # -- runs ------------------------------------------------------------------
+
+    @route("GET", "/v1/executions")
+    def executions(self, app: Any, request: Request) -> Response:
+        """Newest first; `cursor` is the last id of the previous page, so runs queued
+        while a client pages never shift what it reads next."""
+        from jobd.cli.history import parse_since
+        from jobd.model import Status
+
+        job = request.arg("job") or None
+        statuses = [s.lower() for s in request.args("status") if s]
+        known = {s.value for s in Status}
+        for status in statuses:
+            if status not in known:
+                raise UsageError(f"status: expected one of {', '.join(sorted(known))}")
+        since_text = request.arg("since")
+        since = parse_since(since_text, datetime.now(UTC)) if since_text else None
+        limit = _int(request, "limit", 50, 1, MAX_PAGE)
+        cursor = _int(request, "cursor", None, 1, 2**63 - 1)
+        reader = _reader(app)
+        jobs = None
+        if request.group is not None:
+            jobs = _group_jobs(app, request.group)
+            if job is not None and job not in jobs:
+                raise _unknown_job(job)
+        elif job is not None and not reader.job_exists(job):
+            from jobd.errors import did_you_mean
+
+            hint = did_you_mean(job, reader.job_names())
+            raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
+        rows = reader.executions(job, statuses, since, limit, before=cursor, jobs=jobs)
+        next_cursor = rows[-1]["id"] if len(rows) == limit else None
+        return Response(200, {"items": rows, "next_cursor": next_cursor})
+
+    @route("GET", "/v1/executions/{id:int}")
+    def execution(self, app: Any, request: Request) -> Response:
+        return Response(200, run_json(_visible_run(app, request, int(request.params["id"]))))
+
+    @route("GET", "/v1/executions/{id:int}/log")
+    def log(self, app: Any, request: Request) -> Response:
+        """The kept output; with follow=true, a text stream of new output until the run ends."""
+        run_id = int(request.params["id"])
+        follow = _bool(request, "follow")
+        row = _visible_run(app, request, run_id, with_log=not follow)
+        if not follow:
+            body = {key: row[key] for key in ("id", "job", "status", "log_bytes", "log")}
+            return Response(200, body)
+        if not app.waiters.acquire(blocking=False):
+            raise ServerBusy(
+                "too many requests are waiting (log follows, long polls); try again shortly"
+            )
+        headers = [("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")]
+        stream = _Held(_follow(app, run_id), app.waiters.release)
+        return Response(200, stream, headers, "text/plain; charset=utf-8")
+
+    @route("POST", "/v1/executions/{id:int}/cancel", write=True)
+    def cancel(self, app: Any, request: Request) -> Response:
+        from jobd.ops.runs import cancel
+
+        run_id = int(request.params["id"])
+        _visible_run(app, request, run_id)
+        done = cancel(app.scope(), request.actor, run_id)
+        body = {"id": run_id, "job": done.job, "was": done.was, "host": done.host}
+        return Response(200 if done.was == "queued" else 202, body)
+
+    # -- audit -----------------------------------------------------------------
+
+    @route("GET", "/v1/audit")
+    def audit(self, app: Any, request: Request) -> Response:
+        """Newest first; a group token sees the events about its group's jobs only."""
+        limit = _int(request, "limit", 20, 1, MAX_PAGE) or 20
+        targets = _group_jobs(app, request.group) if request.group is not None else None
+        return Response(200, app.store.audit_events(limit, targets=targets))
+
+
+class _Held(Iterator[bytes]):
+    """A stream that gives its waiter's place back when the server closes it, even
+    if it never started (a generator's own `finally` would not run then)."""
+
+    def __init__(self, stream: Iterator[bytes], release: Any) -> None:
+        self.stream = stream
+        self._release: Any = release
+
+    def __next__(self) -> bytes:
+        return next(self.stream)
+
+    def close(self) -> None:
+        self.stream.close()  # type: ignore[attr-defined]
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+def _follow(app: Any, run_id: int) -> Iterator[bytes]:
+    for text in follow_output(_reader(app), run_id):
+        yield text.encode()

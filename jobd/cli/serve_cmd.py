@@ -1,0 +1,101 @@
+"""`jobd serve`: the HTTP API alone, and the API thread of `jobd run`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from jobd.cli.context import Context, pass_ctx
+from jobd.errors import JobdError
+
+if TYPE_CHECKING:
+    from jobd.model import ApiSettings
+
+DEFAULT_LISTEN = "127.0.0.1:8089"
+
+
+def _server_module() -> Any:
+    try:
+        from jobd.api import server
+    except ModuleNotFoundError as exc:
+        if exc.name != "waitress":
+            raise
+        raise JobdError("the HTTP API needs waitress: pip install 'jobd[api]'") from None
+    return server
+
+
+def start_api_thread(ctx: Context, store_url: str, settings: ApiSettings) -> Any:
+    """The API on a background thread of `jobd run`: the tick loop never waits for it."""
+    server = _server_module()
+    return server.start_api(store_url, settings, ctx.config_path, ctx.store_override)
+
+
+@click.command()
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help=f"Address to serve on (default: [api] listen, else {DEFAULT_LISTEN}; port 0: any).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human")
+@pass_ctx
+def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> None:
+    """Serve the HTTP API alone: it acts on the store, and executes nothing.
+
+    For a web tier kept apart from the workers: triggers go to the store and
+    wake the daemons (`jobd run`) that execute them. Every request needs a
+    bearer token (`jobd token create`), except /healthz and /readyz.
+    SIGTERM or SIGINT stop it.
+
+    \b
+    Examples:
+      jobd serve --listen 127.0.0.1:8089
+      curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8089/v1/jobs
+    """
+    import logging
+    import signal
+
+    from jobd.config_kinds import api_table
+    from jobd.log import add_store_url, setup_logging
+
+    config = ctx.config
+    settings = config.api
+    if listen is not None or settings is None:
+        threads = settings.threads if settings is not None else 8
+        settings = api_table({"listen": listen or DEFAULT_LISTEN, "threads": threads}, "--listen")
+        assert settings is not None
+    setup_logging(log_format, log_level)
+    store_url = ctx.store_url
+    add_store_url(store_url)
+    server_module = _server_module()
+    app = server_module.make_app(
+        store_url, server_module.ConfigSource(ctx.config_path, ctx.store_override)
+    )
+    try:
+        server = server_module.ApiServer(app, settings.host, settings.port, settings.threads)
+    except OSError as exc:
+        app.store.close()
+        raise JobdError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
+
+    def stop(signum: int, frame: Any) -> None:
+        server.close()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
+
+
+COMMANDS = [serve]
