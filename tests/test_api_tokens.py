@@ -100,6 +100,9 @@ def test_token_subcommands_take_store_after_their_name(store_url: str, tmp_path:
     from tests.clihelp import empty_config
     from tests.conftest import run_jobd
 
+    from jobd.store import open_store
+
+    open_store(store_url).close()  # a token is made for a store that exists
     env = {"JOBD_CONFIG": empty_config(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
     made = run_jobd("token", "create", "late", "--store", store_url, env=env)
     assert made.returncode == 0, made.stderr
