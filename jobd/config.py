@@ -23,6 +23,7 @@ from jobd.config_kinds import (
     http_request,
     resolve_database,
 )
+from jobd.config_notify import channel_names, metrics_listen, notify_events, notify_tables, ping_url
 from jobd.cron import CronError, parse_schedule
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import (
@@ -39,7 +40,7 @@ from jobd.urls import check_store_url
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
-TOP_KEYS = ("jobd", "jobs", "databases", "groups")
+TOP_KEYS = ("jobd", "jobs", "databases", "groups", "notify", "metrics")
 SETTINGS_KEYS = (
     "store",
     "timezone",
@@ -53,6 +54,8 @@ SETTINGS_KEYS = (
     "kill_grace",
     "max_backoff",
     "max_clock_skew",
+    "notify",
+    "notify_on",
 )
 HISTORY_KEYS = ("keep", "max_age")
 KIND_KEYS = tuple(kind.value for kind in JobKind)
@@ -77,6 +80,9 @@ JOB_KEYS = (
     "enabled",
     "database",
     "group",
+    "notify",
+    "notify_on",
+    "ping_url",
 )
 
 
@@ -188,6 +194,16 @@ def config_from_data(
     )
     databases = databases_table(_table(data.get("databases", {}), file, None, "databases"), file)
     groups = groups_table(_table(data.get("groups", {}), file, None, "groups"), file)
+    channels = notify_tables(_table(data.get("notify", {}), file, None, "notify"), file)
+    for name in settings.notify:
+        if name not in channels:
+            raise ConfigError(
+                f"unknown notification channel {name!r} (define it as [notify.{name}])",
+                file=file,
+                key="jobd.notify",
+                hint=did_you_mean(name, channels),
+            )
+    listen = metrics_listen(_table(data.get("metrics", {}), file, None, "metrics"), file)
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
@@ -200,6 +216,7 @@ def config_from_data(
             databases=databases,
             groups=groups,
             store=settings.store,
+            channels=channels,
         )
     for spec in jobs.values():
         for key in ("on_success", "on_failure"):
@@ -217,7 +234,15 @@ def config_from_data(
                 file=file,
                 key=f"groups.{quota.name}.max_jobs",
             )
-    return Config(settings=settings, jobs=jobs, path=file, databases=databases, groups=groups)
+    return Config(
+        settings=settings,
+        jobs=jobs,
+        path=file,
+        databases=databases,
+        groups=groups,
+        notify=channels,
+        metrics_listen=listen,
+    )
 
 
 def parse_job(
@@ -231,11 +256,13 @@ def parse_job(
     databases: Mapping[str, str] | None = None,
     groups: Mapping[str, GroupQuota] | None = None,
     store: str | None = None,
+    channels: Mapping[str, model.NotifyChannel] | None = None,
 ) -> JobSpec:
     """Validate one job table; also used for jobs created with `jobd schedule`.
 
-    `databases` and `groups` are the config's tables that `database` and `group`
-    may name; `store` is the store URL, the default database of `sql` jobs.
+    `databases`, `groups` and `channels` are the config's tables that `database`,
+    `group` and `notify` may name (`channels` None: not checked); `store` is the
+    store URL, the default database of `sql` jobs.
     """
     if not JOB_NAME.fullmatch(name):
         raise ConfigError(
@@ -343,6 +370,9 @@ def parse_job(
         on_failure=f.str_list("on_failure"),
         enabled=f.bool("enabled", True),
         source=source,
+        notify=channel_names(f, "notify", channels, file, name),
+        notify_on=notify_events(f, "notify_on", file, name),
+        ping_url=ping_url(f, file, name),
     )
 
 
@@ -383,6 +413,8 @@ def _settings(
         or model.DEFAULT_MAX_BACKOFF,
         max_clock_skew=f.duration("max_clock_skew", model.DEFAULT_MAX_CLOCK_SKEW, positive=True)
         or model.DEFAULT_MAX_CLOCK_SKEW,
+        notify=channel_names(f, "notify", None, file, None) or (),
+        notify_on=notify_events(f, "notify_on", file, None) or model.DEFAULT_NOTIFY_ON,
     )
 
 

@@ -33,6 +33,7 @@ from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.liveness import DeathWatch, InstanceLock
+from jobd.log import mask_secrets
 from jobd.model import (
     CATCHUP_CAP,
     Config,
@@ -45,6 +46,7 @@ from jobd.model import (
     Trigger,
     forget_parsed_specs,
 )
+from jobd.notifications.dispatcher import Notifications
 from jobd.notify import Notifier
 from jobd.planner import plan_jobs
 from jobd.policies import (
@@ -76,6 +78,7 @@ FIRE_BUDGET = 2.0  # seconds of firing batches per tick before claiming runs
 COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
+NOTIFY_DRAIN = 5.0  # seconds a stopping daemon gives pending notifications
 
 
 class Backoff:
@@ -131,6 +134,8 @@ class Daemon:
         self._listened = False
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
+        self.notifications = Notifications(store, config, self.host, mask=mask_secrets)
+        self.executor.notifications = self.notifications
         self._status_text = ""
         self._pruner: threading.Thread | None = None
         self._jumps = JumpDetector()
@@ -265,6 +270,7 @@ class Daemon:
         for run in lost:
             if run.host == self.host:
                 kill_leftovers(run.id, run.job, run.instance)
+            self.notifications.run_abandoned(run)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -326,6 +332,7 @@ class Daemon:
             )
             for run in lost:
                 leftovers = kill_leftovers(run.id, run.job, run.instance)
+                self.notifications.run_abandoned(run)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
@@ -780,6 +787,7 @@ class Daemon:
         self.config = _settings_only(config)
         self.file_digests = config.digests()
         self.executor.settings = config.settings
+        self.notifications.configure(config)
         self._check_users(config)
         if report.restored:
             log.warning(
@@ -842,6 +850,7 @@ class Daemon:
         if reachable:
             with contextlib.suppress(STORE_FAILURES):
                 self.store.stop_instance(self.instance)
+        self.notifications.close(NOTIFY_DRAIN)
         if self._lock is not None:
             self._lock.release()
         self.leader.release()

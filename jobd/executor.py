@@ -15,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status
+from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status, Trigger
 from jobd.policies import follow_ups
 from jobd.runner import Event, RunProcess
 from jobd.store import Store
@@ -62,6 +63,9 @@ class Executor:
         self._spawn_queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
+        # The daemon's jobd.notifications.Notifications: told of starts and ends,
+        # it only queues them (None: `trigger --local`, which tells nobody).
+        self.notifications: Any = None
 
     @property
     def busy(self) -> int:
@@ -151,6 +155,8 @@ class Executor:
         )
         self.running[run.id] = process
         self._started_at[run.id] = time.monotonic()
+        if self.notifications is not None:
+            self.notifications.run_started(run, spec)
         log.info(
             "run %s of %s started (%s, attempt %s)",
             run.id,
@@ -210,6 +216,9 @@ class Executor:
         for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
             done = self._finished[run_id]
             self._log_end(done.run, outcome, follows, ok)
+            if ok and self.notifications is not None:
+                retried = any(f.trigger is Trigger.RETRY for f in follows)
+                self.notifications.run_ended(done.run, done.spec, retried)
         self._pids.clear()
         self._logs.clear()
         self._finished.clear()

@@ -208,11 +208,32 @@ def show(ctx: Context, run_id: int, as_json: bool, local_time: bool) -> None:
             ("config hash", row["config_hash"] or "-"),
             ("leader epoch", str(row["epoch"]) if row["epoch"] is not None else "-"),
             ("output", _output_summary(row["log"], row["log_bytes"])),
+            *_notifications(ctx, row),
         ]
     )
     if row["log"]:
         click.echo("")
         click.echo(row["log"], nl=not row["log"].endswith("\n"))
+
+
+def _notifications(ctx: Context, row: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per channel told of this run, as the daemon recorded it."""
+    from jobd.store.notices import deliveries
+
+    lines = []
+    for sent in deliveries(ctx.reader(), row["job"], row["id"]):
+        attempts = sent.get("attempts", 1)
+        if sent["delivered"]:
+            text = f"{sent['channel']}: {sent['event']} delivered"
+            if attempts > 1:
+                text += f" (attempt {attempts})"
+        else:
+            text = (
+                f"{sent['channel']}: {sent['event']} NOT delivered after {attempts} "
+                f"attempt{'s' if attempts != 1 else ''}: {sent.get('error', '?')}"
+            )
+        lines.append(("notified" if not lines else "", text))
+    return lines
 
 
 def _output_summary(log: str, total: int) -> str:
