@@ -34,6 +34,7 @@ from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.liveness import DeathWatch, InstanceLock
 from jobd.log import mask_secrets
+from jobd.metrics import MetricsServer, instance_metrics
 from jobd.model import (
     CATCHUP_CAP,
     Config,
@@ -48,6 +49,7 @@ from jobd.model import (
 )
 from jobd.notifications.dispatcher import Notifications
 from jobd.notify import Notifier
+from jobd.observer import RunObserver
 from jobd.planner import plan_jobs
 from jobd.policies import (
     FireAction,
@@ -134,8 +136,12 @@ class Daemon:
         self._listened = False
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
-        self.notifications = Notifications(store, config, self.host, mask=mask_secrets)
-        self.executor.notifications = self.notifications
+        self.metrics = instance_metrics()
+        self.notifications = Notifications(
+            store, config, self.host, mask=mask_secrets, count=self.metrics.count_notification
+        )
+        self.executor.observer = RunObserver(self.metrics, self.notifications)
+        self._metrics_server: MetricsServer | None = None
         self._status_text = ""
         self._pruner: threading.Thread | None = None
         self._jumps = JumpDetector()
@@ -368,6 +374,7 @@ class Daemon:
         self._quiet = self._lock is not None and self.waker.socket_bound
         self._quiet = self.waker.watch_clock_steps() and self._quiet
         self._listen()
+        self._serve_metrics()
         self.leader.poll()
         first_term = self.leader.term()
         self._first_term_since = first_term.since if first_term else None
@@ -386,6 +393,29 @@ class Daemon:
             self.leader.name,
             "leading" if self.leader.leading else "standby",
             extra={"action": "daemon.start"},
+        )
+
+    def _serve_metrics(self) -> None:
+        """`[metrics] listen`; a port that cannot be had is said, and jobd runs on
+        without it (its scheduling matters more than its metrics)."""
+        listen = self.config.metrics_listen
+        if listen is None or self._metrics_server is not None:
+            return
+        try:
+            self._metrics_server = MetricsServer(listen, self.store)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s (%s); running without",
+                listen,
+                exc.strerror or exc,
+                extra={"action": "metrics.listen"},
+            )
+            return
+        self._metrics_server.start()
+        log.info(
+            "serving metrics on http://%s/metrics",
+            self._metrics_server.address,
+            extra={"action": "metrics.listen"},
         )
 
     @staticmethod
@@ -532,6 +562,8 @@ class Daemon:
     def _notify_tick(self) -> None:
         """Watchdog pings come from the loop itself, so a hung loop stops pinging."""
         self.notifier.maybe_watchdog(time.monotonic())
+        epoch = getattr(self.leader, "epoch", None)
+        self.metrics.loop_state(self.leader.leading, epoch, self.executor.busy)
         text = self._status()
         if text != self._status_text:
             self._status_text = text
@@ -542,6 +574,7 @@ class Daemon:
             timeout = self.tick(now)
             forget_parsed_specs()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
+            self.metrics.store_errors.inc()
             # Tried again soon, however long it has been away: a back-off that kept
             # doubling made a 30 s outage a minute without fires. Only the log backs off.
             delay = PROBE_EVERY
@@ -673,6 +706,7 @@ class Daemon:
                     if decision.action is FireAction.ENQUEUE:
                         group_active[quota.name] = group_active.get(quota.name, 0) + 1
                     else:
+                        self.metrics.quota_refusals.labels(quota.name).inc()
                         log.warning(
                             "%s: fire skipped: %s",
                             record.name,
@@ -851,6 +885,8 @@ class Daemon:
             with contextlib.suppress(STORE_FAILURES):
                 self.store.stop_instance(self.instance)
         self.notifications.close(NOTIFY_DRAIN)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         if self._lock is not None:
             self._lock.release()
         self.leader.release()

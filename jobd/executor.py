@@ -63,9 +63,9 @@ class Executor:
         self._spawn_queue: queue.SimpleQueue[RunProcess] = queue.SimpleQueue()
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
-        # The daemon's jobd.notifications.Notifications: told of starts and ends,
-        # it only queues them (None: `trigger --local`, which tells nobody).
-        self.notifications: Any = None
+        # The daemon's jobd.observer.RunObserver (metrics, notifications): told of
+        # starts and ends, it only counts and queues (None: `trigger --local`).
+        self.observer: Any = None
 
     @property
     def busy(self) -> int:
@@ -155,8 +155,8 @@ class Executor:
         )
         self.running[run.id] = process
         self._started_at[run.id] = time.monotonic()
-        if self.notifications is not None:
-            self.notifications.run_started(run, spec)
+        if self.observer is not None:
+            self.observer.run_started(run, spec)
         log.info(
             "run %s of %s started (%s, attempt %s)",
             run.id,
@@ -216,9 +216,9 @@ class Executor:
         for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
             done = self._finished[run_id]
             self._log_end(done.run, outcome, follows, ok)
-            if ok and self.notifications is not None:
+            if ok and self.observer is not None:
                 retried = any(f.trigger is Trigger.RETRY for f in follows)
-                self.notifications.run_ended(done.run, done.spec, retried)
+                self.observer.run_ended(done.run, done.spec, outcome, retried, done.lasted)
         self._pids.clear()
         self._logs.clear()
         self._finished.clear()

@@ -145,6 +145,7 @@ COMMAND_MODULES = {
     "audit": "admin",
     "run": "daemon_cmd",
     "import": "imports",
+    "metrics": "observe",
 }
 
 

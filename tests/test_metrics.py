@@ -1,0 +1,162 @@
+"""Prometheus metrics from a real daemon's /metrics and from `jobd metrics`, parsed
+with prometheus_client's own parser, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import jobd.metrics
+from jobd.model import NewRun, Trigger
+from jobd.store import Store, open_store
+from jobd.store.reader import Reader
+from tests.conftest import run_jobd, wait_for
+from tests.daemons import Daemons, config_text, toml_value
+from tests.httpserver import Server, http_server_fixture  # noqa: F401
+from tests.receivers import free_port
+
+pytestmark = pytest.mark.slow
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    started = Daemons(tmp_path, uuid.uuid4().hex)
+    yield started
+    started.cleanup()
+    for daemon in started.started:
+        print(f"--- {daemon.log_path.name} (exit {daemon.proc.returncode})\n{daemon.log()}")
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse(answer.read().decode())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def write_config(daemons: Daemons, port: int, hook: str | None = None, **settings: Any) -> Path:
+    jobs = {
+        "ok": {"command": ["true"]},
+        "bad": {"shell": "exit 3"},
+        "yearly": {"command": ["true"], "schedule": "0 0 1 1 *"},
+    }
+    text = config_text(jobs, **settings) + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    if hook:
+        text += f'\n[notify.ops]\ntype = "webhook"\nurl = {toml_value(hook)}\n'
+        text = text.replace("[jobd]\n", '[jobd]\nnotify = ["ops"]\n', 1)
+    daemons.config.write_text(text)
+    daemons.config.chmod(0o644)
+    return daemons.config
+
+
+def trigger(store: Store, job: str) -> int:
+    return store.enqueue(NewRun(job, Trigger.MANUAL, not_before=store.now(), triggered_by="test"))
+
+
+def test_a_daemon_serves_its_runs_and_the_stores_gauges(
+    store_url: str, store: Store, daemons: Daemons, http_server: Server
+) -> None:
+    port = free_port()
+    write_config(daemons, port, hook=f"{http_server.url}/hook")
+    daemon = daemons.start(store_url)
+    store.set_paused("yearly", True, store.now())
+    for job in ("ok", "bad"):
+        trigger(store, job)
+
+    def settled() -> Samples | None:
+        samples = scrape(port)
+        delivered = value(samples, "jobd_notifications_total", channel="ops", result="delivered")
+        ended = value(samples, "jobd_runs_total", job="bad", status="failed", trigger="manual")
+        return samples if delivered and ended else None
+
+    samples = wait_for(settled, timeout=20)
+    assert value(samples, "jobd_runs_total", job="ok", status="succeeded", trigger="manual") == 1
+    assert value(samples, "jobd_run_duration_seconds_count", job="ok") == 1
+    assert value(samples, "jobd_fire_delay_seconds_count") == 2
+    assert value(samples, "jobd_is_leader") == 1
+    assert value(samples, "jobd_running") == 0
+    assert value(samples, "jobd_queue_depth") == 0
+    assert value(samples, "jobd_store_errors_total") == 0
+    if store.backend == "postgresql":  # the table lease has an epoch; the file lock none
+        assert (value(samples, "jobd_lease_epoch") or 0) >= 1
+    yearly = datetime(datetime.now(UTC).year + 1, 1, 1, tzinfo=UTC).timestamp()
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job="yearly") == yearly
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job="ok") is None
+    assert value(samples, "jobd_job_paused", job="yearly") == 1
+    assert value(samples, "jobd_job_paused", job="ok") == 0
+    last_ok = value(samples, "jobd_job_last_success_timestamp_seconds", job="ok")
+    assert last_ok is not None and abs(last_ok - datetime.now(UTC).timestamp()) < 60
+    assert value(samples, "jobd_job_last_success_timestamp_seconds", job="bad") is None
+    assert not any(name.endswith("_created") for name, _ in samples)
+
+    # `jobd metrics` prints the store's gauges, for a textfile collector.
+    printed = run_jobd("--config", str(daemons.config), "--store", store_url, "metrics")
+    assert printed.returncode == 0, printed.stderr
+    text = parse(printed.stdout)
+    assert value(text, "jobd_job_paused", job="yearly") == 1
+    assert value(text, "jobd_job_next_fire_timestamp_seconds", job="yearly") == yearly
+    assert value(text, "jobd_running") == 0
+    daemon.stop()
+
+
+def test_a_standby_exports_no_store_gauges_so_sums_are_not_doubled(
+    postgres_url: str, store: Any, daemons: Daemons, tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    write_config(daemons, ports[0])
+    first = daemons.start(postgres_url, name="a")
+    assert first.leading
+    write_config(daemons, ports[1])
+    second = daemons.start(postgres_url, name="b")
+    assert not second.leading
+    leader, standby = scrape(ports[0]), wait_for(lambda: scrape(ports[1]))
+    assert value(leader, "jobd_is_leader") == 1 and value(standby, "jobd_is_leader") == 0
+    assert value(leader, "jobd_queue_depth") == 0
+    assert value(standby, "jobd_queue_depth") is None
+    assert not [n for n, _ in standby if n.startswith("jobd_job_")]
+    assert value(standby, "jobd_running") == 0  # its own runs: summed, counted once
+
+
+def test_a_scrape_reads_the_store_with_two_indexed_statements(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobd.metrics, "_instance", None)  # no daemon in this process
+    store = open_store(sqlite_url)
+    from jobd.config import parse_config
+
+    config = parse_config('[jobs.a]\ncommand = ["true"]\nschedule = "* * * * *"\n')
+    store.apply_config(config, store.now())
+    trigger(store, "a")
+    store.close()
+    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    samples = parse(jobd.metrics.render(Reader(conn, "sqlite")).decode())
+    assert value(samples, "jobd_queue_depth") == 1
+    assert len(statements) == 2
+    conn.set_trace_callback(None)
+    for statement in statements:
+        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
+        assert "SCAN e" not in plan and "SCAN executions" not in plan, plan
+    conn.close()
