@@ -140,7 +140,8 @@ class Daemon:
         self.notifications = Notifications(
             store, config, self.host, mask=mask_secrets, count=self.metrics.count_notification
         )
-        self.executor.observer = RunObserver(self.metrics, self.notifications)
+        self.observer = RunObserver(self.metrics, self.notifications)
+        self.executor.observer = self.observer
         self._metrics_server: MetricsServer | None = None
         self._status_text = ""
         self._pruner: threading.Thread | None = None
@@ -276,7 +277,7 @@ class Daemon:
         for run in lost:
             if run.host == self.host:
                 kill_leftovers(run.id, run.job, run.instance)
-            self.notifications.run_abandoned(run)
+            self.observer.run_abandoned(run)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -338,7 +339,7 @@ class Daemon:
             )
             for run in lost:
                 leftovers = kill_leftovers(run.id, run.job, run.instance)
-                self.notifications.run_abandoned(run)
+                self.observer.run_abandoned(run)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,

@@ -15,6 +15,10 @@ Two kinds, so that sums over several daemons on one store are right:
 `[metrics] listen` serves it on its own, and `jobd metrics` prints it (store
 gauges only, plus `jobd_running` from the store) for node_exporter's textfile
 collector.
+
+The job's name is the label `job_name`, not `job`: Prometheus gives every
+scraped series its target's `job` label, and a `job` label of ours would be
+renamed `exported_job` (kube-state-metrics says `job_name` for the same reason).
 """
 
 from __future__ import annotations
@@ -64,13 +68,13 @@ class InstanceMetrics:
         self.runs = Counter(
             "jobd_runs",
             "Runs this instance ended, by job, final status and trigger.",
-            ["job", "status", "trigger"],
+            ["job_name", "status", "trigger"],
             registry=r,
         )
         self.duration = Histogram(
             "jobd_run_duration_seconds",
             "How long runs took, start to end, by job.",
-            ["job"],
+            ["job_name"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -100,7 +104,7 @@ class InstanceMetrics:
         self.is_leader = Gauge("jobd_is_leader", "1 while this instance leads.", registry=r)
         self.lease_epoch = Gauge(
             "jobd_lease_epoch",
-            "The table lease's fencing epoch of this instance's term (table leader only).",
+            "The fencing epoch of this instance's latest lease term (0 under the file lock).",
             registry=r,
         )
         self.running = Gauge("jobd_running", "Runs going on in this instance.", registry=r)
@@ -115,6 +119,10 @@ class InstanceMetrics:
         self.running.set(running)
 
     def run_started(self, run: Run) -> None:
+        # Its outcomes' series exist at 0 from now on: increase() sees a first
+        # failure only as a step from a sample before it.
+        for status in ("succeeded", "failed", "timed_out"):
+            self.runs.labels(run.job, status, run.trigger.value)
         if run.started_at is not None:
             delay = (run.started_at - run.not_before).total_seconds()
             self.fire_delay.observe(max(0.0, delay))
@@ -123,6 +131,10 @@ class InstanceMetrics:
         self.runs.labels(run.job, outcome.status.value, run.trigger.value).inc()
         if lasted is not None:
             self.duration.labels(run.job).observe(lasted)
+
+    def run_abandoned(self, run: Run) -> None:
+        """This instance found `run` abandoned (its own instance vanished)."""
+        self.runs.labels(run.job, "abandoned", run.trigger.value).inc()
 
     def count_notification(self, channel: str, result: str) -> None:
         self.notifications.labels(channel, result).inc()
@@ -145,17 +157,17 @@ class StoreGauges(Collector):
         next_fire = GaugeMetricFamily(
             "jobd_job_next_fire_timestamp_seconds",
             "When the job's schedule fires next (Unix time); absent for unscheduled jobs.",
-            labels=["job"],
+            labels=["job_name"],
         )
         last_success = GaugeMetricFamily(
             "jobd_job_last_success_timestamp_seconds",
             "When the job's latest successful run ended (Unix time); absent before one.",
-            labels=["job"],
+            labels=["job_name"],
         )
         paused = GaugeMetricFamily(
             "jobd_job_paused",
             "1 when the job's schedule does not fire (paused or enabled = false).",
-            labels=["job"],
+            labels=["job_name"],
         )
         for job in jobs:
             paused.add_metric([job.name], 1 if job.paused else 0)

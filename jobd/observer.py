@@ -29,3 +29,8 @@ class RunObserver:
         """`retried`: a retry of it is queued; `lasted`: seconds, start to end."""
         self.metrics.run_ended(run, outcome, lasted)
         self.notifications.run_ended(run, spec, retried)
+
+    def run_abandoned(self, run: Run) -> None:
+        """Another instance's run, found abandoned by this one."""
+        self.metrics.run_abandoned(run)
+        self.notifications.run_abandoned(run)

@@ -3,6 +3,8 @@ with prometheus_client's own parser, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import urllib.request
 import uuid
@@ -55,6 +57,30 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "jobd.json"
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a scrape declares, with or without samples yet."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def dashboard_metrics() -> set[str]:
+    exprs = [
+        target["expr"]
+        for panel in json.loads(DASHBOARD.read_text())["panels"]
+        for target in panel["targets"]
+    ]
+    found = {name for expr in exprs for name in re.findall(r"\bjobd_[a-z_]+", expr)}
+    assert len(found) >= 12
+    return found
+
+
 def write_config(daemons: Daemons, port: int, hook: str | None = None, **settings: Any) -> Path:
     jobs = {
         "ok": {"command": ["true"]},
@@ -87,12 +113,14 @@ def test_a_daemon_serves_its_runs_and_the_stores_gauges(
     def settled() -> Samples | None:
         samples = scrape(port)
         delivered = value(samples, "jobd_notifications_total", channel="ops", result="delivered")
-        ended = value(samples, "jobd_runs_total", job="bad", status="failed", trigger="manual")
+        ended = value(samples, "jobd_runs_total", job_name="bad", status="failed", trigger="manual")
         return samples if delivered and ended else None
 
     samples = wait_for(settled, timeout=20)
-    assert value(samples, "jobd_runs_total", job="ok", status="succeeded", trigger="manual") == 1
-    assert value(samples, "jobd_run_duration_seconds_count", job="ok") == 1
+    assert (
+        value(samples, "jobd_runs_total", job_name="ok", status="succeeded", trigger="manual") == 1
+    )
+    assert value(samples, "jobd_run_duration_seconds_count", job_name="ok") == 1
     assert value(samples, "jobd_fire_delay_seconds_count") == 2
     assert value(samples, "jobd_is_leader") == 1
     assert value(samples, "jobd_running") == 0
@@ -101,21 +129,25 @@ def test_a_daemon_serves_its_runs_and_the_stores_gauges(
     if store.backend == "postgresql":  # the table lease has an epoch; the file lock none
         assert (value(samples, "jobd_lease_epoch") or 0) >= 1
     yearly = datetime(datetime.now(UTC).year + 1, 1, 1, tzinfo=UTC).timestamp()
-    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job="yearly") == yearly
-    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job="ok") is None
-    assert value(samples, "jobd_job_paused", job="yearly") == 1
-    assert value(samples, "jobd_job_paused", job="ok") == 0
-    last_ok = value(samples, "jobd_job_last_success_timestamp_seconds", job="ok")
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job_name="yearly") == yearly
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job_name="ok") is None
+    assert value(samples, "jobd_job_paused", job_name="yearly") == 1
+    assert value(samples, "jobd_job_paused", job_name="ok") == 0
+    last_ok = value(samples, "jobd_job_last_success_timestamp_seconds", job_name="ok")
     assert last_ok is not None and abs(last_ok - datetime.now(UTC).timestamp()) < 60
-    assert value(samples, "jobd_job_last_success_timestamp_seconds", job="bad") is None
+    assert value(samples, "jobd_job_last_success_timestamp_seconds", job_name="bad") is None
     assert not any(name.endswith("_created") for name, _ in samples)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        exported = exported_names(answer.read().decode())
+    missing = dashboard_metrics() - exported
+    assert not missing, f"the dashboard names metrics no scrape has: {missing}"
 
     # `jobd metrics` prints the store's gauges, for a textfile collector.
     printed = run_jobd("--config", str(daemons.config), "--store", store_url, "metrics")
     assert printed.returncode == 0, printed.stderr
     text = parse(printed.stdout)
-    assert value(text, "jobd_job_paused", job="yearly") == 1
-    assert value(text, "jobd_job_next_fire_timestamp_seconds", job="yearly") == yearly
+    assert value(text, "jobd_job_paused", job_name="yearly") == 1
+    assert value(text, "jobd_job_next_fire_timestamp_seconds", job_name="yearly") == yearly
     assert value(text, "jobd_running") == 0
     daemon.stop()
 
