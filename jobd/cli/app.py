@@ -146,6 +146,7 @@ COMMAND_MODULES = {
     "run": "daemon_cmd",
     "import": "imports",
     "metrics": "observe",
+    "top": "observe",
 }
 
 

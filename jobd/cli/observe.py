@@ -1,4 +1,4 @@
-"""Commands for watching jobd from outside: metrics (and the live view, top)."""
+"""Commands for watching jobd from outside: metrics, and the live view (top)."""
 
 from __future__ import annotations
 
@@ -31,4 +31,30 @@ def metrics(ctx: Context) -> None:
     sys.stdout.flush()
 
 
-COMMANDS = [metrics]
+@click.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 60),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between redraws.",
+)
+@pass_ctx
+def top(ctx: Context, interval: float) -> None:
+    """Watch jobd live: running runs, queue, leader, next fires, failures, durations.
+
+    Redraws every second; q or Ctrl-C quits. Each job's duration trend over its
+    last successful runs is a sparkline. On a pipe it prints one screen.
+
+    \b
+    Examples:
+      jobd top
+      jobd top --interval 0.5
+    """
+    from jobd.cli.top import run
+
+    run(ctx.store, ctx.store_config.settings.lease_ttl, interval)
+
+
+COMMANDS = [metrics, top]
