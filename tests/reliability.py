@@ -44,6 +44,7 @@ FAULTS = {
     "security": "Config ownership, file modes, `user =`, secrets in output and argv",
     "queue": "Queued runs drained with max_concurrent = 4",
     "privilege": "Jobs reaching for the store's credentials, jobd's imports or its root",
+    "notify": "Notification receivers down, slow or failing; a daemon killed mid-run",
 }
 
 

@@ -19,7 +19,7 @@ from jobd.store import Store
 from tests.conftest import run_jobd, wait_for
 from tests.daemons import Daemons, config_text, toml_value
 from tests.httpserver import Server, http_server_fixture  # noqa: F401
-from tests.receivers import SMTP_USER, LateServer, Mailbox, smtp_server_fixture  # noqa: F401
+from tests.receivers import SMTP_USER, Mailbox, smtp_server_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -176,37 +176,3 @@ def test_failure_then_recovery_reach_webhook_mail_and_check_in_url(
     log = daemon.log()
     for secret in (TOKEN, HOOK_KEY, smtp_server.password, "/ping/3f0c"):
         assert secret not in log
-
-
-def test_a_receiver_down_then_back_gets_the_notification_once(
-    store_url: str, store: Store, daemons: Daemons, tmp_path: Path
-) -> None:
-    late = LateServer()
-    flag = tmp_path / "failing"
-    flag.touch()
-    job = flaky_job(flag, f"{late.state.url}/ping/77")
-    del job["ping_url"]
-    write_config(
-        daemons,
-        {"flaky": {**job, "notify": ["ops"]}},
-        {"ops": {"type": "webhook", "url": f"{late.state.url}/hook", "retry_delay": "0.3s"}},
-    )
-    daemon = daemons.start(store_url)
-    try:
-        run_id = trigger(store, "flaky")
-        daemon.wait_log(
-            "'failed' notice to ops failed (connection refused); retrying in", timeout=20
-        )
-        late.start()
-        daemon.wait_log("'failed' notice sent to ops (attempt", timeout=30)
-        events = wait_for(
-            lambda: [e for e in store.audit_events(50) if e["action"] == "notify.delivered"]
-        )
-        assert len(events) == 1
-        assert events[0]["detail"]["run"] == run_id
-        assert events[0]["detail"]["attempts"] >= 2
-        assert len(requests_to(late.state, "/hook")) == 1
-        daemon.stop()
-        assert len(requests_to(late.state, "/hook")) == 1
-    finally:
-        late.stop()

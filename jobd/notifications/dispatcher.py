@@ -133,8 +133,11 @@ class Notifications:
             left = [d for d in self._heap if not d.cancelled]
             self._heap.clear()
             ended, self._ended = self._ended, []
+        recording = True  # until the store fails once: a stopping daemon must not hang on it
         for delivery in left:
-            self._gave_up(delivery, "jobd stopped before it could be delivered")
+            recording = self._gave_up(
+                delivery, "jobd stopped before it could be delivered", record=recording
+            )
         for end in ended:
             log.error(
                 "run %s of %s: its notifications were not sent: jobd stopped first",
@@ -233,7 +236,9 @@ class Notifications:
         self._gave_up(delivery, str(error))
         self._start_done(delivery)
 
-    def _gave_up(self, delivery: _Delivery, reason: str) -> None:
+    def _gave_up(self, delivery: _Delivery, reason: str, record: bool = True) -> bool:
+        """Log, count and (with `record`) audit a delivery given up; False when
+        the audit event could not be written."""
         self._count(delivery.channel, "failed")
         log.error(
             "run %s of %s: %r notice to %s not delivered after %d attempt(s): %s",
@@ -245,7 +250,7 @@ class Notifications:
             reason,
             extra={"action": "notify.failed", "job": delivery.job, "execution_id": delivery.run_id},
         )
-        self._audit(delivery, attempts=delivery.attempt, error=reason)
+        return record and self._audit(delivery, attempts=delivery.attempt, error=reason)
 
     def _start_done(self, delivery: _Delivery) -> None:
         """A /start ping is through (or given up): the run's end ping may go now."""
@@ -258,7 +263,7 @@ class Notifications:
                 waiting.due = time.monotonic()
                 self._push(waiting)
 
-    def _audit(self, delivery: _Delivery, **detail: Any) -> None:
+    def _audit(self, delivery: _Delivery, **detail: Any) -> bool:
         from jobd.store.notices import record_delivery
 
         try:
@@ -278,6 +283,8 @@ class Notifications:
                 " ".join(str(exc).split())[:200],
                 extra={"action": "notify", "execution_id": delivery.run_id},
             )
+            return False
+        return True
 
     def _on_end(self, end: _Ended) -> None:
         """Read the recorded run and queue what it should tell."""
