@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -37,8 +36,6 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from jobd.config_notify import split_listen
 
@@ -140,47 +137,65 @@ class InstanceMetrics:
         self.notifications.labels(channel, result).inc()
 
 
-class StoreGauges(Collector):
-    """The store's view, read at each scrape (two statements)."""
+def store_text(store: Any, with_running: bool) -> str:
+    """The store's gauges in the text format (two statements).
 
-    def __init__(self, store: Any, with_running: bool) -> None:
-        self.store = store
-        self.with_running = with_running
+    Written here rather than through the client's collectors, which take about
+    6 µs a sample: 10,000 jobs make 30,000 samples, and a scrape must stay
+    within 50 ms. The format is the one generate_latest() writes; the tests
+    read it with the client's own parser.
+    """
+    from jobd.store.gauges import active_counts, job_gauges
+    from jobd.store.reader import Reader
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from jobd.store.gauges import active_counts, job_gauges
-        from jobd.store.reader import Reader
-
-        reader = self.store if isinstance(self.store, Reader) else Reader.over(self.store)
-        jobs = job_gauges(reader)
-        queued, running = active_counts(reader)
-        next_fire = GaugeMetricFamily(
+    reader = store if isinstance(store, Reader) else Reader.over(store)
+    jobs = job_gauges(reader)
+    queued, running = active_counts(reader)
+    next_fire: list[str] = []
+    last_success: list[str] = []
+    paused: list[str] = []
+    for job in jobs:
+        label = f'{{job_name="{_label(job.name)}"}} '
+        paused.append(f"jobd_job_paused{label}{1.0 if job.paused else 0.0}\n")
+        if job.next_fire_at is not None:
+            next_fire.append(f"jobd_job_next_fire_timestamp_seconds{label}{job.next_fire_at!r}\n")
+        if job.last_success_at is not None:
+            last_success.append(
+                f"jobd_job_last_success_timestamp_seconds{label}{job.last_success_at!r}\n"
+            )
+    parts = [
+        _family(
             "jobd_job_next_fire_timestamp_seconds",
             "When the job's schedule fires next (Unix time); absent for unscheduled jobs.",
-            labels=["job_name"],
-        )
-        last_success = GaugeMetricFamily(
+        ),
+        *next_fire,
+        _family(
             "jobd_job_last_success_timestamp_seconds",
             "When the job's latest successful run ended (Unix time); absent before one.",
-            labels=["job_name"],
-        )
-        paused = GaugeMetricFamily(
+        ),
+        *last_success,
+        _family(
             "jobd_job_paused",
             "1 when the job's schedule does not fire (paused or enabled = false).",
-            labels=["job_name"],
-        )
-        for job in jobs:
-            paused.add_metric([job.name], 1 if job.paused else 0)
-            if job.next_fire_at is not None:
-                next_fire.add_metric([job.name], job.next_fire_at.timestamp())
-            if job.last_success_at is not None:
-                last_success.add_metric([job.name], job.last_success_at.timestamp())
-        yield next_fire
-        yield last_success
-        yield paused
-        yield GaugeMetricFamily("jobd_queue_depth", "Runs queued, not started yet.", queued)
-        if self.with_running:
-            yield GaugeMetricFamily("jobd_running", "Runs going on, over every instance.", running)
+        ),
+        *paused,
+        _family("jobd_queue_depth", "Runs queued, not started yet."),
+        f"jobd_queue_depth {float(queued)}\n",
+    ]
+    if with_running:
+        parts += [
+            _family("jobd_running", "Runs going on, over every instance."),
+            f"jobd_running {float(running)}\n",
+        ]
+    return "".join(parts)
+
+
+def _family(name: str, help_text: str) -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 _instance: InstanceMetrics | None = None  # this process's daemon, when it has one
@@ -202,42 +217,22 @@ def render(store: Any = None) -> bytes:
     process (`jobd metrics`): the store's gauges and the running count. A store
     that does not answer leaves its gauges out; the daemon's own are still given.
     """
-    registry = CollectorRegistry(auto_describe=False)
     daemon = _instance
-    if daemon is not None:
-        registry.register(_Forward(daemon.registry))
-    if store is not None and (daemon is None or daemon.leading):
-        registry.register(_Guarded(StoreGauges(store, with_running=daemon is None)))
-    return generate_latest(registry)
-
-
-class _Forward(Collector):
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Any]:
-        return self.registry.collect()
-
-
-class _Guarded(Collector):
-    """The store's gauges, or none when the store fails: a scrape still answers."""
-
-    def __init__(self, inner: StoreGauges) -> None:
-        self.inner = inner
-
-    def collect(self) -> Iterator[Any]:
-        try:
-            families = list(self.inner.collect())
-        except Exception as exc:
-            log.warning(
-                "metrics: the store's gauges are left out: %s",
-                " ".join(str(exc).split())[:200],
-                extra={"action": "metrics.scrape"},
-            )
-            if _instance is not None:
-                _instance.store_errors.inc()
-            return iter(())
-        return iter(families)
+    own = generate_latest(daemon.registry) if daemon is not None else b""
+    if store is None or (daemon is not None and not daemon.leading):
+        return own
+    try:
+        gauges = store_text(store, with_running=daemon is None)
+    except Exception as exc:  # a scrape still answers with what it has
+        log.warning(
+            "metrics: the store's gauges are left out: %s",
+            " ".join(str(exc).split())[:200],
+            extra={"action": "metrics.scrape"},
+        )
+        if daemon is not None:
+            daemon.store_errors.inc()
+        return own
+    return own + gauges.encode()
 
 
 class MetricsServer:

@@ -188,7 +188,14 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements(
     assert value(samples, "jobd_queue_depth") == 1
     assert len(statements) == 2
     conn.set_trace_callback(None)
-    for statement in statements:
-        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
+    plans = [
+        " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
+        for statement in statements
+    ]
+    for plan in plans:
         assert "SCAN e" not in plan and "SCAN executions" not in plan, plan
+    # Each job's last success by walking its runs back from the newest, not by
+    # the status index (which would visit most of the history for each job).
+    assert "SEARCH e USING INDEX executions_job_id (job=?)" in plans[0], plans[0]
+    assert "INDEX executions_status" in plans[1], plans[1]
     conn.close()
