@@ -10,6 +10,7 @@ event that `jobd show` lists; nothing is dropped silently, even at shutdown.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -321,6 +322,13 @@ class Notifications:
         events = messages.events_for(ending)
         mask = self._masker(spec)
         tail = mask(messages.output_tail(run.log))
+        # The free-text fields are masked too; the whole webhook body once more.
+        run = dataclasses.replace(
+            run,
+            log="",
+            error=mask(run.error) if run.error else run.error,
+            triggered_by=mask(run.triggered_by) if run.triggered_by else run.triggered_by,
+        )
         event = messages.chosen_event(events, wanted)
         if event is not None:
             for name in channels:
@@ -334,7 +342,7 @@ class Notifications:
                         extra={"action": "notify.failed", "job": run.job},
                     )
                     continue
-                self._queue(self._message(channel, run, event, tail))
+                self._queue(self._message(channel, run, event, tail, mask))
         phase = messages.ping_phase(run.status) if not end.will_retry else None
         if spec.ping_url and phase is not None:
             ping = self._ping(
@@ -384,9 +392,11 @@ class Notifications:
 
         return self._new(run_id, job, PING, phase, send, 5, 1.0)
 
-    def _message(self, channel: NotifyChannel, run: Run, event: str, tail: str) -> _Delivery:
+    def _message(
+        self, channel: NotifyChannel, run: Run, event: str, tail: str, mask: Callable[[str], str]
+    ) -> _Delivery:
         if channel.type == "webhook":
-            send = self._webhook_sender(channel, run, event, tail)
+            send = self._webhook_sender(channel, run, event, tail, mask)
         else:
             send = self._mail_sender(channel, run, event, tail)
         return self._new(
@@ -402,12 +412,19 @@ class Notifications:
         return value
 
     def _webhook_sender(
-        self, channel: NotifyChannel, run: Run, event: str, tail: str
+        self,
+        channel: NotifyChannel,
+        run: Run,
+        event: str,
+        tail: str,
+        mask: Callable[[str], str],
     ) -> Callable[[], None]:
         def send() -> None:
             secret = self._secret(channel.secret_env)
             masked = Masker([secret] if secret else [])
-            body = messages.webhook_body(run, event, self.host, masked(tail), datetime.now(UTC))
+            text = messages.webhook_body(run, event, self.host, tail, datetime.now(UTC)).decode()
+            # Masked as JSON text: the masker knows each secret's JSON-escaped form.
+            body = masked(mask(text)).encode()
             headers = {"Content-Type": "application/json", "User-Agent": "jobd"}
             if secret:
                 headers[channel.signature_header] = messages.signature(body, secret)
