@@ -199,3 +199,30 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements(
     assert "SEARCH e USING INDEX executions_job_id (job=?)" in plans[0], plans[0]
     assert "INDEX executions_status" in plans[1], plans[1]
     conn.close()
+
+
+def test_postgresql_finds_each_jobs_last_success_by_the_job_id_index(postgres_url: str) -> None:
+    """With a history the planner has statistics for, the subquery walks each
+    job's runs back on (job, id) and stops at the first success."""
+    from jobd.store.gauges import jobs_sql
+
+    store = open_store(postgres_url)
+    cursor = store.db.cursor()
+    cursor.execute(
+        "INSERT INTO jobs (name, source, spec, config_hash, timezone, overlap, enabled, "
+        "paused, removed, created_at, updated_at) SELECT 'j' || i, 'file', '{}', 'x', 'UTC', "
+        "'skip', true, false, false, now(), now() FROM generate_series(1, 2000) i"
+    )
+    cursor.execute(
+        "INSERT INTO executions (job, trigger, queued_at, not_before, started_at, "
+        "finished_at, status, attempt, cancel_requested, log, log_bytes) "
+        "SELECT 'j' || (i % 2000), 'schedule', now(), now(), now(), now(), "
+        "CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'succeeded' END, 1, false, '', 0 "
+        "FROM generate_series(1, 100000) i"
+    )
+    cursor.execute("ANALYZE jobs")
+    cursor.execute("ANALYZE executions")
+    cursor.execute("EXPLAIN " + jobs_sql("postgresql").replace("?", "%s"), ("succeeded", False))
+    plan = "\n".join(row[0] for row in cursor.fetchall())
+    store.close()
+    assert "Index Scan Backward using executions_job_id" in plan, plan
