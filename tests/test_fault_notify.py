@@ -160,3 +160,30 @@ def test_a_run_abandoned_by_a_killed_daemon_is_told_by_its_successor(
     assert told[0].json["run"]["id"] == run_id
     assert told[0].json["run"]["status"] == "abandoned"
     assert len(hooks(http_server)) == 1
+
+
+def test_a_notification_pending_at_stop_is_logged_and_shown_not_lost_silently(
+    store_url: str, store: Store, daemons: Daemons, reliability: Any
+) -> None:
+    late = LateServer()  # never started: every attempt is refused
+    write_config(
+        daemons,
+        {"broken": {"shell": "exit 3", "notify": ["ops"]}},
+        f"{late.state.url}/hook",
+        retry_delay="60s",
+    )
+    daemon = daemons.start(store_url)
+    run_id = trigger(store, "broken")
+    daemon.wait_log("'failed' notice to ops failed (connection refused); retrying in", 20)
+    assert daemon.stop() == 0
+    said = "'failed' notice to ops not delivered after 1 attempt(s): jobd stopped before it"
+    failed = [e for e in store.audit_events(50) if e["action"] == "notify.failed"]
+    reliability.observe(
+        "notify",
+        store.backend,
+        runs=1,
+        lost=0 if failed and said in daemon.log() else 1,
+        detail="daemon stopped while a delivery waited for its retry: logged and audited",
+    )
+    assert said in daemon.log()
+    assert len(failed) == 1 and failed[0]["detail"]["run"] == run_id

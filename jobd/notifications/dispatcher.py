@@ -134,6 +134,7 @@ class Notifications:
             left = [d for d in self._heap if not d.cancelled]
             self._heap.clear()
             ended, self._ended = self._ended, []
+            in_flight = self._in_flight
         recording = True  # until the store fails once: a stopping daemon must not hang on it
         for delivery in left:
             recording = self._gave_up(
@@ -145,6 +146,12 @@ class Notifications:
                 end.run_id,
                 end.job,
                 extra={"action": "notify.failed", "job": end.job, "execution_id": end.run_id},
+            )
+        if in_flight:
+            log.warning(
+                "%d notification(s) still being sent as jobd stops: their results are not known",
+                in_flight,
+                extra={"action": "notify"},
             )
         self._senders.shutdown(wait=False, cancel_futures=True)
 
@@ -196,9 +203,10 @@ class Notifications:
 
         try:
             self._senders.submit(attempt)
-        except RuntimeError:  # shut down: close() has given up on what is left
+        except RuntimeError:  # shut down meanwhile: close() saw it neither queued nor sent
             with self._cond:
                 self._in_flight -= 1
+            self._gave_up(delivery, "jobd stopped before it could be delivered", record=False)
 
     def _on_result(self, delivery: _Delivery, error: DeliveryFailed | None) -> None:
         extra = {"action": "notify", "job": delivery.job, "execution_id": delivery.run_id}
