@@ -240,7 +240,7 @@ def config_from_data(
         path=file,
         databases=databases,
         groups=groups,
-        notify=channels,
+        channels=channels,
         metrics_listen=listen,
     )
 

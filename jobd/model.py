@@ -329,7 +329,7 @@ class Config:
     path: str | None = None
     databases: dict[str, str] = field(default_factory=dict)  # name → URL, for `sql` jobs
     groups: dict[str, GroupQuota] = field(default_factory=dict)
-    notify: dict[str, NotifyChannel] = field(default_factory=dict)  # [notify.NAME]
+    channels: dict[str, NotifyChannel] = field(default_factory=dict)  # [notify.NAME]
     metrics_listen: str | None = None  # [metrics] listen = "host:port"
 
     def digests(self) -> dict[str, str]:

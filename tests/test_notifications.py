@@ -111,8 +111,8 @@ def test_channels_and_job_keys_parse() -> None:
         + '[jobs.b]\ncommand = ["true"]\n[metrics]\nlisten = "127.0.0.1:9464"\n'
     )
     assert config.settings.notify == ("ops",) and config.settings.notify_on == ("failed",)
-    assert config.notify["mail"].port == 587 and config.notify["mail"].starttls
-    assert config.notify["ops"].secret_env == "HOOK_KEY"
+    assert config.channels["mail"].port == 587 and config.channels["mail"].starttls
+    assert config.channels["ops"].secret_env == "HOOK_KEY"
     assert config.jobs["a"].notify == ("mail",) and config.jobs["a"].ping_url == "https://hc/x"
     assert config.jobs["b"].notify is None and config.metrics_listen == "127.0.0.1:9464"
     # Unset, the new keys leave a job's stored spec (and its digest) as it was.

@@ -92,7 +92,7 @@ class Notifications:
 
     def configure(self, config: Config) -> None:
         """Channels and the [jobd] defaults; again on every reload."""
-        self.channels: dict[str, NotifyChannel] = dict(config.notify)
+        self.channels: dict[str, NotifyChannel] = dict(config.channels)
         self.default_notify = config.settings.notify
         self.default_notify_on = config.settings.notify_on
 
