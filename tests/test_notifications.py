@@ -155,3 +155,20 @@ def test_validate_says_it_in_one_line_and_exits_2(tmp_path) -> None:  # type: ig
     assert done.stderr.strip().count("\n") == 0
     assert "job 'a': key 'ping_url'" in done.stderr
     assert "abc-secret-uuid" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_channel_secret_missing_from_the_environment_is_said_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from jobd.notifications.dispatcher import Notifications
+
+    config = parse_config(CHANNELS)
+    with caplog.at_level("WARNING", logger="jobd"):
+        notifications = Notifications(None, config, "host1", environ={})
+        notifications.close(0)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("[notify.ops] names HOOK_KEY" in line for line in said), said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jobd"):
+        Notifications(None, config, "host1", environ={"HOOK_KEY": "k"}).close(0)
+    assert not caplog.records

@@ -95,6 +95,17 @@ class Notifications:
         self.channels: dict[str, NotifyChannel] = dict(config.channels)
         self.default_notify = config.settings.notify
         self.default_notify_on = config.settings.notify_on
+        # Said now rather than at the first failure, which may come weeks later.
+        for channel in self.channels.values():
+            for variable in (channel.secret_env, channel.password_env):
+                if variable and not self.environ.get(variable):
+                    log.warning(
+                        "[notify.%s] names %s, which jobd's environment does not set: "
+                        "its notifications will fail",
+                        channel.name,
+                        variable,
+                        extra={"action": "notify.config"},
+                    )
 
     @property
     def active(self) -> bool:
