@@ -21,18 +21,18 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from jobd.masking import Masker
 from jobd.model import NOTIFY_RETRY_DELAY_MAX, Config, JobSpec, NotifyChannel, Run, Status
-from jobd.notifications import messages
-from jobd.notifications.send import DeliveryFailed, post, send_mail
+from jobd.notifications import messages, senders
+from jobd.notifications.transport import DeliveryFailed
 
 log = logging.getLogger("jobd")
 SENDERS = 4  # deliveries in flight at once: a slow receiver must not hold up the others
 STORE_RETRY = 2.0  # seconds between reads of a run while the store is away
 PING = "ping"  # the channel name check-in pings are counted and audited under
+PING_RETRIES, PING_RETRY_DELAY = 5, 1.0  # a ping is late after a minute or so anyway
 
 
 @dataclass(order=True)
@@ -403,74 +403,19 @@ class Notifications:
         )  # fmt: skip
 
     def _ping(self, run_id: int, job: str, url: str, phase: str, tail: str) -> _Delivery:
-        target = messages.ping_target(url, phase)
-        body = tail.encode()
-
-        def send() -> None:
-            post(target, body, {"Content-Type": "text/plain; charset=utf-8"}, 10.0)
-
-        return self._new(run_id, job, PING, phase, send, 5, 1.0)
+        send = senders.ping(url, phase, tail)
+        return self._new(run_id, job, PING, phase, send, PING_RETRIES, PING_RETRY_DELAY)
 
     def _message(
         self, channel: NotifyChannel, run: Run, event: str, tail: str, mask: Callable[[str], str]
     ) -> _Delivery:
         if channel.type == "webhook":
-            send = self._webhook_sender(channel, run, event, tail, mask)
+            send = senders.webhook(channel, run, event, self.host, tail, mask, self.environ)
         else:
-            send = self._mail_sender(channel, run, event, tail)
+            send = senders.mail(channel, run, event, self.host, tail, self.environ)
         return self._new(
             run.id, run.job, channel.name, event, send, channel.retries, channel.retry_delay
         )
-
-    def _secret(self, variable: str | None) -> str | None:
-        if variable is None:
-            return None
-        value = self.environ.get(variable)
-        if not value:
-            raise DeliveryFailed(f"environment variable {variable} is not set", permanent=True)
-        return value
-
-    def _webhook_sender(
-        self,
-        channel: NotifyChannel,
-        run: Run,
-        event: str,
-        tail: str,
-        mask: Callable[[str], str],
-    ) -> Callable[[], None]:
-        def send() -> None:
-            secret = self._secret(channel.secret_env)
-            masked = Masker([secret] if secret else [])
-            text = messages.webhook_body(run, event, self.host, tail, datetime.now(UTC)).decode()
-            # Masked as JSON text: the masker knows each secret's JSON-escaped form.
-            body = masked(mask(text)).encode()
-            headers = {"Content-Type": "application/json", "User-Agent": "jobd"}
-            if secret:
-                headers[channel.signature_header] = messages.signature(body, secret)
-            post(channel.url, body, headers, channel.timeout)
-
-        return send
-
-    def _mail_sender(
-        self, channel: NotifyChannel, run: Run, event: str, tail: str
-    ) -> Callable[[], None]:
-        def send() -> None:
-            password = self._secret(channel.password_env)
-            masked = Masker([password] if password else [])
-            message = messages.email_message(
-                run, event, self.host, masked(tail), channel.sender, channel.recipients
-            )
-            send_mail(
-                message,
-                channel.host,
-                channel.port,
-                channel.starttls,
-                channel.username,
-                password,
-                channel.timeout,
-            )
-
-        return send
 
     def _count(self, channel: str, result: str) -> None:
         self.counts[(channel, result)] += 1
