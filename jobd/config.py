@@ -24,6 +24,7 @@ from jobd.config_kinds import (
     http_request,
     resolve_database,
 )
+from jobd.config_notify import channel_names, metrics_listen, notify_events, notify_tables, ping_url
 from jobd.cron import CronError, parse_schedule
 from jobd.errors import ConfigError, did_you_mean
 from jobd.model import (
@@ -40,7 +41,7 @@ from jobd.urls import check_store_url
 
 CALL_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
-TOP_KEYS = ("jobd", "jobs", "databases", "groups", "api")
+TOP_KEYS = ("jobd", "jobs", "databases", "groups", "api", "notify", "metrics")
 SETTINGS_KEYS = (
     "store",
     "timezone",
@@ -54,6 +55,8 @@ SETTINGS_KEYS = (
     "kill_grace",
     "max_backoff",
     "max_clock_skew",
+    "notify",
+    "notify_on",
 )
 HISTORY_KEYS = ("keep", "max_age")
 KIND_KEYS = tuple(kind.value for kind in JobKind)
@@ -78,6 +81,9 @@ JOB_KEYS = (
     "enabled",
     "database",
     "group",
+    "notify",
+    "notify_on",
+    "ping_url",
 )
 
 
@@ -189,6 +195,16 @@ def config_from_data(
     )
     databases = databases_table(_table(data.get("databases", {}), file, None, "databases"), file)
     groups = groups_table(_table(data.get("groups", {}), file, None, "groups"), file)
+    channels = notify_tables(_table(data.get("notify", {}), file, None, "notify"), file)
+    for name in settings.notify:
+        if name not in channels:
+            raise ConfigError(
+                f"unknown notification channel {name!r} (define it as [notify.{name}])",
+                file=file,
+                key="jobd.notify",
+                hint=did_you_mean(name, channels),
+            )
+    listen = metrics_listen(_table(data.get("metrics", {}), file, None, "metrics"), file)
     jobs_table = _table(data.get("jobs", {}), file, None, "jobs")
     jobs: dict[str, JobSpec] = {}
     for name, raw in jobs_table.items():
@@ -201,6 +217,7 @@ def config_from_data(
             databases=databases,
             groups=groups,
             store=settings.store,
+            channels=channels,
         )
     for spec in jobs.values():
         for key in ("on_success", "on_failure"):
@@ -220,7 +237,14 @@ def config_from_data(
             )
     api = api_table(_table(data.get("api", {}), file, None, "api"), file)
     return Config(
-        settings=settings, jobs=jobs, path=file, databases=databases, groups=groups, api=api
+        settings=settings,
+        jobs=jobs,
+        path=file,
+        databases=databases,
+        groups=groups,
+        api=api,
+        channels=channels,
+        metrics_listen=listen,
     )
 
 
@@ -235,11 +259,13 @@ def parse_job(
     databases: Mapping[str, str] | None = None,
     groups: Mapping[str, GroupQuota] | None = None,
     store: str | None = None,
+    channels: Mapping[str, model.NotifyChannel] | None = None,
 ) -> JobSpec:
     """Validate one job table; also used for jobs created with `jobd schedule`.
 
-    `databases` and `groups` are the config's tables that `database` and `group`
-    may name; `store` is the store URL, the default database of `sql` jobs.
+    `databases`, `groups` and `channels` are the config's tables that `database`,
+    `group` and `notify` may name (`channels` None: not checked); `store` is the
+    store URL, the default database of `sql` jobs.
     """
     if not JOB_NAME.fullmatch(name):
         raise ConfigError(
@@ -347,6 +373,9 @@ def parse_job(
         on_failure=f.str_list("on_failure"),
         enabled=f.bool("enabled", True),
         source=source,
+        notify=channel_names(f, "notify", channels, file, name),
+        notify_on=notify_events(f, "notify_on", file, name),
+        ping_url=ping_url(f, file, name),
     )
 
 
@@ -387,6 +416,8 @@ def _settings(
         or model.DEFAULT_MAX_BACKOFF,
         max_clock_skew=f.duration("max_clock_skew", model.DEFAULT_MAX_CLOCK_SKEW, positive=True)
         or model.DEFAULT_MAX_CLOCK_SKEW,
+        notify=channel_names(f, "notify", None, file, None) or (),
+        notify_on=notify_events(f, "notify_on", file, None) or model.DEFAULT_NOTIFY_ON,
     )
 
 

@@ -35,6 +35,8 @@ from jobd.leader import LeaderGuard, Term
 from jobd.leader.filelock import FileLeader
 from jobd.leader.lease import TableLeader
 from jobd.liveness import DeathWatch, InstanceLock, LockState, lock_state
+from jobd.log import mask_secrets
+from jobd.metrics import MetricsServer, instance_metrics
 from jobd.model import (
     CATCHUP_CAP,
     MISFIRE_GRACE,
@@ -46,7 +48,9 @@ from jobd.model import (
     Run,
     Status,
 )
+from jobd.notifications.dispatcher import Notifications
 from jobd.notify import Notifier
+from jobd.observer import RunObserver
 from jobd.planner import plan_jobs
 from jobd.policies import (
     FireAction,
@@ -78,6 +82,7 @@ FIRE_BUDGET = 2.0  # seconds of firing batches per tick before claiming runs
 COALESCE = 0.005  # seconds to gather more run events after a wake-up while runs go on
 ACTIVE_POLL = 0.5  # while runs go on: how often to look for cancel requests
 STORE_FAILURES = (*STORE_ERRORS, pw.DatabaseError)
+NOTIFY_DRAIN = 5.0  # seconds a stopping daemon gives pending notifications
 
 
 class Backoff:
@@ -143,6 +148,13 @@ class Daemon:
         self._listened = False
         self._stop_deadline: float | None = None
         self.notifier = Notifier.from_env()
+        self.metrics = instance_metrics()
+        self.notifications = Notifications(
+            store, config, self.host, mask=mask_secrets, count=self.metrics.count_notification
+        )
+        self.observer = RunObserver(self.metrics, self.notifications)
+        self.executor.observer = self.observer
+        self._metrics_server: MetricsServer | None = None
         self._status_text = ""
         self._pruner: threading.Thread | None = None
         self._jumps = JumpDetector()
@@ -288,6 +300,7 @@ class Daemon:
         for run in lost:
             if run.host == self.host and self._gone(run.instance):
                 kill_leftovers(run.id, run.job, run.instance)
+            self.observer.run_abandoned(run)
             log.warning(
                 "run %s of %s abandoned: instance %s vanished",
                 run.id,
@@ -365,6 +378,7 @@ class Daemon:
                 containment.kill_owner(instance)
             for run in lost:
                 leftovers = kill_leftovers(run.id, run.job, run.instance)
+                self.observer.run_abandoned(run)
                 log.warning(
                     "run %s of %s abandoned: its jobd (%s) is gone%s",
                     run.id,
@@ -404,6 +418,7 @@ class Daemon:
         if self._store_file is not None:
             self._quiet = self.waker.watch_file(self._store_file.database) and self._quiet
         self._listen()
+        self._serve_metrics()
         self.leader.poll()
         first_term = self.leader.term()
         self._first_term_since = first_term.since if first_term else None
@@ -473,6 +488,29 @@ class Daemon:
             )
         self.executor.fence_all()
         return True
+
+    def _serve_metrics(self) -> None:
+        """`[metrics] listen`; a port that cannot be had is said, and jobd runs on
+        without it (its scheduling matters more than its metrics)."""
+        listen = self.config.metrics_listen
+        if listen is None or self._metrics_server is not None:
+            return
+        try:
+            self._metrics_server = MetricsServer(listen, self.store)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s (%s); running without",
+                listen,
+                exc.strerror or exc,
+                extra={"action": "metrics.listen"},
+            )
+            return
+        self._metrics_server.start()
+        log.info(
+            "serving metrics on http://%s/metrics",
+            self._metrics_server.address,
+            extra={"action": "metrics.listen"},
+        )
 
     @staticmethod
     def _check_users(config: Config) -> None:
@@ -629,6 +667,8 @@ class Daemon:
     def _notify_tick(self) -> None:
         """Watchdog pings come from the loop itself, so a hung loop stops pinging."""
         self.notifier.maybe_watchdog(time.monotonic())
+        epoch = getattr(self.leader, "epoch", None)
+        self.metrics.loop_state(self.leader.leading, epoch, self.executor.busy)
         text = self._status()
         if text != self._status_text:
             self._status_text = text
@@ -645,6 +685,7 @@ class Daemon:
             self.store.specs.forget()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             self._round_began = None  # slots due until the store is back are missed
+            self.metrics.store_errors.inc()
             # Tried again soon, however long it has been away: a back-off that kept
             # doubling made a 30 s outage a minute without fires. Only the log backs off.
             delay = PROBE_EVERY
@@ -810,6 +851,8 @@ class Daemon:
             for decision in decisions:
                 if decision.action is FireAction.SKIP:
                     _log_skip(record.name, decision)
+                    if decision.cause == "quota" and quota is not None:
+                        self.metrics.quota_refusals.labels(quota.name).inc()
                 due_at = decision.slot + timedelta(
                     seconds=jitter_offset(record.spec, decision.slot)
                 )
@@ -945,6 +988,7 @@ class Daemon:
         self.config = _settings_only(config)
         self.file_digests = config.digests()
         self.executor.settings = config.settings
+        self.notifications.configure(config)
         self._check_users(config)
         if report.restored:
             log.warning(
@@ -1020,6 +1064,9 @@ class Daemon:
         if reachable:
             with contextlib.suppress(STORE_FAILURES):
                 self.store.stop_instance(self.instance)
+        self.notifications.close(NOTIFY_DRAIN)
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         if self._lock is not None:
             self._lock.release()
         self.leader.release()

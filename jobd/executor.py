@@ -15,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jobd.fence import Fence
-from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status
+from jobd.model import JobSpec, NewRun, Outcome, Run, Settings, Source, Status, Trigger
 from jobd.policies import follow_ups
 from jobd.runner import Event, RunProcess
 from jobd.store import Store
@@ -64,6 +65,9 @@ class Executor:
         self._spawners: list[threading.Thread] = []
         self._spawners_lock = threading.Lock()
         self.fence: Fence | None = None  # the daemon's; see jobd.fence
+        # The daemon's jobd.observer.RunObserver (metrics, notifications): told of
+        # starts and ends, it only counts and queues (None: `trigger --local`).
+        self.observer: Any = None
 
     @property
     def busy(self) -> int:
@@ -156,6 +160,8 @@ class Executor:
             process.fenced = self.fence.reason
         self.running[run.id] = process
         self._started_at[run.id] = time.monotonic()
+        if self.observer is not None:
+            self.observer.run_started(run, spec)
         log.info(
             "run %s of %s started (%s, attempt %s)",
             run.id,
@@ -215,6 +221,9 @@ class Executor:
         for (run_id, _inst, outcome, follows), ok in zip(finishes, applied, strict=True):
             done = self._finished[run_id]
             self._log_end(done.run, outcome, follows, ok)
+            if ok and self.observer is not None:
+                retried = any(f.trigger is Trigger.RETRY for f in follows)
+                self.observer.run_ended(done.run, done.spec, outcome, retried, done.lasted)
         self._pids.clear()
         self._logs.clear()
         self._finished.clear()

@@ -96,6 +96,15 @@ MAX_CLOCK_SKEW_WARN = 2.0
 DEFAULT_MAX_CLOCK_SKEW = 30.0
 SQL_ROWS_SHOWN = 20  # rows of a `sql` job's result printed to its log
 HTTP_BODY_SHOWN = 2048  # bytes of an `http` job's response body printed to its log
+# Notifications ([notify.NAME] channels, a job's notify and notify_on, ping_url).
+NOTIFY_EVENTS = ("failed", "timed_out", "abandoned", "cancelled", "succeeded", "recovered")
+DEFAULT_NOTIFY_ON = ("failed", "timed_out", "abandoned", "recovered")
+DEFAULT_NOTIFY_RETRIES = 8  # 2 s doubling: a receiver away for about 8 minutes still hears
+DEFAULT_NOTIFY_RETRY_DELAY = 2.0
+NOTIFY_RETRY_DELAY_MAX = 300.0
+DEFAULT_NOTIFY_TIMEOUT = 10.0
+NOTIFY_TAIL_LINES = 50  # the output tail a notification or a /fail ping carries
+NOTIFY_TAIL_BYTES = 8192
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 # `database = "store"`: an sql job that runs in jobd's own (PostgreSQL) store. Kept
 # as this word, never as the URL: the store's password never enters a job's spec.
@@ -135,11 +144,21 @@ class JobSpec:
     on_failure: tuple[str, ...] = ()
     enabled: bool = True
     source: Source = Source.FILE
+    # [notify.NAME] channels told of its outcomes; None: the [jobd] default.
+    notify: tuple[str, ...] | None = None
+    notify_on: tuple[str, ...] | None = None  # None: the [jobd] default
+    ping_url: str | None = None  # healthchecks.io-style check-in URL
 
     def to_json(self) -> str:
         # What asdict() would give, without its deep copies (a third of the time):
         # the fields are JSON values already, and json writes a tuple as a list.
-        return json.dumps({name: getattr(self, name) for name in _FIELD_NAMES}, sort_keys=True)
+        # Optional fields left unset are left out, so that the specs (and digests)
+        # of jobs that do not use them stay what an older jobd stored.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        for name in _OMITTED_WHEN_NONE:
+            if data[name] is None:
+                del data[name]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:
@@ -153,6 +172,9 @@ class JobSpec:
         data["source"] = _SOURCES[data["source"]]
         for key in ("command", "secret_env", "on_success", "on_failure"):
             data[key] = tuple(data.get(key) or ())
+        for key in ("notify", "notify_on"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         # Not cls(**data): matching 26 keyword arguments whose names json made
         # (not interned) costs more than the JSON decoding itself, 10 µs a spec, and
         # a daemon parses a thousand due jobs in one tick. The values were checked
@@ -198,6 +220,7 @@ def spec_text_hash(text: str) -> str:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(JobSpec))
+_OMITTED_WHEN_NONE = ("notify", "notify_on", "ping_url")
 _KINDS = {k.value: k for k in JobKind}
 _OVERLAPS = {o.value: o for o in Overlap}
 _CATCHUPS = {c.value: c for c in Catchup}
@@ -247,6 +270,33 @@ class Settings:
     kill_grace: float = DEFAULT_KILL_GRACE
     max_backoff: float = DEFAULT_MAX_BACKOFF
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    notify: tuple[str, ...] = ()  # channels of jobs that name none
+    notify_on: tuple[str, ...] = DEFAULT_NOTIFY_ON
+
+
+@dataclass(frozen=True)
+class NotifyChannel:
+    """A `[notify.NAME]` table: where a job's outcomes are told.
+
+    Secrets are never held here, only the names of the environment variables
+    that hold them (`secret_env`, `password_env`), read when a message is sent.
+    """
+
+    name: str
+    type: str  # "webhook" or "email"
+    url: str = ""  # webhook
+    secret_env: str | None = None  # webhook: the HMAC-SHA256 key's variable
+    signature_header: str = "X-Jobd-Signature-256"
+    host: str = ""  # email: the SMTP server
+    port: int = 587
+    starttls: bool = True
+    username: str | None = None
+    password_env: str | None = None
+    sender: str = ""
+    recipients: tuple[str, ...] = ()
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
+    retries: int = DEFAULT_NOTIFY_RETRIES
+    retry_delay: float = DEFAULT_NOTIFY_RETRY_DELAY
 
 
 @dataclass(frozen=True)
@@ -266,6 +316,8 @@ class Config:
     databases: dict[str, str] = field(default_factory=dict)  # name → URL, for `sql` jobs
     groups: dict[str, GroupQuota] = field(default_factory=dict)
     api: ApiSettings | None = None  # None: `jobd run` serves no API
+    channels: dict[str, NotifyChannel] = field(default_factory=dict)  # [notify.NAME]
+    metrics_listen: str | None = None  # [metrics] listen = "host:port"
 
     def digests(self) -> dict[str, str]:
         """What each config job must be when it runs: name → JobSpec.digest."""

@@ -52,6 +52,7 @@ FAULTS = {
     "escape": "Descendants that leave the run's process group and clear its environment",
     "partition": "Store connection cut or frozen, or the daemon paused, while its job runs",
     "api-abuse": "HTTP API: forged, revoked, expired, read-only and other tenants' tokens",
+    "notify": "Notification receivers down, slow or failing; a daemon killed mid-run",
 }
 
 

@@ -97,10 +97,9 @@ def test_a_version_2_store_gains_the_tokens_table(store_url: str) -> None:
 
 
 def test_token_subcommands_take_store_after_their_name(store_url: str, tmp_path: Path) -> None:
+    from jobd.store import open_store
     from tests.clihelp import empty_config
     from tests.conftest import run_jobd
-
-    from jobd.store import open_store
 
     open_store(store_url).close()  # a token is made for a store that exists
     env = {"JOBD_CONFIG": empty_config(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}

@@ -4,6 +4,7 @@ JSON, and plain text on a pipe (SPEC section 5)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,8 +192,8 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     jobs = {job["name"]: job for job in json.loads(result.stdout)}
     assert list(jobs) == ["halfhourly", "nightly", "notify", "off"]
     assert set(jobs["nightly"]) == {
-        "name", "schedule", "timezone", "next_fire", "last_status", "paused", "enabled",
-        "source", "applied", "description", "group",
+        "name", "schedule", "timezone", "next_fire", "left_s", "last_run_at", "last_status",
+        "paused", "enabled", "source", "applied", "description", "group",
     }  # fmt: skip
     nightly = jobs["nightly"]
     assert (nightly["schedule"], nightly["timezone"]) == ("30 2 * * *", "Europe/Berlin")
@@ -201,12 +202,21 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     assert instant(nightly["next_fire"]) > datetime.now(UTC)
     assert (jobs["notify"]["last_status"], jobs["nightly"]["last_status"]) == ("queued", None)
     assert jobs["notify"]["next_fire"] is None and jobs["off"]["next_fire"] is None
+    # LEFT and LAST, as systemctl list-timers has them.
+    left = (instant(nightly["next_fire"]) - datetime.now(UTC)).total_seconds()
+    assert abs(nightly["left_s"] - left) < 60 and jobs["notify"]["left_s"] is None
+    assert nightly["last_run_at"] is None
+    queued_at = datetime.now(UTC) - instant(jobs["notify"]["last_run_at"])
+    assert 0 <= queued_at.total_seconds() < 60  # not started yet: when it was queued
 
     text = jobd(home, "list", "--store", home["store"])
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["JOB", "SCHEDULE", "TZ", "NEXT", "FIRE", "LAST", "PAUSED", "SOURCE"]
+    headers = ["JOB", "SCHEDULE", "TZ", "NEXT", "FIRE", "LEFT", "LAST", "PASSED", "STATUS"]
+    assert lines[0].split() == [*headers, "PAUSED", "SOURCE"]
     assert [line.split()[0] for line in lines[1:]] == ["halfhourly", "nightly", "notify", "off"]
     assert "queued" in lines[3] and lines[3].split()[-2:] == ["no", "file"]
+    assert re.search(r" (ago|now) +queued", lines[3])  # PASSED, then STATUS
+    assert re.search(r"Z +(\d+h\d\dm|\d+m\d\ds) +- +- +-", lines[2])  # nightly: LEFT, no run
 
 
 def test_run_once_and_list_never_show_the_store_password(

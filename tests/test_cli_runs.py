@@ -334,6 +334,44 @@ def test_logs_follow_exits_with_the_outcome(
         result = jobd(store_url, tmp_path, "logs", str(run_id), "--follow")
     assert result.returncode == code, result.stderr
     assert result.stdout == "a\nb\nc\n"
+    # The outcome line ends it, as `trigger --follow` ends.
+    said = {"succeeded": "succeeded in", "timed_out": "timed out"}[status]
+    assert result.stderr.splitlines()[-1].startswith(f"run {run_id} (backup) {said}")
+
+
+def test_logs_of_a_job_show_its_latest_run(store_url: str, store: Any, tmp_path: Path) -> None:
+    add_job(store, "backup")
+    add_job(store, "report")
+    add_job(store, "idle")
+    for job, status, text in [
+        ("backup", Status.SUCCEEDED, "old\n"),
+        ("backup", Status.FAILED, "new\n"),
+        ("report", Status.SUCCEEDED, "report\n"),
+    ]:
+        store.write_log(enqueue(store, job, status), text, len(text))
+    result = invoke(store_url, "logs", "--job", "backup")
+    assert result.exit_code == 0, result.output
+    assert result.output == "new\n"
+    for args, said in [
+        (["logs", "1", "--job", "backup"], "give a run ID or --job NAME, not both"),
+        (["logs"], "give a run ID or --job NAME"),
+        (["logs", "--job", "idle"], "job 'idle' has no runs yet"),
+        (["logs", "--job", "backpu"], "unknown job 'backpu'"),
+    ]:
+        done = jobd(store_url, tmp_path, *args)
+        assert done.returncode == 2, done.stderr
+        assert said in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_logs_of_a_job_follow_its_running_run(store_url: str, store: Any, tmp_path: Path) -> None:
+    add_job(store, "backup")
+    enqueue(store, "backup", Status.FAILED)
+    run_id = enqueue(store, "backup")
+    with Executor(store_url, Step(output=["a\n", "b\n"], status="succeeded")):
+        result = jobd(store_url, tmp_path, "logs", "--job", "backup", "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "a\nb\n"
+    assert result.stderr.splitlines()[-1].startswith(f"run {run_id} (backup) succeeded in")
 
 
 # -- cancel ----------------------------------------------------------------------

@@ -137,6 +137,13 @@ def test_limits_in_the_text_match_the_model() -> None:
     assert model.MAX_CLOCK_SKEW_WARN == 2 and "above 2 seconds" in SETTINGS["max_clock_skew"]
 
 
+# The channels the examples of `notify` name.
+CHANNELS = "".join(
+    f'[notify.{name}]\ntype = "webhook"\nurl = "https://hooks.example.org/{name}"\n'
+    for name in ("ops", "mail")
+)
+
+
 def _example(body: str) -> str:
     match = re.search(r"For example:\n\.EX\n(.*?)\n\.EE", body, re.S)
     assert match
@@ -147,7 +154,7 @@ def _example(body: str) -> str:
 def test_settings_example_is_valid(key: str) -> None:
     snippet = _example(SETTINGS[key])
     assert snippet.startswith(key.split(".")[0] + " =")
-    parse_config("[jobd]\n" + snippet + "\n", "jobd.toml(5)")
+    parse_config("[jobd]\n" + snippet + "\n" + CHANNELS, "jobd.toml(5)")
 
 
 @pytest.mark.parametrize("key", sorted(JOBS))
@@ -163,6 +170,8 @@ def test_job_example_is_valid(key: str) -> None:
         text += 'command = ["true"]\n'
     if key == "group":
         text += f"[groups.{tomllib.loads(snippet)[key]}]\n"
+    if key == "notify":  # the channels must exist
+        text += CHANNELS
     if key in ("on_success", "on_failure"):  # the chained jobs must exist
         for target in tomllib.loads(snippet)[key]:
             text += f'[jobs.{target}]\ncommand = ["true"]\n'

@@ -151,6 +151,8 @@ COMMAND_MODULES = {
     "import": "imports",
     "token": "tokens",
     "serve": "serve_cmd",
+    "metrics": "observe",
+    "top": "observe",
 }
 
 

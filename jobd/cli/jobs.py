@@ -16,6 +16,7 @@ import click
 
 from jobd.cli import render
 from jobd.cli.context import Context, json_option, local_option, pass_ctx
+from jobd.durations import format_duration
 from jobd.errors import ConfigError, UsageError
 from jobd.paths import NO_CONFIG_FILE
 from jobd.timeutil import parse_instant, rfc3339
@@ -94,7 +95,8 @@ def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
 @pass_ctx
 def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     """List the jobs: the store's and the config file's, with schedule, tz, next
-    fire, last status, paused, source, and, when jobs have groups, each group's
+    fire and the time LEFT until it, the LAST run's start and the time PASSED
+    since, its STATUS, paused, source, and, when jobs have groups, each group's
     active runs against max_active.
 
     A config job that no daemon has applied yet shows as `file (not applied)`
@@ -106,23 +108,32 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
       jobd list --json | jq '.[] | select(.paused)'
     """
     from jobd.ops.jobs import Applied, list_jobs, unapplied_jobs
+    from jobd.store.admin import latest_runs
     from jobd.store.files import MissingStore
 
-    last: dict[str, Any] | None
+    now = ctx.now()
+    latest: dict[str, Any]
+    have_store = True
     try:
-        entries = list_jobs(ctx.scope(), ctx.now())
-        last = ctx.store.last_statuses([e.name for e in entries])
+        entries = list_jobs(ctx.scope(), now)
+        latest = latest_runs(ctx.store, [e.name for e in entries])
     except MissingStore as exc:  # before any daemon ran: the file's jobs are all there is
         click.echo(
             f"jobd: no store at {exc.database} yet: these are the config file's jobs "
             "(`jobd run` creates the store)",
             err=True,
         )
-        entries, last = unapplied_jobs(ctx.store_config, ctx.now()), None
+        entries, latest, have_store = unapplied_jobs(ctx.store_config, now), {}, False
+
+    def left(entry: Any) -> float | None:
+        if entry.paused or entry.next_fire_at is None:
+            return None
+        return (entry.next_fire_at - now).total_seconds()
+
     quotas = ctx.store_config.groups
     grouped = {e.spec.group for e in entries if e.spec.group}
     active: dict[str, int] = {}
-    if grouped & set(quotas) and last is not None:
+    if grouped & set(quotas) and have_store:
         from jobd.store.groups import active_by_group
 
         active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
@@ -134,7 +145,9 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
                     "schedule": e.spec.schedule,
                     "timezone": e.spec.timezone,
                     "next_fire": rfc3339(e.next_fire_at),
-                    "last_status": last[e.name].value if last and e.name in last else None,
+                    "left_s": left(e),
+                    "last_run_at": rfc3339(latest[e.name]["at"]) if e.name in latest else None,
+                    "last_status": latest[e.name]["status"] if e.name in latest else None,
                     "paused": e.paused,
                     "enabled": e.spec.enabled,
                     "source": e.spec.source.value,
@@ -152,18 +165,22 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
             e.spec.schedule or "(manual)",
             e.spec.timezone,
             render.when(e.next_fire_at, local_time) if not e.paused else "(paused)",
-            last[e.name].value if last and e.name in last else "-",
+            _left(left(e)),
+            render.when(latest[e.name]["at"], local_time) if e.name in latest else "-",
+            render.ago(latest[e.name]["at"], now) if e.name in latest else "-",
+            latest[e.name]["status"] if e.name in latest else "-",
             "yes" if e.paused else "no",
             e.spec.source.value + ("" if e.applied is Applied.YES else f" ({e.applied.value})"),
         ]
         for e in entries
     ]
-    headers = ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LAST", "PAUSED", "SOURCE"]
+    headers = ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LEFT", "LAST", "PASSED", "STATUS"]
+    headers += ["PAUSED", "SOURCE"]
     if grouped:  # a column only for stores that use groups
         headers.append("GROUP (ACTIVE)")
         for row, e in zip(rows, entries, strict=True):
             row.append(_group_cell(e.spec.group, active, quotas))
-    render.table(headers, rows, styles={4: render.status_style})
+    render.table(headers, rows, styles={7: render.status_style})
     if not entries:
         click.echo("no jobs: none in the store, none in the config file", err=True)
     elif any(e.applied is not Applied.YES for e in entries):
@@ -172,6 +189,15 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
             "`systemctl reload jobd`)",
             err=True,
         )
+
+
+def _left(seconds: float | None) -> str:
+    """Time until the next fire, as systemctl list-timers' LEFT; a past one is overdue."""
+    if seconds is None:
+        return "-"
+    if seconds < 0:
+        return f"overdue {format_duration(-seconds)}"
+    return format_duration(seconds)
 
 
 def _group_cell(group: str | None, active: dict[str, int], quotas: Any) -> str:

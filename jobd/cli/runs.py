@@ -215,11 +215,32 @@ def show(ctx: Context, run_id: int, as_json: bool, local_time: bool) -> None:
             ("config hash", row["config_hash"] or "-"),
             ("leader epoch", str(row["epoch"]) if row["epoch"] is not None else "-"),
             ("output", _output_summary(row["log"], row["log_bytes"])),
+            *_notifications(ctx, row),
         ]
     )
     if row["log"]:
         click.echo("")
         click.echo(row["log"], nl=not row["log"].endswith("\n"))
+
+
+def _notifications(ctx: Context, row: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per channel told of this run, as the daemon recorded it."""
+    from jobd.store.notices import deliveries
+
+    lines = []
+    for sent in deliveries(ctx.reader(), row["job"], row["id"]):
+        attempts = sent.get("attempts", 1)
+        if sent["delivered"]:
+            text = f"{sent['channel']}: {sent['event']} delivered"
+            if attempts > 1:
+                text += f" (attempt {attempts})"
+        else:
+            text = (
+                f"{sent['channel']}: {sent['event']} NOT delivered after {attempts} "
+                f"attempt{'s' if attempts != 1 else ''}: {sent.get('error', '?')}"
+            )
+        lines.append(("notified" if not lines else "", text))
+    return lines
 
 
 def _output_summary(log: str, total: int) -> str:
@@ -233,25 +254,37 @@ def _output_summary(log: str, total: int) -> str:
 
 
 @click.command()
-@click.argument("run_id", metavar="ID", type=RUN_ID)
+@click.argument("run_id", metavar="[ID]", type=RUN_ID, required=False)
+@click.option(
+    "--job", "job", type=JOB_NAME, metavar="NAME", help="The latest run of NAME instead of an ID."
+)
 @click.option("--follow", "-f", is_flag=True, help="Stream new output until the run ends.")
 @json_option
 @pass_ctx
-def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
+def logs(ctx: Context, run_id: int | None, job: str | None, follow: bool, as_json: bool) -> None:
     """Print the output a run captured (the last `log_lines` lines).
 
-    With --follow, keep printing as the output grows, then exit with the run's
-    outcome like `trigger --wait`: 0, 1, 124, or 130 on Ctrl-C.
+    With --job NAME, the latest run of NAME; with --follow too, its running run
+    (or the one queued next). With --follow, keep printing as the output grows,
+    then say how the run ended and exit with its outcome like `trigger --wait`:
+    0, 1, 124, or 130 on Ctrl-C.
 
     \b
     Examples:
       jobd logs 4711
       jobd logs 4711 --follow
+      jobd logs --job backup --follow
     """
     if follow and as_json:
         raise UsageError("--json prints the output once; it cannot be combined with --follow")
+    if (run_id is None) == (job is None):
+        both = run_id is not None
+        raise UsageError("give a run ID or --job NAME" + (", not both" if both else ""))
     if follow:
         interruptible()
+    if job is not None:
+        run_id = _latest_run_of(ctx, job, follow)
+    assert run_id is not None
     row = _execution(ctx, run_id, with_log=not follow)
     if as_json:
         keys = ("id", "job", "status", "log_bytes", "log")
@@ -265,7 +298,27 @@ def logs(ctx: Context, run_id: int, follow: bool, as_json: bool) -> None:
         return
     with waiting(row["job"], run_id, spinner=False) as tick:
         state = await_run(ctx.reader(), run_id, follow=True, on_tick=tick)
-    finish(state, quiet=True)
+    finish(state)
+
+
+def _latest_run_of(ctx: Context, job: str, follow: bool) -> int:
+    """The run `logs --job` shows: the latest; to follow, the running one (the
+    oldest still running), else the next queued one, else the latest."""
+    from jobd.errors import did_you_mean
+
+    reader = ctx.reader()
+    if follow:
+        for status in ("running", "queued"):
+            active = reader.executions(job=job, statuses=[status], limit=None)
+            if active:
+                return int(active[-1]["id"])
+    latest = reader.executions(job=job, limit=1)
+    if latest:
+        return int(latest[0]["id"])
+    if reader.job_exists(job):
+        raise NotFound(f"job {job!r} has no runs yet")
+    hint = did_you_mean(job, reader.job_names())
+    raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
 
 
 @click.command()

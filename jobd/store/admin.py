@@ -159,6 +159,26 @@ def last_outcomes(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any
     return result
 
 
+def latest_runs(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each job's latest run: its status and when it started (when it was queued,
+    not started yet), for `jobd list`'s LAST, PASSED and STATUS; one index walk per job."""
+    E = store.m.Execution
+    result = {}
+    for name in names:
+        row = (
+            E.select(E.status, E.started_at, E.queued_at)
+            .where(E.job == name)
+            .order_by(E.id.desc())
+            .first()
+        )
+        if row is not None:
+            result[name] = {
+                "status": row.status,
+                "at": from_db(row.started_at) or from_db(row.queued_at),
+            }
+    return result
+
+
 # -- retention -----------------------------------------------------------------
 
 

@@ -1,0 +1,228 @@
+"""Prometheus metrics from a real daemon's /metrics and from `jobd metrics`, parsed
+with prometheus_client's own parser, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import jobd.metrics
+from jobd.model import NewRun, Trigger
+from jobd.store import Store, open_store
+from jobd.store.reader import Reader
+from tests.conftest import run_jobd, wait_for
+from tests.daemons import Daemons, config_text, toml_value
+from tests.httpserver import Server, http_server_fixture  # noqa: F401
+from tests.receivers import free_port
+
+pytestmark = pytest.mark.slow
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    started = Daemons(tmp_path, uuid.uuid4().hex)
+    yield started
+    started.cleanup()
+    for daemon in started.started:
+        print(f"--- {daemon.log_path.name} (exit {daemon.proc.returncode})\n{daemon.log()}")
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse(answer.read().decode())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "jobd.json"
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a scrape declares, with or without samples yet."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {family.name + suffix for suffix in SUFFIXES.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def dashboard_metrics() -> set[str]:
+    exprs = [
+        target["expr"]
+        for panel in json.loads(DASHBOARD.read_text())["panels"]
+        for target in panel["targets"]
+    ]
+    found = {name for expr in exprs for name in re.findall(r"\bjobd_[a-z_]+", expr)}
+    assert len(found) >= 12
+    return found
+
+
+def write_config(daemons: Daemons, port: int, hook: str | None = None, **settings: Any) -> Path:
+    jobs = {
+        "ok": {"command": ["true"]},
+        "bad": {"shell": "exit 3"},
+        "yearly": {"command": ["true"], "schedule": "0 0 1 1 *"},
+    }
+    text = config_text(jobs, **settings) + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    if hook:
+        text += f'\n[notify.ops]\ntype = "webhook"\nurl = {toml_value(hook)}\n'
+        text = text.replace("[jobd]\n", '[jobd]\nnotify = ["ops"]\n', 1)
+    daemons.config.write_text(text)
+    daemons.config.chmod(0o644)
+    return daemons.config
+
+
+def trigger(store: Store, job: str) -> int:
+    return store.enqueue(NewRun(job, Trigger.MANUAL, not_before=store.now(), triggered_by="test"))
+
+
+def test_a_daemon_serves_its_runs_and_the_stores_gauges(
+    store_url: str, store: Store, daemons: Daemons, http_server: Server
+) -> None:
+    port = free_port()
+    write_config(daemons, port, hook=f"{http_server.url}/hook")
+    daemon = daemons.start(store_url)
+    store.set_paused("yearly", True, store.now())
+    for job in ("ok", "bad"):
+        trigger(store, job)
+
+    def settled() -> Samples | None:
+        samples = scrape(port)
+        delivered = value(samples, "jobd_notifications_total", channel="ops", result="delivered")
+        ended = value(samples, "jobd_runs_total", job_name="bad", status="failed", trigger="manual")
+        return samples if delivered and ended else None
+
+    samples = wait_for(settled, timeout=20)
+    assert (
+        value(samples, "jobd_runs_total", job_name="ok", status="succeeded", trigger="manual") == 1
+    )
+    assert value(samples, "jobd_run_duration_seconds_count", job_name="ok") == 1
+    assert value(samples, "jobd_fire_delay_seconds_count") == 2
+    assert value(samples, "jobd_is_leader") == 1
+    assert value(samples, "jobd_running") == 0
+    assert value(samples, "jobd_queue_depth") == 0
+    assert value(samples, "jobd_store_errors_total") == 0
+    if store.backend == "postgresql":  # the table lease has an epoch; the file lock none
+        assert (value(samples, "jobd_lease_epoch") or 0) >= 1
+    yearly = datetime(datetime.now(UTC).year + 1, 1, 1, tzinfo=UTC).timestamp()
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job_name="yearly") == yearly
+    assert value(samples, "jobd_job_next_fire_timestamp_seconds", job_name="ok") is None
+    assert value(samples, "jobd_job_paused", job_name="yearly") == 1
+    assert value(samples, "jobd_job_paused", job_name="ok") == 0
+    last_ok = value(samples, "jobd_job_last_success_timestamp_seconds", job_name="ok")
+    assert last_ok is not None and abs(last_ok - datetime.now(UTC).timestamp()) < 60
+    assert value(samples, "jobd_job_last_success_timestamp_seconds", job_name="bad") is None
+    assert not any(name.endswith("_created") for name, _ in samples)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        exported = exported_names(answer.read().decode())
+    missing = dashboard_metrics() - exported
+    assert not missing, f"the dashboard names metrics no scrape has: {missing}"
+
+    # `jobd metrics` prints the store's gauges, for a textfile collector.
+    printed = run_jobd("--config", str(daemons.config), "--store", store_url, "metrics")
+    assert printed.returncode == 0, printed.stderr
+    text = parse(printed.stdout)
+    assert value(text, "jobd_job_paused", job_name="yearly") == 1
+    assert value(text, "jobd_job_next_fire_timestamp_seconds", job_name="yearly") == yearly
+    assert value(text, "jobd_running") == 0
+    daemon.stop()
+
+
+def test_a_standby_exports_no_store_gauges_so_sums_are_not_doubled(
+    postgres_url: str, store: Any, daemons: Daemons, tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    write_config(daemons, ports[0])
+    first = daemons.start(postgres_url, name="a")
+    assert first.leading
+    write_config(daemons, ports[1])
+    second = daemons.start(postgres_url, name="b")
+    assert not second.leading
+    leader, standby = scrape(ports[0]), wait_for(lambda: scrape(ports[1]))
+    assert value(leader, "jobd_is_leader") == 1 and value(standby, "jobd_is_leader") == 0
+    assert value(leader, "jobd_queue_depth") == 0
+    assert value(standby, "jobd_queue_depth") is None
+    assert not [n for n, _ in standby if n.startswith("jobd_job_")]
+    assert value(standby, "jobd_running") == 0  # its own runs: summed, counted once
+
+
+def test_a_scrape_reads_the_store_with_two_indexed_statements(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobd.metrics, "_instance", None)  # no daemon in this process
+    store = open_store(sqlite_url)
+    from jobd.config import parse_config
+
+    config = parse_config('[jobs.a]\ncommand = ["true"]\nschedule = "* * * * *"\n')
+    store.apply_config(config, store.now())
+    trigger(store, "a")
+    store.close()
+    conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    samples = parse(jobd.metrics.render(Reader(conn, "sqlite")).decode())
+    assert value(samples, "jobd_queue_depth") == 1
+    assert len(statements) == 2
+    conn.set_trace_callback(None)
+    plans = [
+        " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
+        for statement in statements
+    ]
+    for plan in plans:
+        assert "SCAN e" not in plan and "SCAN executions" not in plan, plan
+    # Each job's last success by walking its runs back from the newest, not by
+    # the status index (which would visit most of the history for each job).
+    assert "SEARCH e USING INDEX executions_job_id (job=?)" in plans[0], plans[0]
+    assert "INDEX executions_status" in plans[1], plans[1]
+    conn.close()
+
+
+def test_postgresql_finds_each_jobs_last_success_by_the_job_id_index(postgres_url: str) -> None:
+    """With a history the planner has statistics for, the subquery walks each
+    job's runs back on (job, id) and stops at the first success."""
+    from jobd.store.gauges import jobs_sql
+
+    store = open_store(postgres_url)
+    cursor = store.db.cursor()
+    cursor.execute(
+        "INSERT INTO jobs (name, source, spec, config_hash, timezone, overlap, enabled, "
+        "paused, removed, created_at, updated_at) SELECT 'j' || i, 'file', '{}', 'x', 'UTC', "
+        "'skip', true, false, false, now(), now() FROM generate_series(1, 2000) i"
+    )
+    cursor.execute(
+        "INSERT INTO executions (job, trigger, queued_at, not_before, started_at, "
+        "finished_at, status, attempt, cancel_requested, log, log_bytes) "
+        "SELECT 'j' || (i % 2000), 'schedule', now(), now(), now(), now(), "
+        "CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'succeeded' END, 1, false, '', 0 "
+        "FROM generate_series(1, 100000) i"
+    )
+    cursor.execute("ANALYZE jobs")
+    cursor.execute("ANALYZE executions")
+    cursor.execute("EXPLAIN " + jobs_sql("postgresql").replace("?", "%s"), ("succeeded", False))
+    plan = "\n".join(row[0] for row in cursor.fetchall())
+    store.close()
+    assert "Index Scan Backward using executions_job_id" in plan, plan
