@@ -348,7 +348,7 @@ def test_logs_of_a_job_show_its_latest_run(store_url: str, store: Any, tmp_path:
         ("backup", Status.FAILED, "new\n"),
         ("report", Status.SUCCEEDED, "report\n"),
     ]:
-        store.write_log(enqueue(store, job, status), text, len(text))
+        write_output(store, enqueue(store, job, status), text, len(text))
     result = invoke(store_url, "logs", "--job", "backup")
     assert result.exit_code == 0, result.output
     assert result.output == "new\n"

@@ -74,6 +74,12 @@ class TableLeader:
     def leading(self) -> bool:
         return self.term() is not None
 
+    @property
+    def epoch(self) -> int | None:
+        """The current term's fencing epoch (exported as jobd_lease_epoch)."""
+        term = self.term()
+        return term.epoch if term else None
+
     def step_down(self, reason: str) -> None:
         if self._term is not None:
             self._lose(f"{reason}; stepping down")
