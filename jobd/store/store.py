@@ -416,7 +416,7 @@ class Store(LeaseOps):
             now = self.check_epoch(epoch) if epoch is not None else self.now()
             inserted = self._insert_fires([self._run_row(run, now, epoch) for run in runs])
             if inserted:
-                self._unfire_paused(now)
+                self._unfire_paused(now, {run.job for run in runs})
             self._advance(advances)
             if cancel_jobs:
                 E.update(cancel_requested=True).where(
@@ -429,21 +429,29 @@ class Store(LeaseOps):
             self._wake_after_commit()
         return inserted
 
-    def _unfire_paused(self, queued_at: datetime) -> None:
+    def _unfire_paused(self, queued_at: datetime, jobs: set[str]) -> None:
         """Take back this transaction's fires of jobs paused or removed since the due
-        read: a pause that committed meanwhile must win, or a paused job fires. The
-        fires are this transaction's by their queued_at; on PostgreSQL the statement
-        rides with the next one (nothing waits for its answer)."""
+        read: a pause that committed meanwhile must win, or a paused job fires.
+
+        Only the fired jobs are looked up, by key, and their runs found through the
+        executions' job index (the fires are this transaction's by their queued_at):
+        no scan of either table on the fire path. On PostgreSQL the statement rides
+        with the next one (nothing waits for its answer)."""
         p = self.db.param
-        sql = (
-            f"DELETE FROM executions WHERE queued_at = {p} AND trigger IN ({p}, {p}) "
-            f"AND job IN (SELECT name FROM jobs WHERE paused OR removed)"
-        )
-        params = (to_db(queued_at), Trigger.SCHEDULE.value, Trigger.CATCHUP.value)
-        if self.backend == "postgresql":
-            self.db.hold(sql, [params])
-        else:
-            self.db.execute_sql(sql, params)
+        names = sorted(jobs)
+        for start in range(0, len(names), BATCH):
+            chunk = names[start : start + BATCH]
+            marks = ", ".join([p] * len(chunk))
+            sql = (
+                "DELETE FROM executions WHERE job IN (SELECT name FROM jobs "
+                f"WHERE name IN ({marks}) AND (paused OR removed)) "
+                f"AND queued_at = {p} AND trigger IN ({p}, {p})"
+            )
+            params = (*chunk, to_db(queued_at), Trigger.SCHEDULE.value, Trigger.CATCHUP.value)
+            if self.backend == "postgresql":
+                self.db.hold(sql, [params])
+            else:
+                self.db.execute_sql(sql, params)
 
     def _select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list:
         """Rows of `sql`, whose `{in}` is an IN list of `values`, run in chunks. The
