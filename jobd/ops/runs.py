@@ -49,7 +49,8 @@ def trigger(scope: Scope, actor: str, name: str, local: bool = False) -> Trigger
 
         if not live_instances(store, ttl, store.now()):
             raise no_daemon(name, f"none heartbeat within {ttl:g}s")
-        record = scope.applied_job(name)  # a daemon runs what it applied
+        if record is None:  # a daemon runs what it applied: it must have this job
+            raise scope.not_applied(name)
         spec = record.spec
         differs = file_spec is not None and file_spec.config_hash != spec.config_hash
     not_before = LOCAL_HOLD if local else store.now()

@@ -37,16 +37,13 @@ class Scope:
             raise NotFound(f"unknown job {name!r}" + (f" ({hint})" if hint else ""))
         return record, spec
 
-    def applied_job(self, name: str) -> JobRecord:
-        """A job the store has: applied by a daemon, or made with `jobd schedule`."""
-        record, _spec = self.find_job(name)
-        if record is None:
-            raise NotApplied(
-                f"job {name!r} is in {self.config.path} but no daemon has applied "
-                "it to the store yet: start `jobd run`, or reload the running daemon "
-                "(SIGHUP, `systemctl reload jobd`)"
-            )
-        return record
+    def not_applied(self, name: str) -> NotApplied:
+        """Why a daemon would not run NAME: the config file has it, the store not yet."""
+        return NotApplied(
+            f"job {name!r} is in {self.config.path} but no daemon has applied "
+            "it to the store yet: start `jobd run`, or reload the running daemon "
+            "(SIGHUP, `systemctl reload jobd`)"
+        )
 
     def group_quota(self, group: str | None) -> GroupQuota | None:
         """The [groups.GROUP] quota of a job's group; a broken file that may hold
