@@ -502,6 +502,10 @@ def test_runs_that_end_during_an_outage_keep_their_real_end_time(
             tmp_path,
             proxy.url_for(postgres_url),
             {"short": {"shell": f"sleep 2; date +%s.%N > {ended}"}},
+            # the run must outlive the outage's start, not be fenced: with the fast
+            # 3 s lease its runs are stopped 2 s after the last heartbeat, a race
+            # with the 2 s job
+            lease_ttl="30s",
         )
         try:
             daemon.start()
