@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from jobd.cli import render
 from jobd.cli.follow import FINAL, new_output, outcome
+from jobd.core.model import RUN_KEYS, Status
 from jobd.errors import ExitCode
-from jobd.model import RUN_KEYS, Status
 from jobd.store import migrations, reader
 
 

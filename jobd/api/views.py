@@ -249,8 +249,8 @@ class Views:
     def executions(self, app: Any, request: Request) -> Response:
         """Newest first; `cursor` is the last id of the previous page, so runs queued
         while a client pages never shift what it reads next."""
-        from jobd.cli.history import parse_since
-        from jobd.model import Status
+        from jobd.core.model import Status
+        from jobd.ops.history import parse_since
 
         job = request.arg("job") or None
         statuses = [s.lower() for s in request.args("status") if s]

@@ -1,10 +1,12 @@
-"""Operations on recorded history: prune."""
+"""Operations on recorded history: prune, and reading a look-back such as `1d`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from jobd.errors import UsageError
 from jobd.ops.scope import Scope
 
 
@@ -51,3 +53,20 @@ def prune(
             detail["groups"] = by_group
         store.audit("prune", actor, None, detail)
     return pruned
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A look-back: a duration such as `1d` or `2h30m`, or an RFC 3339 instant."""
+    from jobd.core.durations import DurationError, parse_duration
+    from jobd.core.timeutil import parse_instant
+
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except DurationError:
+        pass
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise UsageError(
+            f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
+        ) from None

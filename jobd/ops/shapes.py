@@ -40,7 +40,7 @@ def job_json(entry: Any, last: dict[str, Any], with_fires: bool = False) -> dict
         if spec.schedule and spec.enabled and not entry.paused:
             from zoneinfo import ZoneInfo
 
-            from jobd.cron import next_fires, parse_schedule
+            from jobd.core.cron import next_fires, parse_schedule
 
             zone = ZoneInfo(spec.timezone)
             now = datetime.now(UTC)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
-from jobd.timeutil import from_db, to_db
 
 # 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read here.
 SCHEMA_VERSION = 4
