@@ -35,3 +35,15 @@ DETAIL_KEYS = (
     "log_bytes",
     "log",
 )
+# Every status a run can have (jobd.core.model.Status), for front ends that
+# check a filter without loading the model.
+STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "abandoned",
+    "skipped",
+)
