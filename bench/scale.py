@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import (
+    NONE,
     Latency,
     cpu_between,
     jobd_argv,
@@ -67,7 +68,7 @@ class Size:
     after: float = 10.0  # seconds the window's fires are given to be queued after it
 
 
-FULL = Size(jobs=100_000, burst=1000, seconds=60, idle=20.0, schedule_sample=20)
+FULL = Size(jobs=100_000, burst=1000, seconds=60, idle=15.0, schedule_sample=10)
 QUICK = Size(10_000, 200, 5, idle=2.0, schedule_sample=2, start=5.0, settle=1.0, after=3.0)
 
 
@@ -270,10 +271,13 @@ def measure_store(backend: str, size: Size) -> dict[str, Any]:
             idle_rss = proc_rss_mib(pid)
             window_end = window + timedelta(seconds=size.seconds)
             window_from = time.monotonic() + 1
+            cpu_before = proc_task_cpu(pid)
             sleep_until(window_end + timedelta(seconds=size.after))
+            window_cpu = cpu_between(cpu_before, proc_task_cpu(pid))
             window_to = window_from + size.seconds
             rows = setup.query(
-                "SELECT scheduled_for, queued_at FROM executions WHERE trigger = 'schedule'"
+                "SELECT scheduled_for, queued_at, started_at FROM executions "
+                "WHERE trigger = 'schedule'"
             )
             # What the machine has not spawned yet is not what is measured: the
             # runs still queued are cancelled, and the commands and the reload are
@@ -281,7 +285,6 @@ def measure_store(backend: str, size: Size) -> dict[str, Any]:
             cancel_queued(setup)
             timings = {
                 "list": time_command(setup, "list"),
-                "list --json": time_command(setup, "list", "--json"),
                 "status": time_command(setup, "status"),
                 "reload (SIGHUP)": (time_reload(setup), math.nan),
             }
@@ -295,9 +298,11 @@ def measure_store(backend: str, size: Size) -> dict[str, Any]:
     start, end = window.timestamp(), window_end.timestamp()
     delays = [
         _epoch(q) - _epoch(s)  # type: ignore[operator]
-        for s, q in rows
+        for s, q, _started in rows
         if start <= _epoch(s) < end  # type: ignore[operator]
     ]
+    # Runs the daemon started between the window's opening and the cancel.
+    started = sum(1 for _s, _q, at in rows if at is not None and _epoch(at) >= start)
     during = rss.between(window_from, window_to)
     quarter = len(during) // 4
     result = {
@@ -311,6 +316,8 @@ def measure_store(backend: str, size: Size) -> dict[str, Any]:
         "idle_rss": idle_rss,
         "expected": size.burst * size.seconds,
         "fired": len(delays),
+        "started": started,
+        "window_cpu": window_cpu,
         "queued": Latency.of(delays),
         "rss_peak": max(during, default=float("nan")),
         # The first quarter warms up (allocator arenas, caches); a leak shows as
@@ -338,6 +345,11 @@ def seconds(timing: tuple[float, float]) -> str:
     return f"{timing[0]:.2f} ({timing[1]:.2f})"
 
 
+def idle_cell(r: dict[str, Any]) -> str:
+    cpu = per_minute(r["idle_cpu"], r["idle_s"])
+    return NONE if math.isnan(cpu) else f"{cpu * 1000:.0f} (over {r['idle_s']:.0f} s)"
+
+
 def per_minute(cpu: float, seconds: float) -> float:
     return cpu / seconds * 60 if seconds >= 1 else math.nan  # too short a window: none
 
@@ -351,14 +363,16 @@ def section(results: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 r["system"],
-                f"{per_minute(r['idle_cpu'], r['idle_s']) * 1000:.0f}",
+                idle_cell(r),
                 f"{r['idle_rss']:.1f}",
                 f"{r['fired']:,} / {r['expected']:,}",
                 ms(q.p(50)),
                 ms(q.p(99)),
                 ms(q.max),
+                f"{r['window_cpu']:.1f} ({r['window_cpu'] / max(1, r['fired']) * 1000:.2f})",
+                f"{r['started']:,}",
                 f"{r['rss_early']:.1f} → {r['rss_late']:.1f} (peak {r['rss_peak']:.1f})",
-                *(seconds(t[key]) for key in ("list", "list --json", "status")),
+                *(seconds(t[key]) for key in ("list", "status")),
                 f"{t['reload (SIGHUP)'][0]:.2f}",
                 f"{r['idle_rss']:.1f} → {r['rss_after']:.1f}",
             ]
@@ -377,7 +391,9 @@ def section(results: list[dict[str, Any]]) -> str:
             "(one six-field `S M H * * *` schedule per second), the rest hours away. "
             "*Idle*: CPU per minute (every thread's) and RSS with none due, from "
             f"{size.settle:g} s after start-up until the window. *Due → queued*: the store's "
-            "`queued_at - scheduled_for` of every fire of the window. *RSS over the window*: "
+            "`queued_at - scheduled_for` of every fire of the window; the daemon's CPU "
+            "(every thread's, not its children's) from the window's opening until "
+            f"{size.after:g} s after it, and the runs it started meanwhile. *RSS over the window*: "
             "medians of its second and last quarters, sampled every 0.5 s (the first "
             "quarter warms up), and its peak. The window's "
             f"runs (`true`) start as fast as the machine spawns them; {size.after:g} s after the "
@@ -389,15 +405,16 @@ def section(results: list[dict[str, Any]]) -> str:
             table(
                 [
                     "system",
-                    "idle CPU ms/min",
+                    "idle CPU ms/min (over)",
                     "idle RSS MiB",
                     "fired",
                     "due → queued p50 ms",
                     "p99",
                     "max",
+                    "daemon CPU s over the window (ms per fire)",
+                    "runs started",
                     "RSS over the window MiB",
                     "`list` s (CPU s)",
-                    "`list --json` s (CPU s)",
                     "`status` s (CPU s)",
                     "reload s",
                     "RSS idle → after the commands and reload MiB",
