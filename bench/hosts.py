@@ -20,8 +20,8 @@ daemons). Per host count, on one fresh store:
 Duplicates and losses are counted in every run from both sides: the store's
 rows (every run final and succeeded, or abandoned with a succeeded retry; every
 slot of every second-job present once) and the child's file (every succeeded
-run's id there exactly once). Claim conflicts: PostgreSQL backends seen waiting
-on a lock (sampled every 20 ms), and store errors the daemons logged.
+run's id there exactly once). Claim conflicts: PostgreSQL backends of the store seen
+waiting on a lock (sampled every 20 ms), and store errors the daemons logged.
 """
 
 from __future__ import annotations
@@ -251,14 +251,15 @@ def machine_busy() -> tuple[float, float]:
 
 
 class LockWaits:
-    """Counts PostgreSQL backends of the store's database waiting on a lock, sampled."""
+    """Counts backends waiting on a lock while they hold locks on the store's tables
+    (other work may share the database), sampled every `every` seconds."""
 
-    def __init__(self, every: float = 0.02) -> None:
+    def __init__(self, url: str, every: float = 0.02) -> None:
         import psycopg2
 
         self.samples = 0
         self.waits = 0
-        self._conn = psycopg2.connect(POSTGRES_DSN)
+        self._conn = psycopg2.connect(url)
         self._conn.autocommit = True
         self._stop = threading.Event()
         self._every = every
@@ -269,8 +270,9 @@ class LockWaits:
         with self._conn.cursor() as cur:
             while not self._stop.is_set():
                 cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND wait_event_type = 'Lock'"
+                    "SELECT count(DISTINCT w.pid) FROM pg_locks w WHERE NOT w.granted "
+                    "AND w.pid IN (SELECT l.pid FROM pg_locks l JOIN pg_class c "
+                    "ON c.oid = l.relation WHERE c.relnamespace = current_schema()::regnamespace)"
                 )
                 self.waits += int(cur.fetchone()[0])
                 self.samples += 1
@@ -296,7 +298,7 @@ def drain(cluster: Cluster, store: Any, n: int) -> dict[str, Any]:
     daemon_pids = [d.proc.pid for d in cluster.daemons]
     cpu_daemons, cpu_pg = cpu_of(daemon_pids), cpu_of(postgres_pids())
     busy0 = machine_busy()
-    waits = LockWaits()
+    waits = LockWaits(cluster.url)
     began = time.perf_counter()
     insert_queued(cluster.url, "drain", n)
     store.wake_daemons()
@@ -534,7 +536,8 @@ def section(results: list[dict[str, Any]] | str) -> str:
             f'{MAX_CONCURRENT}`, `lease_ttl = "{LEASE_TTL:g}s"`. *Drain*: queued runs '
             "put in the store at once, every daemon woken; runs/s from the first claim to "
             "the last recorded end; *share*: each host's part of them, largest first; "
-            "*conflicts*: PostgreSQL backends seen waiting on a lock (sampled every 20 ms) / "
+            "*conflicts*: the store's PostgreSQL backends seen waiting on a lock (sampled "
+            "every 20 ms) / "
             "store errors in the daemons' logs; *CPU*: the daemons' / PostgreSQL's / the "
             "whole machine's share of all cores during the drain. *Every second*: "
             f"`* * * * * *` jobs, due → started (`started_at - scheduled_for`); with the "
