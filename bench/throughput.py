@@ -26,7 +26,7 @@ MAX_CONCURRENT = 256
 
 def insert_queued(url: str, job: str, n: int) -> None:
     """N queued manual runs, through jobd's own store code, in one transaction."""
-    from jobd.model import NewRun, Trigger
+    from jobd.core.model import NewRun, Trigger
     from jobd.store import open_store
 
     store = open_store(url)
