@@ -346,8 +346,8 @@ def drain(cluster: Cluster, store: Any, n: int) -> dict[str, Any]:
 
 def every_second(cluster: Cluster, store: Any, size: Size, failover: bool) -> dict[str, Any]:
     """J every-second jobs for W seconds (the leader killed midway when asked)."""
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.core.config.parse import parse_job
+    from jobd.core.model import Source
 
     names = [f"tick{i:02d}" for i in range(size.tick_jobs)]
     fields = {**cluster.job, "schedule": "* * * * * *", "catchup": "all"}

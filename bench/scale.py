@@ -104,8 +104,8 @@ def build_store(setup: JobdSetup, jobs: list[tuple[str, str]]) -> float:
     the command parses it, the store's own row builder), without the audit row
     each call adds. Specs are parsed once per distinct schedule: only the name
     differs between jobs of one slot."""
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.core.config.parse import parse_job
+    from jobd.core.model import Source
     from jobd.store import open_store
 
     started = time.perf_counter()
