@@ -1,19 +1,22 @@
 """100,000 jobs: idle cost, firing 1,000 a second, the commands, memory over the run.
 
 One daemon (default settings but for the store) over a store holding N jobs, all
-daily: `BURST` of them fall due in each second of a window of `SECONDS` seconds
+daily: `burst` of them fall due in each second of a window of `seconds` seconds
 (one job per second-of-day slot `S M H * * *`, six-field cron), the others at
 times hours away. In order, on each store:
 
 1. the jobs are written to the store as store-only jobs (`jobd schedule`'s rows,
-   built by the store's own row builder and inserted in bulk; see `build_store`);
-2. `jobd run` starts; `jobd list`, `jobd status` and a SIGHUP reload are timed;
-3. idle: CPU (every thread's, from schedstat) and RSS until shortly before the
-   window, with nothing due;
-4. the window: BURST jobs due each second; due → queued from the store's
-   `scheduled_for` and `queued_at`; the daemon's RSS sampled every half second;
-5. ten seconds after it, the daemon is stopped (runs still queued stay queued:
-   what is measured is the scheduling, not the machine's spawn rate).
+   built by the store's own row builder and inserted in bulk; see `build_store`),
+   the window's last, once the others' time says when it can open;
+2. `jobd run` starts; idle: CPU (every thread's, from schedstat) and RSS from
+   shortly after start-up until the window, with nothing due;
+3. the window: `burst` jobs due each second; due → queued from the store's
+   `scheduled_for` and `queued_at`; the daemon's CPU, and its RSS sampled every
+   half second;
+4. a few seconds after it, the runs still queued are cancelled in the store
+   (what is measured is the scheduling, not the machine's spawn rate), and
+   `jobd list`, `jobd status` and a SIGHUP reload are timed over the jobs and
+   their history.
 
 Why store-only jobs and not a config file: a 100,000-job TOML file is 6 MB that
 Python's tomllib alone reads in seconds, and every `jobd` command and every
