@@ -72,7 +72,7 @@ class Size:
 
 
 FULL = Size(jobs=100_000, burst=1000, seconds=60, idle=15.0, schedule_sample=10)
-QUICK = Size(10_000, 200, 5, idle=2.0, schedule_sample=2, start=8.0, settle=1.0, after=3.0)
+QUICK = Size(10_000, 200, 4, idle=2.0, schedule_sample=2, start=5.0, settle=1.0, after=2.0)
 
 
 def cron_at(moment: datetime) -> str:
