@@ -111,20 +111,10 @@ def _apply_when_the_store_answers(
 ) -> Applied | None:
     """Parse the config and apply it to the store, in a child process; while the
     store does not answer, wait for it here. None: stopped while waiting."""
-    from jobd.system.log import add_store_url, setup_logging
+    from jobd.system.log import add_store_url
     from jobd.system.storewait import PROBE_EVERY, StartupWait
 
-    parent = os.getpid()
-
-    def prepare() -> Applied | StoreDown:
-        if os.getpid() != parent:  # where fork() exists, this runs in a child
-            _stop_signals_kill()
-        setup_logging(log_format, log_level)  # a migration's messages reach the terminal
-        try:
-            return _apply_or_report(ctx)
-        finally:
-            ctx.close()
-
+    prepare = functools.partial(_prepare, ctx, os.getpid(), log_format, log_level)
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
     # 10,000 jobs' worth of parsed config (jobd.system.forkcall). A store that does not
@@ -168,6 +158,19 @@ def _apply_when_the_store_answers(
                 extra={"action": "config.reload"},
             )
             wait = None  # its store URL may have changed
+
+
+def _prepare(ctx: Context, parent: int, log_format: str, log_level: str) -> Applied | StoreDown:
+    """What the start-up child does: parse the config and apply it to the store."""
+    from jobd.system.log import setup_logging
+
+    if os.getpid() != parent:  # where fork() exists, this runs in a child
+        _stop_signals_kill()
+    setup_logging(log_format, log_level)  # a migration's messages reach the terminal
+    try:
+        return _apply_or_report(ctx)
+    finally:
+        ctx.close()
 
 
 def _enter_background(ctx: Context, config: Config, pidfile: str, log_file: str | None) -> None:
