@@ -263,7 +263,7 @@ def test_serve_alone_executes_nothing_and_says_so(served: Api) -> None:
 
 def test_a_slow_client_does_not_hold_the_server(api: Api) -> None:
     """A client that opens connections and never sends a request holds no worker:
-    waitress's loop thread buffers them; requests are still served."""
+    they wait in the server's selector; requests are still served."""
     import socket
 
     parts = urlsplit(api.base)
@@ -289,7 +289,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
     code = (
         "import json, sys; from jobd.cli import cli; list(cli.commands);"
         "import jobd.daemon.loop, jobd.cli.daemon_cmd, jobd.client;"
-        "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'waitress'"
+        "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'cheroot'"
         " or m.startswith('jobd.api')]))"
     )
     result = subprocess.run(

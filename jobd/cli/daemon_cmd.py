@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -171,12 +171,15 @@ def run(
     from jobd.daemon.loop import serve
     from jobd.system.paths import load_config
 
+    api: Any = None
+
     def reload_config() -> Config:
         fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
+        if api is not None:
+            api.reload_tls(fresh.api, str(fresh.path))
         return fresh
 
-    api = None
     if config.api is not None:  # only then is the web stack imported
         from jobd.cli.serve_cmd import start_api_thread
 
@@ -229,6 +232,11 @@ def _apply(ctx: Context) -> Applied:
     from jobd.system.storewait import create_store_directory
 
     config = ctx.config
+    if config.api is not None and config.api.tls_cert:
+        # Here, before the daemon detaches: a key it cannot use is said on the terminal.
+        from jobd.system.tls import server_context
+
+        server_context(config.api.tls_cert, config.api.tls_key, str(config.path))
     store_url = ctx.store_url
     add_store_url(store_url)
     create_store_directory(store_url)
