@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import jobd_cmd, wait_for
 from tests.daemons import Daemons, JobdProcess, config_text
 
-SERVING = re.compile(r"serving the API on (http://[0-9.]+:[0-9]+)/v1")
+SERVING = re.compile(r"serving the API on (https?://[0-9.]+:[0-9]+)/v1")
 
 
 @dataclass
