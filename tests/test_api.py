@@ -413,3 +413,44 @@ def test_serve_refuses_a_bad_address_in_one_line(tmp_path: Any, sqlite_url: str)
         taken.close()
     assert busy.returncode == 1 and busy.stderr.count("\n") == 1
     assert busy.stderr.startswith(f"jobd: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_log_follow_ends_when_its_client_hangs_up(api: Api) -> None:
+    """Followers of a run that prints nothing more stop polling once their clients
+    go: the places they held among the waiters come back while the run goes on."""
+    token = api.token("ci")
+    run_id = api.call("POST", "/v1/jobs/held/trigger", token).json()["id"]
+    parts = urlsplit(api.base)
+    try:
+        for _ in range(6):  # every waiter's place ([api] threads = 8, the default)
+            conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn.request(
+                "GET",
+                f"/v1/executions/{run_id}/log?follow=true",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200 and response.readline() == b"first\n"
+            conn.close()  # hangs up while the run goes on, silent
+
+        # A follow that is served now streams until the run ends: the test reads
+        # only its status, with a short timeout, and lets it go.
+        conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+        def followed() -> bool:
+            conn.request(
+                "GET",
+                f"/v1/executions/{run_id}/log?follow=true",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            if response.status == 200:
+                return True
+            response.read()
+            return False
+
+        assert wait_for(followed, timeout=20)
+        conn.close()
+        assert api.call("GET", f"/v1/executions/{run_id}", token).json()["status"] == "running"
+    finally:
+        go_file(api.tmp_path, "held").touch()
