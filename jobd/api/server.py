@@ -107,13 +107,15 @@ class _Connection(HTTPConnection):  # type: ignore[misc]
                 # show the reason instead of a bare reset.
                 with contextlib.suppress(OSError):
                     socket.socket.sendall(self.socket, PLAIN_TO_TLS)
-                log.info(
+                # Debug only, as the failed handshakes below: anyone who can reach
+                # the port could otherwise fill the log.
+                log.debug(
                     "a plain HTTP request to the HTTPS port, from %s",
                     self.remote_addr,
                     extra={"action": "api.tls"},
                 )
             else:
-                log.info(
+                log.debug(
                     "TLS handshake with %s failed: %s",
                     self.remote_addr,
                     exc.reason or type(exc).__name__,
