@@ -112,22 +112,12 @@ class Views:
         """Ready when the store answers, a daemon is live to run what is triggered, and
         a table lease, if any, is held (the criteria of `jobd check` about the
         service; a failing or overdue job does not make the API unready)."""
-        from jobd.store import admin
+        from jobd.ops.health import health
 
-        scope = app.scope()
-        now = app.store.now()
-        ttl = scope.config.settings.lease_ttl
-        live = admin.live_instances(app.store, ttl, now)
-        if not live:
-            raise StoreUnavailable(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
-            )
-        lease = admin.leader_lease(app.store, now)
-        if lease is not None and lease["expired"]:
-            raise StoreUnavailable(
-                f"leader lease expired (last holder {lease['holder']} on {lease['host']})"
-            )
-        return Response(200, {"status": "ready", "live_instances": len(live)})
+        report = health(app.scope(), with_jobs=False)
+        if report.service_problems():
+            raise StoreUnavailable("; ".join(p.message for p in report.service_problems()))
+        return Response(200, {"status": "ready", "live_instances": report.live_instances})
 
     @route("GET", "/v1/openapi.json", public=True)
     def openapi(self, app: Any, request: Request) -> Response:
