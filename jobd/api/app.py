@@ -37,6 +37,8 @@ from jobd.errors import (
     store_failure,
 )
 from jobd.ops.scope import Scope
+from jobd.ops.tokens import authenticate
+from jobd.system.paths import load_config_or_settings, locate_config
 
 log = logging.getLogger("jobd.api")
 
@@ -145,8 +147,6 @@ class ConfigSource:
         self._loaded: tuple[Any, ConfigError | None] | None = None
 
     def _file_stamp(self) -> Any:
-        from jobd.system.paths import locate_config
-
         path = locate_config(self.config_path, os.environ, Path.cwd())
         if path is None:
             return None
@@ -160,8 +160,6 @@ class ConfigSource:
         with self._lock:
             stamp = self._file_stamp()
             if self._loaded is None or stamp != self._stamp:
-                from jobd.system.paths import load_config_or_settings
-
                 self._loaded = load_config_or_settings(
                     self.config_path, store_override=self.store_override
                 )
@@ -227,8 +225,6 @@ class Application:
         raise NotFound(f"no such endpoint: {request.path}")
 
     def _authenticate(self, request: Request, candidate: Route) -> None:
-        from jobd.ops.tokens import authenticate
-
         header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():

@@ -34,9 +34,12 @@ from cheroot.ssl import Adapter
 from cheroot.wsgi import Gateway_10, Server
 
 from jobd.api.app import CLIENT_GONE, MAX_BODY, Application, ConfigSource
+from jobd.api.views import Views
+from jobd.errors import ConfigError
+from jobd.store import open_store
+from jobd.system.tls import server_context
 
 __all__ = ["ApiServer", "ConfigSource", "make_app", "start_api"]
-from jobd.api.views import Views
 
 log = logging.getLogger("jobd.api")
 
@@ -56,7 +59,6 @@ PLAIN_TO_TLS = (
 
 def make_app(store_url: str, configs: ConfigSource) -> Application:
     """The application over its own Store (never the daemon's connection)."""
-    from jobd.store import open_store
 
     store = open_store(store_url)
     app = Application(store, configs, Views())
@@ -229,8 +231,6 @@ class ApiServer:
     def reload_tls(self, settings: Any, config_file: str) -> None:
         """SIGHUP: a renewed certificate and key (same paths or new ones) serve new
         connections; a pair that does not load is logged and the old one kept."""
-        from jobd.errors import ConfigError
-        from jobd.system.tls import server_context
 
         if self.adapter is None or settings is None or not settings.tls_cert:
             return
@@ -257,7 +257,6 @@ def tls_context(settings: Any, config_file: str) -> ssl.SSLContext | None:
     """The server's TLS context when `[api]` has tls_cert and tls_key."""
     if settings is None or not settings.tls_cert:
         return None
-    from jobd.system.tls import server_context
 
     return server_context(settings.tls_cert, settings.tls_key, config_file)
 

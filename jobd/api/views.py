@@ -15,16 +15,19 @@ from typing import Any
 
 from jobd.api.app import CLIENT_GONE, OPENAPI_PATH, Request, Response, route
 from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.ops.health import health
+from jobd.ops.history import find_runs
+from jobd.ops.jobs import list_jobs, schedule, set_paused, unschedule
+from jobd.ops.runs import cancel, trigger
 from jobd.ops.scope import Scope
 from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
+from jobd.store.reader import Reader
 
 MAX_WAIT_S = 120.0  # a long poll holds a worker thread: bounded
 MAX_PAGE = 1000
 
 
 def _reader(app: Any) -> Any:
-    from jobd.store.reader import Reader
-
     return Reader.over(app.store)
 
 
@@ -112,7 +115,6 @@ class Views:
         """Ready when the store answers, a daemon is live to run what is triggered, and
         a table lease, if any, is held (the criteria of `jobd check` about the
         service; a failing or overdue job does not make the API unready)."""
-        from jobd.ops.health import health
 
         report = health(app.scope(), with_jobs=False)
         if report.service_problems():
@@ -127,8 +129,6 @@ class Views:
 
     @route("GET", "/v1/jobs")
     def list_jobs(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import list_jobs
-
         entries = list_jobs(app.scope(), datetime.now(UTC))
         if request.group is not None:
             entries = [e for e in entries if e.spec.group == request.group]
@@ -137,8 +137,6 @@ class Views:
 
     @route("GET", "/v1/jobs/{name}")
     def get_job(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import list_jobs
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -148,8 +146,6 @@ class Views:
 
     @route("POST", "/v1/jobs/{name}/trigger", write=True)
     def trigger(self, app: Any, request: Request) -> Response:
-        from jobd.ops.runs import trigger
-
         name = request.params["name"]
         wait = _float(request, "wait", MAX_WAIT_S)
         scope = app.scope()
@@ -179,8 +175,6 @@ class Views:
 
     @staticmethod
     def _set_paused(app: Any, request: Request, paused: bool) -> Response:
-        from jobd.ops.jobs import set_paused
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -192,7 +186,6 @@ class Views:
     @route("PUT", "/v1/schedules/{name}", write=True)
     def put_schedule(self, app: Any, request: Request) -> Response:
         """Upsert a store-only job from a `[jobs.NAME]` table as JSON."""
-        from jobd.ops.jobs import schedule
 
         name = request.params["name"]
         fields = request.json_body()
@@ -225,8 +218,6 @@ class Views:
 
     @route("DELETE", "/v1/schedules/{name}", write=True)
     def delete_schedule(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import unschedule
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -239,11 +230,10 @@ class Views:
     def executions(self, app: Any, request: Request) -> Response:
         """Newest first; `cursor` is the last id of the previous page, so runs queued
         while a client pages never shift what it reads next."""
-        from jobd.ops.history import find_runs
 
         limit = _int(request, "limit", 50, 1, MAX_PAGE)
         rows = find_runs(
-            _reader(app),
+            lambda: _reader(app),
             datetime.now(UTC),
             job=request.arg("job") or None,
             statuses=[s.lower() for s in request.args("status") if s],
@@ -279,8 +269,6 @@ class Views:
 
     @route("POST", "/v1/executions/{id:int}/cancel", write=True)
     def cancel(self, app: Any, request: Request) -> Response:
-        from jobd.ops.runs import cancel
-
         run_id = int(request.params["id"])
         _visible_run(app, request, run_id)
         done = cancel(app.scope(), request.actor, run_id)

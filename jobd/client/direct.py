@@ -67,7 +67,7 @@ class StoreTransport:
         self, job: str | None, statuses: list[str], since: str | None, limit: int
     ) -> list[dict[str, Any]]:
 
-        return find_runs(self._reader(), datetime.now(UTC), job, statuses, since, limit or None)
+        return find_runs(self._reader, datetime.now(UTC), job, statuses, since, limit or None)
 
     def cancel(self, run_id: int) -> dict[str, Any]:
         done = cancel(self.ctx.scope(), self.actor, run_id)

@@ -38,6 +38,8 @@ from prometheus_client import (
 )
 
 from jobd.core.config.channels import split_listen
+from jobd.store.gauges import active_counts, job_gauges
+from jobd.store.reader import Reader
 
 if TYPE_CHECKING:
     from jobd.core.model import Outcome, Run
@@ -145,8 +147,6 @@ def store_text(store: Any, with_running: bool) -> str:
     within 50 ms. The format is the one generate_latest() writes; the tests
     read it with the client's own parser.
     """
-    from jobd.store.gauges import active_counts, job_gauges
-    from jobd.store.reader import Reader
 
     reader = store if isinstance(store, Reader) else Reader.over(store)
     jobs = job_gauges(reader)

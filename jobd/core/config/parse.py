@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from jobd.core import model
 from jobd.core.config.channels import (
@@ -439,8 +439,6 @@ def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:
     try:
         ZoneInfo(name)
     except Exception:  # ZoneInfo raises several types for odd names
-        from zoneinfo import available_timezones
-
         hint = did_you_mean(name, available_timezones()) if isinstance(name, str) else None
         raise ConfigError(
             f"unknown time zone {name!r}", file=file, job=job, key=key, hint=hint
