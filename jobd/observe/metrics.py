@@ -154,15 +154,13 @@ def store_text(store: Any, with_running: bool) -> str:
     next_fire: list[str] = []
     last_success: list[str] = []
     paused: list[str] = []
-    for job in jobs:
-        label = f'{{job_name="{_label(job.name)}"}} '
-        paused.append(f"jobd_job_paused{label}{1.0 if job.paused else 0.0}\n")
-        if job.next_fire_at is not None:
-            next_fire.append(f"jobd_job_next_fire_timestamp_seconds{label}{job.next_fire_at!r}\n")
-        if job.last_success_at is not None:
-            last_success.append(
-                f"jobd_job_last_success_timestamp_seconds{label}{job.last_success_at!r}\n"
-            )
+    for name, stopped, next_at, success_at in jobs:
+        label = f'{{job_name="{_label(name)}"}} '
+        paused.append(f"jobd_job_paused{label}{'1.0' if stopped else '0.0'}\n")
+        if next_at is not None:
+            next_fire.append(f"jobd_job_next_fire_timestamp_seconds{label}{next_at!r}\n")
+        if success_at is not None:
+            last_success.append(f"jobd_job_last_success_timestamp_seconds{label}{success_at!r}\n")
     parts = [
         _family(
             "jobd_job_next_fire_timestamp_seconds",

@@ -24,8 +24,9 @@ from typing import Any
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
 
-# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read here.
-SCHEMA_VERSION = 4
+# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read
+# here. 5 added job_successes, which jobd.store.gauges reads.
+SCHEMA_VERSION = 5
 
 # model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
 RUN_COLUMNS = (
