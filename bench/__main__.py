@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cron_math, fire, idle, precision, throughput
+from bench import cron_math, fire, idle, observe, precision, throughput
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.report import merge, owned_headings, table
 
-PARTS = ("cron", "idle", "precision", "throughput", "fire", "others")
+PARTS = ("cron", "idle", "precision", "throughput", "fire", "observe", "others")
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
     ("cli_latency.py", "CLI latency"),
@@ -105,6 +105,10 @@ def main() -> None:
         results = timed("fire", lambda: fire.measure(ks, postgres))
         sections.append(("fire-latency", fire.section(results)))
         checks += fire.check(results)
+    if "observe" in parts:
+        results = timed("observe", lambda: observe.measure(quick, postgres))
+        sections.append(("observe", observe.section(results)))
+        checks += observe.check(results)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""
