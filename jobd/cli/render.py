@@ -159,7 +159,9 @@ def table(
         # The terminal's own width: COLUMNS, which rich prefers, is stale once
         # the window is resized, and a table laid out wider than it wraps.
         with contextlib.suppress(OSError, ValueError):
-            console.width = os.get_terminal_size(sys.stdout.fileno()).columns
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+            if columns > 0:  # 0: a terminal that never said its size
+                console.width = columns
         console.print(out)
         return
     widths = [len(h) for h in headers]
