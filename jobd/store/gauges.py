@@ -21,16 +21,19 @@ JobGauge = tuple[str, bool, float | None, float | None]
 
 # Times come back as Unix seconds computed by the database: converting 20,000
 # stored times in Python took longer than the query. Stored times are naive
-# UTC: SQLite's julianday reads them as UTC, and PostgreSQL's EXTRACT(EPOCH)
+# UTC: SQLite's julianday reads them as UTC, and PostgreSQL's date_part('epoch')
 # reads a timestamp without time zone as UTC. No ORDER BY: the text format
 # needs no order, and SQLite would read the table through its name index.
 JOBS_SQL = (
     "SELECT j.name, j.paused OR NOT j.enabled, {next_fire}, {success} "
     "FROM jobs j LEFT JOIN job_successes s ON s.job = j.name WHERE j.removed = ?"
 )
+# Rounded to the millisecond by arithmetic: SQLite's round() formats and
+# parses text, which cost a third of the statement; PostgreSQL's EXTRACT gives
+# numeric where date_part gives float8.
 EPOCH = {
-    "sqlite": "round((julianday({column}) - 2440587.5) * 86400.0, 3)",
-    "postgresql": "round(EXTRACT(EPOCH FROM {column}), 3)::float8",
+    "sqlite": "CAST((julianday({column}) - 2440587.5) * 86400000.0 + 0.5 AS INTEGER) / 1000.0",
+    "postgresql": "round(date_part('epoch', {column}) * 1000) / 1000",
 }
 ACTIVE_SQL = "SELECT status, COUNT(*) FROM executions WHERE status IN (?, ?) GROUP BY status"
 
