@@ -200,6 +200,25 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements_on_sqlite(
     conn.close()
 
 
+def test_a_scrape_shows_what_changed_since_the_last_one(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unchanged jobs' lines are reused between scrapes: a changed row is written anew."""
+    monkeypatch.setattr(jobd.observe.metrics, "_instance", None)
+    store = open_store(sqlite_url)
+    store.apply_config(parse_config(TWO_JOBS), store.now())
+    before = parse(jobd.observe.metrics.render(store).decode())
+    assert value(before, "jobd_job_paused", job_name="a") == 0
+    store.set_paused("a", True, store.now())
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    after = parse(jobd.observe.metrics.render(store).decode())
+    store.close()
+    assert value(after, "jobd_job_paused", job_name="a") == 1
+    assert value(after, "jobd_job_paused", job_name="b") is None  # removed from the config
+    assert value(before, "jobd_job_next_fire_timestamp_seconds", job_name="a") is not None
+    assert value(after, "jobd_job_next_fire_timestamp_seconds", job_name="a") is None
+
+
 class CountingCursor(psycopg2.extensions.cursor):
     statements: list[str] = []
 
