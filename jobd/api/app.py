@@ -2,8 +2,8 @@
 as RFC 9457 problems mapped from the jobd.errors types.
 
 No framework: the API is a dozen routes, and a router of regular expressions
-keeps the whole stack to waitress (pure Python, no dependencies) and the
-standard library.
+keeps the whole stack to the server (cheroot, jobd.api.server) and the standard
+library.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ PROBLEM = "application/problem+json"
 # How long a rejected quota asks a client to wait before it tries again.
 RETRY_AFTER_S = 5
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+# The environ key of a callable, set by the server, that says whether the client
+# of this request hung up: a log follow stops polling for nobody.
+CLIENT_GONE = "jobd.client_gone"
 
 
 @dataclass
@@ -176,6 +179,7 @@ class Application:
         self.views = views
         self.routes: list[Route] = []
         self.waiters = threading.BoundedSemaphore(6)
+        self.closing = threading.Event()  # the server stops: waits end
         for name in dir(views):
             func = getattr(views, name)
             spec = getattr(func, "route", None)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.api.app import OPENAPI_PATH, Request, Response, route
+from jobd.api.app import CLIENT_GONE, OPENAPI_PATH, Request, Response, route
 from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
 from jobd.ops.scope import Scope
 from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
@@ -112,22 +112,12 @@ class Views:
         """Ready when the store answers, a daemon is live to run what is triggered, and
         a table lease, if any, is held (the criteria of `jobd check` about the
         service; a failing or overdue job does not make the API unready)."""
-        from jobd.store import admin
+        from jobd.ops.health import health
 
-        scope = app.scope()
-        now = app.store.now()
-        ttl = scope.config.settings.lease_ttl
-        live = admin.live_instances(app.store, ttl, now)
-        if not live:
-            raise StoreUnavailable(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
-            )
-        lease = admin.leader_lease(app.store, now)
-        if lease is not None and lease["expired"]:
-            raise StoreUnavailable(
-                f"leader lease expired (last holder {lease['holder']} on {lease['host']})"
-            )
-        return Response(200, {"status": "ready", "live_instances": len(live)})
+        report = health(app.scope(), with_jobs=False)
+        if report.service_problems():
+            raise StoreUnavailable("; ".join(p.message for p in report.service_problems()))
+        return Response(200, {"status": "ready", "live_instances": report.live_instances})
 
     @route("GET", "/v1/openapi.json", public=True)
     def openapi(self, app: Any, request: Request) -> Response:
@@ -170,7 +160,7 @@ class Views:
         # Past the waiters' limit a long poll answers at once: the client polls.
         if wait and app.waiters.acquire(blocking=False):
             try:
-                wait_final(reader, queued.run_id, wait)
+                wait_final(reader, queued.run_id, wait, app.closing.is_set)
             finally:
                 app.waiters.release()
         row = reader.execution(queued.run_id, with_log=False)
@@ -283,7 +273,8 @@ class Views:
                 "too many requests are waiting (log follows, long polls); try again shortly"
             )
         headers = [("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")]
-        stream = _Held(_follow(app, run_id), app.waiters.release)
+        gone = request.environ.get(CLIENT_GONE, lambda: False)
+        stream = _Held(_follow(app, run_id, gone), app.waiters.release)
         return Response(200, stream, headers, "text/plain; charset=utf-8")
 
     @route("POST", "/v1/executions/{id:int}/cancel", write=True)
@@ -324,6 +315,13 @@ class _Held(Iterator[bytes]):
             release()
 
 
-def _follow(app: Any, run_id: int) -> Iterator[bytes]:
-    for text in follow_output(_reader(app), run_id):
+def _follow(app: Any, run_id: int, gone: Any) -> Iterator[bytes]:
+    """The run's new output; it ends with the run, when the client hangs up (a
+    run that prints nothing would otherwise keep a worker polling for nobody), or
+    when the server stops."""
+
+    def stop() -> bool:
+        return bool(app.closing.is_set() or gone())
+
+    for text in follow_output(_reader(app), run_id, stop):
         yield text.encode()
