@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_load, cron_math, fire, hosts, idle, precision, scale, throughput
+from bench import api_load, cron_math, fire, hosts, idle, observe, precision, scale, throughput
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -34,7 +34,9 @@ from bench.common import (
 )
 from bench.report import merge, owned_headings, table
 
-PARTS = ("cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "api", "others")
+PARTS = (
+    "cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "api", "observe", "others"
+)  # fmt: skip
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
     ("cli_latency.py", "CLI latency"),
@@ -117,6 +119,10 @@ def main() -> None:
         results = timed("api", lambda: api_load.measure(quick, postgres))
         sections.append(("http-api", api_load.section(results)))
         checks += api_load.check(results)
+    if "observe" in parts:
+        results = timed("observe", lambda: observe.measure(quick, postgres))
+        sections.append(("observe", observe.section(results)))
+        checks += observe.check(results)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""
