@@ -454,3 +454,22 @@ def test_a_log_follow_ends_when_its_client_hangs_up(api: Api) -> None:
         assert api.call("GET", f"/v1/executions/{run_id}", token).json()["status"] == "running"
     finally:
         go_file(api.tmp_path, "held").touch()
+
+
+def test_metrics_on_the_api_listener(api: Api) -> None:
+    """With [api], Prometheus scrapes the API's port: the daemon's own metrics and,
+    from the leader, the store's gauges, parsed with the client library's parser;
+    a group's token may not read them, since they name every job."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    token = api.token("prometheus", read_only=True)
+    wait_for(lambda: api.call("GET", "/metrics", token).status == 200, timeout=20)
+    reply = api.call("GET", "/metrics", token)
+    assert reply.content_type.startswith("text/plain; version=0.0.4")
+    names = {family.name for family in text_string_to_metric_families(reply.body.decode())}
+    assert {"jobd_is_leader", "jobd_queue_depth", "jobd_job_next_fire_timestamp_seconds"} <= names
+    problem(api.call("GET", "/metrics"), 401)
+    tenant = api.token("tenant-a-prom", group="tenant-a", read_only=True)
+    assert (
+        "bound to group 'tenant-a'" in problem(api.call("GET", "/metrics", tenant), 403)["detail"]
+    )

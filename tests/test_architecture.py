@@ -98,7 +98,7 @@ LAYERS: dict[str, set[str]] = {
     "observe": {"core", "store", "system"},
     "daemon": {"core", "store", "system", "leader", "runs", "observe"},
     "ops": {"core", "store", "system", "runs"},
-    "api": {"core", "store", "system", "ops"},
+    "api": {"core", "store", "system", "ops", "observe"},
     "client": {"core", "store", "ops"},
     "cli": {"core", "store", "system", "leader", "runs", "observe", "daemon", "ops", "api"},
 }

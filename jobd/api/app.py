@@ -93,7 +93,7 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: Any = None  # JSON-able, or an iterator of bytes (a stream)
+    body: Any = None  # JSON-able, bytes as they are, or an iterator of bytes (a stream)
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
 
@@ -259,7 +259,10 @@ class Application:
         if isinstance(response.body, Iterator):
             start_response(status, headers)
             return response.body
-        data = b"" if response.status == 204 else to_json(response.body)
+        if isinstance(response.body, bytes):
+            data = response.body
+        else:
+            data = b"" if response.status == 204 else to_json(response.body)
         headers.append(("Content-Length", str(len(data))))
         start_response(status, headers)
         return [data]

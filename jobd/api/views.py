@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobd.api.app import CLIENT_GONE, OPENAPI_PATH, Request, Response, route
-from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.errors import Forbidden, NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from jobd.observe.metrics import render as render_metrics
 from jobd.ops.health import health
 from jobd.ops.history import find_runs
 from jobd.ops.jobs import list_jobs, schedule, set_paused, unschedule
@@ -120,6 +122,16 @@ class Views:
         if report.service_problems():
             raise StoreUnavailable("; ".join(p.message for p in report.service_problems()))
         return Response(200, {"status": "ready", "live_instances": report.live_instances})
+
+    @route("GET", "/metrics")
+    def metrics(self, app: Any, request: Request) -> Response:
+        """What `jobd metrics` prints; in `jobd run`, the daemon's own metrics too."""
+        if request.group is not None:
+            raise Forbidden(
+                f"token {request.token.name!r} is bound to group {request.group!r}; "
+                "the metrics name every job"
+            )
+        return Response(200, render_metrics(app.store), content_type=METRICS_CONTENT_TYPE)
 
     @route("GET", "/v1/openapi.json", public=True)
     def openapi(self, app: Any, request: Request) -> Response:
