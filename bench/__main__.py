@@ -1,7 +1,7 @@
 """`python -m bench`: measure jobd and APScheduler 3.11 on this machine, write BENCHMARKS.md.
 
-    bench/run                  # creates the venvs if needed, then the full run (< 10 min)
-    bench/run --quick          # smaller K, shorter windows (< 2 min)
+    bench/run                  # creates the venvs if needed, then the full run (< 20 min)
+    bench/run --quick          # smaller K, shorter windows, no `others` (< 3 min)
     python -m bench --only fire,throughput --no-write
 
 Plain scripts, not tests: figures depend on the machine and on whatever else
@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cron_math, fire, idle, precision, throughput
+from bench import cron_math, fire, idle, peers, precision, throughput
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.report import merge, owned_headings, table
 
-PARTS = ("cron", "idle", "precision", "throughput", "fire", "others")
+PARTS = ("cron", "idle", "precision", "throughput", "fire", "peers", "others")
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
     ("cli_latency.py", "CLI latency"),
@@ -51,16 +51,19 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true", help="print, do not write the file")
     args = parser.parse_args()
-    parts = args.only.split(",") if args.only else list(PARTS)
+    # A quick run leaves out the separate scripts (`others`) unless asked for: each
+    # has its own --quick, and together they take longer than all the rest.
+    default = [p for p in PARTS if not (args.quick and p == "others")]
+    parts = args.only.split(",") if args.only else default
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
     quick = args.quick
-    ks = [1000] if quick else [1000, 10_000]
-    window = 20 if quick else 60
-    precision_s = 30 if quick else 60
-    runs_n = 500 if quick else 5000
+    ks = [500] if quick else [1000, 10_000]
+    window = 10 if quick else 60
+    precision_s = 15 if quick else 60
+    runs_n = 300 if quick else 5000
 
     began = time.monotonic()
     load_before = os.getloadavg()
@@ -105,6 +108,10 @@ def main() -> None:
         results = timed("fire", lambda: fire.measure(ks, postgres))
         sections.append(("fire-latency", fire.section(results)))
         checks += fire.check(results)
+    if "peers" in parts:
+        results = timed("peers", lambda: peers.measure(quick, postgres))
+        sections.append(("peers", peers.section(results)))
+        checks += peers.check(results)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""
@@ -180,6 +187,7 @@ def machine_section(
         ["PostgreSQL", postgres_version() if postgres else "not measured"],
         ["jobd commit", git_commit()],
         ["APScheduler", aps_version()],
+        *peers.versions(),
         ["load average (1 min) before → after", f"{load_before[0]:.2f} → {load_after[0]:.2f}"],
         [
             "wall time",
@@ -191,7 +199,7 @@ def machine_section(
             "## Machine and run",
             table(["", ""], rows),
             "Other work may share the machine (the load average shows how much); "
-            "every latency is measured within one run, jobd and APScheduler back to back.",
+            "every latency is measured within one run, jobd and its peers back to back.",
         ]
     )
 
