@@ -143,9 +143,8 @@ def statements(n: int, max_concurrent: int) -> dict[str, Any]:
             messages += 1
             total_ms += float(match.group(2))
             for statement in match.group(3).split(";"):
-                words = statement.split()
-                if words:
-                    kinds[_kind(words)] += 1
+                if statement.strip():
+                    kinds[statement_kind(statement)] += 1
     result = {
         "rate": info.get("rate"),
         "messages_per_run": messages / n,
@@ -159,8 +158,9 @@ def statements(n: int, max_concurrent: int) -> dict[str, Any]:
     return result
 
 
-def _kind(words: list[str]) -> str:
+def statement_kind(statement: str) -> str:
     """A statement's shape: its verb and the table it touches."""
+    words = statement.split()
     verb = words[0].upper()
     upper = [w.upper().strip('"(') for w in words]
     for marker in ("FROM", "INTO", "UPDATE"):
