@@ -71,7 +71,8 @@ class Sizes:
     """How big each measurement is; the quick run's are smaller."""
 
     k: int  # burst size
-    n: int  # runs per sustained measurement
+    n: int  # runs per drain
+    live_n: int  # runs submitted one by one (0: not measured)
     precision_s: int
     idle_jobs: int
     settle_s: float
@@ -81,8 +82,8 @@ class Sizes:
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(300, 200, 8, 1000, 3, 10, False)
-        return cls(1000, 2000, 40, 10_000, 60, 60, True)
+            return cls(300, 200, 0, 8, 1000, 3, 10, False)
+        return cls(1000, 2000, 1000, 40, 10_000, 60, 60, True)
 
 
 def work_command(path: Path) -> list[str]:
@@ -722,6 +723,7 @@ def guarded(system: System, func: Callable[[], Any]) -> Any:
 def measure(quick: bool, postgres: bool) -> dict[str, Any]:
     sizes = Sizes.of(quick)
     chosen = systems(quick, postgres)
+    began, load_before = time.monotonic(), os.getloadavg()[0]
     out: dict[str, Any] = {"sizes": sizes, "systems": [s.name for s in chosen]}
     log(f"peers: {', '.join(s.name for s in chosen)}")
 
@@ -736,15 +738,15 @@ def measure(quick: bool, postgres: bool) -> dict[str, Any]:
 
     # Bursts fall on minute boundaries (Celery beat's crontab knows no seconds); the
     # sustained measurements fill the wait for the next boundary.
-    kinds = ("drain", "live") if sizes.minute_boundary else ("drain",)
+    kinds = ("drain", "live") if sizes.live_n else ("drain",)
     fillers = [(s, kind) for kind in kinds for s in chosen]
     out["burst"], out["drain"], out["live"] = {}, {}, {}
 
     def run_filler() -> None:
         system, kind = fillers.pop(0)
-        log(f"  {system.name}: {kind}, N={sizes.n}")
+        log(f"  {system.name}: {kind}")
         result = guarded(
-            system, lambda: system.drain(sizes.n) if kind == "drain" else system.live(sizes.n)
+            system, lambda: system.drain(sizes.n) if kind == "drain" else system.live(sizes.live_n)
         )
         if result is None:
             return
@@ -767,6 +769,11 @@ def measure(quick: bool, postgres: bool) -> dict[str, Any]:
         run_filler()
 
     out["precision"], out["idle"] = precision_and_idle(chosen, sizes)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out["run"] = (
+        f"This part took {time.monotonic() - began:.0f} s, ending {when}; "
+        f"load average (1 min) {load_before:.2f} → {os.getloadavg()[0]:.2f}."
+    )
     return out
 
 
@@ -937,7 +944,7 @@ def section(out: dict[str, Any]) -> str:
             "the local Redis with the Optimizing guide's settings for many short tasks "
             "(`worker_prefetch_multiplier = 64`, results ignored, rate limits disabled, "
             "`-O fair`). Each peer lives in its own virtualenv (bench/.venv-procrastinate, "
-            "bench/.venv-celery).",
+            "bench/.venv-celery). " + out.get("run", ""),
             f"### Burst: {sizes.k:,} jobs due at {boundary}",
             "Milliseconds from the due instant to each child's start (the floor: from the "
             "loop's start). *lost*: fires never recorded in the store (Celery keeps no "
@@ -946,7 +953,7 @@ def section(out: dict[str, Any]) -> str:
             table(
                 ["system", "p50", "p99", "max", "lost", "never ran", "p99 ÷ floor's"], burst_rows
             ),
-            f"### Sustained: {sizes.n:,} runs",
+            f"### Sustained: {sizes.n:,} runs queued, {sizes.live_n:,} submitted live",
             "Runs per second between the first and the last child start. *drain*: the runs "
             "are queued before the worker starts (jobd: manual runs inserted into the "
             "store; procrastinate: one `batch_defer`; Celery: messages sent to the queue). "

@@ -83,7 +83,7 @@ def drain_daemon(
             try:
                 insert_queued(url, "t", n, delay=DELAY)
                 assert setup.proc is not None
-                info: dict[str, Any] = {"pid": setup.proc.pid, "stamps": stamps}
+                info: dict[str, Any] = {"pid": setup.proc.pid, "stamps": stamps, "url": url}
                 yield info
                 info["backends"] = postgres_backends([setup.proc.pid])
                 wait_stamps(stamps, n, None, quiet=15, deadline=time.monotonic() + 120 + n / 20)
@@ -132,30 +132,74 @@ def statements(n: int, max_concurrent: int) -> dict[str, Any]:
         if spy:
             sampler.send_signal(2)  # py-spy writes its profile on SIGINT
             sampler.wait(30)
-    backends = {str(pid) for pid in info["seen"]}
-    messages, kinds, total_ms = 0, collections.Counter(), 0.0
-    with SERVER_LOG.open(errors="replace") as handle:
-        handle.seek(offset)
-        for line in handle:
-            match = LOG_LINE.match(line)
-            if not match or match.group(1) not in backends:
-                continue
-            messages += 1
-            total_ms += float(match.group(2))
-            for statement in match.group(3).split(";"):
-                if statement.strip():
-                    kinds[statement_kind(statement)] += 1
+    messages, kinds, total_ms, shapes, shape_ms = read_server_log(offset, info["seen"])
     result = {
         "rate": info.get("rate"),
         "messages_per_run": messages / n,
         "statements_per_run": sum(kinds.values()) / n,
         "server_ms_per_run": total_ms / n,
         "kinds": {kind: count / n for kind, count in kinds.most_common()},
+        "messages": {
+            shape: (count / n, shape_ms[shape] / count) for shape, count in shapes.most_common(10)
+        },
     }
     if profile is not None:
         result["threads"], result["frames"] = _spy_summary(profile)
         profile.unlink(missing_ok=True)
     return result
+
+
+def read_server_log(
+    offset: int, backends: set[int]
+) -> tuple[
+    int, collections.Counter[str], float, collections.Counter[str], collections.Counter[str]
+]:
+    """The server log's statement lines from these backends, after `offset`: how many
+    messages, statements by kind, their total duration, and each message's shape."""
+    wanted = {str(pid) for pid in backends}
+    messages, kinds, total_ms = 0, collections.Counter(), 0.0
+    shapes: collections.Counter[str] = collections.Counter()  # one message's statements
+    shape_ms: collections.Counter[str] = collections.Counter()
+    with SERVER_LOG.open(errors="replace") as handle:
+        handle.seek(offset)
+        for line in handle:
+            match = LOG_LINE.match(line)
+            if not match or match.group(1) not in wanted:
+                continue
+            messages += 1
+            total_ms += float(match.group(2))
+            parts = [statement_kind(p) for p in match.group(3).split(";") if p.strip()]
+            kinds.update(parts)
+            shapes["+".join(parts)] += 1
+            shape_ms["+".join(parts)] += float(match.group(2))
+    return messages, kinds, total_ms, shapes, shape_ms
+
+
+def trigger_statements(n: int) -> dict[str, Any]:
+    """What one manual trigger costs the caller (the operation `jobd trigger` runs, in
+    this process): seconds per call, messages to the server and their shapes."""
+    if not os.access(SERVER_LOG, os.R_OK):
+        return {}
+    from jobd.cli.context import Context
+    from jobd.ops.runs import trigger
+
+    with drain_daemon(0, 16, log_statements=False) as info:
+        url = info["url"] + "%20-clog_min_duration_statement%3D0"
+        scope = Context(config_path=None, store_override=url).scope()
+        trigger(scope, "bench", "t")  # connects
+        backends = set(postgres_backends([os.getpid()]))
+        offset = SERVER_LOG.stat().st_size
+        began = time.perf_counter()
+        for _ in range(n):
+            trigger(scope, "bench", "t")
+        seconds = time.perf_counter() - began
+        messages, _kinds, total_ms, shapes, shape_ms = read_server_log(offset, backends)
+    return {
+        "ms_per_trigger": seconds / n * 1000,
+        "messages_per_trigger": messages / n,
+        "server_ms_per_trigger": total_ms / n,
+        "shapes": {s: (c / n, shape_ms[s] / c) for s, c in shapes.most_common(12)},
+    }
 
 
 def statement_kind(statement: str) -> str:
@@ -260,10 +304,21 @@ def main() -> None:
             print(f"{key}: {found[key]:.2f}")
     for kind, per_run in found.get("kinds", {}).items():
         print(f"  {per_run:6.2f}/run  {kind}")
+    for shape, (per_run, mean_ms) in found.get("messages", {}).items():
+        print(f"  message {per_run:6.2f}/run {mean_ms:7.2f} ms  {shape}")
     for name, share in found.get("threads", {}).items():
         print(f"thread {share:6.1%}  {name}")
     for name, share in found.get("frames", []):
         print(f"frame  {share:6.1%}  {name}")
+    log("manual triggers, one by one")
+    got = trigger_statements(200)
+    if got:
+        print(
+            f"trigger: {got['ms_per_trigger']:.2f} ms each, {got['messages_per_trigger']:.2f} "
+            f"messages, {got['server_ms_per_trigger']:.2f} ms in the server"
+        )
+        for shape, (per, mean_ms) in got["shapes"].items():
+            print(f"  message {per:6.2f}/trigger {mean_ms:7.2f} ms  {shape}")
     log("containment: a cgroup per run, and none")
     for label, got in containment(args.n, args.max_concurrent).items():
         print(
