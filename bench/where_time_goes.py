@@ -160,19 +160,47 @@ def read_server_log(
     messages, kinds, total_ms = 0, collections.Counter(), 0.0
     shapes: collections.Counter[str] = collections.Counter()  # one message's statements
     shape_ms: collections.Counter[str] = collections.Counter()
+    current: tuple[float, list[str]] | None = None  # a message's duration and statements
+
+    def close(message: tuple[float, list[str]] | None) -> None:
+        nonlocal messages, total_ms
+        if message is None:
+            return
+        duration, text = message
+        messages += 1
+        total_ms += duration
+        # Statements held back by jobd ride in front of the next one, joined by ";\n".
+        parts = [statement_kind(p) for p in "\n".join(text).split(";\n") if p.strip()]
+        kinds.update(parts)
+        shape = "+".join(f"{n}x {k}" if n > 1 else k for k, n in _runs(parts))
+        shapes[shape] += 1
+        shape_ms[shape] += duration
+
     with SERVER_LOG.open(errors="replace") as handle:
         handle.seek(offset)
         for line in handle:
-            match = LOG_LINE.match(line)
-            if not match or match.group(1) not in wanted:
+            if line.startswith("\t"):  # the next line of the message being logged
+                if current is not None:
+                    current[1].append(line.strip())
                 continue
-            messages += 1
-            total_ms += float(match.group(2))
-            parts = [statement_kind(p) for p in match.group(3).split(";") if p.strip()]
-            kinds.update(parts)
-            shapes["+".join(parts)] += 1
-            shape_ms["+".join(parts)] += float(match.group(2))
+            close(current)
+            current = None
+            match = LOG_LINE.match(line)
+            if match and match.group(1) in wanted:
+                current = (float(match.group(2)), [match.group(3)])
+        close(current)
     return messages, kinds, total_ms, shapes, shape_ms
+
+
+def _runs(items: list[str]) -> list[tuple[str, int]]:
+    """Consecutive repeats folded: [a, a, b] -> [(a, 2), (b, 1)]."""
+    folded: list[tuple[str, int]] = []
+    for item in items:
+        if folded and folded[-1][0] == item:
+            folded[-1] = (item, folded[-1][1] + 1)
+        else:
+            folded.append((item, 1))
+    return folded
 
 
 def trigger_statements(n: int) -> dict[str, Any]:
@@ -216,7 +244,8 @@ def statement_kind(statement: str) -> str:
 
 
 def _spy_summary(path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]:
-    """Share of samples per thread, and per innermost jobd/psycopg2/subprocess frame."""
+    """Share of samples per thread, and per function: innermost jobd frame (`in`) and
+    every jobd function on the stack (`under`, inclusive)."""
     threads: collections.Counter[str] = collections.Counter()
     frames: collections.Counter[str] = collections.Counter()
     total = 0
@@ -229,13 +258,21 @@ def _spy_summary(path: Path) -> tuple[dict[str, float], list[tuple[str, float]]]
         total += count
         threads[parts[0]] += count
         inner = next((p for p in reversed(parts) if "jobd/" in p), parts[-1])
-        frames[inner] += count
+        frames[f"in {inner}"] += count
+        for name in {_function(p) for p in parts[1:] if "jobd/" in p}:
+            frames[f"under {name}"] += count
     if not total:
         return {}, []
     return (
         {name: count / total for name, count in threads.most_common(6)},
-        [(name, count / total) for name, count in frames.most_common(12)],
+        [(name, count / total) for name, count in frames.most_common(40)],
     )
+
+
+def _function(frame: str) -> str:
+    """py-spy's 'name (path:line)' without the line: 'name (path)'."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0].rstrip(')')})"
 
 
 def syscalls(n: int, max_concurrent: int) -> dict[str, Any]:
@@ -295,10 +332,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.where_time_goes")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--max-concurrent", type=int, default=16)
-    parser.add_argument("--no-strace", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default="statements,trigger,containment,strace",
+        help="comma-separated: statements, trigger, containment, strace",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     log(f"statements and samples, drain of {args.n:,} at max_concurrent {args.max_concurrent}")
-    found = statements(args.n, args.max_concurrent)
+    found = statements(args.n, args.max_concurrent) if "statements" in parts else {}
     for key in ("rate", "messages_per_run", "statements_per_run", "server_ms_per_run"):
         if key in found and found[key] is not None:
             print(f"{key}: {found[key]:.2f}")
@@ -311,7 +353,7 @@ def main() -> None:
     for name, share in found.get("frames", []):
         print(f"frame  {share:6.1%}  {name}")
     log("manual triggers, one by one")
-    got = trigger_statements(200)
+    got = trigger_statements(200) if "trigger" in parts else {}
     if got:
         print(
             f"trigger: {got['ms_per_trigger']:.2f} ms each, {got['messages_per_trigger']:.2f} "
@@ -320,12 +362,13 @@ def main() -> None:
         for shape, (per, mean_ms) in got["shapes"].items():
             print(f"  message {per:6.2f}/trigger {mean_ms:7.2f} ms  {shape}")
     log("containment: a cgroup per run, and none")
-    for label, got in containment(args.n, args.max_concurrent).items():
+    compared = containment(args.n, args.max_concurrent) if "containment" in parts else {}
+    for label, got in compared.items():
         print(
             f"{label}: {got['rate']:.0f} runs/s, {got['cpu_ms']:.2f} CPU ms/run "
             f"(+{got['store_cpu_ms']:.2f} PostgreSQL)"
         )
-    if not args.no_strace:
+    if "strace" in parts:
         log("system calls (strace -c -f), a second drain")
         for name, per_run in syscalls(args.n, args.max_concurrent).items():
             print(f"  {per_run:7.2f}/run  {name}")

@@ -10,7 +10,7 @@ import pytest
 
 from bench.common import percentile
 from bench.peers import precision_delays, read_times, span_rate
-from bench.where_time_goes import _spy_summary, statement_kind
+from bench.where_time_goes import _runs, _spy_summary, statement_kind
 
 
 def test_span_rate_counts_intervals_between_first_and_last_start() -> None:
@@ -57,4 +57,15 @@ def test_py_spy_summary_shares_by_thread_and_jobd_frame(tmp_path: Path) -> None:
     )
     threads, frames = _spy_summary(raw)
     assert threads == {"thread (1): MainThread": 0.75, "thread (2): jobd-runs": 0.25}
-    assert frames[0] == ("tick (jobd/daemon.py:10)", 0.75)
+    assert ("in tick (jobd/daemon.py:10)", 0.75) in frames
+    assert ("under tick (jobd/daemon.py)", 0.75) in frames
+    assert ("under _loop (jobd/supervisor.py)", 0.25) in frames
+
+
+def test_repeated_statements_fold_into_counts() -> None:
+    assert _runs(["BEGIN", "UPDATE e", "UPDATE e", "SELECT e", "UPDATE e"]) == [
+        ("BEGIN", 1),
+        ("UPDATE e", 2),
+        ("SELECT e", 1),
+        ("UPDATE e", 1),
+    ]
