@@ -88,8 +88,8 @@ FROM (SELECT i, (now() AT TIME ZONE 'utc') - make_interval(mins => {rows} - i) A
 
 def fill(url: str, backend: str, rows: int) -> float:
     """Create the schema with jobd's migrations, then the jobs and runs. Seconds taken."""
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.core.config.parse import parse_job
+    from jobd.core.model import Source
     from jobd.store import open_store
 
     started = time.perf_counter()

@@ -1,7 +1,7 @@
-"""Cron math: microseconds per next-fire computation, jobd.cron against croniter and cronsim.
+"""Cron math: microseconds per next-fire computation, jobd.core.cron against croniter and cronsim.
 
 Runs inside bench/.venv-aps (croniter is installed there only, never in jobd's
-environment), with this checkout on sys.path for jobd.cron. Each library gets
+environment), with this checkout on sys.path for jobd.core.cron. Each library gets
 the same expressions and the same 2,000 start instants spread over a year, in
 UTC and in Europe/Berlin; a computation is "the next fire after this instant",
 including whatever per-call set-up the library needs. jobd parses an
@@ -45,7 +45,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     from croniter import croniter
     from cronsim import CronSim
 
-    from jobd.cron import parse_schedule
+    from jobd.core.cron import parse_schedule
 
     count, repeat = cfg.get("count", 2000), cfg.get("repeat", 3)
     rows = []
@@ -109,7 +109,8 @@ def section(result: dict[str, Any]) -> str:
             "iterator per call, as their APIs require. All three gave the same instants on a "
             "sample before timing.",
             table(
-                ["expression", "zone", "jobd.cron", "cronsim", "croniter", "croniter ÷ jobd"], rows
+                ["expression", "zone", "jobd.core.cron", "cronsim", "croniter", "croniter ÷ jobd"],
+                rows,
             ),
         ]
     )

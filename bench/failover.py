@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobd.durations import parse_duration
+from jobd.core.durations import parse_duration
 from jobd.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

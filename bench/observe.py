@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.observe [--jobs 10000] [--runs 1000000] [--failures 50]
 
 1. Scrape: a SQLite store with `--jobs` jobs and `--runs` finished runs spread
-   over them; jobd.metrics.render() timed 20 times (p50, max), and the number
+   over them; jobd.observe.metrics.render() timed 20 times (p50, max), and the number
    of statements it sent (target: two, p50 ≤ 50 ms).
 2. Notify: a real daemon and a local HTTP receiver; `--failures` manual runs of
    a job that fails, one after another; latency from the run's recorded end to
@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import log, percentile
-from jobd.config import parse_config
-from jobd.model import NewRun, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Trigger
 from jobd.store import open_store
 from jobd.store.reader import Reader
 
 
 def scrape_cost(directory: Path, jobs: int, runs: int) -> dict[str, Any]:
-    import jobd.metrics
+    import jobd.observe.metrics
 
     url = f"sqlite:///{directory}/scrape.db"
     store = open_store(url)
@@ -57,13 +57,13 @@ def scrape_cost(directory: Path, jobs: int, runs: int) -> dict[str, Any]:
     conn.commit()
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    jobd.metrics._instance = None  # no daemon in this process: the store's gauges
+    jobd.observe.metrics._instance = None  # no daemon in this process: the store's gauges
     reader = Reader(conn, "sqlite")
     took = []
     for _ in range(20):
         statements.clear()
         start = time.perf_counter()
-        body = jobd.metrics.render(reader)
+        body = jobd.observe.metrics.render(reader)
         took.append((time.perf_counter() - start) * 1000)
     conn.close()
     return {

@@ -417,7 +417,7 @@ class Jobd(System):
 # without starting a process per submission.
 SUBMIT_JOBD = """
 import json, sys, time
-from jobd.cli.context import Context
+from jobd.ops.context import Context
 from jobd.ops.runs import trigger
 scope = Context(config_path=None, store_override=sys.argv[1]).scope()
 n = int(sys.argv[2])

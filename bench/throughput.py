@@ -29,15 +29,15 @@ def insert_queued(url: str, job: str, n: int, delay: float = 0.0) -> None:
     `delay`, not to start before that many seconds from now."""
     from datetime import timedelta
 
-    from jobd.model import NewRun, Trigger
+    from jobd.core.model import NewRun, Trigger
     from jobd.store import open_store
 
     store = open_store(url)
     try:
         now = store.now()
-        start = now + timedelta(seconds=delay)
+        not_before = now + timedelta(seconds=delay)
         rows = [
-            store._run_row(NewRun(job=job, trigger=Trigger.MANUAL, not_before=start), now)
+            store._run_row(NewRun(job=job, trigger=Trigger.MANUAL, not_before=not_before), now)
             for _ in range(n)
         ]
         with store.atomic():

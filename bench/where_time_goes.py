@@ -208,7 +208,7 @@ def trigger_statements(n: int) -> dict[str, Any]:
     this process): seconds per call, messages to the server and their shapes."""
     if not os.access(SERVER_LOG, os.R_OK):
         return {}
-    from jobd.cli.context import Context
+    from jobd.ops.context import Context
     from jobd.ops.runs import trigger
 
     with drain_daemon(0, 16, log_statements=False) as info:

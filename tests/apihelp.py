@@ -64,7 +64,7 @@ class Api:
     daemon: Any = None
 
     def token(self, name: str, group: str | None = None, read_only: bool = False) -> str:
-        from jobd.model import Config, Settings
+        from jobd.core.model import Config, Settings
         from jobd.ops import Scope
         from jobd.ops.tokens import create_token
         from jobd.store import open_store

@@ -131,8 +131,8 @@ SHOW_SHAPE = {
 
 def add_job(store: Any, name: str, schedule: str | None = "*/5 * * * *", **raw: Any) -> None:
     """A store-only job, as `jobd schedule` makes it."""
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.core.config.parse import parse_job
+    from jobd.core.model import Source
 
     table = {"command": ["true"], **raw}
     if schedule is not None:
@@ -200,8 +200,8 @@ class Executor:
             raise self.error
 
     def _run(self) -> None:
-        from jobd.model import Outcome, Status
-        from jobd.timeutil import to_db
+        from jobd.core.model import Outcome, Status
+        from jobd.core.timeutil import to_db
 
         try:
             store, Instance = self.store, self.store.m.Instance

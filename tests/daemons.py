@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from jobd.model import Run
+from jobd.core.model import Run
 from jobd.store import Store
 from tests.conftest import jobd_cmd, wait_for
 from tests.processes import MARKER_ENV, keeper_of, kill_marked, marked
@@ -160,7 +160,7 @@ class Daemons:
     def leftovers(self) -> list[int]:
         """Job processes (and their children) still alive from this test."""
         daemon_pids = {d.pid for d in self.started}
-        # A daemon's keeper (jobd.keeper) is the daemon's, not a job's.
+        # A daemon's keeper (jobd.runs.keeper) is the daemon's, not a job's.
         ours = daemon_pids | {keeper_of(pid) for pid in daemon_pids}
         return [pid for pid in marked(self.token) if pid not in ours]
 

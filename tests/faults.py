@@ -175,7 +175,7 @@ def duplicates(values: Iterable[Any]) -> int:
 
 def stuck_rows(store: Any) -> int:
     """Runs left `queued` or `running` once everything should have ended."""
-    from jobd.model import Status
+    from jobd.core.model import Status
 
     E = store.m.Execution
     return E.select().where(E.status.in_([Status.QUEUED, Status.RUNNING])).count()

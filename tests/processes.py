@@ -111,14 +111,14 @@ def kill_marked(token: str) -> None:
 
 
 def keeper_of(daemon_pid: int) -> int | None:
-    """The keeper process (jobd.keeper) a `jobd run` started, if any."""
+    """The keeper process (jobd.runs.keeper) a `jobd run` started, if any."""
     for pid in _all_pids():
         stat = _stat(pid)
         if stat is None or stat[1] != daemon_pid:
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if b"jobd.keeper" in handle.read():
+                if b"jobd.runs.keeper" in handle.read():
                     return pid
         except OSError:
             continue

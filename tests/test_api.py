@@ -50,7 +50,7 @@ def test_probes_and_authentication(api: Api) -> None:
     problem(api.call("GET", "/v1/nothing", reader), 404)
     problem(api.call("DELETE", "/v1/jobs", reader), 405)
     # A token stops working once revoked.
-    from jobd.model import Config, Settings
+    from jobd.core.model import Config, Settings
     from jobd.ops import Scope
     from jobd.ops.tokens import revoke_token
     from jobd.store import open_store
@@ -215,7 +215,7 @@ def test_pause_resume_schedule_and_unschedule(api: Api) -> None:
 
 
 def test_executions_pages_stay_correct_while_runs_arrive(api: Api) -> None:
-    from jobd.model import NewRun, Status, Trigger
+    from jobd.core.model import NewRun, Status, Trigger
     from jobd.store import open_store
 
     token = api.token("reader", read_only=True)
@@ -288,7 +288,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
 
     code = (
         "import json, sys; from jobd.cli import cli; list(cli.commands);"
-        "import jobd.daemon, jobd.cli.daemon_cmd, jobd.client;"
+        "import jobd.daemon.loop, jobd.cli.daemon_cmd, jobd.client;"
         "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'waitress'"
         " or m.startswith('jobd.api')]))"
     )
@@ -301,7 +301,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
 def test_the_api_table_is_checked_like_the_rest_of_the_config() -> None:
     import pytest
 
-    from jobd.config import parse_config
+    from jobd.core.config.parse import parse_config
     from jobd.errors import ConfigError
 
     api_settings = parse_config('[api]\nlisten = "[::1]:8089"\nthreads = 4\n').api

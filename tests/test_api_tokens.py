@@ -16,7 +16,7 @@ __all__ = ["postgresql_url"]  # the fixture alias, see tests.clihelp
 
 
 def scope(store: Any) -> Scope:
-    from jobd.model import Config, Settings
+    from jobd.core.model import Config, Settings
 
     return Scope(store, Config(settings=Settings(), jobs={}))
 

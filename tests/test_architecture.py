@@ -1,10 +1,9 @@
-"""The shape of the code (STYLE.md): a pure core free of I/O, and docs that keep
-up with the commands."""
+"""The shape of the code (STYLE.md): a folder per layer, each importing only the
+layers below it, a pure core free of I/O, and docs that keep up with the commands."""
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 import subprocess
@@ -14,24 +13,34 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = ["jobd.model", "jobd.cron", "jobd.config", "jobd.durations", "jobd.errors"]
-PURE += ["jobd.config_fields", "jobd.config_kinds", "jobd.importers", "jobd.childlog", "jobd.urls"]
-PURE += ["jobd.masking"]
-PURE += [name for name in ("jobd.policies", "jobd.planner") if importlib.util.find_spec(name)]
+JOBD = ROOT / "jobd"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# The pure core: every module under jobd/core, the error types, and the line
+# format jobd's own child programs share with the runner.
+PURE = sorted(module_name(p) for p in (JOBD / "core").rglob("*.py"))
+PURE += ["jobd.errors", "jobd.runs.childlog"]
 
 # Top-level modules the pure core must not load, directly or through another module.
 IO_MODULES = {
     "peewee", "playhouse", "click", "rich", "psycopg2", "platformdirs", "daemon", "schedule",
     "subprocess", "socket", "sqlite3", "_sqlite3", "selectors", "asyncio", "multiprocessing",
 }  # fmt: skip
-# jobd modules that do I/O (or are the edge): the core never imports them.
-IO_JOBD = ("jobd.store", "jobd.cli", "jobd.paths", "jobd.daemon", "jobd.runner", "jobd.clock",
-           "jobd.leader", "jobd.signals", "jobd.log")  # fmt: skip
 
 
 def forbidden(module: str) -> bool:
-    return module.split(".")[0] in IO_MODULES or any(
-        module == name or module.startswith(name + ".") for name in IO_JOBD
+    """What the pure core may not load: an I/O library, or any jobd module outside it."""
+    if module.split(".")[0] in IO_MODULES:
+        return True
+    if module == "jobd.runs":  # childlog's package: its __init__ is a docstring
+        return False
+    return module.startswith("jobd.") and not any(
+        module == name or module.startswith(name + ".") for name in ("jobd.core", *PURE)
     )
 
 
@@ -60,14 +69,82 @@ def imports_in(path: Path) -> list[tuple[int, str]]:
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_core_has_no_io_imports_even_lazily(module: str) -> None:
-    path = ROOT / (module.replace(".", "/") + ".py")
+    path = JOBD.parent / module.replace(".", "/")
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     bad = [f"{path.name}:{line}: {name}" for line, name in imports_in(path) if forbidden(name)]
     assert bad == []
 
 
 def test_the_forbidden_list_catches_what_it_should() -> None:
     assert forbidden("peewee") and forbidden("jobd.store.schema") and forbidden("subprocess")
-    assert not forbidden("jobd.storekeeper") and not forbidden("zoneinfo")
+    assert forbidden("jobd.system.clock") and forbidden("jobd.runs.process")
+    assert not forbidden("jobd.core.cron") and not forbidden("zoneinfo")
+    assert not forbidden("jobd.errors") and not forbidden("jobd.runs.childlog")
+
+
+# -- layers ------------------------------------------------------------------------------
+
+# Which layers each layer's modules may import (itself, jobd.errors and the package's
+# version always). A layer below never reaches up: the store knows nothing of the
+# daemon, the runs or a front end; the front ends (api, client) reach the store's
+# state through the operations layer and never through each other. The CLI is the
+# launcher of everything (the daemon, the API server), so it may import any layer.
+LAYERS: dict[str, set[str]] = {
+    "core": set(),
+    "store": {"core", "system"},
+    "system": {"core", "store"},
+    "leader": {"core", "store", "system"},
+    "runs": {"core", "store", "system"},
+    "observe": {"core", "store", "system"},
+    "daemon": {"core", "store", "system", "leader", "runs", "observe"},
+    "ops": {"core", "store", "system", "runs"},
+    "api": {"core", "store", "system", "ops"},
+    "client": {"core", "store", "ops"},
+    "cli": {"core", "store", "system", "leader", "runs", "observe", "daemon", "ops", "api"},
+}
+TOP_LEVEL = {"__init__", "__main__", "errors", "client"}
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "jobd" else None
+
+
+def wrong_imports(path: Path, module: str | None = None) -> list[str]:
+    own = layer_of(module or module_name(path))
+    assert own is not None
+    allowed = LAYERS[own] | {own, "errors", "__version__"}
+    return [
+        f"{path.name}:{line}: {name}"
+        for line, name in imports_in(path)
+        if (layer := layer_of(name)) is not None and layer not in allowed
+    ]
+
+
+def test_every_module_sits_in_a_layer() -> None:
+    folders = {p.name for p in JOBD.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    modules = {p.stem for p in JOBD.glob("*.py")}
+    assert folders | (modules - {"__init__", "__main__", "errors"}) == set(LAYERS)
+    assert modules <= TOP_LEVEL
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in JOBD.rglob("*.py") if p.parent != JOBD or p.stem == "client"),
+    ids=lambda p: str(p.relative_to(JOBD)),
+)
+def test_each_layer_imports_only_the_layers_below_it(path: Path) -> None:
+    assert wrong_imports(path) == []
+
+
+def test_the_layer_rule_catches_a_wrong_import(tmp_path: Path) -> None:
+    """A store module that imported the daemon would be caught (and lazily too)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import jobd.core.cron\n\ndef f():\n    from jobd.daemon.loop import Daemon\n")
+    assert wrong_imports(probe, "jobd.store.probe") == [
+        "probe.py:4: jobd.daemon.loop",
+        "probe.py:4: jobd.daemon.loop.Daemon",
+    ]
 
 
 # -- docs ----------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
+from jobd.core.timeutil import to_db
 from jobd.store import admin
 from jobd.store.migrations import SCHEMA_VERSION
-from jobd.timeutil import to_db
 from tests.clihelp import (
     ANSI,
     RUN_SHAPE,

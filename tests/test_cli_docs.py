@@ -118,8 +118,8 @@ def test_terminal_gets_colour_and_relative_times(
 ) -> None:
     from datetime import timedelta
 
-    from jobd.model import NewRun, Status, Trigger
-    from jobd.timeutil import to_db
+    from jobd.core.model import NewRun, Status, Trigger
+    from jobd.core.timeutil import to_db
 
     add_job(store, "backup")
     run_id = store.enqueue(NewRun("backup", Trigger.MANUAL, store.now(), status=Status.FAILED))

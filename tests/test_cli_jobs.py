@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobd.model import NewRun, Trigger
+from jobd.core.model import NewRun, Trigger
 from jobd.store import open_store
 from tests.conftest import run_jobd
 
@@ -305,8 +305,8 @@ def test_next_unknown_job_suggests_the_closest(home: dict[str, Any]) -> None:
 
 
 def test_next_finds_store_only_jobs_and_suggests_them(home: dict[str, Any]) -> None:
-    from jobd.config import parse_job
-    from jobd.model import Source
+    from jobd.core.config.parse import parse_job
+    from jobd.core.model import Source
 
     store = open_store(home["store"])
     raw = {"schedule": "0 12 * * *", "command": ["true"]}

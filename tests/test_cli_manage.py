@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Source, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Source, Status, Trigger
 from tests.clihelp import add_job, invoke, jobd, postgresql_url
 
 __all__ = ["postgresql_url"]  # the fixture alias, see tests.clihelp

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from tests.clihelp import add_instance
 from tests.conftest import run_jobd
 

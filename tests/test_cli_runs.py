@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from jobd.store import open_store
 from tests.clihelp import (
     ANSI,
@@ -133,7 +133,7 @@ def test_executions_reads_without_the_orm(store_url: str, history: dict) -> None
         "import sys\n"
         "from jobd.cli import cli\n"
         f"cli.main(['--store', {store_url!r}, 'executions', '--json'], standalone_mode=False)\n"
-        "heavy = sorted(m for m in ('peewee', 'rich', 'jobd.model', 'jobd.config') "
+        "heavy = sorted(m for m in ('peewee', 'rich', 'jobd.core.model', 'jobd.core.config.parse') "
         "if m in sys.modules)\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
@@ -141,7 +141,11 @@ def test_executions_reads_without_the_orm(store_url: str, history: dict) -> None
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    heavy = [m for m in ("peewee", "rich", "jobd.model", "jobd.config") if m in result.stderr]
+    heavy = [
+        m
+        for m in ("peewee", "rich", "jobd.core.model", "jobd.core.config.parse")
+        if m in result.stderr
+    ]
     if store_url.startswith("sqlite"):
         assert "HEAVY []" in result.stderr, heavy
     else:
@@ -472,7 +476,7 @@ def test_fast_path_imports_neither_click_nor_the_orm(store_url: str, history: di
         "import sys\n"
         "from jobd.cli import fast\n"
         f"assert fast.run(['--store', {store_url!r}, 'executions']) == 0\n"
-        "heavy = [m for m in ('click', 'peewee', 'rich', 'jobd.model', 'zoneinfo') "
+        "heavy = [m for m in ('click', 'peewee', 'rich', 'jobd.core.model', 'zoneinfo') "
         "if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd import model, paths
-from jobd.config import (
+from jobd.core import model
+from jobd.core.config.parse import (
     JOB_KEYS,
     SETTINGS_KEYS,
     config_from_data,
@@ -23,9 +23,10 @@ from jobd.config import (
     parse_job,
     schedule_env_names,
 )
-from jobd.cron import CronError, parse_schedule
+from jobd.core.cron import CronError, parse_schedule
+from jobd.core.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings, Source
 from jobd.errors import ConfigError, ExitCode
-from jobd.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings, Source
+from jobd.system import paths
 
 FILE = "/srv/app/jobd.toml"
 BASE = 'schedule = "*/5 * * * *"\ncommand = ["true"]\n'

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobd.config import parse_config
+from jobd.core.config.parse import parse_config
+from jobd.core.model import GroupQuota, JobKind, JobSpec
 from jobd.errors import ConfigError
-from jobd.model import GroupQuota, JobKind, JobSpec
 
 PG_STORE = '[jobd]\nstore = "postgresql://jobd@db/jobd"\n'
 
@@ -237,7 +237,7 @@ def test_no_url_that_passes_the_check_makes_libpq_quote_its_password() -> None:
 
     from psycopg2.extensions import parse_dsn
 
-    from jobd.urls import mask_url, store_url_problem
+    from jobd.core.urls import mask_url, store_url_problem
 
     rng = random.Random(18)
     leaks, refused = [], 0

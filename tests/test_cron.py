@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.cron import (
+from jobd.core.cron import (
     CronError,
     CronSchedule,
     IntervalSchedule,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import NewRun, Run, Status, Trigger
+from jobd.core.model import NewRun, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import wait_for
 from tests.daemons import Daemons, finished, proxy_to, runs, wait_clock, wait_run
@@ -416,7 +416,7 @@ def test_a_run_of_a_killed_daemon_is_abandoned_and_retried_on_restart(
     daemon.kill()
     assert store.execution(run_id).status is Status.RUNNING  # type: ignore[union-attr]
     assert running.pid is not None
-    wait_dead(running.pid)  # its keeper (jobd.keeper) ends its runs with it
+    wait_dead(running.pid)  # its keeper (jobd.runs.keeper) ends its runs with it
 
     daemons.start(store_url, "restarted")
     lost = wait_run(store, run_id, lambda r: r.status.final, timeout=10)

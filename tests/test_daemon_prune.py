@@ -7,8 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Outcome, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import finish_run, jobd_cmd, wait_for
 

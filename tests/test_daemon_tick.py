@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobd.daemon import Daemon
-from jobd.leader.lease import TableLeader
-from jobd.model import (
+from jobd.core.model import (
     Catchup,
     Config,
     JobKind,
@@ -25,8 +23,10 @@ from jobd.model import (
     Status,
     Trigger,
 )
+from jobd.core.timeutil import to_db
+from jobd.daemon.loop import Daemon
+from jobd.leader.lease import TableLeader
 from jobd.store import Store
-from jobd.timeutil import to_db
 
 SETTINGS = Settings(lease_ttl=3.0, kill_grace=1.0, shutdown_grace=2.0)
 
@@ -144,7 +144,7 @@ def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
     run = store.execution(run_id)
     assert run is not None and run.status is Status.RUNNING
     # A lease_ttl later the peer is judged by its heartbeat again.
-    import jobd.daemon as daemon_module
+    import jobd.daemon.loop as daemon_module
 
     later = daemon_module.time.monotonic() + SETTINGS.lease_ttl + 0.1
     monkeypatch.setattr(daemon_module.time, "monotonic", lambda: later)
@@ -160,7 +160,7 @@ def test_a_store_outage_is_probed_every_second_however_long_it_lasts(
     back (a 30 s outage became a minute without fires): only the log backs off."""
     import peewee as pw
 
-    from jobd.storewait import PROBE_EVERY
+    from jobd.system.storewait import PROBE_EVERY
 
     daemon = make_daemon(job("work"))
 
@@ -173,7 +173,7 @@ def test_a_store_outage_is_probed_every_second_however_long_it_lasts(
     assert daemon.outage.attempts == 6
     monkeypatch.setattr(daemon.executor, "running", {1: object()})
     # Often enough that a heartbeat is written soon after the store is back, well
-    # before the fence (2/3 of lease_ttl, jobd.fence) stops the runs.
+    # before the fence (2/3 of lease_ttl, jobd.runs.fence) stops the runs.
     expected = min(PROBE_EVERY, SETTINGS.lease_ttl / 6)
     assert daemon._safe_tick(daemon.clock.now()) == expected
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.durations import DurationError, format_duration, parse_duration
+from jobd.core.durations import DurationError, format_duration, parse_duration
 
 GOOD = [
     ("500ms", 0.5),

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from jobd.config import ENV_NAME, parse_config, schedule_env_names
-from jobd.model import LeaderMode
+from jobd.core.config.parse import ENV_NAME, parse_config, schedule_env_names
+from jobd.core.model import LeaderMode
 from tests.conftest import run_jobd, wait_for
 from tests.daemons import jobd_daemon
 

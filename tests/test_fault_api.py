@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import Config, Settings
+from jobd.core.model import Config, Settings
 from jobd.ops import Scope
 from jobd.ops.tokens import create_token, revoke_token
 from jobd.store import open_store

@@ -3,7 +3,7 @@
 The daemon runs under libfaketime with a control file (FAKETIME_TIMESTAMP_FILE,
 re-read every second), so the test moves the daemon's wall clock while
 it runs; its monotonic clock is left alone, as a real clock step leaves it.
-The rule (jobd/planner.py, README, jobd(1)): a forward jump of at most 100 slots
+The rule (jobd/core/planner.py, README, jobd(1)): a forward jump of at most 100 slots
 replays every skipped slot, a longer one fires only the latest, with a warning;
 a backward jump fires no slot twice, the job waits for its next unfired slot,
 and the jump is logged either way. tests/test_planner.py proves the rule on the
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.model import CATCHUP_CAP, NewRun, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import CATCHUP_CAP, NewRun, Trigger
 from jobd.store import open_store
 from tests.conftest import IN_CI, wait_for
 from tests.faults import Daemon, duplicates, q, stuck_rows, write_config

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import jobd_cmd, wait_for
 from tests.faults import Daemon, duplicates, q, stuck_rows, write_config

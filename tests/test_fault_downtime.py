@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import CATCHUP_CAP, Status, Trigger
+from jobd.core.model import CATCHUP_CAP, Status, Trigger
+from jobd.core.timeutil import to_db
 from jobd.store import open_store
-from jobd.timeutil import to_db
 from tests.conftest import run_jobd, wait_for
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder

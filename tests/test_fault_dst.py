@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.planner import plan_job
+from jobd.core.config.parse import parse_config
+from jobd.core.planner import plan_job
 from jobd.store.store import first_fire_after
 from tests.faults import duplicates
 from tests.reliability import Recorder, full_size

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import wait_for
 from tests.faults import Daemon, lines_of, q, stuck_rows, write_config
@@ -51,7 +51,7 @@ def escape_script(pids: Path, main: Path, then: str) -> str:
 @functools.cache
 def containment_mode() -> str:
     """What jobd would use on this machine (decided in a child: it is process-wide)."""
-    code = "from jobd.containment import containment as c; c.setup('probe'); print(c.mode)"
+    code = "from jobd.runs.containment import containment as c; c.setup('probe'); print(c.mode)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
@@ -144,7 +144,7 @@ def test_escaped_descendants_end_with_their_run(
 def test_a_new_daemon_removes_the_cgroups_of_gone_ones_only() -> None:
     """A daemon and its keeper both killed leave their run cgroups behind: the next
     jobd on the host removes those of dead processes, and no other."""
-    from jobd.containment import Containment, RunCgroup, own_cgroup_dir
+    from jobd.runs.containment import Containment, RunCgroup, own_cgroup_dir
 
     if containment_mode() != "cgroup":
         pytest.skip("jobd cannot make cgroups here (no writable cgroup v2)")

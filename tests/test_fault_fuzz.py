@@ -24,15 +24,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jobd.config import config_from_data, parse_config
-from jobd.durations import DurationError, parse_duration
+from jobd.core.config.parse import config_from_data, parse_config
+from jobd.core.durations import DurationError, parse_duration
+from jobd.core.model import NewRun, Outcome, Run, Status, Trigger
+from jobd.core.planner import plan_job
+from jobd.core.policies import follow_ups, jitter_offset, overlap_decision, retry_delay
 from jobd.errors import ConfigError
-from jobd.model import NewRun, Outcome, Run, Status, Trigger
-from jobd.paths import load_config
-from jobd.planner import plan_job
-from jobd.policies import follow_ups, jitter_offset, overlap_decision, retry_delay
 from jobd.store import open_store
 from jobd.store.store import first_fire_after
+from jobd.system.paths import load_config
 from tests.conftest import finish_run
 from tests.faults import jobd_main, write_config
 from tests.reliability import Recorder, sized
@@ -239,11 +239,11 @@ def fuzz_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     cwd = Path.cwd()
     os.chdir(tmp_path)  # a relative path in a random argument lands here
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("jobd.daemon.serve", lambda *a, **k: 0)
+        mp.setattr("jobd.daemon.loop.serve", lambda *a, **k: 0)
         mp.setattr("jobd.api.server.ApiServer", _NoServer)  # `jobd serve` binds nothing
-        mp.setattr("jobd.detach.detach", lambda *a, **k: None)
-        mp.setattr("jobd.local.run_local", lambda *a, **k: Outcome(Status.SUCCEEDED, 0))
-        mp.setattr("jobd.log.setup_logging", lambda *a, **k: None)
+        mp.setattr("jobd.system.detach.detach", lambda *a, **k: None)
+        mp.setattr("jobd.runs.local.run_local", lambda *a, **k: Outcome(Status.SUCCEEDED, 0))
+        mp.setattr("jobd.system.log.setup_logging", lambda *a, **k: None)
         try:
             yield {
                 "JOBD_CONFIG": str(config),

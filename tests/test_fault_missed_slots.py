@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Status, Trigger
+from jobd.core.timeutil import to_db
 from jobd.store import Store, open_store
-from jobd.timeutil import to_db
 from tests.conftest import run_jobd, wait_for
 from tests.daemons import proxy_to, runs, wait_clock
 from tests.faults import Daemon, duplicates, write_config

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from jobd.store import Store
 from tests.conftest import wait_for
 from tests.daemons import Daemons, config_text, toml_value

@@ -4,7 +4,7 @@ freezes) or is paused (SIGSTOP), while another daemon is there to take over.
 Never two copies at once: the job writes a timestamp every 0.1 s, and the last
 one of the first copy must come before the first one of its retry. On
 PostgreSQL the other daemon retries the run once its owner's heartbeat is
-lease_ttl old, so the owner must have stopped it first (jobd.fence). On SQLite
+lease_ttl old, so the owner must have stopped it first (jobd.runs.fence). On SQLite
 a paused daemon still holds its liveness lock: its run is not taken from it.
 """
 
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from jobd.fence import fence_times
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
+from jobd.runs.fence import fence_times
 from jobd.store import Store, open_store
 from tests.cluster import can_fake_hosts
 from tests.conftest import wait_for
@@ -305,7 +305,7 @@ def test_a_host_whose_network_fails_stops_its_run_before_the_retry_starts(
         store.close()
 
 
-# -- the margin, on paper: pure arithmetic of jobd.fence ----------------------------------
+# -- the margin, on paper: pure arithmetic of jobd.runs.fence ----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -336,7 +336,7 @@ def test_the_leftover_killer_spares_an_instance_that_is_only_silent(store: Store
     import subprocess
     from types import SimpleNamespace
 
-    from jobd.daemon import Daemon
+    from jobd.daemon.loop import Daemon
 
     host = socket.gethostname()
     ended = subprocess.Popen(["true"])

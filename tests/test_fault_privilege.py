@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import JobSpec, NewRun, Status, Trigger
+from jobd.core.model import JobSpec, NewRun, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import jobd_cmd, wait_for
 from tests.faults import Daemon, jobd_main, q, stuck_rows, write_config

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobd.model import Status
+from jobd.core.model import Status
+from jobd.core.timeutil import to_db
 from jobd.store import open_store
-from jobd.timeutil import to_db
 from tests.conftest import wait_for
 from tests.faults import Daemon, duplicates, lines_of, q, rss_kb, stuck_rows, write_config
 from tests.reliability import Recorder, sized

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.model import NewRun, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import dsn_with_password, jobd_cmd, wait_for
 from tests.faults import Daemon, jobd_main, q, stuck_rows, write_config
@@ -451,8 +451,8 @@ def test_secrets_never_leak(
 def test_a_daemon_that_is_not_root_says_so_for_each_user_job_at_start(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from jobd.config import parse_config
-    from jobd.daemon import Daemon as JobdDaemon
+    from jobd.core.config.parse import parse_config
+    from jobd.daemon.loop import Daemon as JobdDaemon
 
     monkeypatch.setattr(os, "geteuid", lambda: NOBODY.pw_uid)
     config = parse_config('[jobs.escalate]\nuser = "root"\nshell = "true"\n')

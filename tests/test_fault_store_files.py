@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Outcome, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import open_store
 from tests.conftest import finish_run, jobd_cmd
 from tests.faults import Daemon, jobd_main, write_config

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from jobd.model import NewRun, Outcome, Status, Trigger
+from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import POSTGRES_DSN, run_jobd, wait_for
 from tests.daemons import CuttableProxy, config_text, finished, runs, wait_run
@@ -407,8 +407,8 @@ def test_a_daemon_whose_store_goes_away_before_it_starts_waits_in_start(
 
     import peewee as pw
 
-    from jobd.config import parse_config
-    from jobd.daemon import Daemon as LoopDaemon
+    from jobd.core.config.parse import parse_config
+    from jobd.daemon.loop import Daemon as LoopDaemon
 
     store = open_store(sqlite_url)
     config = parse_config('[jobd]\nlease_ttl = "3s"\n[jobs.j]\ncommand = ["true"]\n')
@@ -634,7 +634,7 @@ def test_the_daemon_resumes_within_seconds_of_the_store_coming_back(
 
 
 def test_a_finish_written_late_keeps_the_end_it_was_given(store: Store) -> None:
-    from jobd.config import parse_config
+    from jobd.core.config.parse import parse_config
 
     store.apply_config(parse_config('[jobs.j]\ncommand = ["true"]\n'), store.now())
     run_id = trigger(store, "j")
@@ -688,9 +688,9 @@ def test_a_tick_that_waited_on_the_store_does_not_take_the_wait_for_a_clock_diff
 ) -> None:
     """A tick began 40 s before the store answered its due read (earlier calls of
     the tick stalled): firing goes on, with no "clock differs" refusal."""
-    from jobd.config import parse_config
-    from jobd.daemon import Daemon as LoopDaemon
-    from jobd.timeutil import to_db
+    from jobd.core.config.parse import parse_config
+    from jobd.core.timeutil import to_db
+    from jobd.daemon.loop import Daemon as LoopDaemon
 
     config = parse_config(
         '[jobd]\nlease_ttl = "3s"\n'
@@ -784,7 +784,7 @@ def _passing_cases() -> list[tuple[str, BaseException, str, bool]]:
     ("case", "error", "backend", "passing"), _passing_cases(), ids=[c[0] for c in _passing_cases()]
 )
 def test_what_waiting_can_fix(case: str, error: BaseException, backend: str, passing: bool) -> None:
-    from jobd.storewait import is_passing
+    from jobd.system.storewait import is_passing
 
     assert is_passing(error, backend) is passing
 
@@ -792,7 +792,7 @@ def test_what_waiting_can_fix(case: str, error: BaseException, backend: str, pas
 def test_an_outage_is_told_after_1_2_4_seconds_up_to_max_backoff(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from jobd import storewait
+    from jobd.system import storewait
 
     clock = [100.0]
     monkeypatch.setattr(storewait.time, "monotonic", lambda: clock[0])

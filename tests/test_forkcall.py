@@ -1,4 +1,4 @@
-"""jobd.forkcall: a start-up step in a real forked child."""
+"""jobd.system.forkcall: a start-up step in a real forked child."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from jobd.errors import ConfigError, JobdError
-from jobd.forkcall import call_in_child
+from jobd.system.forkcall import call_in_child
 
 
 def test_the_result_comes_back_and_the_work_stays_in_the_child() -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.daemon import Daemon
-from jobd.model import Config, GroupQuota, NewRun, Outcome, Status, Trigger
-from jobd.policies import FireAction, quota_decision
+from jobd.core.config.parse import parse_config
+from jobd.core.model import Config, GroupQuota, NewRun, Outcome, Status, Trigger
+from jobd.core.policies import FireAction, quota_decision
+from jobd.daemon.loop import Daemon
 from jobd.store import Store, open_store
 from jobd.store import groups as store_groups
 from jobd.store.migrations import SCHEMA_VERSION

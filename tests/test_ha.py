@@ -164,7 +164,7 @@ def _live_group_members(pgid: int) -> list[int]:
 
 
 def _manual(job: str, store: Any) -> Any:
-    from jobd.model import NewRun, Trigger
+    from jobd.core.model import NewRun, Trigger
 
     return NewRun(job=job, trigger=Trigger.MANUAL, not_before=store.now(), triggered_by="test")
 
@@ -198,7 +198,7 @@ def test_a_paused_leader_resumes_without_writing_a_stale_fire(pg: PgTarget, tmp_
         time.sleep(max(0.0, stopped + 2 * ttl - time.monotonic()))
         first.signal(signal.SIGCONT)
         # It notices it lost the lease; its keeper stopped its copy of the run while
-        # it was paused (jobd.fence), before the store settled it, and it says so.
+        # it was paused (jobd.runs.fence), before the store settled it, and it says so.
         wait_for(lambda: "stepping down" in first.text(), timeout=10)
         stopped_copy = f"run {long_id} of long ended (abandoned: stopped by fencing"
         wait_for(lambda: stopped_copy in first.text(), timeout=10)

@@ -1,5 +1,5 @@
 """`jobd import crontab` and `jobd import pg-cron`: realistic inputs round-trip into
-TOML that jobd.config parses, with what does not translate reported as comments."""
+TOML that jobd.core.config.parse parses, with what does not translate reported as comments."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.importers import (
+from jobd.core.config.parse import parse_config
+from jobd.core.importers import (
     crontab_to_toml,
     database_url,
     job_names,
@@ -22,7 +22,7 @@ from jobd.importers import (
     split_percent,
     toml_string,
 )
-from jobd.model import JobKind
+from jobd.core.model import JobKind
 from tests.conftest import POSTGRES_DSN, jobd_cmd, run_jobd
 
 CRONTABS = Path(__file__).resolve().parent / "data" / "crontabs"
@@ -83,7 +83,7 @@ def test_user_crontab() -> None:
 def test_the_stdin_here_document_feeds_the_command_what_cron_would() -> None:
     command, stdin = split_percent("cat -A%line one%line two")
     assert stdin == "line one\nline two"
-    from jobd.importers import with_stdin
+    from jobd.core.importers import with_stdin
 
     out = subprocess.run(
         ["/bin/sh", "-c", with_stdin(command, stdin)], capture_output=True, text=True, check=True

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from jobd.clock import Clock
-from jobd.config import parse_config
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Trigger
+from jobd.core.timeutil import to_db
 from jobd.leader.lease import TableLeader
-from jobd.model import NewRun, Trigger
 from jobd.store import open_store
 from jobd.store.admin import leader_lease
 from jobd.store.lease import LeaseLost
-from jobd.timeutil import to_db
+from jobd.system.clock import Clock
 from tests.conftest import wait_for
 
 TTL = 5.0
@@ -155,7 +155,7 @@ def test_fencing_rejects_an_expired_lease_even_if_nobody_took_it(
 def test_a_leader_paused_between_its_check_and_its_write_writes_nothing(
     store: Any, store_url: str
 ) -> None:
-    from jobd.daemon import Daemon
+    from jobd.daemon.loop import Daemon
 
     config = _config(store_url)
     store.apply_config(config, store.now() - timedelta(seconds=5))

@@ -1,4 +1,4 @@
-"""Liveness on a SQLite store by lock (jobd.liveness): real files, real processes,
+"""Liveness on a SQLite store by lock (jobd.system.liveness): real files, real processes,
 real signals, and real `jobd run` daemons.
 
 With the lock, a dead instance is known at once (no heartbeat has to go stale)
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from jobd.clockstep import ClockStepWatch
-from jobd.config import parse_config
-from jobd.liveness import DeathWatch, InstanceLock, LockState, Presence, lock_state
-from jobd.model import NewRun, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Status, Trigger
+from jobd.core.timeutil import to_db
 from jobd.store import Store, open_store
-from jobd.timeutil import to_db
+from jobd.system.clockstep import ClockStepWatch
+from jobd.system.liveness import DeathWatch, InstanceLock, LockState, Presence, lock_state
 from tests.conftest import wait_for
 from tests.daemons import Daemons, wait_run
 
@@ -34,7 +34,7 @@ JOBD = [sys.executable, "-m", "jobd"]
 
 HOLDER = """
 import sys
-from jobd.liveness import InstanceLock
+from jobd.system.liveness import InstanceLock
 lock = InstanceLock(sys.argv[1], sys.argv[2])
 lock.acquire()
 print("held", flush=True)
@@ -108,7 +108,7 @@ def _running_run(store: Store, instance: str) -> int:
 
 @pytest.fixture
 def sqlite_store(sqlite_url: str) -> Iterator[Store]:
-    from jobd.config import parse_config
+    from jobd.core.config.parse import parse_config
 
     store = open_store(sqlite_url)
     store.apply_config(parse_config('[jobs.j]\ncommand = ["true"]\n'), store.now())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobd import log as jlog
-from jobd.log import add_secrets, add_store_url, mask_secrets, setup_logging
+from jobd.system import log as jlog
+from jobd.system.log import add_secrets, add_store_url, mask_secrets, setup_logging
 
 HUMAN_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) ")
 
@@ -40,7 +40,9 @@ def test_human_lines_have_utc_timestamp_level_message_and_context() -> None:
     out = io.StringIO()
     logger = setup_logging("human", "info", stream=out, environ={})
     logger.info("run started", extra={"action": "run.start", "job": "backup", "execution_id": 7})
-    logging.getLogger("jobd.daemon").warning("store down", extra={"error": "connection refused"})
+    logging.getLogger("jobd.daemon.loop").warning(
+        "store down", extra={"error": "connection refused"}
+    )
     logger.debug("hidden at info")
     first, second = lines(out)
     assert HUMAN_LINE.match(first)

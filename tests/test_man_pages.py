@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from jobd import config, model
-from jobd.config import parse_config
-from jobd.durations import parse_duration
+from jobd.core import model
+from jobd.core.config import parse as config
+from jobd.core.config.parse import parse_config
+from jobd.core.durations import parse_duration
 from tests.conftest import IN_CI
 
 MAN = Path(__file__).resolve().parent.parent / "man"

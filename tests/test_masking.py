@@ -1,4 +1,4 @@
-"""The one masker behind the log, a run's output and the child runners (jobd.masking)."""
+"""The one masker behind the log, a run's output and the child runners (jobd.core.masking)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from jobd.masking import Masker
-from jobd.runner import OutputTail
+from jobd.core.masking import Masker
+from jobd.runs.process import OutputTail
 
 SECRET = 'tok a"b/c+d&e=f-48151623'
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import jobd.metrics
-from jobd.model import NewRun, Trigger
+import jobd.observe.metrics
+from jobd.core.model import NewRun, Trigger
 from jobd.store import Store, open_store
 from jobd.store.reader import Reader
 from tests.conftest import run_jobd, wait_for
@@ -173,9 +173,9 @@ def test_a_standby_exports_no_store_gauges_so_sums_are_not_doubled(
 def test_a_scrape_reads_the_store_with_two_indexed_statements(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobd.metrics, "_instance", None)  # no daemon in this process
+    monkeypatch.setattr(jobd.observe.metrics, "_instance", None)  # no daemon in this process
     store = open_store(sqlite_url)
-    from jobd.config import parse_config
+    from jobd.core.config.parse import parse_config
 
     config = parse_config('[jobs.a]\ncommand = ["true"]\nschedule = "* * * * *"\n')
     store.apply_config(config, store.now())
@@ -184,7 +184,7 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements(
     conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
-    samples = parse(jobd.metrics.render(Reader(conn, "sqlite")).decode())
+    samples = parse(jobd.observe.metrics.render(Reader(conn, "sqlite")).decode())
     assert value(samples, "jobd_queue_depth") == 1
     assert len(statements) == 2
     conn.set_trace_callback(None)

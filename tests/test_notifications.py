@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobd.config import parse_config
+from jobd.core.config.parse import parse_config
+from jobd.core.model import JobSpec, Run, Status, Trigger
 from jobd.errors import ConfigError
-from jobd.model import JobSpec, Run, Status, Trigger
-from jobd.notifications import messages
-from jobd.notifications.messages import RunEnd
+from jobd.observe import messages
+from jobd.observe.messages import RunEnd
 from tests.conftest import run_jobd
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -136,7 +136,7 @@ def test_channels_and_job_keys_parse() -> None:
             "'notify.x.port': must be at least 1",
         ),
         ('[notify.x]\ntype = "webhook"\nurl = "http://h"\nsecret_env = "a-b"\n', "secret_env"),
-        ('[metrics]\nlisten = "9464"\n', "key 'metrics.listen': expected host:port"),
+        ('[metrics]\nlisten = "9464"\n', "key 'metrics.listen': expected HOST:PORT"),
     ],
 )
 def test_bad_notify_keys_are_refused_naming_the_key(text: str, message: str) -> None:
@@ -160,7 +160,7 @@ def test_validate_says_it_in_one_line_and_exits_2(tmp_path) -> None:  # type: ig
 def test_a_channel_secret_missing_from_the_environment_is_said_at_start(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from jobd.notifications.dispatcher import Notifications
+    from jobd.observe.dispatcher import Notifications
 
     config = parse_config(CHANNELS)
     with caplog.at_level("WARNING", logger="jobd"):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobd.model import NewRun, Trigger
+from jobd.core.model import NewRun, Trigger
 from jobd.store import Store
 from tests.conftest import run_jobd, wait_for
 from tests.daemons import Daemons, config_text, toml_value

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.notify import Notifier
+from jobd.system.sdnotify import Notifier
 
 
 class FakeManager:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Outcome, Run, Status, Trigger
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Outcome, Run, Status, Trigger
 from jobd.store import Store, open_store
 from tests.conftest import finish_run, run_jobd, wait_for
 from tests.daemons import jobd_daemon

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd.model import CATCHUP_CAP, MISFIRE_GRACE, Catchup, JobKind, JobSpec, Trigger
-from jobd.planner import JobPlan, PlannedFire, plan_job
+from jobd.core.model import CATCHUP_CAP, MISFIRE_GRACE, Catchup, JobKind, JobSpec, Trigger
+from jobd.core.planner import JobPlan, PlannedFire, plan_job
 
 T0 = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 EVERY_SECOND = "* * * * * *"

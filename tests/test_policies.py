@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobd.model import (
+from jobd.core.model import (
     DEFAULT_RETRY_DELAY_MAX,
     GroupQuota,
     JobKind,
@@ -24,7 +24,7 @@ from jobd.model import (
     Status,
     Trigger,
 )
-from jobd.policies import (
+from jobd.core.policies import (
     RETRY_JITTER,
     FireAction,
     SlotDecision,

@@ -11,8 +11,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from jobd.config import parse_config
-from jobd.runner import kill_leftovers
+from jobd.core.config.parse import parse_config
+from jobd.runs.process import kill_leftovers
 from jobd.store import Store
 from tests.conftest import jobd_cmd, wait_for
 from tests.processes import keeper_of
@@ -79,7 +79,8 @@ def test_sigkilled_daemon_leaves_no_orphan_after_restart(tmp_path: Path) -> None
                 sys.executable,
                 "-c",
                 (
-                    "from jobd.store import open_store; from jobd.model import NewRun, Trigger;"
+                    "from jobd.store import open_store;"
+                    "from jobd.core.model import NewRun, Trigger;"
                     f"s = open_store({url!r});"
                     "print(s.enqueue(NewRun('long', Trigger.MANUAL, s.now())))"
                 ),

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd import runner
-from jobd.model import JobKind, JobSpec, Outcome, Run, Settings, Status, Trigger
-from jobd.runner import READ_CHUNK, Event, OutputTail, RunProcess, kill_leftovers
+from jobd.core.model import JobKind, JobSpec, Outcome, Run, Settings, Status, Trigger
+from jobd.runs import process as runner
+from jobd.runs.process import READ_CHUNK, Event, OutputTail, RunProcess, kill_leftovers
 from tests.conftest import wait_for
 from tests.processes import assert_group_gone, group_survivors, wait_dead
 

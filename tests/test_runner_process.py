@@ -9,9 +9,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jobd.config import parse_job
-from jobd.model import Outcome, Run, Settings, Source, Status, Trigger
-from jobd.runner import Event, RunProcess
+from jobd.core.config.parse import parse_job
+from jobd.core.model import Outcome, Run, Settings, Source, Status, Trigger
+from jobd.runs.process import Event, RunProcess
 
 SETTINGS = Settings(kill_grace=0.5, log_lines=5)
 

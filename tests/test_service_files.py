@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd import model
+from jobd.core import model
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent

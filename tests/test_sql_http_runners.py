@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from jobd.model import JobKind, JobSpec, Settings, Status
-from jobd.runner import RunProcess
+from jobd.core.model import JobKind, JobSpec, Settings, Status
+from jobd.runs.process import RunProcess
 from tests.conftest import wait_for
 from tests.httpserver import Server, http_server_fixture  # noqa: F401 - a fixture
 from tests.test_runner import SETTINGS, Execution, a_run

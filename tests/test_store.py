@@ -19,9 +19,9 @@ from typing import Any
 import peewee as pw
 import pytest
 
-from jobd.config import parse_config, parse_job
+from jobd.core.config.parse import parse_config, parse_job
+from jobd.core.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
-from jobd.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.store import Store, mask_url, open_store
 from jobd.store.connect import connect
 from jobd.store.migrations import MIGRATIONS, SCHEMA_VERSION

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jobd.config import parse_job
-from jobd.model import NewRun, Outcome, Source, Status, Trigger
+from jobd.core.config.parse import parse_job
+from jobd.core.model import NewRun, Outcome, Source, Status, Trigger
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-from jobd.config import parse_config
-from jobd.model import NewRun, Outcome, Status, Trigger
-from jobd.timeutil import to_db
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Outcome, Status, Trigger
+from jobd.core.timeutil import to_db
 from tests.conftest import wait_for
 
 TTL = 5.0

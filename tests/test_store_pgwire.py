@@ -10,7 +10,7 @@ from typing import Any
 import peewee as pw
 import pytest
 
-from jobd.model import NewRun, Trigger
+from jobd.core.model import NewRun, Trigger
 from jobd.store import Store, open_store, pgwire
 from tests.test_store import config
 

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from jobd.cli.top import TopData, sparkline, view
-from jobd.model import NewRun, Trigger
+from jobd.core.model import NewRun, Trigger
 from jobd.store import Store
 from tests.conftest import IN_CI, jobd_cmd, wait_for
 from tests.daemons import Daemons

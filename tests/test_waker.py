@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from jobd.store import open_store
-from jobd.waker import Waker
+from jobd.system.waker import Waker
 
 
 def woken_within(waker: Waker, seconds: float) -> bool:
@@ -63,7 +63,7 @@ def _listening(store_url: str) -> Waker:
 def test_every_write_that_moves_a_next_fire_wakes_the_daemons(store_url: str) -> None:
     from datetime import timedelta
 
-    from jobd.model import Config, GroupQuota, JobKind, JobSpec, Settings, Source
+    from jobd.core.model import Config, GroupQuota, JobKind, JobSpec, Settings, Source
     from jobd.store.groups import upsert_within_quota
 
     store = open_store(store_url)
@@ -107,7 +107,7 @@ def test_every_write_that_moves_a_next_fire_wakes_the_daemons(store_url: str) ->
 
 
 def test_a_wake_waits_for_the_enclosing_transaction_to_commit(store_url: str) -> None:
-    from jobd.model import Config, JobKind, JobSpec, Settings
+    from jobd.core.model import Config, JobKind, JobSpec, Settings
 
     store = open_store(store_url)
     spec = JobSpec(name="tick", schedule="* * * * * *", kind=JobKind.COMMAND, command=("true",))

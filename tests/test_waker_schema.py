@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobd.store import open_store
-from jobd.waker import Waker
+from jobd.system.waker import Waker
 from tests.conftest import schema_url
 
 
@@ -32,7 +32,7 @@ def test_only_our_schemas_notify_wakes_us(
 ) -> None:
     # A channel of our own: other jobd processes on this server must not wake us.
     channel = f"jobd_wake_test_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setattr("jobd.waker.WAKE_CHANNEL", channel)
+    monkeypatch.setattr("jobd.system.waker.WAKE_CHANNEL", channel)
     monkeypatch.setattr("jobd.store.store.WAKE_CHANNEL", channel)
     ours_url, theirs_url = two_schemas
     ours, theirs = open_store(ours_url), open_store(theirs_url)

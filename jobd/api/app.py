@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from jobd.core.timeutil import rfc3339
 from jobd.errors import (
     ConfigError,
     Forbidden,
@@ -36,7 +37,6 @@ from jobd.errors import (
     store_failure,
 )
 from jobd.ops.scope import Scope
-from jobd.timeutil import rfc3339
 
 log = logging.getLogger("jobd.api")
 
@@ -142,7 +142,7 @@ class ConfigSource:
         self._loaded: tuple[Any, ConfigError | None] | None = None
 
     def _file_stamp(self) -> Any:
-        from jobd.paths import locate_config
+        from jobd.system.paths import locate_config
 
         path = locate_config(self.config_path, os.environ, Path.cwd())
         if path is None:
@@ -157,7 +157,7 @@ class ConfigSource:
         with self._lock:
             stamp = self._file_stamp()
             if self._loaded is None or stamp != self._stamp:
-                from jobd.paths import load_config_or_settings
+                from jobd.system.paths import load_config_or_settings
 
                 self._loaded = load_config_or_settings(
                     self.config_path, store_override=self.store_override

@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from jobd.cli import render
-from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
+from jobd.cli.context import json_option, local_option, pass_ctx
 from jobd.cli.params import COUNT, MAX_INT
 from jobd.cli.quotas import quota_cell, quota_style
 from jobd.errors import ExitCode
+from jobd.ops.context import Context, actor
 
 RUNNING_SHOWN = 20
 
@@ -250,7 +251,7 @@ def prune(
       jobd prune --dry-run
       jobd prune --keep 100 --older-than 30d
     """
-    from jobd.durations import DurationError, parse_duration
+    from jobd.core.durations import DurationError, parse_duration
     from jobd.errors import UsageError
     from jobd.ops.history import prune as prune_history
 

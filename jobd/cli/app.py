@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from jobd import __version__
-from jobd.cli.context import STORE_CREATORS, Context
 from jobd.errors import ExitCode, JobdError, store_failure
+from jobd.ops.context import STORE_CREATORS, Context
 
 
 def _one_line(exc: click.UsageError) -> click.UsageError:

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from jobd.cli.context import Context, pass_ctx
+from jobd.cli.context import pass_ctx
 from jobd.errors import JobdError, UsageError
-from jobd.forkcall import call_in_child
+from jobd.ops.context import Context
+from jobd.system.forkcall import call_in_child
 
 if TYPE_CHECKING:
-    from jobd.model import Config
-    from jobd.signals import SignalFlags
-    from jobd.storewait import StoreDown
+    from jobd.core.model import Config
+    from jobd.system.signals import SignalFlags
+    from jobd.system.storewait import StoreDown
 
 
 @click.command()
@@ -63,8 +64,8 @@ def run(
       jobd run --config contrib/examples/jobd.toml
       jobd run --detach --pidfile /run/jobd.pid --log-file /var/log/jobd.log
     """
-    from jobd.log import add_secrets, add_store_url, setup_logging
     from jobd.store import mask_url
+    from jobd.system.log import add_secrets, add_store_url, setup_logging
 
     if (pidfile or log_file) and not detach:
         raise UsageError("--pidfile and --log-file go with --detach")
@@ -75,9 +76,9 @@ def run(
         _apply(ctx).log(mask_url)
         return
 
-    from jobd.notify import Notifier
-    from jobd.signals import SignalFlags
-    from jobd.storewait import PROBE_EVERY, StartupWait
+    from jobd.system.sdnotify import Notifier
+    from jobd.system.signals import SignalFlags
+    from jobd.system.storewait import PROBE_EVERY, StartupWait
 
     # SIGTERM and SIGINT stop a daemon that is still waiting for its store, at
     # once, and are passed on to a start-up child (which dies of them).
@@ -100,7 +101,7 @@ def run(
 
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
-    # 10,000 jobs' worth of parsed config (jobd.forkcall). A store that does not
+    # 10,000 jobs' worth of parsed config (jobd.system.forkcall). A store that does not
     # answer is waited for here, in the foreground: the child reports it, this
     # process tries the store until it answers, then the child applies again.
     wait: StartupWait | None = None
@@ -149,7 +150,7 @@ def run(
         assert pidfile is not None
         from pathlib import Path
 
-        from jobd.detach import detach as enter_background
+        from jobd.system.detach import detach as enter_background
 
         if config.path and Path(config.path).is_file():
             # The daemon runs in /, so a reload must find the same file by its full path.
@@ -167,8 +168,8 @@ def run(
     store = wait.attempt(lambda: ctx.store)
     if store is None:
         return
-    from jobd.daemon import serve
-    from jobd.paths import load_config
+    from jobd.daemon.loop import serve
+    from jobd.system.paths import load_config
 
     def reload_config() -> Config:
         fresh = load_config(ctx.config_path, store_override=ctx.store_override)
@@ -224,8 +225,8 @@ class Applied:
 def _apply(ctx: Context) -> Applied:
     """Parse the config and write its jobs to the store (`jobd run` creates a SQLite
     store's missing directory, as it creates the file)."""
-    from jobd.log import add_store_url
-    from jobd.storewait import create_store_directory
+    from jobd.system.log import add_store_url
+    from jobd.system.storewait import create_store_directory
 
     config = ctx.config
     store_url = ctx.store_url
@@ -257,9 +258,9 @@ def _apply_or_report(ctx: Context) -> Applied | StoreDown:
     """_apply, or, when the store does not answer, what the parent waits for.
 
     `jobd run` creates a SQLite store's missing directory; an error waiting
-    cannot fix (see jobd.storewait) is raised, and exits 2."""
+    cannot fix (see jobd.system.storewait) is raised, and exits 2."""
     from jobd.store.urls import backend_of
-    from jobd.storewait import StoreDown, is_passing, reason_of, refused
+    from jobd.system.storewait import StoreDown, is_passing, reason_of, refused
 
     config = ctx.config  # a config error is raised as it is
     store_url = ctx.store_url

@@ -76,8 +76,8 @@ def run(argv: Sequence[str]) -> int | None:
     if found is None:
         return None
     from jobd.cli import history
-    from jobd.cli.context import Context
     from jobd.errors import ExitCode, JobdError, store_failure
+    from jobd.ops.context import Context
 
     ctx = Context(found.pop("config"), found.pop("store"))
     try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from jobd.cli import render
-from jobd.cli.context import Context
-from jobd.errors import NotFound, UsageError, did_you_mean
+from jobd.ops.context import Context
+from jobd.ops.history import find_runs
 
 HEADERS = ["ID", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "EXIT", "HOST"]
 
@@ -25,12 +25,7 @@ def list_runs(
 ) -> None:
     """Print runs newest first: a table for people, RUN_KEYS objects with --json."""
     now = ctx.now()
-    since_at = parse_since(since, now) if since else None
-    reader = ctx.reader()
-    if job is not None and not reader.job_exists(job):
-        hint = did_you_mean(job, reader.job_names())
-        raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-    rows = reader.executions(job, [s.lower() for s in statuses], since_at, limit or None)
+    rows = find_runs(ctx.reader(), now, job, [s.lower() for s in statuses], since, limit or None)
     if as_json:
         render.print_json(rows)
         return
@@ -51,23 +46,6 @@ def list_runs(
         for row in rows
     ]
     render.table(HEADERS, table, styles={3: render.status_style})
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """A look-back: a duration such as `1d` or `2h30m`, or an RFC 3339 instant."""
-    from jobd.durations import DurationError, parse_duration
-    from jobd.timeutil import parse_instant
-
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except DurationError:
-        pass
-    try:
-        return parse_instant(text)
-    except ValueError:
-        raise UsageError(
-            f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
-        ) from None
 
 
 def took(row: dict[str, Any], now: datetime) -> str:

@@ -1,6 +1,6 @@
 """`jobd import crontab` and `jobd import pg-cron`: other schedulers' jobs as TOML.
 
-The reading is here; the translation is jobd.importers, which is pure.
+The reading is here; the translation is jobd.core.importers, which is pure.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def crontab(file: str, system: bool | None, zone: str | None) -> None:
       crontab -l | jobd import crontab -
       jobd import crontab /etc/crontab --timezone Europe/Berlin
     """
-    from jobd.importers import crontab_to_toml
+    from jobd.core.importers import crontab_to_toml
 
     if file == "-":
         text, source = sys.stdin.read(), "stdin"
@@ -94,7 +94,7 @@ def crontab(file: str, system: bool | None, zone: str | None) -> None:
         absolute = os.path.abspath(file) if file != "-" else ""
         system = absolute == SYSTEM_CRONTABS[0] or absolute.startswith(SYSTEM_CRONTABS[1])
     if zone is not None:
-        from jobd.config import _check_timezone
+        from jobd.core.config.parse import _check_timezone
 
         _check_timezone(zone, "command line", None, "--timezone")
     click.echo(crontab_to_toml(text, source, system, zone or host_timezone()), nl=False)
@@ -124,9 +124,9 @@ def pg_cron(dsn: str, schema: str) -> None:
     import psycopg2
     from psycopg2 import sql
 
-    from jobd.importers import pg_cron_to_toml
-    from jobd.masking import Masker
-    from jobd.urls import is_postgres, mask_url, postgres_url_problem, url_passwords
+    from jobd.core.importers import pg_cron_to_toml
+    from jobd.core.masking import Masker
+    from jobd.core.urls import is_postgres, mask_url, postgres_url_problem, url_passwords
 
     problem = postgres_url_problem(dsn) if is_postgres(dsn) else None
     if problem is not None:

@@ -15,20 +15,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jobd.cli import render
-from jobd.cli.context import Context, json_option, local_option, pass_ctx
-from jobd.durations import format_duration
+from jobd.cli.context import json_option, local_option, pass_ctx
+from jobd.core.durations import format_duration
+from jobd.core.timeutil import parse_instant, rfc3339
 from jobd.errors import ConfigError, UsageError
-from jobd.paths import NO_CONFIG_FILE
-from jobd.timeutil import parse_instant, rfc3339
+from jobd.ops.context import Context
+from jobd.system.paths import NO_CONFIG_FILE
 
 if TYPE_CHECKING:
-    from jobd.model import JobSpec
+    from jobd.core.model import JobSpec
 
 
 def _next_fire(spec: JobSpec, after: datetime) -> datetime | None:
     from zoneinfo import ZoneInfo
 
-    from jobd.cron import parse_schedule
+    from jobd.core.cron import parse_schedule
 
     if spec.schedule is None or not spec.enabled:
         return None
@@ -51,7 +52,7 @@ def validate(ctx: Context, as_json: bool, local_time: bool) -> None:
     """
     config = ctx.config
     if config.path == NO_CONFIG_FILE:
-        from jobd.paths import config_candidates
+        from jobd.system.paths import config_candidates
 
         looked = ", ".join(str(p) for p in config_candidates(None, os.environ, Path.cwd()))
         raise ConfigError(f"no config file found (looked for {looked}; or pass --config PATH)")
@@ -236,7 +237,7 @@ def next_cmd(
         raise UsageError(f"job {name!r} has no schedule; it runs only when triggered")
     from zoneinfo import ZoneInfo
 
-    from jobd.cron import next_fires, parse_schedule
+    from jobd.core.cron import next_fires, parse_schedule
 
     try:
         start = parse_instant(after) if after else datetime.now(UTC)

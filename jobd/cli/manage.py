@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from jobd.cli import render
-from jobd.cli.context import Context, actor, pass_ctx
+from jobd.cli.context import pass_ctx
 from jobd.cli.params import JOB_NAME
+from jobd.ops.context import Context, actor
 
 
 @click.command()

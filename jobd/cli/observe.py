@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from jobd.cli.context import Context, pass_ctx
+from jobd.cli.context import pass_ctx
+from jobd.ops.context import Context
 
 
 @click.command()
@@ -25,7 +26,7 @@ def metrics(ctx: Context) -> None:
       jobd metrics > /var/lib/node_exporter/jobd.prom.$$ &&
         mv /var/lib/node_exporter/jobd.prom.$$ /var/lib/node_exporter/jobd.prom
     """
-    from jobd.metrics import render
+    from jobd.observe.metrics import render
 
     sys.stdout.buffer.write(render(ctx.reader()))
     sys.stdout.flush()

@@ -22,7 +22,7 @@ class StatusChoice(click.Choice):
 
     @property  # type: ignore[override]
     def choices(self) -> Sequence[str]:
-        from jobd.model import Status
+        from jobd.core.model import Status
 
         return tuple(status.value for status in Status)
 
@@ -37,7 +37,7 @@ class JobName(click.ParamType):
     ) -> list[Any]:
         from click.shell_completion import CompletionItem
 
-        from jobd.cli.context import Context
+        from jobd.ops.context import Context
         from jobd.store.reader import open_reader
 
         obj = ctx.find_object(Context) or Context(config_path=None, store_override=None)

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from jobd.durations import format_duration
-from jobd.timeutil import rfc3339
+from jobd.core.durations import format_duration
+from jobd.core.timeutil import rfc3339
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo

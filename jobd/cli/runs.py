@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from jobd.cli import history, render
-from jobd.cli.context import Context, actor, json_option, local_option, pass_ctx
+from jobd.cli.context import json_option, local_option, pass_ctx
 from jobd.cli.follow import await_run, finish, interrupted, interruptible, waiting
 from jobd.cli.params import COUNT, JOB_NAME, RUN_ID, StatusChoice
 from jobd.errors import JobdError, NotFound, UsageError
+from jobd.ops.context import Context, actor
 
 if TYPE_CHECKING:
     from jobd.ops.runs import Triggered
@@ -103,21 +104,21 @@ def _after_queueing(
 def _local_executor() -> Any:
     """The daemon's executor, to run a job in this process (`trigger --local`)."""
     try:
-        from jobd.local import run_local
+        from jobd.runs.local import run_local
     except ModuleNotFoundError as exc:
-        if exc.name not in ("jobd.local", "jobd"):
+        if exc.name not in ("jobd.runs.local", "jobd"):
             raise
         raise JobdError(
-            "--local needs the in-process executor (jobd.local), which this build lacks"
+            "--local needs the in-process executor (jobd.runs.local), which this build lacks"
         ) from None
     return run_local
 
 
 def _run_json(row: dict[str, Any] | None) -> dict[str, Any]:
-    from jobd.store.reader import RUN_COLUMNS
+    from jobd.core.records import RUN_KEYS
 
     assert row is not None
-    return {key: row[key] for key in RUN_COLUMNS}
+    return {key: row[key] for key in RUN_KEYS}
 
 
 @click.command()

@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jobd.cli.context import Context, pass_ctx
+from jobd.cli.context import pass_ctx
 from jobd.errors import JobdError
+from jobd.ops.context import Context
 
 if TYPE_CHECKING:
-    from jobd.model import ApiSettings
+    from jobd.core.model import ApiSettings
 
 DEFAULT_LISTEN = "127.0.0.1:8089"
 
@@ -61,8 +62,8 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     import logging
     import signal
 
-    from jobd.config_kinds import api_table
-    from jobd.log import add_store_url, setup_logging
+    from jobd.core.config.kinds import api_table
+    from jobd.system.log import add_store_url, setup_logging
 
     config = ctx.config
     settings = config.api

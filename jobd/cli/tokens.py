@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from jobd.cli import render
-from jobd.cli.context import Context, actor, json_option, pass_ctx
+from jobd.cli.context import json_option, pass_ctx
+from jobd.ops.context import Context, actor
 
 
 @click.group()
@@ -39,7 +40,7 @@ def create(
     Example:
       TOKEN=$(jobd token create ci --expires 90d)
     """
-    from jobd.durations import DurationError, parse_duration
+    from jobd.core.durations import DurationError, parse_duration
     from jobd.errors import UsageError
     from jobd.ops.tokens import create_token
 

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobd.cli import render
-from jobd.model import Status
+from jobd.core.model import Status
 
 MIN_WIDTH, MIN_HEIGHT = 60, 12
 BLOCKS = "▁▂▃▄▅▆▇█"

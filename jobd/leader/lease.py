@@ -22,11 +22,11 @@ import contextlib
 import logging
 from datetime import datetime
 
-from jobd.clock import Clock
+from jobd.core.model import MAX_CLOCK_SKEW_WARN
 from jobd.leader import Term
-from jobd.model import MAX_CLOCK_SKEW_WARN
 from jobd.store import STORE_ERRORS, Store
 from jobd.store.lease import LeaseState
+from jobd.system.clock import Clock
 
 log = logging.getLogger("jobd")
 

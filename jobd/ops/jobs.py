@@ -8,13 +8,13 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from jobd.core.model import JobSpec, Source
 from jobd.errors import UsageError
-from jobd.model import JobSpec, Source
 from jobd.ops.quotas import upsert_or_refuse
 from jobd.ops.scope import Scope
 
 if TYPE_CHECKING:
-    from jobd.model import Config
+    from jobd.core.model import Config
     from jobd.store import JobRecord
 
 
@@ -117,7 +117,7 @@ def schedule(
     `fields` are a `[jobs.NAME]` table's keys, validated exactly as in a config
     file (errors name `origin`). A config job's name is refused; a group at
     max_jobs refuses a new job (QuotaRefused, audited)."""
-    from jobd.config import parse_job
+    from jobd.core.config.parse import parse_job
 
     config = scope.whole_config()  # the groups and the default zone come from it
     spec = parse_job(

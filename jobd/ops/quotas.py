@@ -9,7 +9,7 @@ from jobd.errors import QuotaRefused
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from jobd.model import GroupQuota, JobSpec, NewRun
+    from jobd.core.model import GroupQuota, JobSpec, NewRun
     from jobd.store import Store
 
 REFUSED = "quota.refused"

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobd.core.model import NewRun, Source, Trigger
 from jobd.errors import InvalidState, NoDaemon, NotFound
-from jobd.model import NewRun, Source, Trigger
 from jobd.ops.quotas import enqueue_or_refuse
 from jobd.ops.scope import Scope
 
 if TYPE_CHECKING:
-    from jobd.model import JobSpec
+    from jobd.core.model import JobSpec
     from jobd.store import JobRecord
 
 # The not_before of a queued local run until its caller claims it: no daemon
@@ -35,7 +35,7 @@ def trigger(scope: Scope, actor: str, name: str, local: bool = False) -> Trigger
 
     Without `local`, a live daemon must exist (NoDaemon otherwise, nothing
     queued) and must have applied the job (NotApplied); it runs the applied
-    definition. With `local`, the caller runs it (jobd.local) as the config file
+    definition. With `local`, the caller runs it (jobd.runs.local) as the config file
     defines it now, and no daemon claims it first. A group at max_active
     refuses it (QuotaRefused, audited)."""
     store = scope.store

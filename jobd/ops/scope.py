@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from jobd.errors import ConfigError, NotApplied, NotFound, did_you_mean
 
 if TYPE_CHECKING:
-    from jobd.model import Config, GroupQuota, JobSpec
+    from jobd.core.model import Config, GroupQuota, JobSpec
     from jobd.store import JobRecord, Store
 
 

@@ -16,9 +16,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from jobd.core.timeutil import from_db, to_db
 from jobd.errors import NotFound, UsageError
 from jobd.ops.scope import Scope
-from jobd.timeutil import from_db, to_db
 
 PREFIX = "jobd_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from jobd.liveness import Presence
-from jobd.model import FINAL_STATUSES, Status
-from jobd.timeutil import from_db, to_db
+from jobd.core.model import FINAL_STATUSES, Status
+from jobd.core.timeutil import from_db, to_db
+from jobd.system.liveness import Presence
 
 if TYPE_CHECKING:
     from jobd.store.store import Store

@@ -38,7 +38,7 @@ import os
 import stat
 
 from jobd.errors import ConfigError, StoreUnavailable
-from jobd.paths import refuse_unless_roots
+from jobd.system.paths import refuse_unless_roots
 
 log = logging.getLogger("jobd")
 

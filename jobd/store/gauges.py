@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jobd.model import Status
+from jobd.core.model import Status
 from jobd.store.reader import Reader
 
 

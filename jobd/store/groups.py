@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from jobd.model import ACTIVE_STATUSES, GroupQuota, JobSpec, NewRun
-from jobd.policies import FireAction, quota_decision
+from jobd.core.model import ACTIVE_STATUSES, GroupQuota, JobSpec, NewRun
+from jobd.core.policies import FireAction, quota_decision
 from jobd.store.admin import FINAL, delete_in_ranges
 
 if TYPE_CHECKING:

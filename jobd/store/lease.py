@@ -17,8 +17,8 @@ from typing import Any
 
 import peewee as pw
 
+from jobd.core.timeutil import from_db
 from jobd.store.schema import Models
-from jobd.timeutil import from_db
 
 LEASE_NAME = "scheduler"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from jobd.model import Status
+from jobd.core.model import Status
 
 if TYPE_CHECKING:
     from jobd.store import Store

@@ -9,7 +9,7 @@ read afresh at the next one.
 
 from __future__ import annotations
 
-from jobd.model import JobSpec
+from jobd.core.model import JobSpec
 
 # Bounds a caller that never forgets; the daemon forgets after every tick.
 MAX_KEPT = 65536

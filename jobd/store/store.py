@@ -17,10 +17,8 @@ from typing import Any
 
 import peewee as pw
 
-from jobd.cron import parse_schedule
-from jobd.errors import StoreUnavailable, first_line
-from jobd.liveness import LockState, Presence, forget, lock_state
-from jobd.model import (
+from jobd.core.cron import parse_schedule
+from jobd.core.model import (
     Config,
     JobSpec,
     NewRun,
@@ -32,13 +30,15 @@ from jobd.model import (
     Trigger,
     spec_text_hash,
 )
+from jobd.core.timeutil import from_db, to_db
+from jobd.errors import StoreUnavailable, first_line
 from jobd.store import files
 from jobd.store.connect import backend_of, connect, mask_url, sqlite_path
 from jobd.store.lease import LeaseLost, LeaseOps, LeaseState
 from jobd.store.migrations import SCHEMA_VERSION, migrate
 from jobd.store.schema import build_models
 from jobd.store.specs import SpecCache
-from jobd.timeutil import from_db, to_db
+from jobd.system.liveness import LockState, Presence, forget, lock_state
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 BATCH = 500  # rows per statement or IN list in batched writes
@@ -602,7 +602,7 @@ class Store(LeaseOps):
     def _wake_after_commit(self) -> None:
         if self.backend == "postgresql":
             return
-        from jobd.waker import poke_all
+        from jobd.system.waker import poke_all
 
         directory = self.wake_dir()
         if directory:
@@ -908,7 +908,7 @@ class Store(LeaseOps):
         ).where(I.id == instance).execute()
 
     def touch_instance(self, instance: str) -> None:
-        """Renew only an instance's heartbeat (jobd.fence, from a thread of its own)."""
+        """Renew only an instance's heartbeat (jobd.runs.fence, from a thread of its own)."""
         I = self.m.Instance
         I.update(heartbeat_at=pw.SQL(self._db_now_sql())).where(I.id == instance).execute()
 
@@ -942,7 +942,7 @@ class Store(LeaseOps):
         ]
 
     def instance_lock_dir(self) -> str | None:
-        """SQLite: the directory of the instances' liveness locks (jobd.liveness)."""
+        """SQLite: the directory of the instances' liveness locks (jobd.system.liveness)."""
         if self.backend != "sqlite":
             return None
         return files.instances_dir(sqlite_path(self.url))

@@ -1,13 +1,13 @@
 """Store URLs: which backend, where the SQLite file is, and the URL fit to print.
 
 No driver or ORM import here: the fast read path (reader.py) needs these too.
-The syntax itself is checked in jobd.urls, the one place for it.
+The syntax itself is checked in jobd.core.urls, the one place for it.
 """
 
 from __future__ import annotations
 
+from jobd.core.urls import POSTGRES_PREFIXES, is_postgres, mask_url, store_url_problem
 from jobd.errors import ConfigError
-from jobd.urls import POSTGRES_PREFIXES, is_postgres, mask_url, store_url_problem
 
 __all__ = ["backend_of", "mask_url", "sqlite_path"]
 

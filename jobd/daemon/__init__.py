@@ -1,0 +1,1 @@
+"""The daemon: the loop that plans, fires and claims, and what keeps it alive."""
