@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.common import log, postgres_schema
 from bench.jobd_side import JobdSetup, count_lines
-from bench.peers import (
+from bench.probes import (
     Watched,
     postgres_backends,
     read_times,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import percentile
-from bench.peers import precision_delays, read_times, span_rate
+from bench.probes import precision_delays, read_times, span_rate
 from bench.where_time_goes import _runs, _spy_summary, statement_kind
 
 
