@@ -87,7 +87,9 @@ def main() -> None:
     if "idle" in parts and "precision" in parts:
         results, idle_results = timed(
             "precision+idle",
-            lambda: precision.with_idle(precision_s, window, postgres, alongside=quick),
+            lambda: precision.with_idle(
+                precision_s, window, postgres, alongside=quick, jobs=2000 if quick else 10_000
+            ),
         )
         sections.append(("idle", idle.section(idle_results)))
         sections.append(("precision", precision.section(results, precision_s, quick)))
