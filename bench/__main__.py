@@ -130,7 +130,12 @@ def main() -> None:
     elapsed = time.monotonic() - began
     load_after = os.getloadavg()
     head = [
-        ("machine", machine_section(quick, postgres, load_before, load_after, elapsed, timings)),
+        (
+            "machine",
+            machine_section(
+                quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
+            ),
+        ),
     ]
     if checks:
         head.append(("targets", targets_section(checks)))
@@ -173,6 +178,7 @@ def machine_section(
     load_after: tuple[float, float, float],
     elapsed: float,
     timings: list[tuple[str, float]],
+    with_peers: bool = False,
 ) -> str:
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         ["python", "-m", "bench", *sys.argv[1:]]
@@ -189,7 +195,7 @@ def machine_section(
         ["PostgreSQL", postgres_version() if postgres else "not measured"],
         ["jobd commit", git_commit()],
         ["APScheduler", aps_version()],
-        *peers.versions(),
+        *(peers.versions() if with_peers else []),
         ["load average (1 min) before → after", f"{load_before[0]:.2f} → {load_after[0]:.2f}"],
         [
             "wall time",
