@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,6 +62,15 @@ def floor_spawn(n: int, workdir: Path) -> tuple[float, list[float]]:
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
         list(pool.map(lambda _i: subprocess.run(command, check=False), range(n)))
     return began, read_times(stamps)
+
+
+def floor_every_second(seconds: int, stamps: Path) -> None:
+    """No scheduler: sleep to each whole second and spawn the command, `seconds` times;
+    what any process-starting scheduler's every-second job can reach here."""
+    command = work_command(stamps)
+    for _ in range(seconds):
+        time.sleep(max(0.0, math.ceil(time.time()) - time.time()))
+        subprocess.Popen(command).wait()
 
 
 # -- a peer process ------------------------------------------------------------------------
