@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,25 +124,30 @@ class System:
     def stamps(self, what: str) -> Path:
         return self.workdir / f"{what}-{uuid.uuid4().hex[:6]}"
 
-    # burst(k, due) -> (stamps, lost or None); drain(n) / live(n) -> result dicts
+    def close(self) -> None:
+        """Remove the work directory (stamp files, peer logs)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     def burst(self, k: int, due: float) -> dict[str, Any] | None:
+        """k jobs due at `due`: {"times": child starts, "lost": fires never recorded
+        (None where the system keeps no record)}, or None when set-up overran `due`."""
         raise NotImplementedError
 
     def drain(self, n: int) -> dict[str, Any]:
+        """n runs queued before the worker starts: rate, CPU per run (wait_stamps)."""
         raise NotImplementedError
 
     def live(self, n: int) -> dict[str, Any]:
+        """n runs submitted one by one while the worker runs: as drain, plus submit_rate."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def every_second(self) -> Iterator[Path]:
+    def every_second(self) -> contextlib.AbstractContextManager[Path]:
+        """A job due every second, running until the context ends; yields its stamps."""
         raise NotImplementedError
-        yield Path()
 
-    @contextlib.contextmanager
-    def idle(self, jobs: int) -> Iterator[Watched]:
+    def idle(self, jobs: int) -> contextlib.AbstractContextManager[Watched]:
+        """The system with `jobs` jobs that never come due, ready; yields its processes."""
         raise NotImplementedError
-        yield Watched(list)
 
 
 def too_late(due: float, deadline_lead: float = 0.3) -> bool:

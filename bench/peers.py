@@ -230,6 +230,8 @@ def measure(quick: bool, postgres: bool) -> dict[str, Any]:
         run_filler()
 
     out["precision"], out["idle"] = precision_and_idle(chosen, sizes)
+    for system in chosen:
+        system.close()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["run"] = (
         f"This part took {time.monotonic() - began:.0f} s, ending {when}; "
