@@ -81,7 +81,7 @@ class Sizes:
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(300, 200, 0, 8, 1000, 3, 10, False)
+            return cls(300, 200, 0, 5, 1000, 3, 10, False)
         return cls(1000, 2000, 1000, 40, 10_000, 60, 60, True)
 
 
