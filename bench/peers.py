@@ -183,7 +183,7 @@ def guarded(system: System, func: Callable[[], Any]) -> Any:
 def measure(quick: bool, postgres: bool) -> dict[str, Any]:
     sizes = Sizes.of(quick)
     chosen = systems(quick, postgres)
-    began, load_before = time.monotonic(), os.getloadavg()[0]
+    part_began, load_before = time.monotonic(), os.getloadavg()[0]
     out: dict[str, Any] = {"sizes": sizes, "systems": [s.name for s in chosen]}
     log(f"peers: {', '.join(s.name for s in chosen)}")
 
@@ -234,7 +234,7 @@ def measure(quick: bool, postgres: bool) -> dict[str, Any]:
         system.close()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["run"] = (
-        f"This part took {time.monotonic() - began:.0f} s, ending {when}; "
+        f"This part took {time.monotonic() - part_began:.0f} s, ending {when}; "
         f"load average (1 min) {load_before:.2f} → {os.getloadavg()[0]:.2f}."
     )
     return out
