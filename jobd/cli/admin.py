@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
@@ -68,85 +68,88 @@ def _role(instance: dict[str, Any]) -> str:
 
 
 def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
-    store, lease = report["store"], report["leader"]
+    store = report["store"]
     live = [i for i in report["instances"] if i["live"]]
-    leading = [i for i in live if i["role"] == "leader"]
-    if lease is None or (lease["holder"] is None and leading):
-        # The file guard keeps no lease row; the leader says so in its heartbeat.
-        leader = (
-            f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
-            if leading
-            else "none (no live daemon holds the leader guard)"
-        )
-    elif lease["holder"] is None:  # released by a clean stop
-        leader = f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
-    else:
-        state = "EXPIRED" if lease["expired"] else "held"
-        leader = (
-            f"{lease['holder']} on {lease['host']}, epoch {lease['epoch']}, {state}; "
-            f"acquired {render.ago(lease['acquired_at'], now)}, "
-            f"expires {render.ago(lease['expires_at'], now)}"
-        )
     render.fields(
         [
             ("store", f"{store['url']} ({store['backend']}, schema {store['schema_version']})"),
-            ("leader", leader),
+            ("leader", _leader_text(report["leader"], live, now)),
             ("instances", f"{len(live)} live, {len(report['instances']) - len(live)} gone"),
             ("queued", str(report["queue_depth"])),
             ("running", str(len(report["running"]))),
         ]
     )
-    if report["instances"]:
-        click.echo("")
-        rows = [
-            [
-                i["id"],
-                i["host"],
-                str(i["pid"]),
-                _role(i),
-                str(i["running"]),
-                render.ago(i["heartbeat_at"], now),
-                "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
-            ]
-            for i in report["instances"]
+    for section, rows in (
+        (_instance_table, report["instances"]),
+        (_running_table, report["running"]),
+        (_group_table, report["groups"]),
+        (_next_fire_table, report["next_fires"]),
+    ):
+        if rows:
+            click.echo("")
+            section(rows, now, local)
+
+
+def _leader_text(lease: dict[str, Any] | None, live: list[dict[str, Any]], now: datetime) -> str:
+    leading = [i for i in live if i["role"] == "leader"]
+    if lease is None or (lease["holder"] is None and leading):
+        # The file guard keeps no lease row; the leader says so in its heartbeat.
+        if leading:
+            return f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
+        return "none (no live daemon holds the leader guard)"
+    if lease["holder"] is None:  # released by a clean stop
+        return f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
+    state = "EXPIRED" if lease["expired"] else "held"
+    return (
+        f"{lease['holder']} on {lease['host']}, epoch {lease['epoch']}, {state}; "
+        f"acquired {render.ago(lease['acquired_at'], now)}, "
+        f"expires {render.ago(lease['expires_at'], now)}"
+    )
+
+
+def _instance_table(instances: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [
+            i["id"],
+            i["host"],
+            str(i["pid"]),
+            _role(i),
+            str(i["running"]),
+            render.ago(i["heartbeat_at"], now),
+            "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
         ]
-        render.table(["INSTANCE", "HOST", "PID", "ROLE", "RUNNING", "HEARTBEAT", "LIVE"], rows)
-    if report["running"]:
-        click.echo("")
-        rows = [
-            [
-                str(r["id"]),
-                r["job"],
-                render.moment(r["started_at"], now, local),
-                r["host"] or "-",
-            ]
-            for r in report["running"][:RUNNING_SHOWN]
+        for i in instances
+    ]
+    render.table(["INSTANCE", "HOST", "PID", "ROLE", "RUNNING", "HEARTBEAT", "LIVE"], rows)
+
+
+def _running_table(running: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [str(r["id"]), r["job"], render.moment(r["started_at"], now, local), r["host"] or "-"]
+        for r in running[:RUNNING_SHOWN]
+    ]
+    render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
+    if len(running) > RUNNING_SHOWN:
+        click.echo(f"… and {len(running) - RUNNING_SHOWN} more", err=True)
+
+
+def _group_table(groups: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [
+            g["group"],
+            quota_cell(g["active"], g["max_active"]),
+            quota_cell(g["jobs"], g["max_jobs"]),
+            quota_cell(g["retained"], g["max_retained"]),
         ]
-        render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
-        if len(report["running"]) > RUNNING_SHOWN:
-            click.echo(f"… and {len(report['running']) - RUNNING_SHOWN} more", err=True)
-    if report["groups"]:
-        click.echo("")
-        render.table(
-            ["GROUP", "ACTIVE", "JOBS", "RETAINED"],
-            [
-                [
-                    g["group"],
-                    quota_cell(g["active"], g["max_active"]),
-                    quota_cell(g["jobs"], g["max_jobs"]),
-                    quota_cell(g["retained"], g["max_retained"]),
-                ]
-                for g in report["groups"]
-            ],
-            styles={1: quota_style, 2: quota_style, 3: quota_style},
-        )
-    if report["next_fires"]:
-        click.echo("")
-        rows = [
-            [f["job"], render.when(f["at"], local), render.ago(f["at"], now)]
-            for f in report["next_fires"]
-        ]
-        render.table(["NEXT FIRE", "AT", "IN"], rows)
+        for g in groups
+    ]
+    styles = {1: quota_style, 2: quota_style, 3: quota_style}
+    render.table(["GROUP", "ACTIVE", "JOBS", "RETAINED"], rows, styles=styles)
+
+
+def _next_fire_table(fires: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [[f["job"], render.when(f["at"], local), render.ago(f["at"], now)] for f in fires]
+    render.table(["NEXT FIRE", "AT", "IN"], rows)
 
 
 @click.command()
@@ -166,57 +169,28 @@ def check(ctx: Context, as_json: bool) -> None:
       jobd check
       jobd check --json   # for a monitor that parses the reasons
     """
-    from jobd.store import admin
+    from jobd.ops.health import health
 
-    store = ctx.store
-    now = store.now()
-    ttl = ctx.store_config.settings.lease_ttl
-    reasons: list[dict[str, Any]] = []
-
-    def reason(kind: str, message: str, job: str | None = None) -> None:
-        reasons.append({"check": kind, "job": job, "message": message})
-
-    if ctx.config_problem is not None:
-        # The daemon runs on its last good config; its next restart would fail.
-        reason("config", f"config file broken: {ctx.config_problem}")
-
-    live = admin.live_instances(store, ttl, now)
-    if not live:
-        last = admin.last_heartbeat(store)
-        seen = f"last heartbeat {render.ago(last, now)}" if last else "none ever started"
-        reason("instances", f"no live instance ({seen})")
-    lease = admin.leader_lease(store, now)
-    if lease is not None and lease["expired"]:
-        reason(
-            "leader",
-            f"leader lease expired {render.ago(lease['expires_at'], now)} "
-            f"(last holder {lease['holder']} on {lease['host']})",
-        )
-    grace = max(60.0, 2 * ttl)
-    for job in admin.overdue(store, now - timedelta(seconds=grace)):
-        late = render.ago(job["due"], now)
-        reason("overdue", f"{job['job']} should have fired {late}", job["job"])
-    names = [record.name for record in store.jobs()]
-    for name, last in admin.last_outcomes(store, names).items():
-        if last["status"] != "succeeded":
-            reason("failing", f"{name}: last run {last['id']} {last['status']}", name)
-    healthy = not reasons
+    report = health(ctx.scope())
+    healthy = report.healthy
     if as_json:
         render.print_json(
             {
                 "healthy": healthy,
-                "reasons": reasons,
-                "live_instances": len(live),
-                "jobs": len(names),
-                "checked_at": now,
+                "reasons": [
+                    {"check": p.check, "job": p.job, "message": p.message} for p in report.problems
+                ],
+                "live_instances": report.live_instances,
+                "jobs": report.jobs,
+                "checked_at": report.checked_at,
             }
         )
     elif healthy:
-        click.echo(f"healthy: {len(live)} live instance(s), {len(names)} job(s)")
+        click.echo(f"healthy: {report.live_instances} live instance(s), {report.jobs} job(s)")
     else:
-        click.echo(f"unhealthy: {len(reasons)} problem(s)")
-        for item in reasons:
-            click.echo(f"- {item['message']}")
+        click.echo(f"unhealthy: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            click.echo(f"- {problem.message}")
     if not healthy:
         raise click.exceptions.Exit(int(ExitCode.FAILURE))
 

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,8 +19,9 @@ from jobd.system.forkcall import call_in_child
 
 if TYPE_CHECKING:
     from jobd.core.model import Config
+    from jobd.system.sdnotify import Notifier
     from jobd.system.signals import SignalFlags
-    from jobd.system.storewait import StoreDown
+    from jobd.system.storewait import StartupWait, StoreDown
 
 
 @click.command()
@@ -73,12 +74,11 @@ def run(
         raise UsageError("--detach needs --pidfile PATH")
     if once:
         setup_logging(log_format, log_level)
-        _apply(ctx).log(mask_url)
+        _apply(ctx, serving=False).log(mask_url)
         return
 
     from jobd.system.sdnotify import Notifier
     from jobd.system.signals import SignalFlags
-    from jobd.system.storewait import PROBE_EVERY, StartupWait
 
     # SIGTERM and SIGINT stop a daemon that is still waiting for its store, at
     # once, and are passed on to a start-up child (which dies of them).
@@ -87,18 +87,34 @@ def run(
     flags.install()
     notifier = Notifier.from_env()
     setup_logging(log_format, log_level)
+    applied = _apply_when_the_store_answers(ctx, flags, notifier, child, log_format, log_level)
+    if applied is None:
+        return  # stopped while waiting
+    ctx._config = config = applied.config
+    if detach:
+        assert pidfile is not None
+        _enter_background(ctx, config, pidfile, log_file)
+    setup_logging(log_format, log_level)
+    add_store_url(applied.store_url)
+    add_secrets(applied.secrets)
+    applied.log(mask_url)
+    _serve(ctx, applied, flags, notifier)
 
-    parent = os.getpid()
 
-    def prepare() -> Applied | StoreDown:
-        if os.getpid() != parent:  # where fork() exists, this runs in a child
-            _stop_signals_kill()
-        setup_logging(log_format, log_level)  # a migration's messages reach the terminal
-        try:
-            return _apply_or_report(ctx)
-        finally:
-            ctx.close()
+def _apply_when_the_store_answers(
+    ctx: Context,
+    flags: SignalFlags,
+    notifier: Notifier,
+    child: list[int],
+    log_format: str,
+    log_level: str,
+) -> Applied | None:
+    """Parse the config and apply it to the store, in a child process; while the
+    store does not answer, wait for it here. None: stopped while waiting."""
+    from jobd.system.log import add_store_url
+    from jobd.system.storewait import PROBE_EVERY, StartupWait
 
+    prepare = functools.partial(_prepare, ctx, os.getpid(), log_format, log_level)
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
     # 10,000 jobs' worth of parsed config (jobd.system.forkcall). A store that does not
@@ -114,15 +130,15 @@ def run(
             prepared = call_in_child(prepare, started=lambda pid: _child_started(child, pid))
         except JobdError:
             if flags.stop_requests:
-                return  # the child was stopped with us
+                return None  # the child was stopped with us
             raise
         finally:
             child[0] = 0
             _hold_stop_signals(False)
         if flags.stop_requests:
-            return
+            return None
         if isinstance(prepared, Applied):
-            break
+            return prepared
         add_store_url(prepared.store_url)
         wait = wait or StartupWait(
             prepared.store_url,
@@ -135,52 +151,69 @@ def run(
         probe = functools.partial(_probe, prepared.store_url)
         if not wait.pause(PROBE_EVERY) or wait.attempt(probe) is None:
             if flags.stop_requests:
-                return
+                return None
             flags.reload_requested = False
             logging.getLogger("jobd").info(
                 "reading the config again while waiting for the store",
                 extra={"action": "config.reload"},
             )
             wait = None  # its store URL may have changed
-    applied = prepared
-    assert isinstance(applied, Applied)
-    ctx._config = config = applied.config
-    store_url = applied.store_url
-    if detach:
-        assert pidfile is not None
-        from pathlib import Path
 
-        from jobd.system.detach import detach as enter_background
 
-        if config.path and Path(config.path).is_file():
-            # The daemon runs in /, so a reload must find the same file by its full path.
-            ctx.config_path = str(Path(config.path).absolute())
-        target = log_file or str(Path(pidfile).absolute().with_name("jobd.log"))
-        enter_background(pidfile, str(Path(target).absolute()))
-    setup_logging(log_format, log_level)
-    add_store_url(store_url)
-    add_secrets(applied.secrets)
-    applied.log(mask_url)
-    # The store may have gone away again since the child applied the config.
+def _prepare(ctx: Context, parent: int, log_format: str, log_level: str) -> Applied | StoreDown:
+    """What the start-up child does: parse the config and apply it to the store."""
+    from jobd.system.log import setup_logging
+
+    if os.getpid() != parent:  # where fork() exists, this runs in a child
+        _stop_signals_kill()
+    setup_logging(log_format, log_level)  # a migration's messages reach the terminal
+    try:
+        return _apply_or_report(ctx)
+    finally:
+        ctx.close()
+
+
+def _enter_background(ctx: Context, config: Config, pidfile: str, log_file: str | None) -> None:
+    from pathlib import Path
+
+    from jobd.system.detach import detach
+
+    if config.path and Path(config.path).is_file():
+        # The daemon runs in /, so a reload must find the same file by its full path.
+        ctx.config_path = str(Path(config.path).absolute())
+    target = log_file or str(Path(pidfile).absolute().with_name("jobd.log"))
+    detach(pidfile, str(Path(target).absolute()))
+
+
+def _serve(ctx: Context, applied: Applied, flags: SignalFlags, notifier: Notifier) -> None:
+    """Open the store (it may have gone away again since the child applied the
+    config), serve the API when `[api]` asks for it, and run the daemon's loop."""
+    from jobd.daemon.loop import serve
+    from jobd.system.log import add_secrets
+    from jobd.system.paths import load_config
+    from jobd.system.storewait import StartupWait
+
+    config = applied.config
     wait = StartupWait(
-        store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
+        applied.store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
     )
     store = wait.attempt(lambda: ctx.store)
     if store is None:
         return
-    from jobd.daemon.loop import serve
-    from jobd.system.paths import load_config
+
+    api: Any = None
 
     def reload_config() -> Config:
         fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
+        if api is not None:
+            api.reload_tls(fresh.api, str(fresh.path))
         return fresh
 
-    api = None
     if config.api is not None:  # only then is the web stack imported
         from jobd.cli.serve_cmd import start_api_thread
 
-        api = start_api_thread(ctx, store_url, config.api)
+        api = start_api_thread(ctx, applied.store_url, config.api)
     try:
         serve(
             config,
@@ -222,13 +255,19 @@ class Applied:
         )
 
 
-def _apply(ctx: Context) -> Applied:
+def _apply(ctx: Context, serving: bool = True) -> Applied:
     """Parse the config and write its jobs to the store (`jobd run` creates a SQLite
-    store's missing directory, as it creates the file)."""
+    store's missing directory, as it creates the file). `serving`: the daemon will
+    serve `[api]`, whose certificate and key are checked here too."""
     from jobd.system.log import add_store_url
     from jobd.system.storewait import create_store_directory
 
     config = ctx.config
+    if serving and config.api is not None and config.api.tls_cert:
+        # Here, before the daemon detaches: a key it cannot use is said on the terminal.
+        from jobd.system.tls import server_context
+
+        server_context(config.api.tls_cert, config.api.tls_key, str(config.path))
     store_url = ctx.store_url
     add_store_url(store_url)
     create_store_directory(store_url)
