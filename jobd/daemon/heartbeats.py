@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from jobd.core.model import JobSpec, NewRun, Outcome, Run, Settings
+from jobd.core.model import Config, JobSpec, NewRun, Outcome, Run
 from jobd.core.policies import follow_ups
 from jobd.leader import LeaderGuard
 from jobd.observe.observer import RunObserver
@@ -41,7 +41,7 @@ class Heartbeats:
         store: Store,
         instance: str,
         host: str,
-        settings: Callable[[], Settings],
+        config: Callable[[], Config],
         clock: Clock,
         executor: Executor,
         leader: LeaderGuard,
@@ -51,13 +51,13 @@ class Heartbeats:
         self.store = store
         self.instance = instance
         self.host = host
-        self.settings = settings  # the daemon's, as the last reload left them
+        self.config = config  # the daemon's, as the last reload left it
         self.clock = clock
         self.executor = executor
         self.leader = leader
         self.observer = observer
         self.wake = wake
-        s = settings()
+        s = config().settings
         # Armed in start(), once it is known whether others judge us by heartbeat.
         self.fence = Fence(s.lease_ttl, s.kill_grace, armed=False)
         executor.fence = self.fence
@@ -73,12 +73,12 @@ class Heartbeats:
 
     @property
     def heartbeat_every(self) -> float:
-        return max(0.2, self.settings().lease_ttl / 3)
+        return max(0.2, self.config().settings.lease_ttl / 3)
 
     @property
     def reap_every(self) -> float:
         # Half the heartbeat period, so every other reap shares a heartbeat's wake.
-        return max(0.5, self.settings().lease_ttl / 6)
+        return max(0.5, self.config().settings.lease_ttl / 6)
 
     @property
     def by_lock(self) -> bool:
@@ -166,7 +166,7 @@ class Heartbeats:
         """A run is claimed only with a fresh heartbeat: it may be fenced as soon as it
         starts. (While runs go on, the Beat thread renews it every lease_ttl/6.)
         True while fenced: no claims then."""
-        due = self.settings().lease_ttl / 2
+        due = self.config().settings.lease_ttl / 2
         if self.fence.armed and not stopping and self.fence.age() >= due:
             self.heartbeat()
         return self.check_fence()
@@ -183,7 +183,7 @@ class Heartbeats:
                 "run(s) and claiming none, so that their retries elsewhere are the only "
                 "copies",
                 self.fence.age(),
-                self.settings().lease_ttl,
+                self.config().settings.lease_ttl,
                 self.executor.busy,
                 extra={"action": "daemon.fenced"},
             )
@@ -210,7 +210,7 @@ class Heartbeats:
     def after_outage(self) -> None:
         """The other instances lost the store too and their heartbeats are as stale as
         ours was: give them a lease_ttl to write one before judging them dead."""
-        self.reap_from = time.monotonic() + self.settings().lease_ttl
+        self.reap_from = time.monotonic() + self.config().settings.lease_ttl
 
     # -- heartbeat and reaping --------------------------------------------------------
 
@@ -234,7 +234,7 @@ class Heartbeats:
         # it from being written while they went on: write it first if it is overdue.
         if time.monotonic() >= self.next_heartbeat:
             self.heartbeat()
-        lost = self.store.reap_lost_runs(self.settings().lease_ttl, self.follow_ups)
+        lost = self.store.reap_lost_runs(self.config().settings.lease_ttl, self.follow_ups)
         for run in lost:
             if run.host == self.host and self.gone(run.instance):
                 kill_leftovers(run.id, run.job, run.instance)
@@ -280,7 +280,7 @@ class Heartbeats:
         if not dead:
             return
         lost = self.store.reap_lost_runs(
-            self.settings().lease_ttl, self.follow_ups, dead_instances=dead
+            self.config().settings.lease_ttl, self.follow_ups, dead_instances=dead
         )
         for instance in dead:
             containment.kill_owner(instance)

@@ -63,6 +63,8 @@ NOTIFY_DRAIN = 5.0  # seconds a stopping daemon gives pending notifications
 
 
 class Daemon:
+    """One jobd instance: `run()` until stopped; `tick(now)` is one round of it."""
+
     def __init__(
         self,
         config: Config,
@@ -103,7 +105,7 @@ class Daemon:
         )
         self.executor.observer = self.observer = RunObserver(self.metrics, self.notifications)
         self.heartbeats = Heartbeats(
-            store, self.instance, self.host, self._settings, self.clock,
+            store, self.instance, self.host, lambda: self.config, self.clock,
             self.executor, self.leader, self.observer, self.waker.wake,
         )  # fmt: skip
         self.housekeeping = Housekeeping(
@@ -119,9 +121,6 @@ class Daemon:
         self._status_text = ""
         self._jumps = JumpDetector()
         self._quiet = False  # see QUIET_IDLE_CAP
-
-    def _settings(self) -> Settings:
-        return self.config.settings
 
     def _stopping(self) -> bool:
         return self.flags.stop_requests > 0
@@ -161,7 +160,7 @@ class Daemon:
             self._shutdown()
         except StoreVanished as exc:
             log.error("%s", exc, extra={"action": "store.vanished"})
-            self._end_runs_unrecorded("cancelled: jobd's store vanished")
+            _end_runs_unrecorded(self.executor, self.config.settings.kill_grace)
             raise
         finally:
             self.flags.restore()
@@ -176,7 +175,7 @@ class Daemon:
         self.executor.flush()
         if self.leader.next_poll_in() <= self.housekeeping.slack:
             self.leader.poll()
-        stopping = self.flags.stop_requests > 0
+        stopping = self._stopping()
         term = None if stopping else self.leader.term()
         more_due = term is not None and self._fire(now, term)
         self.executor.check_cancels()
@@ -206,8 +205,8 @@ class Daemon:
             waits.append(ACTIVE_POLL)
         if self._stop_deadline is not None:
             waits.append(max(0.0, self._stop_deadline - time.monotonic()))
-        # Without LISTEN no trigger wakes us: retry it when its back-off ends, not
-        # at the next heartbeat, up to lease_ttl / 3 away.
+        # The next timer, the next queued run, and the next LISTEN retry: without
+        # LISTEN no trigger wakes us, so not at the next heartbeat, lease_ttl / 3 away.
         for wait in (self.housekeeping.idle_seconds, next_queued, self.waker.listen_retry_in()):
             if wait is not None:
                 waits.append(wait)
@@ -433,14 +432,6 @@ class Daemon:
             extra={"action": "config.reload"},
         )
 
-    def _end_runs_unrecorded(self, reason: str) -> None:
-        """Stop this daemon's runs and wait for them to end (their kill_grace, and a
-        little more), with nowhere to record it: no job outlives a daemon that quits."""
-        self.executor.stop_all(reason)
-        deadline = time.monotonic() + self.config.settings.kill_grace + 5
-        for process in list(self.executor.running.values()):
-            process.join(max(0.0, deadline - time.monotonic()))
-
     def _shutdown(self) -> None:
         # Outcomes the store just failed are retried for a while. A store known to be
         # away gets one try (each waits at most STOPPING_WAIT_S): a store that never
@@ -466,6 +457,15 @@ def store_wait(settings: Settings) -> float:
     """The longest wait for one answer of the store: a stalled store (a frozen
     network, a hung server) is noticed within it, well within lease_ttl."""
     return max(1.0, min(10.0, settings.lease_ttl / 3))
+
+
+def _end_runs_unrecorded(executor: Executor, kill_grace: float) -> None:
+    """Stop this daemon's runs and wait for them to end (their kill_grace, and a
+    little more), with nowhere to record it: no job outlives a daemon that quits."""
+    executor.stop_all("cancelled: jobd's store vanished")
+    deadline = time.monotonic() + kill_grace + 5
+    for process in list(executor.running.values()):
+        process.join(max(0.0, deadline - time.monotonic()))
 
 
 def _record_outcomes(executor: Executor, store: Store, seconds: float) -> bool:
