@@ -36,22 +36,21 @@ PRUNE_EVERY = 3600.0  # history retention, as the SPEC's `history` setting promi
 
 
 class Housekeeping:
+    """The timers of one daemon, whose store, host, clock and leader guard its
+    `heartbeats` name."""
+
     def __init__(
         self,
-        store: Store,
-        host: str,
-        clock: Clock,
-        leader: LeaderGuard,
         heartbeats: Heartbeats,
         config: Callable[[], Config],
         store_ok: Callable[[], bool],
         failures: tuple[type[BaseException], ...],
     ) -> None:
-        self.store = store
-        self.host = host
-        self.clock = clock
-        self.leader = leader
         self.heartbeats = heartbeats
+        self.store: Store = heartbeats.store
+        self.host = heartbeats.host
+        self.clock: Clock = heartbeats.clock
+        self.leader: LeaderGuard = heartbeats.leader
         self.config = config  # the daemon's, as the last reload left it
         self.store_ok = store_ok
         self.failures = failures  # what a failed prune raises: said, then tried next hour

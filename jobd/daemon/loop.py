@@ -109,9 +109,8 @@ class Daemon:
             self.executor, self.leader, self.observer, self.waker.wake,
         )  # fmt: skip
         self.housekeeping = Housekeeping(
-            store, self.host, self.clock, self.leader, self.heartbeats,
-            lambda: self.config, lambda: self.store_ok, STORE_FAILURES,
-        )  # fmt: skip
+            self.heartbeats, lambda: self.config, lambda: self.store_ok, STORE_FAILURES
+        )
         self.firing = Firing(store, self.clock, lambda: self.config, self.metrics)
         # A store outage is probed every PROBE_EVERY and told with back-off.
         self.outage = OutageLog(s.max_backoff)
