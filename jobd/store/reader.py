@@ -21,42 +21,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
 
 # 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read here.
 SCHEMA_VERSION = 4
 
-# model.RUN_KEYS, in order: the columns of `jobd executions` and of its --json.
-RUN_COLUMNS = (
-    "id",
-    "job",
-    "trigger",
-    "scheduled_for",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "status",
-    "exit_code",
-    "signal",
-    "attempt",
-    "error",
-    "instance",
-    "host",
-    "pid",
-    "triggered_by",
-)
-# What `jobd show` adds: every other column of the executions table.
-DETAIL_COLUMNS = (
-    "not_before",
-    "retry_of",
-    "config_hash",
-    "cancel_requested",
-    "epoch",
-    "log_bytes",
-    "log",
-)
 # What a waiting `trigger --wait` or `logs --follow` polls; the log only on change.
 STATE_COLUMNS = (
     "id",
@@ -184,16 +155,16 @@ class Reader:
         if since is not None:
             where.append("queued_at >= ?")
             params.append(_param(to_db(since), self.backend))
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM executions"
+        sql = f"SELECT {', '.join(RUN_KEYS)} FROM executions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return self._rows(RUN_COLUMNS, sql, params)
+        return self._rows(RUN_KEYS, sql, params)
 
     def execution(self, run_id: int, with_log: bool = True) -> dict[str, Any] | None:
-        columns = RUN_COLUMNS + DETAIL_COLUMNS
+        columns = RUN_KEYS + DETAIL_KEYS
         if not with_log:
             columns = tuple(c for c in columns if c != "log")
         rows = self._rows(
