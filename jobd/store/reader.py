@@ -25,8 +25,9 @@ from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
 
-# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read here.
-SCHEMA_VERSION = 4
+# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read
+# here. 5 added job_successes, which jobd.store.gauges reads.
+SCHEMA_VERSION = 5
 
 # What a waiting `trigger --wait` or `logs --follow` polls; the log only on change.
 STATE_COLUMNS = (
