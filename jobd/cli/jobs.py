@@ -8,6 +8,7 @@ not pay for cron parsing or the store's ORM (see bench/cli_latency.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,7 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     Example:
       jobd list --json | jq '.[] | select(.paused)'
     """
-    from jobd.ops.jobs import Applied, list_jobs, unapplied_jobs
+    from jobd.ops.jobs import list_jobs, unapplied_jobs
     from jobd.store.admin import latest_runs
     from jobd.store.files import MissingStore
 
@@ -141,27 +142,48 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
 
         active = active_by_group(ctx.store, sorted(grouped & set(quotas)))
     if as_json:
-        render.print_json(
-            [
-                {
-                    "name": e.name,
-                    "schedule": e.spec.schedule,
-                    "timezone": e.spec.timezone,
-                    "next_fire": rfc3339(e.next_fire_at),
-                    "left_s": left(e),
-                    "last_run_at": rfc3339(latest[e.name]["at"]) if e.name in latest else None,
-                    "last_status": latest[e.name]["status"] if e.name in latest else None,
-                    "paused": e.paused,
-                    "enabled": e.spec.enabled,
-                    "source": e.spec.source.value,
-                    "applied": e.applied.value,
-                    "description": e.spec.description,
-                    "group": e.spec.group,
-                }
-                for e in entries
-            ]
-        )
+        render.print_json([_job_json(e, latest.get(e.name), left(e)) for e in entries])
         return
+    _print_jobs(entries, latest, left, now, local_time, _group_cells(entries, quotas, active))
+
+
+def _job_json(e: Any, last: dict[str, Any] | None, left_s: float | None) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "schedule": e.spec.schedule,
+        "timezone": e.spec.timezone,
+        "next_fire": rfc3339(e.next_fire_at),
+        "left_s": left_s,
+        "last_run_at": rfc3339(last["at"]) if last else None,
+        "last_status": last["status"] if last else None,
+        "paused": e.paused,
+        "enabled": e.spec.enabled,
+        "source": e.spec.source.value,
+        "applied": e.applied.value,
+        "description": e.spec.description,
+        "group": e.spec.group,
+    }
+
+
+def _group_cells(
+    entries: list[Any], quotas: Mapping[str, Any], active: dict[str, int]
+) -> list[str] | None:
+    """Each job's GROUP (ACTIVE) cell; None when no job has a group."""
+    if not any(e.spec.group for e in entries):
+        return None
+    return [_group_cell(e.spec.group, active, quotas) for e in entries]
+
+
+def _print_jobs(
+    entries: list[Any],
+    latest: dict[str, Any],
+    left: Any,
+    now: datetime,
+    local_time: bool,
+    groups: list[str] | None,
+) -> None:
+    from jobd.ops.jobs import Applied
+
     # On a pipe or with --local: systemctl list-timers' pairs, the absolute
     # NEXT FIRE and LAST, each with the time LEFT or PASSED. For a person at a
     # terminal, as in the other tables, the times relative to now only: the
@@ -189,10 +211,10 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
         )
     times_headers = ["NEXT FIRE", "LAST"] if relative else ["NEXT FIRE", "LEFT", "LAST", "PASSED"]
     headers = ["JOB", "SCHEDULE", "TZ", *times_headers, "STATUS", "PAUSED", "SOURCE"]
-    if grouped:  # a column only for stores that use groups
+    if groups is not None:  # a column only for stores that use groups
         headers.append("GROUP (ACTIVE)")
-        for row, e in zip(rows, entries, strict=True):
-            row.append(_group_cell(e.spec.group, active, quotas))
+        for row, cell in zip(rows, groups, strict=True):
+            row.append(cell)
     # At a terminal too narrow for every column, TZ, PAUSED and SOURCE give way.
     whole = [i for i, h in enumerate(headers) if h not in ("TZ", "PAUSED", "SOURCE")]
     status = headers.index("STATUS")
