@@ -66,19 +66,10 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     import signal
     import threading
 
-    from jobd.core.config.kinds import api_table
     from jobd.system.log import add_store_url, setup_logging
 
     config = ctx.config
-    settings = config.api
-    if listen is not None or settings is None:
-        table: dict[str, Any] = {"listen": listen or DEFAULT_LISTEN}
-        if settings is not None:  # --listen moves the address; the rest stays
-            table.update(threads=settings.threads)
-            if settings.tls_cert:
-                table.update(tls_cert=settings.tls_cert, tls_key=settings.tls_key)
-        settings = api_table(table, "--listen")
-        assert settings is not None
+    settings = _settings(config.api, listen)
     server_module = _server_module()
     tls = server_module.tls_context(settings, str(config.path))  # before any log line
     setup_logging(log_format, log_level)
@@ -122,6 +113,23 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
+
+
+def _settings(configured: ApiSettings | None, listen: str | None) -> ApiSettings:
+    """[api] as configured, at the --listen address when given (else the default
+    address when there is no [api] table); threads and TLS stay as configured."""
+    from jobd.core.config.kinds import api_table
+
+    if listen is None and configured is not None:
+        return configured
+    table: dict[str, Any] = {"listen": listen or DEFAULT_LISTEN}
+    if configured is not None:
+        table.update(threads=configured.threads)
+        if configured.tls_cert:
+            table.update(tls_cert=configured.tls_cert, tls_key=configured.tls_key)
+    settings = api_table(table, "--listen")
+    assert settings is not None
+    return settings
 
 
 COMMANDS = [serve]

@@ -348,33 +348,39 @@ class Notifications:
         )
         event = messages.chosen_event(events, wanted)
         if event is not None:
-            for name in channels:
-                channel = self.channels.get(name)
-                if channel is None:
-                    log.error(
-                        "run %s of %s: no [notify.%s] channel (removed from the config?)",
-                        run.id,
-                        run.job,
-                        name,
-                        extra={"action": "notify.failed", "job": run.job},
-                    )
-                    continue
-                self._queue(self._message(channel, run, event, tail, mask))
+            self._queue_messages(channels, run, event, tail, mask)
         phase = messages.ping_phase(run.status) if not end.will_retry else None
         if spec.ping_url and phase is not None:
-            ping = self._ping(
-                run.id, run.job, spec.ping_url, phase, tail if phase == "fail" else ""
-            )
-            with self._cond:
-                start = self._starts.get(run.id)
-                if start is not None and start.attempt > 0 and start in self._heap:
-                    start.cancelled = True  # waiting to be retried: late now, and superseded
-                    self._starts.pop(run.id, None)
-                    start = None
-                if start is not None:
-                    self._after_start[run.id] = ping  # in flight: the end must not overtake it
-                else:
-                    self._push(ping)
+            self._queue_end_ping(run, spec.ping_url, phase, tail if phase == "fail" else "")
+
+    def _queue_messages(
+        self, channels: Any, run: Run, event: Any, tail: str, mask: Callable[[str], str]
+    ) -> None:
+        for name in channels:
+            channel = self.channels.get(name)
+            if channel is None:
+                log.error(
+                    "run %s of %s: no [notify.%s] channel (removed from the config?)",
+                    run.id,
+                    run.job,
+                    name,
+                    extra={"action": "notify.failed", "job": run.job},
+                )
+                continue
+            self._queue(self._message(channel, run, event, tail, mask))
+
+    def _queue_end_ping(self, run: Run, url: str, phase: str, tail: str) -> None:
+        ping = self._ping(run.id, run.job, url, phase, tail)
+        with self._cond:
+            start = self._starts.get(run.id)
+            if start is not None and start.attempt > 0 and start in self._heap:
+                start.cancelled = True  # waiting to be retried: late now, and superseded
+                self._starts.pop(run.id, None)
+                start = None
+            if start is not None:
+                self._after_start[run.id] = ping  # in flight: the end must not overtake it
+            else:
+                self._push(ping)
 
     def _queue(self, delivery: _Delivery) -> None:
         with self._cond:
