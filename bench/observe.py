@@ -29,13 +29,14 @@ from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Trigger
 from jobd.store import open_store
 from jobd.store.reader import Reader
+from jobd.system.hooks import HOST
 
 
 def scrape_cost(directory: Path, jobs: int, runs: int) -> dict[str, Any]:
     import jobd.observe.metrics
 
     url = f"sqlite:///{directory}/scrape.db"
-    store = open_store(url)
+    store = open_store(url, hooks=HOST)
     text = "".join(
         f'[jobs.j{i}]\ncommand = ["true"]\nschedule = "{i % 60} * * * *"\n' for i in range(jobs)
     )
@@ -105,7 +106,7 @@ def notify_latency(directory: Path, failures: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        store = open_store(url)
+        store = open_store(url, hooks=HOST)
         deadline = time.monotonic() + 30
         while store.job("broken") is None and time.monotonic() < deadline:
             time.sleep(0.05)

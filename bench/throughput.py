@@ -32,13 +32,10 @@ def insert_queued(url: str, job: str, n: int) -> None:
     store = open_store(url)
     try:
         now = store.now()
-        rows = [
-            store._run_row(NewRun(job=job, trigger=Trigger.MANUAL, not_before=now), now)
-            for _ in range(n)
-        ]
+        run = NewRun(job=job, trigger=Trigger.MANUAL, not_before=now)
         with store.atomic():
-            for start in range(0, n, 500):
-                store.m.Execution.insert_many(rows[start : start + 500]).execute()
+            for _ in range(n):
+                store.insert_run(run, now)
     finally:
         store.close()
 

@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobd.core.model import NewRun, Trigger
-from jobd.store import open_store
-from tests.conftest import run_jobd
+from tests.conftest import open_store, run_jobd
 
 CONFIG = """
 [jobd]

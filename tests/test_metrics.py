@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import jobd.observe.metrics
 from jobd.core.model import NewRun, Trigger
-from jobd.store import Store, open_store
+from jobd.store import Store
 from jobd.store.reader import Reader
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import open_store, run_jobd, wait_for
 from tests.daemons import Daemons, config_text, toml_value
 from tests.httpserver import Server, http_server_fixture  # noqa: F401
 from tests.receivers import free_port
@@ -204,7 +204,7 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements(
 def test_postgresql_finds_each_jobs_last_success_by_the_job_id_index(postgres_url: str) -> None:
     """With a history the planner has statistics for, the subquery walks each
     job's runs back on (job, id) and stops at the first success."""
-    from jobd.store.gauges import jobs_sql
+    from jobd.store.queries import JOB_GAUGES
 
     store = open_store(postgres_url)
     cursor = store.db.cursor()
@@ -222,7 +222,7 @@ def test_postgresql_finds_each_jobs_last_success_by_the_job_id_index(postgres_ur
     )
     cursor.execute("ANALYZE jobs")
     cursor.execute("ANALYZE executions")
-    cursor.execute("EXPLAIN " + jobs_sql("postgresql").replace("?", "%s"), ("succeeded", False))
+    cursor.execute("EXPLAIN " + JOB_GAUGES.postgresql, ("succeeded", False))
     plan = "\n".join(row[0] for row in cursor.fetchall())
     store.close()
     assert "Index Scan Backward using executions_job_id" in plan, plan

@@ -27,8 +27,9 @@ IDLE_TIMEOUT_S = 30  # an idle keep-alive connection, or a client that stops sen
 def make_app(store_url: str, configs: ConfigSource) -> Application:
     """The application over its own Store (never the daemon's connection)."""
     from jobd.store import open_store
+    from jobd.system.hooks import HOST
 
-    return Application(open_store(store_url), configs, Views())
+    return Application(open_store(store_url, hooks=HOST), configs, Views())
 
 
 class ApiServer:

@@ -171,3 +171,10 @@ def _slots(
 
 def _is_slot(schedule: Schedule, tz: ZoneInfo, moment: datetime) -> bool:
     return schedule.latest_at_or_before(moment, tz) == moment
+
+
+def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:
+    """A job's first slot after `now`: where a new, rescheduled or resumed job starts."""
+    if spec.schedule is None:
+        return None
+    return schedule_of(spec.schedule).next_after(now, zone(spec.timezone))

@@ -62,6 +62,7 @@ from jobd.store.files import StoreIdentity, StoreVanished, leader_lock_path
 from jobd.store.groups import active_by_group
 from jobd.store.lease import LeaseLost
 from jobd.system.clock import Clock, JumpDetector
+from jobd.system.hooks import HOST
 from jobd.system.liveness import DeathWatch, InstanceLock, LockState, lock_state, pid_alive
 from jobd.system.log import mask_secrets
 from jobd.system.sdnotify import Notifier
@@ -119,6 +120,7 @@ class Daemon:
         self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
+        store.hooks = HOST  # it runs here: it pokes this host's daemons and asks its locks
         self.reload_config = reload_config
         self.clock = clock or Clock.from_env()
         self.host = socket.gethostname()

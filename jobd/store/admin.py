@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from jobd.core.model import FINAL_STATUSES, Status
+from jobd.core.model import FINAL_STATUSES, Presence, Status
 from jobd.core.timeutil import from_db, to_db
-from jobd.system.liveness import Presence
 
 if TYPE_CHECKING:
     from jobd.store.store import Store
@@ -54,7 +53,7 @@ def instances(
 ) -> list[dict[str, Any]]:
     """Instances seen within `seen_within` seconds or still live, newest heartbeat first.
 
-    Whether one is live is Store.instance_state's call, as for the daemons that
+    Whether one is live is Store.presence's call, as for the daemons that
     declare one gone: by its lock on SQLite (an idle daemon there writes no
     heartbeat), by its heartbeat within the lease ttl otherwise.
     """
@@ -72,7 +71,7 @@ def instances(
             row[key] = from_db(row[key])
         row["live"] = (
             row["stopped_at"] is None
-            and store.instance_state(row["id"], row["heartbeat_at"], ttl, now) is Presence.LIVE
+            and store.presence(row["id"], row["heartbeat_at"], ttl, now) is Presence.LIVE
         )
         if row["live"] or row["heartbeat_at"] >= cutoff:
             result.append(row)

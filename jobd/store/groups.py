@@ -99,16 +99,14 @@ def enqueue_within_quota(store: Store, run: NewRun, quota: GroupQuota) -> tuple[
         decision = quota_decision(quota, active)
         if decision.action is FireAction.SKIP:
             return None, decision.reason or ""
-        run_id = int(store.m.Execution.insert(store._run_row(run, store.now())).execute())
+        run_id = store.insert_run(run, store.now())
     store.wake_daemons()
     return run_id, ""
 
 
 def _lock(store: Store, quota: GroupQuota) -> None:
     """Serialize admissions to one group (SQLite's write transactions already are)."""
-    if store.backend == "postgresql":
-        key = zlib.crc32(f"jobd-group:{quota.name}".encode())
-        store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+    store.dialect.lock(zlib.crc32(f"jobd-group:{quota.name}".encode()))
 
 
 def upsert_within_quota(store: Store, spec: JobSpec, quota: GroupQuota) -> tuple[bool | None, str]:

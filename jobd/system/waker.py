@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from jobd.store.store import WAKE_CHANNEL
+from jobd.store.queries import WAKE_CHANNEL
 from jobd.system.clockstep import ClockStepWatch
 from jobd.system.filewatch import FileWatch
 
