@@ -44,6 +44,17 @@ class Dialect:
     def sql(self, query: Query) -> str:
         return query.text(self.name)
 
+    def text(self, query: Query, doomed: Query | None = None, **lists: int) -> str:
+        """The text of `query` with its `{doomed}` filled by that fragment (see
+        queries.py) and each named IN list (`{in}`, `{final}`) with that many
+        placeholders. The caller's parameters follow the statement's order."""
+        sql = self.sql(query)
+        if doomed is not None:
+            sql = sql.replace("{doomed}", self.sql(doomed))
+        for name, count in lists.items():
+            sql = sql.replace("{" + name + "}", ", ".join([self.param] * count))
+        return sql
+
     def run(self, query: Query, params: Sequence[Any] = ()) -> Any:
         """Execute through peewee's connection; returns the cursor."""
         return self.db.execute_sql(self.sql(query), params)

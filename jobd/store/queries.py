@@ -35,7 +35,7 @@ _WORDS = {
     },
 }
 # Filled when the statement runs: an IN list's placeholders, or the claim's moment.
-_LATER = {"in": "{in}", "moment": "{moment}"}
+_LATER = {"in": "{in}", "final": "{final}", "moment": "{moment}", "doomed": "{doomed}"}
 
 
 class Query(NamedTuple):
@@ -348,6 +348,113 @@ SCHEMA_VERSION_READ = query("SELECT MAX(version) FROM jobd_schema")
 DATA_VERSION = query("PRAGMA data_version")
 JOB_EXISTS = query("SELECT 1 FROM jobs WHERE name = ?")
 JOB_NAMES = query("SELECT name FROM jobs ORDER BY name")
+
+# -- operators' queries (admin.py) --------------------------------------------------------
+
+INSTANCES_SEEN = query(
+    f"SELECT {_list(INSTANCE_COLUMNS)} FROM instances "
+    "WHERE heartbeat_at >= ? OR stopped_at IS NULL ORDER BY heartbeat_at DESC"
+)
+LAST_HEARTBEAT = query("SELECT MAX(heartbeat_at) FROM instances")
+LEASE_COLUMNS = ("name", "holder", "host", "epoch", "acquired_at", "expires_at")
+LEASES = query(f"SELECT {_list(LEASE_COLUMNS)} FROM leader_lease ORDER BY name")
+# Jobs that will fire: not paused, removed or disabled.
+UPCOMING = query(
+    "SELECT name, next_fire_at, timezone FROM jobs WHERE NOT paused AND NOT removed AND enabled "
+    "AND next_fire_at IS NOT NULL ORDER BY next_fire_at, name LIMIT ?"
+)
+OVERDUE = query(
+    "SELECT name, next_fire_at FROM jobs WHERE NOT paused AND NOT removed AND enabled "
+    "AND next_fire_at < ? ORDER BY next_fire_at"
+)
+# One index walk per job; {in} is the statuses that count.
+LAST_OUTCOME = query(
+    "SELECT id, status, finished_at, exit_code FROM executions "
+    "WHERE job = ? AND status IN ({in}) ORDER BY id DESC LIMIT 1"
+)
+LATEST_RUN = query(
+    "SELECT status, started_at, queued_at FROM executions WHERE job = ? ORDER BY id DESC LIMIT 1"
+)
+
+# -- retention (admin.prune, groups.prune_retained) ------------------------------------------
+
+# The jobs among {in} with at least one run: one indexed probe per job.
+JOBS_WITH_RUNS = query(
+    "SELECT name FROM jobs WHERE name IN ({in}) "
+    "AND EXISTS (SELECT 1 FROM executions WHERE executions.job = jobs.name)"
+)
+# The newest final run beyond the `keep` newest (OFFSET keep): it and older ones go.
+KEEP_BOUND = query(
+    "SELECT id FROM executions WHERE job = ? AND status IN ({in}) ORDER BY id DESC LIMIT 1 OFFSET ?"
+)
+# Ids grow with queue time, so the first run queued after the cutoff bounds the
+# old ones; finished_at keeps the test exact (a run queued long ago that finished
+# recently stays). A run queued out of order across hosts is caught next time.
+FIRST_SINCE = query(
+    "SELECT id FROM executions WHERE job = ? AND queued_at >= ? ORDER BY id LIMIT 1"
+)
+GROUP_BOUND = query(
+    "SELECT id FROM executions WHERE job IN (SELECT name FROM jobs WHERE group_name = ?) "
+    "AND status IN ({in}) ORDER BY id DESC LIMIT 1 OFFSET ?"
+)
+# Which runs a prune deletes: `{doomed}` in the statements below is one of these,
+# each with its own parameters and {in} the final statuses. A NULL bound matches
+# nothing: a job with fewer than `keep` final runs, or no cutoff.
+DOOMED_OF_JOB = query(
+    "job = ? AND status IN ({in}) AND (id <= ? OR (finished_at < ? AND (? IS NULL OR id < ?)))"
+)
+DOOMED_OF_GROUP = query(
+    "job IN (SELECT name FROM jobs WHERE group_name = ?) AND status IN ({in}) AND id <= ?"
+)
+DOOMED_COUNT = query("SELECT COUNT(*) FROM executions WHERE {doomed}")
+DOOMED_BY_JOB = query("SELECT job, COUNT(*) FROM executions WHERE {doomed} GROUP BY job")
+# Deletes go in id ranges of a batch each, one short transaction a range.
+DOOMED_RANGE_END = query(
+    "SELECT id FROM executions WHERE id > ? AND {doomed} ORDER BY id LIMIT 1 OFFSET ?"
+)
+DELETE_RANGE = query("DELETE FROM executions WHERE id > ? AND id <= ? AND {doomed}")
+DELETE_REST = query("DELETE FROM executions WHERE id > ? AND {doomed}")
+
+# -- group quotas (groups.py) ------------------------------------------------------------------
+
+# {in} is the groups; the two parameters before it the active statuses.
+ACTIVE_BY_GROUP = query(
+    "SELECT j.group_name, COUNT(e.id) FROM executions e JOIN jobs j ON j.name = e.job "
+    "WHERE e.status IN (?, ?) AND j.group_name IN ({in}) GROUP BY j.group_name"
+)
+GROUP_JOBS = query("SELECT COUNT(*) FROM jobs WHERE group_name = ? AND NOT removed")
+GROUP_JOBS_BUT = query(
+    "SELECT COUNT(*) FROM jobs WHERE group_name = ? AND NOT removed AND name <> ?"
+)
+JOBS_BY_GROUP = query(
+    "SELECT group_name, COUNT(name) FROM jobs WHERE NOT removed AND group_name IN ({in}) "
+    "GROUP BY group_name"
+)
+# {in} is the groups, then the final statuses (the runner expands both).
+RETAINED_BY_GROUP = query(
+    "SELECT j.group_name, COUNT(e.id) FROM executions e JOIN jobs j ON j.name = e.job "
+    "WHERE j.group_name IN ({in}) AND e.status IN ({final}) GROUP BY j.group_name"
+)
+
+# -- API tokens (jobd.ops.tokens) --------------------------------------------------------------
+
+TOKEN_COLUMNS = (
+    "name",
+    "key_id",
+    "secret_hash",
+    "group_name",
+    "read_only",
+    "created_at",
+    "created_by",
+    "expires_at",
+)
+TOKEN_INSERT = query(
+    f"INSERT INTO api_tokens ({_list(TOKEN_COLUMNS)}) VALUES ({_marks(TOKEN_COLUMNS)})"
+)
+TOKEN = query(f"SELECT {_list(TOKEN_COLUMNS)} FROM api_tokens WHERE name = ?")
+TOKEN_BY_KEY = query(f"SELECT {_list(TOKEN_COLUMNS)} FROM api_tokens WHERE key_id = ?")
+TOKENS = query(f"SELECT {_list(TOKEN_COLUMNS)} FROM api_tokens ORDER BY name")
+TOKEN_DELETE = query("DELETE FROM api_tokens WHERE name = ?")
 
 # -- a metrics scrape (gauges.py) -----------------------------------------------------
 

@@ -160,6 +160,31 @@ class Store(JobsPart, RunsPart, InstancesPart, LeaseOps):
             events.append(event)
         return events
 
+    # -- API tokens (jobd.ops.tokens) -------------------------------------------
+
+    def _token_rows(self, query: q.Query, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(zip(q.TOKEN_COLUMNS, r, strict=True)) for r in self.dialect.all(query, params)]
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """Every API token's row (TOKEN_COLUMNS), by name."""
+        return self._token_rows(q.TOKENS)
+
+    def token(self, name: str | None = None, key_id: str | None = None) -> dict[str, Any] | None:
+        """The token with this name, or this key id."""
+        rows = (
+            self._token_rows(q.TOKEN, (name,))
+            if name
+            else self._token_rows(q.TOKEN_BY_KEY, (key_id,))
+        )
+        return rows[0] if rows else None
+
+    def add_token(self, row: dict[str, Any]) -> None:
+        self.dialect.run(q.TOKEN_INSERT, [row[c] for c in q.TOKEN_COLUMNS])
+
+    def delete_token(self, name: str) -> bool:
+        """Whether there was one to delete."""
+        return bool(self.dialect.run(q.TOKEN_DELETE, (name,)).rowcount)
+
 
 def open_store(
     url: str, migrate_schema: bool = True, create: bool = True, hooks: HostHooks | None = None
