@@ -4,14 +4,16 @@
 loops. Importing peewee (which imports psycopg2 whatever the backend) and
 building the models costs several times the query itself, so these commands
 read through this module instead: the driver only (sqlite3 or psycopg2), one
-connection, a few statements that use the indexes schema.py declares. Writes,
-and every other read, go through Store. bench/cli_latency.py measures the gain.
+connection, a few statements that use the indexes schema.py declares. The
+statements are the Store's own, named in queries.py (a history page is
+queries.runs_page for both); this module only runs them. Writes, and every
+other read, go through Store. bench/cli_latency.py measures the gain.
 
-The reader trusts only a store at the schema version it was written for:
-open_reader() returns None for any other version (or a missing database), and
-the caller opens the full Store, which migrates an older store or refuses a
-newer one, then tries again. Tests check SCHEMA_VERSION and the column lists
-against migrations.py and model.py.
+The reader trusts only a store at the schema version the statements are
+written for: open_reader() returns None for any other version (or a missing
+database), and the caller opens the full Store, which migrates an older store
+or refuses a newer one, then tries again. Tests check the column lists against
+model.py.
 """
 
 from __future__ import annotations
