@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cron_math, fire, idle, precision, throughput
+from bench import cron_math, fire, hosts, idle, precision, scale, throughput
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.report import merge, owned_headings, table
 
-PARTS = ("cron", "idle", "precision", "throughput", "fire", "others")
+PARTS = ("cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "others")
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
     ("cli_latency.py", "CLI latency"),
@@ -105,6 +105,14 @@ def main() -> None:
         results = timed("fire", lambda: fire.measure(ks, postgres))
         sections.append(("fire-latency", fire.section(results)))
         checks += fire.check(results)
+    if "scale" in parts:
+        results = timed("scale", lambda: scale.measure(quick, postgres))
+        sections.append(("scale", scale.section(results)))
+        checks += scale.check(results)
+    if "hosts" in parts:
+        found = timed("hosts", lambda: hosts.measure(quick)) if postgres else "no PostgreSQL"
+        sections.append(("hosts", hosts.section(found)))
+        checks += hosts.check(found)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""

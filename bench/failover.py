@@ -39,6 +39,7 @@ from typing import Any
 
 from jobd.core.durations import parse_duration
 from jobd.store import open_store
+from jobd.store.admin import leader_lease
 from jobd.system.hooks import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +112,8 @@ class Bench:
         return daemon
 
     def leader(self) -> tuple[Daemon, str, int] | None:
-        lease = self.store.lease()
-        if not lease or not lease["holder"] or lease["expires_at"] <= self.store.now():
+        lease = leader_lease(self.store, self.store.now())
+        if not lease or not lease["holder"] or lease["expired"]:
             return None
         pids = {i["id"]: i["pid"] for i in self.store.instances()}
         pid = pids.get(lease["holder"])

@@ -331,15 +331,9 @@ class _Direct:
     ) -> list[dict[str, Any]]:
         from datetime import UTC
 
-        from jobd.errors import NotFound, did_you_mean
-        from jobd.ops.history import parse_since
+        from jobd.ops.history import find_runs
 
-        reader = self._reader()
-        if job is not None and not reader.job_exists(job):
-            hint = did_you_mean(job, reader.job_names())
-            raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-        since_at = parse_since(since, datetime.now(UTC)) if since else None
-        return reader.executions(job, statuses, since_at, limit or None)
+        return find_runs(self._reader(), datetime.now(UTC), job, statuses, since, limit or None)
 
     def cancel(self, run_id: int) -> dict[str, Any]:
         from jobd.ops.runs import cancel

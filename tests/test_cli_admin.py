@@ -311,3 +311,48 @@ def test_audit(store_url: str, store: Any, limit: str) -> None:
         "DETAIL",
     ]
     assert '{"run": 1}' in table.output
+
+
+# -- each job's latest run, for list and check --------------------------------------
+
+
+def test_latest_runs_of_many_jobs_take_a_few_statements_not_one_per_job(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`jobd list` and `jobd check` read each job's newest run (and newest outcome)
+    in two statements per batch of jobs: with 100,000 jobs, one query per job took
+    minutes."""
+    names = [f"j{i:04d}" for i in range(1100)]
+    for name in names[:3]:
+        add_job(store, name)
+    spec = store.job(names[0]).spec
+    store.m.Job.insert_many(
+        [{**store._job_row(spec, store.now()), "name": name} for name in names[3:]]
+    ).execute()
+    done = enqueue(store, names[0], Status.SUCCEEDED)
+    queued = enqueue(store, names[0])  # newer, and not an outcome
+    failed = enqueue(store, names[1], Status.FAILED)
+    enqueue(store, names[2], Status.CANCELLED)  # not an outcome either
+    statements = []
+    execute_sql = store.db.execute_sql
+
+    def counted(sql: str, *args: Any, **kwargs: Any) -> Any:
+        statements.append(sql)
+        return execute_sql(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store.db, "execute_sql", counted)
+    latest = admin.latest_runs(store, names)
+    assert {name: run["status"] for name, run in latest.items()} == {
+        names[0]: "queued",
+        names[1]: "failed",
+        names[2]: "cancelled",
+    }
+    assert latest[names[0]]["at"] is not None
+    outcomes = admin.last_outcomes(store, names)
+    assert {name: (o["id"], o["status"]) for name, o in outcomes.items()} == {
+        names[0]: (done, "succeeded"),
+        names[1]: (failed, "failed"),
+    }
+    assert queued not in {o["id"] for o in outcomes.values()}
+    # Three batches of names each: a statement for the newest ids, one for their rows.
+    assert len(statements) <= 12, len(statements)

@@ -3,18 +3,22 @@ model's names (kept light for start-up time) checked against the model."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jobd.cli import render
 from jobd.cli.follow import FINAL, new_output, outcome
-from jobd.core.model import RUN_KEYS, Status
+from jobd.core.model import Run, Status
+from jobd.core.records import DETAIL_KEYS, RUN_KEYS, STATUSES
 from jobd.errors import ExitCode
 from jobd.store import migrations, reader
 
 
 def test_light_copies_match_the_model() -> None:
-    assert reader.RUN_COLUMNS == RUN_KEYS
+    assert {f.name for f in fields(Run)} == {*RUN_KEYS, *DETAIL_KEYS}
+    assert tuple(status.value for status in Status) == STATUSES
     assert reader.SCHEMA_VERSION == migrations.SCHEMA_VERSION
     assert set(render.STATUS_STYLE) == {status.value for status in Status}
     assert {status.value for status in Status if status.final} == FINAL

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobd.core import model, paths
+from jobd.core import model
 from jobd.core.config.parse import (
     JOB_KEYS,
     SETTINGS_KEYS,
@@ -26,6 +26,7 @@ from jobd.core.config.parse import (
 from jobd.core.cron import CronError, parse_schedule
 from jobd.core.model import Catchup, Config, JobKind, JobSpec, LeaderMode, Overlap, Settings, Source
 from jobd.errors import ConfigError, ExitCode
+from jobd.system import paths
 
 FILE = "/srv/app/jobd.toml"
 BASE = 'schedule = "*/5 * * * *"\ncommand = ["true"]\n'

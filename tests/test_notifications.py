@@ -136,7 +136,7 @@ def test_channels_and_job_keys_parse() -> None:
             "'notify.x.port': must be at least 1",
         ),
         ('[notify.x]\ntype = "webhook"\nurl = "http://h"\nsecret_env = "a-b"\n', "secret_env"),
-        ('[metrics]\nlisten = "9464"\n', "key 'metrics.listen': expected host:port"),
+        ('[metrics]\nlisten = "9464"\n', "key 'metrics.listen': expected HOST:PORT"),
     ],
 )
 def test_bad_notify_keys_are_refused_naming_the_key(text: str, message: str) -> None:

@@ -112,22 +112,12 @@ class Views:
         """Ready when the store answers, a daemon is live to run what is triggered, and
         a table lease, if any, is held (the criteria of `jobd check` about the
         service; a failing or overdue job does not make the API unready)."""
-        from jobd.store import admin
+        from jobd.ops.health import health
 
-        scope = app.scope()
-        now = app.store.now()
-        ttl = scope.config.settings.lease_ttl
-        live = admin.live_instances(app.store, ttl, now)
-        if not live:
-            raise StoreUnavailable(
-                f"no live jobd daemon on this store (none heartbeat within {ttl:g}s)"
-            )
-        lease = admin.leader_lease(app.store, now)
-        if lease is not None and lease["expired"]:
-            raise StoreUnavailable(
-                f"leader lease expired (last holder {lease['holder']} on {lease['host']})"
-            )
-        return Response(200, {"status": "ready", "live_instances": len(live)})
+        report = health(app.scope(), with_jobs=False)
+        if report.service_problems():
+            raise StoreUnavailable("; ".join(p.message for p in report.service_problems()))
+        return Response(200, {"status": "ready", "live_instances": report.live_instances})
 
     @route("GET", "/v1/openapi.json", public=True)
     def openapi(self, app: Any, request: Request) -> Response:
@@ -249,31 +239,19 @@ class Views:
     def executions(self, app: Any, request: Request) -> Response:
         """Newest first; `cursor` is the last id of the previous page, so runs queued
         while a client pages never shift what it reads next."""
-        from jobd.core.model import Status
-        from jobd.ops.history import parse_since
+        from jobd.ops.history import find_runs
 
-        job = request.arg("job") or None
-        statuses = [s.lower() for s in request.args("status") if s]
-        known = {s.value for s in Status}
-        for status in statuses:
-            if status not in known:
-                raise UsageError(f"status: expected one of {', '.join(sorted(known))}")
-        since_text = request.arg("since")
-        since = parse_since(since_text, datetime.now(UTC)) if since_text else None
         limit = _int(request, "limit", 50, 1, MAX_PAGE)
-        cursor = _int(request, "cursor", None, 1, 2**63 - 1)
-        reader = _reader(app)
-        jobs = None
-        if request.group is not None:
-            jobs = _group_jobs(app, request.group)
-            if job is not None and job not in jobs:
-                raise _unknown_job(job)
-        elif job is not None and not reader.job_exists(job):
-            from jobd.errors import did_you_mean
-
-            hint = did_you_mean(job, reader.job_names())
-            raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-        rows = reader.executions(job, statuses, since, limit, before=cursor, jobs=jobs)
+        rows = find_runs(
+            _reader(app),
+            datetime.now(UTC),
+            job=request.arg("job") or None,
+            statuses=[s.lower() for s in request.args("status") if s],
+            since=request.arg("since"),
+            limit=limit,
+            before=_int(request, "cursor", None, 1, 2**63 - 1),
+            jobs=None if request.group is None else _group_jobs(app, request.group),
+        )
         next_cursor = rows[-1]["id"] if len(rows) == limit else None
         return Response(200, {"items": rows, "next_cursor": next_cursor})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
@@ -166,57 +166,28 @@ def check(ctx: Context, as_json: bool) -> None:
       jobd check
       jobd check --json   # for a monitor that parses the reasons
     """
-    from jobd.store import admin
+    from jobd.ops.health import health
 
-    store = ctx.store
-    now = store.now()
-    ttl = ctx.store_config.settings.lease_ttl
-    reasons: list[dict[str, Any]] = []
-
-    def reason(kind: str, message: str, job: str | None = None) -> None:
-        reasons.append({"check": kind, "job": job, "message": message})
-
-    if ctx.config_problem is not None:
-        # The daemon runs on its last good config; its next restart would fail.
-        reason("config", f"config file broken: {ctx.config_problem}")
-
-    live = admin.live_instances(store, ttl, now)
-    if not live:
-        last = admin.last_heartbeat(store)
-        seen = f"last heartbeat {render.ago(last, now)}" if last else "none ever started"
-        reason("instances", f"no live instance ({seen})")
-    lease = admin.leader_lease(store, now)
-    if lease is not None and lease["expired"]:
-        reason(
-            "leader",
-            f"leader lease expired {render.ago(lease['expires_at'], now)} "
-            f"(last holder {lease['holder']} on {lease['host']})",
-        )
-    grace = max(60.0, 2 * ttl)
-    for job in admin.overdue(store, now - timedelta(seconds=grace)):
-        late = render.ago(job["due"], now)
-        reason("overdue", f"{job['job']} should have fired {late}", job["job"])
-    names = [record.name for record in store.jobs()]
-    for name, last in admin.last_outcomes(store, names).items():
-        if last["status"] != "succeeded":
-            reason("failing", f"{name}: last run {last['id']} {last['status']}", name)
-    healthy = not reasons
+    report = health(ctx.scope())
+    healthy = report.healthy
     if as_json:
         render.print_json(
             {
                 "healthy": healthy,
-                "reasons": reasons,
-                "live_instances": len(live),
-                "jobs": len(names),
-                "checked_at": now,
+                "reasons": [
+                    {"check": p.check, "job": p.job, "message": p.message} for p in report.problems
+                ],
+                "live_instances": report.live_instances,
+                "jobs": report.jobs,
+                "checked_at": report.checked_at,
             }
         )
     elif healthy:
-        click.echo(f"healthy: {len(live)} live instance(s), {len(names)} job(s)")
+        click.echo(f"healthy: {report.live_instances} live instance(s), {report.jobs} job(s)")
     else:
-        click.echo(f"unhealthy: {len(reasons)} problem(s)")
-        for item in reasons:
-            click.echo(f"- {item['message']}")
+        click.echo(f"unhealthy: {len(report.problems)} problem(s)")
+        for problem in report.problems:
+            click.echo(f"- {problem.message}")
     if not healthy:
         raise click.exceptions.Exit(int(ExitCode.FAILURE))
 

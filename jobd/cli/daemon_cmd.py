@@ -19,8 +19,9 @@ from jobd.system.forkcall import call_in_child
 
 if TYPE_CHECKING:
     from jobd.core.model import Config
+    from jobd.system.sdnotify import Notifier
     from jobd.system.signals import SignalFlags
-    from jobd.system.storewait import StoreDown
+    from jobd.system.storewait import StartupWait, StoreDown
 
 
 @click.command()
@@ -78,7 +79,6 @@ def run(
 
     from jobd.system.sdnotify import Notifier
     from jobd.system.signals import SignalFlags
-    from jobd.system.storewait import PROBE_EVERY, StartupWait
 
     # SIGTERM and SIGINT stop a daemon that is still waiting for its store, at
     # once, and are passed on to a start-up child (which dies of them).
@@ -87,6 +87,32 @@ def run(
     flags.install()
     notifier = Notifier.from_env()
     setup_logging(log_format, log_level)
+    applied = _apply_when_the_store_answers(ctx, flags, notifier, child, log_format, log_level)
+    if applied is None:
+        return  # stopped while waiting
+    ctx._config = config = applied.config
+    if detach:
+        assert pidfile is not None
+        _enter_background(ctx, config, pidfile, log_file)
+    setup_logging(log_format, log_level)
+    add_store_url(applied.store_url)
+    add_secrets(applied.secrets)
+    applied.log(mask_url)
+    _serve(ctx, applied, flags, notifier)
+
+
+def _apply_when_the_store_answers(
+    ctx: Context,
+    flags: SignalFlags,
+    notifier: Notifier,
+    child: list[int],
+    log_format: str,
+    log_level: str,
+) -> Applied | None:
+    """Parse the config and apply it to the store, in a child process; while the
+    store does not answer, wait for it here. None: stopped while waiting."""
+    from jobd.system.log import add_store_url, setup_logging
+    from jobd.system.storewait import PROBE_EVERY, StartupWait
 
     parent = os.getpid()
 
@@ -114,15 +140,15 @@ def run(
             prepared = call_in_child(prepare, started=lambda pid: _child_started(child, pid))
         except JobdError:
             if flags.stop_requests:
-                return  # the child was stopped with us
+                return None  # the child was stopped with us
             raise
         finally:
             child[0] = 0
             _hold_stop_signals(False)
         if flags.stop_requests:
-            return
+            return None
         if isinstance(prepared, Applied):
-            break
+            return prepared
         add_store_url(prepared.store_url)
         wait = wait or StartupWait(
             prepared.store_url,
@@ -135,41 +161,42 @@ def run(
         probe = functools.partial(_probe, prepared.store_url)
         if not wait.pause(PROBE_EVERY) or wait.attempt(probe) is None:
             if flags.stop_requests:
-                return
+                return None
             flags.reload_requested = False
             logging.getLogger("jobd").info(
                 "reading the config again while waiting for the store",
                 extra={"action": "config.reload"},
             )
             wait = None  # its store URL may have changed
-    applied = prepared
-    assert isinstance(applied, Applied)
-    ctx._config = config = applied.config
-    store_url = applied.store_url
-    if detach:
-        assert pidfile is not None
-        from pathlib import Path
 
-        from jobd.system.detach import detach as enter_background
 
-        if config.path and Path(config.path).is_file():
-            # The daemon runs in /, so a reload must find the same file by its full path.
-            ctx.config_path = str(Path(config.path).absolute())
-        target = log_file or str(Path(pidfile).absolute().with_name("jobd.log"))
-        enter_background(pidfile, str(Path(target).absolute()))
-    setup_logging(log_format, log_level)
-    add_store_url(store_url)
-    add_secrets(applied.secrets)
-    applied.log(mask_url)
-    # The store may have gone away again since the child applied the config.
+def _enter_background(ctx: Context, config: Config, pidfile: str, log_file: str | None) -> None:
+    from pathlib import Path
+
+    from jobd.system.detach import detach
+
+    if config.path and Path(config.path).is_file():
+        # The daemon runs in /, so a reload must find the same file by its full path.
+        ctx.config_path = str(Path(config.path).absolute())
+    target = log_file or str(Path(pidfile).absolute().with_name("jobd.log"))
+    detach(pidfile, str(Path(target).absolute()))
+
+
+def _serve(ctx: Context, applied: Applied, flags: SignalFlags, notifier: Notifier) -> None:
+    """Open the store (it may have gone away again since the child applied the
+    config), serve the API when `[api]` asks for it, and run the daemon's loop."""
+    from jobd.daemon.loop import serve
+    from jobd.system.log import add_secrets
+    from jobd.system.paths import load_config
+    from jobd.system.storewait import StartupWait
+
+    config = applied.config
     wait = StartupWait(
-        store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
+        applied.store_url, config.settings.max_backoff, notifier, lambda: flags.stop_requests > 0
     )
     store = wait.attempt(lambda: ctx.store)
     if store is None:
         return
-    from jobd.daemon.loop import serve
-    from jobd.system.paths import load_config
 
     def reload_config() -> Config:
         fresh = load_config(ctx.config_path, store_override=ctx.store_override)
@@ -180,7 +207,7 @@ def run(
     if config.api is not None:  # only then is the web stack imported
         from jobd.cli.serve_cmd import start_api_thread
 
-        api = start_api_thread(ctx, store_url, config.api)
+        api = start_api_thread(ctx, applied.store_url, config.api)
     try:
         serve(
             config,

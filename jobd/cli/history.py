@@ -8,9 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from jobd.cli import render
-from jobd.errors import NotFound, did_you_mean
 from jobd.ops.context import Context
-from jobd.ops.history import parse_since
+from jobd.ops.history import find_runs
 
 HEADERS = ["ID", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "EXIT", "HOST"]
 
@@ -26,12 +25,7 @@ def list_runs(
 ) -> None:
     """Print runs newest first: a table for people, RUN_KEYS objects with --json."""
     now = ctx.now()
-    since_at = parse_since(since, now) if since else None
-    reader = ctx.reader()
-    if job is not None and not reader.job_exists(job):
-        hint = did_you_mean(job, reader.job_names())
-        raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-    rows = reader.executions(job, [s.lower() for s in statuses], since_at, limit or None)
+    rows = find_runs(ctx.reader(), now, job, [s.lower() for s in statuses], since, limit or None)
     if as_json:
         render.print_json(rows)
         return

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobd.core.durations import format_duration
-from jobd.core.timeutil import rfc3339
+from jobd.core.timeutil import ago, rfc3339
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -78,15 +78,6 @@ def when(moment: datetime | None, local: bool = False) -> str:
         shown = moment.astimezone(zone) if zone else moment.astimezone()
         return shown.strftime("%Y-%m-%d %H:%M:%S %Z")
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "-"
-    delta = (now - moment).total_seconds()
-    if abs(delta) < 1:
-        return "now"
-    return f"{format_duration(delta)} ago" if delta > 0 else f"in {format_duration(-delta)}"
 
 
 def duration(seconds: float | None) -> str:

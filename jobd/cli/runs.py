@@ -115,10 +115,10 @@ def _local_executor() -> Any:
 
 
 def _run_json(row: dict[str, Any] | None) -> dict[str, Any]:
-    from jobd.store.reader import RUN_COLUMNS
+    from jobd.core.records import RUN_KEYS
 
     assert row is not None
-    return {key: row[key] for key in RUN_COLUMNS}
+    return {key: row[key] for key in RUN_KEYS}
 
 
 @click.command()

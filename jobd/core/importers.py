@@ -244,16 +244,100 @@ def _valid_zone(name: str) -> bool:
     return True
 
 
+@dataclass
+class _CronState:
+    """What a crontab's assignment lines set for the entries below them."""
+
+    timezone: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    shell: str = "/bin/sh"
+    jitter: str | None = None
+
+    def assign(self, name: str, value: str, where: str, notes: list[str]) -> None:
+        if name == "SHELL":
+            self.shell = value or "/bin/sh"
+        elif name in ("CRON_TZ", "TZ"):
+            if _valid_zone(value):
+                self.timezone = value
+            else:
+                notes.append(f"{where}: unknown time zone {value!r} ignored")
+            if name == "TZ":
+                self.env[name] = value
+        elif name in MAIL_VARS:
+            notes.append(
+                f"{where}: {name}={value}: jobd keeps each run's output in its log "
+                "(jobd logs ID); use on_failure to alert"
+            )
+        elif name == "RANDOM_DELAY" and value.isdigit():
+            self.jitter = f"{value}m" if value != "0" else None
+        else:
+            self.env[name] = value
+
+
+def _cron_entry(
+    line: str, where: str, state: _CronState, system: bool, source: str, notes: list[str]
+) -> tuple[str, dict[str, Any], list[str]] | None:
+    """One entry as (command, job keys, comments); None, with a note, when skipped."""
+    fields = line.split(None, 1 if line.startswith("@") else 5)
+    if line.startswith("@"):
+        schedule, rest = fields[0], (fields[1] if len(fields) > 1 else "")
+        if schedule == "@reboot":
+            notes.append(
+                f"{where}: @reboot is unsupported (jobd fires on a clock, not at boot; "
+                f"start it from the service manager instead): {line}"
+            )
+            return None
+        if schedule not in NICKNAMES:
+            notes.append(f"{where}: unknown schedule {schedule!r}, skipped: {line}")
+            return None
+    else:
+        if len(fields) < 6:
+            notes.append(f"{where}: not a cron entry, skipped: {line}")
+            return None
+        schedule, rest = " ".join(fields[:5]), fields[5]
+    user = None
+    if system:
+        parts = rest.split(None, 1)
+        if len(parts) < 2:
+            notes.append(f"{where}: no user and command, skipped: {line}")
+            return None
+        user, rest = parts
+    try:
+        parse_schedule(schedule)
+    except CronError as exc:
+        notes.append(f"{where}: {exc}, skipped: {line}")
+        return None
+    command, stdin = split_percent(rest)
+    if not command.strip():
+        notes.append(f"{where}: no command, skipped: {line}")
+        return None
+    comments = [f"{source} {where}: {line}"]
+    if stdin is not None:
+        command = with_stdin(command, stdin)
+        comments.append("cron's % lines became the command's stdin (a here-document)")
+    keys: dict[str, Any] = {"schedule": schedule}
+    if state.timezone:
+        keys["timezone"] = state.timezone
+    if state.shell == "/bin/sh":
+        keys["shell"] = command
+    else:
+        keys["command"] = [state.shell, "-c", command]
+    if state.env:
+        keys["env"] = {k: v for k, v in state.env.items() if ENV_NAME.fullmatch(k)}
+    if user:
+        keys["user"] = user
+    if state.jitter:
+        keys["jitter"] = state.jitter
+    return split_percent(rest)[0], keys, comments
+
+
 def crontab_to_toml(
     text: str, source: str = "crontab", system: bool = False, timezone: str | None = None
 ) -> str:
     """A crontab (user format, or with `system` the /etc/crontab format with a user
     column) as `[jobs.*]` TOML. `timezone` is the zone cron would have used (the
     host's); CRON_TZ= and TZ= lines override it for the entries below them."""
-    env: dict[str, str] = {}
-    shell = "/bin/sh"
-    zone = timezone
-    jitter: str | None = None
+    state = _CronState(timezone)
     notes: list[str] = []
     entries: list[tuple[str, dict[str, Any], list[str]]] = []  # command, keys, comments
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -263,77 +347,9 @@ def crontab_to_toml(
         where = f"line {number}"
         assignment = ENV_LINE.fullmatch(line)
         if assignment and not line[0].isdigit():
-            name, value = assignment.group(1), _unquote(assignment.group(2))
-            if name == "SHELL":
-                shell = value or "/bin/sh"
-            elif name in ("CRON_TZ", "TZ"):
-                if _valid_zone(value):
-                    zone = value
-                else:
-                    notes.append(f"{where}: unknown time zone {value!r} ignored")
-                if name == "TZ":
-                    env[name] = value
-            elif name in MAIL_VARS:
-                notes.append(
-                    f"{where}: {name}={value}: jobd keeps each run's output in its log "
-                    "(jobd logs ID); use on_failure to alert"
-                )
-            elif name == "RANDOM_DELAY" and value.isdigit():
-                jitter = f"{value}m" if value != "0" else None
-            else:
-                env[name] = value
-            continue
-        fields = line.split(None, 1 if line.startswith("@") else 5)
-        if line.startswith("@"):
-            schedule, rest = fields[0], (fields[1] if len(fields) > 1 else "")
-            if schedule == "@reboot":
-                notes.append(
-                    f"{where}: @reboot is unsupported (jobd fires on a clock, not at boot; "
-                    f"start it from the service manager instead): {line}"
-                )
-                continue
-            if schedule not in NICKNAMES:
-                notes.append(f"{where}: unknown schedule {schedule!r}, skipped: {line}")
-                continue
-        else:
-            if len(fields) < 6:
-                notes.append(f"{where}: not a cron entry, skipped: {line}")
-                continue
-            schedule, rest = " ".join(fields[:5]), fields[5]
-        user = None
-        if system:
-            parts = rest.split(None, 1)
-            if len(parts) < 2:
-                notes.append(f"{where}: no user and command, skipped: {line}")
-                continue
-            user, rest = parts
-        try:
-            parse_schedule(schedule)
-        except CronError as exc:
-            notes.append(f"{where}: {exc}, skipped: {line}")
-            continue
-        command, stdin = split_percent(rest)
-        if not command.strip():
-            notes.append(f"{where}: no command, skipped: {line}")
-            continue
-        comments = [f"{source} {where}: {line}"]
-        if stdin is not None:
-            command = with_stdin(command, stdin)
-            comments.append("cron's % lines became the command's stdin (a here-document)")
-        keys: dict[str, Any] = {"schedule": schedule}
-        if zone:
-            keys["timezone"] = zone
-        if shell == "/bin/sh":
-            keys["shell"] = command
-        else:
-            keys["command"] = [shell, "-c", command]
-        if env:
-            keys["env"] = {k: v for k, v in env.items() if ENV_NAME.fullmatch(k)}
-        if user:
-            keys["user"] = user
-        if jitter:
-            keys["jitter"] = jitter
-        entries.append((split_percent(rest)[0], keys, comments))
+            state.assign(assignment.group(1), _unquote(assignment.group(2)), where, notes)
+        elif entry := _cron_entry(line, where, state, system, source, notes):
+            entries.append(entry)
     names = job_names([command for command, _keys, _comments in entries])
     jobs = [
         Job(name, keys, comments) for name, (_c, keys, comments) in zip(names, entries, strict=True)

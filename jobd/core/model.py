@@ -324,28 +324,6 @@ class Config:
         return {name: spec.digest for name, spec in self.jobs.items()}
 
 
-# The keys of an execution in `--json` output, in order (SPEC section 4).
-RUN_KEYS = (
-    "id",
-    "job",
-    "trigger",
-    "scheduled_for",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "status",
-    "exit_code",
-    "signal",
-    "attempt",
-    "error",
-    "instance",
-    "host",
-    "pid",
-    "triggered_by",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """A run about to be recorded: a fire, a retry, a chain or a manual trigger."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobd.core.durations import format_duration
+
 if TYPE_CHECKING:  # only annotations here; importing zoneinfo costs a history read ~3 ms
     from zoneinfo import ZoneInfo
 
@@ -47,3 +49,13 @@ def parse_instant(text: str, tz: ZoneInfo | None = None) -> datetime:
     if not 1900 <= value.year <= 9000:
         raise ValueError(f"{text!r} is not between the years 1900 and 9000")
     return value.astimezone(UTC)
+
+
+def ago(moment: datetime | None, now: datetime) -> str:
+    """`5m ago`, `in 2h`, `now`, or `-` for no moment."""
+    if moment is None:
+        return "-"
+    delta = (now - moment).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"{format_duration(delta)} ago" if delta > 0 else f"in {format_duration(-delta)}"

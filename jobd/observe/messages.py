@@ -15,7 +15,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from jobd.core.model import NOTIFY_TAIL_BYTES, NOTIFY_TAIL_LINES, RUN_KEYS, Run, Status, Trigger
+from jobd.core.model import NOTIFY_TAIL_BYTES, NOTIFY_TAIL_LINES, Run, Status, Trigger
+from jobd.core.records import RUN_KEYS
 
 FAILURES = (Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)
 # A check-in monitor hears /fail for every run that started and did not succeed.

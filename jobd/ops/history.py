@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobd.errors import UsageError
+from jobd.core.records import STATUSES
+from jobd.errors import NotFound, UsageError, did_you_mean
 from jobd.ops.scope import Scope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from jobd.store.reader import Reader
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,28 @@ def parse_since(text: str, now: datetime) -> datetime:
         raise UsageError(
             f"--since: expected a duration like 1d or 2h, or an RFC 3339 time, got {text!r}"
         ) from None
+
+
+def find_runs(
+    reader: Reader,
+    now: datetime,
+    job: str | None = None,
+    statuses: Sequence[str] = (),
+    since: str | None = None,
+    limit: int | None = None,
+    before: int | None = None,
+    jobs: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs newest first, as `jobd executions`, `GET /v1/executions` and the
+    client list them. `before`: a page's cursor; `jobs`: the only jobs the caller
+    may see (a group's), whose names alone a did-you-mean may offer."""
+    for status in statuses:
+        if status not in STATUSES:
+            raise UsageError(f"status: expected one of {', '.join(sorted(STATUSES))}")
+    if job is not None:
+        known = reader.job_exists(job) if jobs is None else job in jobs
+        if not known:
+            hint = did_you_mean(job, reader.job_names() if jobs is None else jobs)
+            raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
+    since_at = parse_since(since, now) if since else None
+    return reader.executions(job, statuses, since_at, limit, before=before, jobs=jobs)

@@ -50,9 +50,9 @@ def job_json(entry: Any, last: dict[str, Any], with_fires: bool = False) -> dict
 
 def run_json(row: dict[str, Any]) -> dict[str, Any]:
     """A run as the reader returns it, every column but its output."""
-    from jobd.store.reader import DETAIL_COLUMNS, RUN_COLUMNS
+    from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 
-    return {key: row[key] for key in (*RUN_COLUMNS, *DETAIL_COLUMNS) if key in row and key != "log"}
+    return {key: row[key] for key in (*RUN_KEYS, *DETAIL_KEYS) if key in row and key != "log"}
 
 
 def new_output(shown_tail: str, shown_total: int, tail: str, total: int) -> tuple[str, int]:

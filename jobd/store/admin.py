@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 FINAL = [status.value for status in FINAL_STATUSES]
 # The statuses that say how a job's work went; cancelled and skipped runs say
 # what an operator or the overlap policy decided, not whether the job works.
-OUTCOMES = [s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)]
+OUTCOMES = tuple(
+    s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)
+)
 PRUNE_BATCH = 5000
 
 
@@ -107,29 +109,43 @@ def overdue(store: Store, before: datetime) -> list[dict[str, Any]]:
 
 def last_outcomes(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each job's latest succeeded/failed/timed_out/abandoned run; one index walk per job."""
-    sql = store.dialect.text(q.LAST_OUTCOME, **{"in": len(OUTCOMES)})
-    result = {}
-    for name in names:
-        row = store.db.execute_sql(sql, (name, *OUTCOMES)).fetchone()
-        if row is not None:
-            result[name] = {
-                "id": row[0],
-                "status": row[1],
-                "finished_at": from_db(row[2]),
-                "exit_code": row[3],
-            }
-    return result
+    rows = _latest(store, names, q.NEWEST_OUTCOME_OF, q.OUTCOME_ROWS, OUTCOMES)
+    return {
+        job: {
+            "id": run_id,
+            "status": status,
+            "finished_at": from_db(finished_at),
+            "exit_code": exit_code,
+        }
+        for job, run_id, status, finished_at, exit_code in rows
+    }
 
 
 def latest_runs(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each job's latest run: its status and when it started (when it was queued,
     not started yet), for `jobd list`'s LAST, PASSED and STATUS; one index walk per job."""
-    result = {}
-    for name in names:
-        row = store.dialect.one(q.LATEST_RUN, (name,))
-        if row is not None:
-            result[name] = {"status": row[0], "at": from_db(row[1]) or from_db(row[2])}
-    return result
+    rows = _latest(store, names, q.NEWEST_OF, q.LATEST_ROWS)
+    return {
+        job: {"status": status, "at": from_db(started_at) or from_db(queued_at)}
+        for job, _run_id, status, started_at, queued_at in rows
+    }
+
+
+def _latest(
+    store: Store,
+    names: Sequence[str],
+    newest: q.Query,
+    rows_of: q.Query,
+    statuses: Sequence[str] = (),
+) -> list:
+    """(job, id, *columns) of each named job's newest run (`newest`: of those that
+    count), for jobs that have one. Two statements per batch of names, not a query
+    per job: a store of 100,000 jobs is listed in a few hundred statements. The
+    newest id comes from a backward walk of the (job, id) index per job, the rows
+    (`rows_of`) by their primary key."""
+    newest_ids = store.dialect.run_in(newest, names, before=statuses)
+    found = {run_id: job for job, run_id in newest_ids if run_id is not None}
+    return [(found[row[0]], *row) for row in store.dialect.run_in(rows_of, list(found))]
 
 
 # -- retention -----------------------------------------------------------------

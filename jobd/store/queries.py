@@ -14,12 +14,15 @@ whichever path serves it. Peewee's models remain for the schema and its
 migrations (jobd.store.schema), and for tests that set rows up.
 
 No driver, ORM or model import here: `jobd executions` loads this module.
+The run keys (jobd.core.records) are the executions columns that command reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 
 # Stored times are naive UTC. 'now' is fixed for the whole statement on SQLite,
 # like now() for the transaction on PostgreSQL.
@@ -61,39 +64,8 @@ SCHEMA_VERSION = 4
 
 # -- column lists -------------------------------------------------------------------
 
-# The keys of a run in `jobd executions` and its --json, in order (SPEC section 4;
-# jobd.core.model.RUN_KEYS, which a test holds equal: this module may not load it).
-RUN_COLUMNS = (
-    "id",
-    "job",
-    "trigger",
-    "scheduled_for",
-    "queued_at",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "status",
-    "exit_code",
-    "signal",
-    "attempt",
-    "error",
-    "instance",
-    "host",
-    "pid",
-    "triggered_by",
-)
-# What `jobd show` adds: every other column of the executions table.
-DETAIL_COLUMNS = (
-    "not_before",
-    "retry_of",
-    "config_hash",
-    "cancel_requested",
-    "epoch",
-    "log_bytes",
-    "log",
-)
 # Every column of the executions table, which are also the fields of model.Run.
-EXECUTION_COLUMNS = RUN_COLUMNS + DETAIL_COLUMNS
+EXECUTION_COLUMNS = RUN_KEYS + DETAIL_KEYS
 # What a waiting `trigger --wait` or `logs --follow` polls; the log only on change.
 STATE_COLUMNS = (
     "id",
@@ -367,14 +339,20 @@ OVERDUE = query(
     "SELECT name, next_fire_at FROM jobs WHERE NOT paused AND NOT removed AND enabled "
     "AND next_fire_at < ? ORDER BY next_fire_at"
 )
-# One index walk per job; {in} is the statuses that count.
-LAST_OUTCOME = query(
-    "SELECT id, status, finished_at, exit_code FROM executions "
-    "WHERE job = ? AND status IN ({in}) ORDER BY id DESC LIMIT 1"
+# Each job's newest run (of the four statuses given that say how its work went),
+# by a backward walk of the (job, id) index per job; then those runs
+# by their primary key.
+NEWEST_OF = query(
+    "SELECT j.name, (SELECT x.id FROM executions x WHERE x.job = j.name "
+    "ORDER BY x.id DESC LIMIT 1) FROM jobs j WHERE j.name IN ({in})"
 )
-LATEST_RUN = query(
-    "SELECT status, started_at, queued_at FROM executions WHERE job = ? ORDER BY id DESC LIMIT 1"
+NEWEST_OUTCOME_OF = query(
+    "SELECT j.name, (SELECT x.id FROM executions x WHERE x.job = j.name "
+    "AND x.status IN (?, ?, ?, ?) "
+    "ORDER BY x.id DESC LIMIT 1) FROM jobs j WHERE j.name IN ({in})"
 )
+OUTCOME_ROWS = query("SELECT id, status, finished_at, exit_code FROM executions WHERE id IN ({in})")
+LATEST_ROWS = query("SELECT id, status, started_at, queued_at FROM executions WHERE id IN ({in})")
 
 # -- retention (admin.prune, groups.prune_retained) ------------------------------------------
 

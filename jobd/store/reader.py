@@ -23,19 +23,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
 from jobd.store import queries as q
-from jobd.store.queries import (
-    DETAIL_COLUMNS,
-    RUN_COLUMNS,
-    SCHEMA_VERSION,
-    STATE_COLUMNS,
-    Query,
-    runs_page,
-)
+from jobd.store.queries import SCHEMA_VERSION, STATE_COLUMNS, Query, runs_page
 
-__all__ = ["DETAIL_COLUMNS", "RUN_COLUMNS", "SCHEMA_VERSION", "STATE_COLUMNS", "Reader"]
+__all__ = ["SCHEMA_VERSION", "STATE_COLUMNS", "Reader"]
 
 _TIMES = frozenset(
     ("scheduled_for", "queued_at", "started_at", "finished_at", "not_before", "at", "next_fire_at")
@@ -149,11 +143,11 @@ class Reader:
             filters.append(("statuses", list(statuses)))
         if since is not None:
             filters.append(("since", _param(to_db(since), self.backend)))
-        sql, params = runs_page(self.backend, RUN_COLUMNS, filters, limit)
-        return self._rows(RUN_COLUMNS, sql, params)
+        sql, params = runs_page(self.backend, RUN_KEYS, filters, limit)
+        return self._rows(RUN_KEYS, sql, params)
 
     def execution(self, run_id: int, with_log: bool = True) -> dict[str, Any] | None:
-        columns = RUN_COLUMNS + DETAIL_COLUMNS
+        columns = RUN_KEYS + DETAIL_KEYS
         if not with_log:
             columns = tuple(c for c in columns if c != "log")
         sql, params = runs_page(self.backend, columns, [("run", run_id)], None)

@@ -11,10 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jobd.core import model
-from jobd.core.config.fields import ENV_NAME, JOB_NAME
-from jobd.core.config.fields import Fields as _Fields
-from jobd.core.config.fields import check_keys as _check_keys
-from jobd.core.config.fields import table as _table
+from jobd.core.config.fields import ENV_NAME, Fields, check_keys, listen_address, named_tables
 from jobd.core.model import NotifyChannel
 from jobd.errors import ConfigError, did_you_mean
 
@@ -35,22 +32,13 @@ METRICS_KEYS = ("listen",)
 HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 # An address as SMTP carries it: no spaces, no angle brackets, one @.
 MAIL_ADDRESS = re.compile(r"[^\s<>@,;]+@[^\s<>@,;]+")
-LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{1,5})")
 
 
 def notify_tables(raw: Mapping[str, Any], file: str) -> dict[str, NotifyChannel]:
     """The `[notify.NAME]` tables, validated."""
     channels: dict[str, NotifyChannel] = {}
-    for name, value in raw.items():
-        prefix = f"notify.{name}."
-        if not JOB_NAME.fullmatch(name):
-            raise ConfigError(
-                "invalid channel name (letters, digits, '_', '.', '-'; at most 128)",
-                file=file,
-                key=f"notify.{name}",
-            )
-        table = _table(value, file, None, f"notify.{name}")
-        f = _Fields(table, file, None, prefix=prefix)
+    for name, prefix, table in named_tables(raw, file, "notify", "channel"):
+        f = Fields(table, file, None, prefix=prefix)
         kind = f.str("type")
         if kind is None:
             raise ConfigError(
@@ -63,7 +51,7 @@ def notify_tables(raw: Mapping[str, Any], file: str) -> dict[str, NotifyChannel]
                 key=prefix + "type",
                 hint=did_you_mean(kind, CHANNEL_TYPES),
             )
-        _check_keys(
+        check_keys(
             table,
             WEBHOOK_KEYS if kind == "webhook" else EMAIL_KEYS,
             file=file,
@@ -127,17 +115,13 @@ def notify_tables(raw: Mapping[str, Any], file: str) -> dict[str, NotifyChannel]
 
 def metrics_listen(raw: Mapping[str, Any], file: str) -> str | None:
     """`[metrics] listen = "host:port"`, validated; None when not set."""
-    _check_keys(raw, METRICS_KEYS, file=file, job=None, prefix="metrics.")
-    listen = _Fields(raw, file, None, prefix="metrics.").str("listen")
+    check_keys(raw, METRICS_KEYS, file=file, job=None, prefix="metrics.")
+    listen = Fields(raw, file, None, prefix="metrics.").str("listen")
     if listen is None:
         return None
-    match = LISTEN.fullmatch(listen)
-    if not match or not 0 < int(match.group("port")) <= 65535:
-        raise ConfigError(
-            f"expected host:port like '127.0.0.1:9464', got {listen!r}",
-            file=file,
-            key="metrics.listen",
-        )
+    listen_address(
+        listen, file, "metrics.listen", example="127.0.0.1:9464", any_host=True, any_port=False
+    )
     return listen
 
 
@@ -148,7 +132,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 def channel_names(
-    f: _Fields,
+    f: Fields,
     key: str,
     channels: Mapping[str, NotifyChannel] | None,
     file: str,
@@ -171,7 +155,7 @@ def channel_names(
     return names
 
 
-def notify_events(f: _Fields, key: str, file: str, job: str | None) -> tuple[str, ...] | None:
+def notify_events(f: Fields, key: str, file: str, job: str | None) -> tuple[str, ...] | None:
     if key not in f.raw:
         return None
     events = f.str_list(key)
@@ -187,21 +171,21 @@ def notify_events(f: _Fields, key: str, file: str, job: str | None) -> tuple[str
     return events
 
 
-def ping_url(f: _Fields, file: str, job: str) -> str | None:
+def ping_url(f: Fields, file: str, job: str) -> str | None:
     url = f.str("ping_url")
     if url is not None:
         _check_http_url(url, file, job, "ping_url")
     return url
 
 
-def _required(f: _Fields, key: str, file: str, prefix: str) -> str:
+def _required(f: Fields, key: str, file: str, prefix: str) -> str:
     value = f.str(key)
     if not value:
         raise ConfigError("required", file=file, key=prefix + key)
     return value
 
 
-def _env_name(f: _Fields, key: str, file: str, prefix: str) -> str | None:
+def _env_name(f: Fields, key: str, file: str, prefix: str) -> str | None:
     name = f.str(key)
     if name is not None and not ENV_NAME.fullmatch(name):
         raise ConfigError(

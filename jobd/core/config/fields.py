@@ -6,7 +6,7 @@ Every getter raises a ConfigError that names the file, the job and the key.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from jobd.core.durations import MAX_DURATION, DurationError, parse_duration
@@ -16,12 +16,43 @@ from jobd.errors import ConfigError, did_you_mean
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 MAX_INT = 2**31 - 1  # for every integer setting; far beyond any sensible value
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `[api] listen`, `[metrics] listen`: a name or address (IPv6 in brackets) and a port.
+LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{1,5})")
 
 
 def table(value: Any, file: str, job: str | None, key: str | None) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"expected a table, got {type_name(value)}", file=file, job=job, key=key)
     return value
+
+
+def named_tables(
+    raw: Mapping[str, Any], file: str, section: str, what: str
+) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """Each `[section.NAME]` table with its name checked: (name, key prefix, table)."""
+    for name, value in raw.items():
+        if not JOB_NAME.fullmatch(name):
+            raise ConfigError(
+                f"invalid {what} name (letters, digits, '_', '.', '-'; at most 128)",
+                file=file,
+                key=f"{section}.{name}",
+            )
+        yield name, f"{section}.{name}.", table(value, file, None, f"{section}.{name}")
+
+
+def listen_address(
+    text: str | None, file: str, key: str, *, example: str, any_host: bool, any_port: bool
+) -> tuple[str, int]:
+    """(host, port) of a `listen` setting. `any_host`: an empty host means every
+    address; `any_port`: port 0 means one the system picks."""
+    match = LISTEN.fullmatch(text or "")
+    if (
+        match is None
+        or not (0 if any_port else 1) <= int(match["port"]) <= 65535
+        or not (any_host or match["host"])
+    ):
+        raise ConfigError(f"expected HOST:PORT, e.g. {example}, got {text!r}", file=file, key=key)
+    return match["host"].strip("[]"), int(match["port"])
 
 
 def check_keys(

@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from jobd.core import model
-from jobd.core.config.fields import ENV_NAME, JOB_NAME, Fields, check_keys, table, type_name
+from jobd.core.config.fields import (
+    ENV_NAME,
+    JOB_NAME,
+    Fields,
+    check_keys,
+    listen_address,
+    named_tables,
+    type_name,
+)
 from jobd.core.model import GroupQuota
 from jobd.core.urls import database_url_problem, is_postgres, mask_url
 from jobd.errors import ConfigError, did_you_mean
@@ -21,7 +29,6 @@ HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 HTTP_KEYS = ("method", "url", "headers", "json", "body", "expect")
 GROUP_KEYS = ("max_active", "max_jobs", "max_retained")
 API_KEYS = ("listen", "threads")
-LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 
 
 def databases_table(raw: Mapping[str, Any], file: str) -> dict[str, str]:
@@ -46,15 +53,7 @@ def databases_table(raw: Mapping[str, Any], file: str) -> dict[str, str]:
 
 def groups_table(raw: Mapping[str, Any], file: str) -> dict[str, GroupQuota]:
     result = {}
-    for name, value in raw.items():
-        prefix = f"groups.{name}."
-        if not JOB_NAME.fullmatch(name):
-            raise ConfigError(
-                "invalid group name (letters, digits, '_', '.', '-'; at most 128)",
-                file=file,
-                key=f"groups.{name}",
-            )
-        quota = table(value, file, None, f"groups.{name}")
+    for name, prefix, quota in named_tables(raw, file, "groups", "group"):
         check_keys(quota, GROUP_KEYS, file=file, job=None, prefix=prefix)
         f = Fields(quota, file, None, prefix=prefix)
         result[name] = GroupQuota(
@@ -206,11 +205,7 @@ def api_table(raw: Mapping[str, Any], file: str) -> model.ApiSettings | None:
     check_keys(raw, API_KEYS, file=file, job=None, prefix="api.")
     f = Fields(raw, file, None, prefix="api.")
     listen = f.str("listen", required=True)
-    match = LISTEN.fullmatch(listen or "")
-    port = int(match.group(2)) if match else -1
-    if match is None or not 0 <= port < 65536:
-        raise ConfigError(
-            f"expected HOST:PORT, e.g. 127.0.0.1:8089, got {listen!r}", file=file, key="api.listen"
-        )
-    host = match.group(1).strip("[]")
+    host, port = listen_address(
+        listen, file, "api.listen", example="127.0.0.1:8089", any_host=False, any_port=True
+    )
     return model.ApiSettings(host, port, f.int("threads", 8, minimum=1))
