@@ -54,6 +54,21 @@ def end_of(
     )
 
 
+def _choose(candidates: list[dict[str, Any]], busy: set[str], limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` of the claim's candidates, oldest first: at most one run of
+    each exclusive job (skip, queue, replace), and none of a job already `busy`."""
+    chosen: list[dict[str, Any]] = []
+    for cand in candidates:
+        if len(chosen) >= limit:
+            break
+        if cand["overlap"] in EXCLUSIVE:
+            if cand["job"] in busy:
+                continue
+            busy.add(cand["job"])
+        chosen.append(cand)
+    return chosen
+
+
 class RunsPart:
     """Runs; mixed into Store."""
 
@@ -174,32 +189,10 @@ class RunsPart:
             if now is not None:
                 started = now
             assert started is not None
-            chosen: list[dict[str, Any]] = []
-            for cand in candidates:
-                if len(chosen) >= limit:
-                    break
-                if cand["overlap"] in EXCLUSIVE:
-                    if cand["job"] in busy:
-                        continue
-                    busy.add(cand["job"])
-                chosen.append(cand)
+            chosen = _choose(candidates, busy, limit)
             if not chosen:
                 return []
-            # Specs of the chosen runs' jobs only, each parsed once for all its runs;
-            # those a fire of this tick read already are known by their hash. The
-            # run records the hash of the spec it runs, computed from that spec's
-            # text: the jobs row's hash column is only as true as its last writer.
-            specs: dict[str, JobSpec] = {}
-            hashes: dict[str, str] = {}
-            for c in chosen:
-                known = self.specs.by_hash(c["job_config_hash"])
-                if known is not None and known.name == c["job"]:
-                    specs[c["job"]] = known
-                    hashes[c["job"]] = c["job_config_hash"]
-            unknown = sorted({c["job"] for c in chosen} - specs.keys())
-            for name, text in d.run_in(q.JOB_SPECS, unknown):
-                specs[name] = self.specs.parse(text)
-                hashes[name] = spec_text_hash(text)
+            specs, hashes = self._specs_of(chosen)
             d.executemany(
                 q.CLAIM,
                 [
@@ -215,6 +208,25 @@ class RunsPart:
                          host=host, config_hash=hashes[c["job"]])  # fmt: skip
                 runs[c["id"]] = run_from_row(c)
         return [(runs[c["id"]], specs[c["job"]]) for c in chosen]
+
+    def _specs_of(self, chosen: Sequence[dict[str, Any]]) -> tuple[dict[str, JobSpec], dict]:
+        """The specs of the chosen runs' jobs, and the hashes of their texts. Each
+        is parsed once for all its runs; those a fire of this tick read already are
+        known by their hash. The run records the hash of the spec it runs, computed
+        from that spec's text: the jobs row's hash column is only as true as its
+        last writer."""
+        specs: dict[str, JobSpec] = {}
+        hashes: dict[str, str] = {}
+        for c in chosen:
+            known = self.specs.by_hash(c["job_config_hash"])
+            if known is not None and known.name == c["job"]:
+                specs[c["job"]] = known
+                hashes[c["job"]] = c["job_config_hash"]
+        unknown = sorted({c["job"] for c in chosen} - specs.keys())
+        for name, text in self.dialect.run_in(q.JOB_SPECS, unknown):
+            specs[name] = self.specs.parse(text)
+            hashes[name] = spec_text_hash(text)
+        return specs, hashes
 
     def claim_run(
         self, run_id: int, instance: str, host: str, spec: JobSpec | None = None
