@@ -10,12 +10,9 @@ Part of Store (jobd.store.store).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-import peewee as pw
+from typing import Any
 
 from jobd.core.model import (
     JobSpec,
@@ -28,9 +25,8 @@ from jobd.core.model import (
 )
 from jobd.core.timeutil import from_db, to_db
 from jobd.store import queries as q
-from jobd.store.dialect import Dialect
-from jobd.store.runs import End, end_of, run_from_row
-from jobd.store.specs import SpecCache
+from jobd.store.part import Part
+from jobd.store.runs import end_of, run_from_row
 
 
 def _no_wake(directories: Sequence[str]) -> None:
@@ -64,22 +60,10 @@ class HostHooks:
     forget: Callable[[str, str], None] = _keep
 
 
-class InstancesPart:
+class InstancesPart(Part):
     """Instances and lost runs; mixed into Store."""
 
-    db: pw.Database
-    dialect: Dialect
-    specs: SpecCache
     hooks: HostHooks
-
-    if TYPE_CHECKING:  # given by Store and its other parts
-
-        def atomic(self) -> AbstractContextManager[None]: ...
-        def now(self) -> datetime: ...
-        def end_runs(self, ends: Sequence[End]) -> set[int]: ...
-        def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> tuple: ...
-        def _wake_in_transaction(self) -> None: ...
-        def _wake_after_commit(self) -> None: ...
 
     def register_instance(self, instance: str, host: str, pid: int, version: str) -> None:
         now = to_db(self.now())

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-import peewee as pw
+from typing import Any
 
 from jobd.core.model import (
     Config,
@@ -29,8 +26,7 @@ from jobd.core.model import (
 from jobd.core.planner import first_fire_after
 from jobd.core.timeutil import from_db, to_db
 from jobd.store import queries as q
-from jobd.store.dialect import Dialect
-from jobd.store.specs import SpecCache
+from jobd.store.part import Part
 
 APPLY_LOCK = zlib.crc32(b"jobd-apply-config")
 
@@ -74,25 +70,8 @@ class ApplyReport:
         return bool(self.added or self.updated or self.removed)
 
 
-class JobsPart:
+class JobsPart(Part):
     """Jobs and fires; mixed into Store."""
-
-    db: pw.Database
-    dialect: Dialect
-    specs: SpecCache
-
-    if TYPE_CHECKING:  # given by Store and its other parts
-
-        def atomic(self) -> AbstractContextManager[None]: ...
-        def now(self) -> datetime: ...
-        def _moving_fires(self) -> AbstractContextManager[list[bool]]: ...
-        def _wake_in_transaction(self) -> None: ...
-        def _wake_after_commit(self) -> None: ...
-        def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> tuple: ...
-        def check_epoch(self, epoch: int) -> datetime: ...
-        def _active_jobs(
-            self, jobs: Sequence[JobRecord], now: datetime, active_within: float | None
-        ) -> set[str]: ...
 
     def _record(self, row: Sequence[Any]) -> JobRecord:
         text, paused, removed, next_fire, last_fire, updated = row

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobd.core.timeutil import from_db
 from jobd.store import queries as q
-from jobd.store.dialect import Dialect
+from jobd.store.part import Part
 from jobd.store.queries import LEASE_NAME
 
 
@@ -43,10 +43,9 @@ class LeaseState:
         return max(0.0, (self.expires_at - self.db_now).total_seconds())
 
 
-class LeaseOps:
+class LeaseOps(Part):
     """The lease's statements (queries.py); mixed into Store."""
 
-    dialect: Dialect
     _lease_row_seen = False
 
     def acquire_lease(self, holder: str, host: str, ttl: float) -> LeaseState:

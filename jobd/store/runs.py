@@ -7,17 +7,13 @@ the wake-ups these methods use.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-import peewee as pw
+from typing import Any
 
 from jobd.core.model import JobSpec, NewRun, Outcome, Overlap, Run, Status, Trigger, spec_text_hash
 from jobd.core.timeutil import from_db, to_db
 from jobd.store import queries as q
-from jobd.store.dialect import Dialect
-from jobd.store.specs import SpecCache
+from jobd.store.part import Part
 
 EXCLUSIVE = (Overlap.SKIP.value, Overlap.QUEUE.value, Overlap.REPLACE.value)
 _TIMES = ("queued_at", "not_before", "scheduled_for", "started_at", "finished_at")
@@ -69,20 +65,8 @@ def _choose(candidates: list[dict[str, Any]], busy: set[str], limit: int) -> lis
     return chosen
 
 
-class RunsPart:
+class RunsPart(Part):
     """Runs; mixed into Store."""
-
-    db: pw.Database
-    dialect: Dialect
-    specs: SpecCache
-
-    if TYPE_CHECKING:  # given by Store and its other parts
-
-        def atomic(self) -> AbstractContextManager[None]: ...
-        def now(self) -> datetime: ...
-        def wake_daemons(self) -> None: ...
-        def _wake_in_transaction(self) -> None: ...
-        def _wake_after_commit(self) -> None: ...
 
     def _run_row(self, run: NewRun, now: datetime, epoch: int | None = None) -> tuple:
         """A new run's row, NEW_RUN_COLUMNS in order."""
