@@ -1,7 +1,7 @@
 """`python -m bench`: measure jobd and APScheduler 3.11 on this machine, write BENCHMARKS.md.
 
     bench/run                  # creates the venvs if needed, then the full run (< 10 min)
-    bench/run --quick          # smaller K, shorter windows (< 2 min)
+    bench/run --quick          # smaller K, shorter windows
     python -m bench --only fire,throughput --no-write
 
 Plain scripts, not tests: figures depend on the machine and on whatever else
@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cron_math, fire, hosts, idle, precision, scale, throughput
+from bench import api_load, cron_math, fire, hosts, idle, observe, precision, scale, throughput
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -34,12 +34,13 @@ from bench.common import (
 )
 from bench.report import merge, owned_headings, table
 
-PARTS = ("cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "others")
+PARTS = (
+    "cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "api", "observe", "others"
+)  # fmt: skip
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
     ("cli_latency.py", "CLI latency"),
     ("failover.py", "Failover"),
-    ("api_load.py", "HTTP API"),
 )
 
 
@@ -113,6 +114,15 @@ def main() -> None:
         found = timed("hosts", lambda: hosts.measure(quick)) if postgres else "no PostgreSQL"
         sections.append(("hosts", hosts.section(found)))
         checks += hosts.check(found)
+
+    if "api" in parts:
+        results = timed("api", lambda: api_load.measure(quick, postgres))
+        sections.append(("http-api", api_load.section(results)))
+        checks += api_load.check(results)
+    if "observe" in parts:
+        results = timed("observe", lambda: observe.measure(quick, postgres))
+        sections.append(("observe", observe.section(results)))
+        checks += observe.check(results)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""

@@ -5,6 +5,7 @@ and the API and the Python client map problems back to these types by name."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -141,7 +142,6 @@ class PayloadTooLarge(UsageError):
 
 def problem_type(error: type[JobdError]) -> str:
     """The RFC 9457 `type` of an error: urn:jobd:problem:not-found for NotFound."""
-    import re
 
     return "urn:jobd:problem:" + re.sub(r"(?<!^)(?=[A-Z])", "-", error.__name__).lower()
 

@@ -3,6 +3,7 @@ loopback port (or `jobd serve` alone), tokens, and plain HTTP over urllib."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import jobd_cmd, wait_for
 from tests.daemons import Daemons, JobdProcess, config_text
 
-SERVING = re.compile(r"serving the API on (http://[0-9.]+:[0-9]+)/v1")
+SERVING = re.compile(r"serving the API on (https?://[0-9.]+:[0-9]+)/v1")
 
 
 @dataclass
@@ -131,9 +132,9 @@ def api(store_url: str, tmp_path: Path) -> Iterator[Api]:
         daemons.cleanup()
 
 
-@pytest.fixture
-def served(store_url: str, tmp_path: Path) -> Iterator[Api]:
-    """`jobd serve` alone (no daemon), on this test's store."""
+@contextlib.contextmanager
+def serving(store_url: str, tmp_path: Path) -> Iterator[Api]:
+    """`jobd serve` alone (no daemon) on `store_url`, the API test jobs in its config."""
     config = tmp_path / "jobd.toml"
     config.write_text(config_text(api_jobs(tmp_path)) + API_TABLES)
     config.chmod(0o644)
@@ -161,3 +162,10 @@ def served(store_url: str, tmp_path: Path) -> Iterator[Api]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture
+def served(store_url: str, tmp_path: Path) -> Iterator[Api]:
+    """`jobd serve` alone (no daemon), on this test's store."""
+    with serving(store_url, tmp_path) as api:
+        yield api

@@ -263,7 +263,7 @@ def test_serve_alone_executes_nothing_and_says_so(served: Api) -> None:
 
 def test_a_slow_client_does_not_hold_the_server(api: Api) -> None:
     """A client that opens connections and never sends a request holds no worker:
-    waitress's loop thread buffers them; requests are still served."""
+    they wait in the server's selector; requests are still served."""
     import socket
 
     parts = urlsplit(api.base)
@@ -289,7 +289,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
     code = (
         "import json, sys; from jobd.cli import cli; list(cli.commands);"
         "import jobd.daemon.loop, jobd.cli.daemon_cmd, jobd.client;"
-        "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'waitress'"
+        "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'cheroot'"
         " or m.startswith('jobd.api')]))"
     )
     result = subprocess.run(
@@ -413,3 +413,63 @@ def test_serve_refuses_a_bad_address_in_one_line(tmp_path: Any, sqlite_url: str)
         taken.close()
     assert busy.returncode == 1 and busy.stderr.count("\n") == 1
     assert busy.stderr.startswith(f"jobd: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_log_follow_ends_when_its_client_hangs_up(api: Api) -> None:
+    """Followers of a run that prints nothing more stop polling once their clients
+    go: the places they held among the waiters come back while the run goes on."""
+    token = api.token("ci")
+    run_id = api.call("POST", "/v1/jobs/held/trigger", token).json()["id"]
+    parts = urlsplit(api.base)
+    try:
+        for _ in range(6):  # every waiter's place ([api] threads = 8, the default)
+            conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn.request(
+                "GET",
+                f"/v1/executions/{run_id}/log?follow=true",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200 and response.readline() == b"first\n"
+            conn.close()  # hangs up while the run goes on, silent
+
+        # A follow that is served now streams until the run ends: the test reads
+        # only its status, with a short timeout, and lets it go.
+        conn = HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+        def followed() -> bool:
+            conn.request(
+                "GET",
+                f"/v1/executions/{run_id}/log?follow=true",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            if response.status == 200:
+                return True
+            response.read()
+            return False
+
+        assert wait_for(followed, timeout=20)
+        conn.close()
+        assert api.call("GET", f"/v1/executions/{run_id}", token).json()["status"] == "running"
+    finally:
+        go_file(api.tmp_path, "held").touch()
+
+
+def test_metrics_on_the_api_listener(api: Api) -> None:
+    """With [api], Prometheus scrapes the API's port: the daemon's own metrics and,
+    from the leader, the store's gauges, parsed with the client library's parser;
+    a group's token may not read them, since they name every job."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    token = api.token("prometheus", read_only=True)
+    wait_for(lambda: api.call("GET", "/metrics", token).status == 200, timeout=20)
+    reply = api.call("GET", "/metrics", token)
+    assert reply.content_type.startswith("text/plain; version=0.0.4")
+    names = {family.name for family in text_string_to_metric_families(reply.body.decode())}
+    assert {"jobd_is_leader", "jobd_queue_depth", "jobd_job_next_fire_timestamp_seconds"} <= names
+    problem(api.call("GET", "/metrics"), 401)
+    tenant = api.token("tenant-a-prom", group="tenant-a", read_only=True)
+    assert (
+        "bound to group 'tenant-a'" in problem(api.call("GET", "/metrics", tenant), 403)["detail"]
+    )

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobd.core.model import NewRun, Trigger
-from tests.conftest import open_store, run_jobd
+from tests.conftest import jobd_cmd, open_store, run_jobd, wait_for
+from tests.terminal import Terminal
 
 CONFIG = """
 [jobd]
@@ -216,6 +217,36 @@ def test_list_after_run_once(home: dict[str, Any]) -> None:
     assert "queued" in lines[3] and lines[3].split()[-2:] == ["no", "file"]
     assert re.search(r" (ago|now) +queued", lines[3])  # PASSED, then STATUS
     assert re.search(r"Z +(\d+h\d\dm|\d+m\d\ds) +- +- +-", lines[2])  # nightly: LEFT, no run
+
+
+def test_list_at_a_narrow_terminal_gives_times_relative_to_now_on_one_line(
+    home: dict[str, Any],
+) -> None:
+    """At an 80-column terminal (tmux; COLUMNS says 200, stale), each job is one
+    line: NEXT FIRE and LAST relative to now, no absolute times, nothing wrapped."""
+    assert jobd(home, "run", "--once", "--store", home["store"]).returncode == 0
+    store = open_store(home["store"])
+    store.enqueue(NewRun(job="notify", trigger=Trigger.MANUAL, not_before=store.now()))
+    store.close()
+    config = str(Path(home["cwd"]) / "jobd.toml")
+    terminal = Terminal(jobd_cmd("--config", config, "--store", home["store"], "list"), 80, 20)
+    try:
+        shown = wait_for(lambda: terminal.exit_status() is not None and terminal.screen())
+        assert terminal.exit_status() == 0, shown
+        lines = [line for line in shown.splitlines() if line.strip()]
+        assert lines[0].split() == [
+            "JOB", "SCHEDULE", "TZ", "NEXT", "FIRE", "LAST", "STATUS", "PAUSED", "SOURCE"
+        ]  # fmt: skip
+        rows = {line.split()[0]: line for line in lines[1:5]}
+        assert list(rows) == ["halfhourly", "nightly", "notify", "off"], shown
+        assert re.search(r"30 2 \* \* \* +\S+ +in \d+h\d\dm +- +- +no +file", rows["nightly"])
+        assert re.search(r"\(manual\) +\S+ +- +(\S+ ago|now) +queued", rows["notify"])
+        assert "(paused)" not in rows["off"] and re.search(r"in \d+m\d\ds", rows["halfhourly"])
+        assert lines[5].startswith("EXITED=0"), shown  # no row wrapped onto a line of its own
+        assert not re.search(r"\d{4}-\d\d-\d\d", shown)  # no absolute time
+    finally:
+        print(terminal.screen())  # shown by pytest when the test failed
+        terminal.close()
 
 
 def test_run_once_and_list_never_show_the_store_password(

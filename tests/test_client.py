@@ -3,6 +3,8 @@ against one real daemon: the same results and the same error types."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -91,3 +93,15 @@ def test_no_live_daemon_is_no_daemon(served: Api, mode: str) -> None:
         with pytest.raises(NoDaemon, match="Nothing was queued"):
             client.trigger("quick")
         assert client.executions() == []
+
+
+def test_the_http_mode_never_loads_the_store() -> None:
+    """A web app that drives jobd over HTTP does not pay for the store's ORM."""
+    code = (
+        "import sys; from jobd import Client; Client(url='http://127.0.0.1:9'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('peewee', 'psycopg2') "
+        "or m.startswith(('jobd.store', 'jobd.ops'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

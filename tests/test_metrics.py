@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import jobd.observe.metrics
+from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Trigger
 from jobd.store import Store
 from jobd.store.reader import Reader
@@ -57,6 +59,7 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+TWO_JOBS = '[jobs.a]\ncommand = ["true"]\nschedule = "* * * * *"\n[jobs.b]\ncommand = ["true"]\n'
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "jobd.json"
 
@@ -170,15 +173,12 @@ def test_a_standby_exports_no_store_gauges_so_sums_are_not_doubled(
     assert value(standby, "jobd_running") == 0  # its own runs: summed, counted once
 
 
-def test_a_scrape_reads_the_store_with_two_indexed_statements(
+def test_a_scrape_reads_the_store_with_two_indexed_statements_on_sqlite(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(jobd.observe.metrics, "_instance", None)  # no daemon in this process
     store = open_store(sqlite_url)
-    from jobd.core.config.parse import parse_config
-
-    config = parse_config('[jobs.a]\ncommand = ["true"]\nschedule = "* * * * *"\n')
-    store.apply_config(config, store.now())
+    store.apply_config(parse_config(TWO_JOBS), store.now())
     trigger(store, "a")
     store.close()
     conn = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
@@ -186,43 +186,72 @@ def test_a_scrape_reads_the_store_with_two_indexed_statements(
     conn.set_trace_callback(statements.append)
     samples = parse(jobd.observe.metrics.render(Reader(conn, "sqlite")).decode())
     assert value(samples, "jobd_queue_depth") == 1
+    assert value(samples, "jobd_job_paused", job_name="b") == 0
     assert len(statements) == 2
     conn.set_trace_callback(None)
     plans = [
         " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + statement))
         for statement in statements
     ]
-    for plan in plans:
-        assert "SCAN e" not in plan and "SCAN executions" not in plan, plan
-    # Each job's last success by walking its runs back from the newest, not by
-    # the status index (which would visit most of the history for each job).
-    assert "SEARCH e USING INDEX executions_job_id (job=?)" in plans[0], plans[0]
+    # Each job's last success from job_successes by its key: the history is not read.
+    assert "executions" not in plans[0], plans[0]
+    assert "SEARCH s USING PRIMARY KEY (job=?)" in plans[0], plans[0]
     assert "INDEX executions_status" in plans[1], plans[1]
     conn.close()
 
 
-def test_postgresql_finds_each_jobs_last_success_by_the_job_id_index(postgres_url: str) -> None:
-    """With a history the planner has statistics for, the subquery walks each
-    job's runs back on (job, id) and stops at the first success."""
-    from jobd.store.queries import JOB_GAUGES
-
-    store = open_store(postgres_url)
-    cursor = store.db.cursor()
-    cursor.execute(
-        "INSERT INTO jobs (name, source, spec, config_hash, timezone, overlap, enabled, "
-        "paused, removed, created_at, updated_at) SELECT 'j' || i, 'file', '{}', 'x', 'UTC', "
-        "'skip', true, false, false, now(), now() FROM generate_series(1, 2000) i"
-    )
-    cursor.execute(
-        "INSERT INTO executions (job, trigger, queued_at, not_before, started_at, "
-        "finished_at, status, attempt, cancel_requested, log, log_bytes) "
-        "SELECT 'j' || (i % 2000), 'schedule', now(), now(), now(), now(), "
-        "CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'succeeded' END, 1, false, '', 0 "
-        "FROM generate_series(1, 100000) i"
-    )
-    cursor.execute("ANALYZE jobs")
-    cursor.execute("ANALYZE executions")
-    cursor.execute("EXPLAIN " + JOB_GAUGES.postgresql, ("succeeded", False))
-    plan = "\n".join(row[0] for row in cursor.fetchall())
+def test_a_scrape_shows_what_changed_since_the_last_one(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unchanged jobs' lines are reused between scrapes: a changed row is written anew."""
+    monkeypatch.setattr(jobd.observe.metrics, "_instance", None)
+    store = open_store(sqlite_url)
+    store.apply_config(parse_config(TWO_JOBS), store.now())
+    before = parse(jobd.observe.metrics.render(store).decode())
+    assert value(before, "jobd_job_paused", job_name="a") == 0
+    store.set_paused("a", True, store.now())
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    after = parse(jobd.observe.metrics.render(store).decode())
     store.close()
-    assert "Index Scan Backward using executions_job_id" in plan, plan
+    assert value(after, "jobd_job_paused", job_name="a") == 1
+    assert value(after, "jobd_job_paused", job_name="b") is None  # removed from the config
+    assert value(before, "jobd_job_next_fire_timestamp_seconds", job_name="a") is not None
+    assert value(after, "jobd_job_next_fire_timestamp_seconds", job_name="a") is None
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    statements: list[str] = []
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        self.statements.append(query)
+        return super().execute(query, vars)
+
+
+def test_a_scrape_reads_the_store_with_two_indexed_statements_on_postgresql(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted on the connection, and each plan read: neither statement reads
+    the history beyond the (status, not_before) index."""
+    monkeypatch.setattr(jobd.observe.metrics, "_instance", None)
+    store = open_store(postgres_url)
+    store.apply_config(parse_config(TWO_JOBS), store.now())
+    trigger(store, "a")
+    store.close()
+    conn = psycopg2.connect(postgres_url, cursor_factory=CountingCursor)
+    conn.autocommit = True
+    CountingCursor.statements = []
+    samples = parse(jobd.observe.metrics.render(Reader(conn, "postgresql")).decode())
+    statements = list(CountingCursor.statements)
+    assert value(samples, "jobd_queue_depth") == 1
+    assert value(samples, "jobd_job_paused", job_name="b") == 0
+    assert len(statements) == 2
+    cursor = conn.cursor()
+    cursor.execute("SET enable_seqscan = off")  # tiny tables: the plan with real sizes
+    plans = []
+    for statement, params in zip(statements, ((False,), ("queued", "running")), strict=True):
+        cursor.execute("EXPLAIN " + statement, params)
+        plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    conn.close()
+    assert "executions" not in plans[0], plans[0]
+    assert "job_successes" in plans[0], plans[0]
+    assert "executions_status" in plans[1], plans[1]

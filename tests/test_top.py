@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import re
-import shlex
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,8 +14,9 @@ from rich.console import Console
 from jobd.cli.top import TopData, sparkline, view
 from jobd.core.model import NewRun, Trigger
 from jobd.store import Store
-from tests.conftest import IN_CI, jobd_cmd, wait_for
+from tests.conftest import jobd_cmd, wait_for
 from tests.daemons import Daemons
+from tests.terminal import Terminal
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -92,42 +89,6 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
     started.cleanup()
     for daemon in started.started:
         print(f"--- {daemon.log_path.name} (exit {daemon.proc.returncode})\n{daemon.log()}")
-
-
-class Terminal:
-    """A tmux session of its own (own server socket) running one command.
-
-    COLUMNS and LINES are set wrong on purpose, as a resized window leaves
-    them: the view must follow the terminal's real size."""
-
-    def __init__(self, command: list[str], width: int, height: int) -> None:
-        tmux = shutil.which("tmux")
-        if tmux is None:
-            if IN_CI:
-                pytest.fail("tmux is missing in CI (.ci/run installs it)")
-            pytest.skip("tmux is not installed")
-        self.base = [tmux, "-L", f"jobd-test-{uuid.uuid4().hex[:8]}"]
-        shell = f"env TERM=xterm-256color COLUMNS=200 LINES=60 {shlex.join(command)}"
-        shell += "; echo EXITED=$?; sleep 30"
-        size = ["-x", str(width), "-y", str(height)]
-        subprocess.run([*self.base, "new-session", "-d", "-s", "top", *size, shell], check=True)
-
-    def screen(self) -> str:
-        done = subprocess.run(
-            [*self.base, "capture-pane", "-p", "-t", "top"], capture_output=True, text=True
-        )
-        return done.stdout + done.stderr
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run([*self.base, "send-keys", "-t", "top", *keys], check=True)
-
-    def exit_status(self) -> int | None:
-        """The command's exit status, once it has ended (the pane then says it)."""
-        found = re.search(r"EXITED=(\d+)", self.screen())
-        return int(found.group(1)) if found else None
-
-    def close(self) -> None:
-        subprocess.run([*self.base, "kill-server"], capture_output=True)
 
 
 def trigger(store: Store, job: str) -> int:

@@ -2,8 +2,8 @@
 as RFC 9457 problems mapped from the jobd.errors types.
 
 No framework: the API is a dozen routes, and a router of regular expressions
-keeps the whole stack to waitress (pure Python, no dependencies) and the
-standard library.
+keeps the whole stack to the server (cheroot, jobd.api.server) and the standard
+library.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from jobd.errors import (
     store_failure,
 )
 from jobd.ops.scope import Scope
+from jobd.ops.tokens import authenticate
+from jobd.system.paths import load_config_or_settings, locate_config
 
 log = logging.getLogger("jobd.api")
 
@@ -45,6 +47,9 @@ PROBLEM = "application/problem+json"
 # How long a rejected quota asks a client to wait before it tries again.
 RETRY_AFTER_S = 5
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+# The environ key of a callable, set by the server, that says whether the client
+# of this request hung up: a log follow stops polling for nobody.
+CLIENT_GONE = "jobd.client_gone"
 
 
 @dataclass
@@ -88,7 +93,7 @@ class Request:
 @dataclass
 class Response:
     status: int
-    body: Any = None  # JSON-able, or an iterator of bytes (a stream)
+    body: Any = None  # JSON-able, bytes as they are, or an iterator of bytes (a stream)
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
 
@@ -142,8 +147,6 @@ class ConfigSource:
         self._loaded: tuple[Any, ConfigError | None] | None = None
 
     def _file_stamp(self) -> Any:
-        from jobd.system.paths import locate_config
-
         path = locate_config(self.config_path, os.environ, Path.cwd())
         if path is None:
             return None
@@ -157,8 +160,6 @@ class ConfigSource:
         with self._lock:
             stamp = self._file_stamp()
             if self._loaded is None or stamp != self._stamp:
-                from jobd.system.paths import load_config_or_settings
-
                 self._loaded = load_config_or_settings(
                     self.config_path, store_override=self.store_override
                 )
@@ -176,6 +177,7 @@ class Application:
         self.views = views
         self.routes: list[Route] = []
         self.waiters = threading.BoundedSemaphore(6)
+        self.closing = threading.Event()  # the server stops: waits end
         for name in dir(views):
             func = getattr(views, name)
             spec = getattr(func, "route", None)
@@ -223,8 +225,6 @@ class Application:
         raise NotFound(f"no such endpoint: {request.path}")
 
     def _authenticate(self, request: Request, candidate: Route) -> None:
-        from jobd.ops.tokens import authenticate
-
         header = request.environ.get("HTTP_AUTHORIZATION", "")
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
@@ -259,7 +259,10 @@ class Application:
         if isinstance(response.body, Iterator):
             start_response(status, headers)
             return response.body
-        data = b"" if response.status == 204 else to_json(response.body)
+        if isinstance(response.body, bytes):
+            data = response.body
+        else:
+            data = b"" if response.status == 204 else to_json(response.body)
         headers.append(("Content-Length", str(len(data))))
         start_response(status, headers)
         return [data]

@@ -13,18 +13,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from jobd.api.app import OPENAPI_PATH, Request, Response, route
-from jobd.errors import NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.api.app import CLIENT_GONE, OPENAPI_PATH, Request, Response, route
+from jobd.errors import Forbidden, NotFound, ServerBusy, StoreUnavailable, UsageError
+from jobd.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from jobd.observe.metrics import render as render_metrics
+from jobd.ops.health import health
+from jobd.ops.history import find_runs
+from jobd.ops.jobs import list_jobs, schedule, set_paused, unschedule
+from jobd.ops.runs import cancel, trigger
 from jobd.ops.scope import Scope
 from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final
+from jobd.store.reader import Reader
 
 MAX_WAIT_S = 120.0  # a long poll holds a worker thread: bounded
 MAX_PAGE = 1000
 
 
 def _reader(app: Any) -> Any:
-    from jobd.store.reader import Reader
-
     return Reader.over(app.store)
 
 
@@ -112,12 +117,21 @@ class Views:
         """Ready when the store answers, a daemon is live to run what is triggered, and
         a table lease, if any, is held (the criteria of `jobd check` about the
         service; a failing or overdue job does not make the API unready)."""
-        from jobd.ops.health import health
 
         report = health(app.scope(), with_jobs=False)
         if report.service_problems():
             raise StoreUnavailable("; ".join(p.message for p in report.service_problems()))
         return Response(200, {"status": "ready", "live_instances": report.live_instances})
+
+    @route("GET", "/metrics")
+    def metrics(self, app: Any, request: Request) -> Response:
+        """What `jobd metrics` prints; in `jobd run`, the daemon's own metrics too."""
+        if request.group is not None:
+            raise Forbidden(
+                f"token {request.token.name!r} is bound to group {request.group!r}; "
+                "the metrics name every job"
+            )
+        return Response(200, render_metrics(app.store), content_type=METRICS_CONTENT_TYPE)
 
     @route("GET", "/v1/openapi.json", public=True)
     def openapi(self, app: Any, request: Request) -> Response:
@@ -127,8 +141,6 @@ class Views:
 
     @route("GET", "/v1/jobs")
     def list_jobs(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import list_jobs
-
         entries = list_jobs(app.scope(), datetime.now(UTC))
         if request.group is not None:
             entries = [e for e in entries if e.spec.group == request.group]
@@ -137,8 +149,6 @@ class Views:
 
     @route("GET", "/v1/jobs/{name}")
     def get_job(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import list_jobs
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -148,8 +158,6 @@ class Views:
 
     @route("POST", "/v1/jobs/{name}/trigger", write=True)
     def trigger(self, app: Any, request: Request) -> Response:
-        from jobd.ops.runs import trigger
-
         name = request.params["name"]
         wait = _float(request, "wait", MAX_WAIT_S)
         scope = app.scope()
@@ -160,7 +168,7 @@ class Views:
         # Past the waiters' limit a long poll answers at once: the client polls.
         if wait and app.waiters.acquire(blocking=False):
             try:
-                wait_final(reader, queued.run_id, wait)
+                wait_final(reader, queued.run_id, wait, app.closing.is_set)
             finally:
                 app.waiters.release()
         row = reader.execution(queued.run_id, with_log=False)
@@ -179,8 +187,6 @@ class Views:
 
     @staticmethod
     def _set_paused(app: Any, request: Request, paused: bool) -> Response:
-        from jobd.ops.jobs import set_paused
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -192,7 +198,6 @@ class Views:
     @route("PUT", "/v1/schedules/{name}", write=True)
     def put_schedule(self, app: Any, request: Request) -> Response:
         """Upsert a store-only job from a `[jobs.NAME]` table as JSON."""
-        from jobd.ops.jobs import schedule
 
         name = request.params["name"]
         fields = request.json_body()
@@ -225,8 +230,6 @@ class Views:
 
     @route("DELETE", "/v1/schedules/{name}", write=True)
     def delete_schedule(self, app: Any, request: Request) -> Response:
-        from jobd.ops.jobs import unschedule
-
         name = request.params["name"]
         scope = app.scope()
         _visible_job(scope, request, name)
@@ -239,11 +242,10 @@ class Views:
     def executions(self, app: Any, request: Request) -> Response:
         """Newest first; `cursor` is the last id of the previous page, so runs queued
         while a client pages never shift what it reads next."""
-        from jobd.ops.history import find_runs
 
         limit = _int(request, "limit", 50, 1, MAX_PAGE)
         rows = find_runs(
-            _reader(app),
+            lambda: _reader(app),
             datetime.now(UTC),
             job=request.arg("job") or None,
             statuses=[s.lower() for s in request.args("status") if s],
@@ -273,13 +275,12 @@ class Views:
                 "too many requests are waiting (log follows, long polls); try again shortly"
             )
         headers = [("X-Content-Type-Options", "nosniff"), ("X-Accel-Buffering", "no")]
-        stream = _Held(_follow(app, run_id), app.waiters.release)
+        gone = request.environ.get(CLIENT_GONE, lambda: False)
+        stream = _Held(_follow(app, run_id, gone), app.waiters.release)
         return Response(200, stream, headers, "text/plain; charset=utf-8")
 
     @route("POST", "/v1/executions/{id:int}/cancel", write=True)
     def cancel(self, app: Any, request: Request) -> Response:
-        from jobd.ops.runs import cancel
-
         run_id = int(request.params["id"])
         _visible_run(app, request, run_id)
         done = cancel(app.scope(), request.actor, run_id)
@@ -314,6 +315,13 @@ class _Held(Iterator[bytes]):
             release()
 
 
-def _follow(app: Any, run_id: int) -> Iterator[bytes]:
-    for text in follow_output(_reader(app), run_id):
+def _follow(app: Any, run_id: int, gone: Any) -> Iterator[bytes]:
+    """The run's new output; it ends with the run, when the client hangs up (a
+    run that prints nothing would otherwise keep a worker polling for nobody), or
+    when the server stops."""
+
+    def stop() -> bool:
+        return bool(app.closing.is_set() or gone())
+
+    for text in follow_output(_reader(app), run_id, stop):
         yield text.encode()

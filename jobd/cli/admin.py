@@ -68,85 +68,88 @@ def _role(instance: dict[str, Any]) -> str:
 
 
 def _print_status(report: dict[str, Any], now: datetime, local: bool) -> None:
-    store, lease = report["store"], report["leader"]
+    store = report["store"]
     live = [i for i in report["instances"] if i["live"]]
-    leading = [i for i in live if i["role"] == "leader"]
-    if lease is None or (lease["holder"] is None and leading):
-        # The file guard keeps no lease row; the leader says so in its heartbeat.
-        leader = (
-            f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
-            if leading
-            else "none (no live daemon holds the leader guard)"
-        )
-    elif lease["holder"] is None:  # released by a clean stop
-        leader = f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
-    else:
-        state = "EXPIRED" if lease["expired"] else "held"
-        leader = (
-            f"{lease['holder']} on {lease['host']}, epoch {lease['epoch']}, {state}; "
-            f"acquired {render.ago(lease['acquired_at'], now)}, "
-            f"expires {render.ago(lease['expires_at'], now)}"
-        )
     render.fields(
         [
             ("store", f"{store['url']} ({store['backend']}, schema {store['schema_version']})"),
-            ("leader", leader),
+            ("leader", _leader_text(report["leader"], live, now)),
             ("instances", f"{len(live)} live, {len(report['instances']) - len(live)} gone"),
             ("queued", str(report["queue_depth"])),
             ("running", str(len(report["running"]))),
         ]
     )
-    if report["instances"]:
-        click.echo("")
-        rows = [
-            [
-                i["id"],
-                i["host"],
-                str(i["pid"]),
-                _role(i),
-                str(i["running"]),
-                render.ago(i["heartbeat_at"], now),
-                "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
-            ]
-            for i in report["instances"]
+    for section, rows in (
+        (_instance_table, report["instances"]),
+        (_running_table, report["running"]),
+        (_group_table, report["groups"]),
+        (_next_fire_table, report["next_fires"]),
+    ):
+        if rows:
+            click.echo("")
+            section(rows, now, local)
+
+
+def _leader_text(lease: dict[str, Any] | None, live: list[dict[str, Any]], now: datetime) -> str:
+    leading = [i for i in live if i["role"] == "leader"]
+    if lease is None or (lease["holder"] is None and leading):
+        # The file guard keeps no lease row; the leader says so in its heartbeat.
+        if leading:
+            return f"{leading[0]['id']} on {leading[0]['host']} (file lock)"
+        return "none (no live daemon holds the leader guard)"
+    if lease["holder"] is None:  # released by a clean stop
+        return f"none (released by its last holder on {lease['host']}, epoch {lease['epoch']})"
+    state = "EXPIRED" if lease["expired"] else "held"
+    return (
+        f"{lease['holder']} on {lease['host']}, epoch {lease['epoch']}, {state}; "
+        f"acquired {render.ago(lease['acquired_at'], now)}, "
+        f"expires {render.ago(lease['expires_at'], now)}"
+    )
+
+
+def _instance_table(instances: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [
+            i["id"],
+            i["host"],
+            str(i["pid"]),
+            _role(i),
+            str(i["running"]),
+            render.ago(i["heartbeat_at"], now),
+            "yes" if i["live"] else ("stopped" if i["stopped_at"] else "no"),
         ]
-        render.table(["INSTANCE", "HOST", "PID", "ROLE", "RUNNING", "HEARTBEAT", "LIVE"], rows)
-    if report["running"]:
-        click.echo("")
-        rows = [
-            [
-                str(r["id"]),
-                r["job"],
-                render.moment(r["started_at"], now, local),
-                r["host"] or "-",
-            ]
-            for r in report["running"][:RUNNING_SHOWN]
+        for i in instances
+    ]
+    render.table(["INSTANCE", "HOST", "PID", "ROLE", "RUNNING", "HEARTBEAT", "LIVE"], rows)
+
+
+def _running_table(running: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [str(r["id"]), r["job"], render.moment(r["started_at"], now, local), r["host"] or "-"]
+        for r in running[:RUNNING_SHOWN]
+    ]
+    render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
+    if len(running) > RUNNING_SHOWN:
+        click.echo(f"… and {len(running) - RUNNING_SHOWN} more", err=True)
+
+
+def _group_table(groups: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [
+        [
+            g["group"],
+            quota_cell(g["active"], g["max_active"]),
+            quota_cell(g["jobs"], g["max_jobs"]),
+            quota_cell(g["retained"], g["max_retained"]),
         ]
-        render.table(["RUN", "JOB", "STARTED", "HOST"], rows)
-        if len(report["running"]) > RUNNING_SHOWN:
-            click.echo(f"… and {len(report['running']) - RUNNING_SHOWN} more", err=True)
-    if report["groups"]:
-        click.echo("")
-        render.table(
-            ["GROUP", "ACTIVE", "JOBS", "RETAINED"],
-            [
-                [
-                    g["group"],
-                    quota_cell(g["active"], g["max_active"]),
-                    quota_cell(g["jobs"], g["max_jobs"]),
-                    quota_cell(g["retained"], g["max_retained"]),
-                ]
-                for g in report["groups"]
-            ],
-            styles={1: quota_style, 2: quota_style, 3: quota_style},
-        )
-    if report["next_fires"]:
-        click.echo("")
-        rows = [
-            [f["job"], render.when(f["at"], local), render.ago(f["at"], now)]
-            for f in report["next_fires"]
-        ]
-        render.table(["NEXT FIRE", "AT", "IN"], rows)
+        for g in groups
+    ]
+    styles = {1: quota_style, 2: quota_style, 3: quota_style}
+    render.table(["GROUP", "ACTIVE", "JOBS", "RETAINED"], rows, styles=styles)
+
+
+def _next_fire_table(fires: list[dict[str, Any]], now: datetime, local: bool) -> None:
+    rows = [[f["job"], render.when(f["at"], local), render.ago(f["at"], now)] for f in fires]
+    render.table(["NEXT FIRE", "AT", "IN"], rows)
 
 
 @click.command()

@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -74,7 +74,7 @@ def run(
         raise UsageError("--detach needs --pidfile PATH")
     if once:
         setup_logging(log_format, log_level)
-        _apply(ctx).log(mask_url)
+        _apply(ctx, serving=False).log(mask_url)
         return
 
     from jobd.system.sdnotify import Notifier
@@ -111,20 +111,10 @@ def _apply_when_the_store_answers(
 ) -> Applied | None:
     """Parse the config and apply it to the store, in a child process; while the
     store does not answer, wait for it here. None: stopped while waiting."""
-    from jobd.system.log import add_store_url, setup_logging
+    from jobd.system.log import add_store_url
     from jobd.system.storewait import PROBE_EVERY, StartupWait
 
-    parent = os.getpid()
-
-    def prepare() -> Applied | StoreDown:
-        if os.getpid() != parent:  # where fork() exists, this runs in a child
-            _stop_signals_kill()
-        setup_logging(log_format, log_level)  # a migration's messages reach the terminal
-        try:
-            return _apply_or_report(ctx)
-        finally:
-            ctx.close()
-
+    prepare = functools.partial(_prepare, ctx, os.getpid(), log_format, log_level)
     # Parsing and applying happen before detaching, so their errors reach the
     # terminal, and in a child process, so the daemon's memory never holds
     # 10,000 jobs' worth of parsed config (jobd.system.forkcall). A store that does not
@@ -170,6 +160,19 @@ def _apply_when_the_store_answers(
             wait = None  # its store URL may have changed
 
 
+def _prepare(ctx: Context, parent: int, log_format: str, log_level: str) -> Applied | StoreDown:
+    """What the start-up child does: parse the config and apply it to the store."""
+    from jobd.system.log import setup_logging
+
+    if os.getpid() != parent:  # where fork() exists, this runs in a child
+        _stop_signals_kill()
+    setup_logging(log_format, log_level)  # a migration's messages reach the terminal
+    try:
+        return _apply_or_report(ctx)
+    finally:
+        ctx.close()
+
+
 def _enter_background(ctx: Context, config: Config, pidfile: str, log_file: str | None) -> None:
     from pathlib import Path
 
@@ -198,12 +201,15 @@ def _serve(ctx: Context, applied: Applied, flags: SignalFlags, notifier: Notifie
     if store is None:
         return
 
+    api: Any = None
+
     def reload_config() -> Config:
         fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         add_secrets(value for spec in fresh.jobs.values() for value in spec.env.values())
+        if api is not None:
+            api.reload_tls(fresh.api, str(fresh.path))
         return fresh
 
-    api = None
     if config.api is not None:  # only then is the web stack imported
         from jobd.cli.serve_cmd import start_api_thread
 
@@ -249,13 +255,19 @@ class Applied:
         )
 
 
-def _apply(ctx: Context) -> Applied:
+def _apply(ctx: Context, serving: bool = True) -> Applied:
     """Parse the config and write its jobs to the store (`jobd run` creates a SQLite
-    store's missing directory, as it creates the file)."""
+    store's missing directory, as it creates the file). `serving`: the daemon will
+    serve `[api]`, whose certificate and key are checked here too."""
     from jobd.system.log import add_store_url
     from jobd.system.storewait import create_store_directory
 
     config = ctx.config
+    if serving and config.api is not None and config.api.tls_cert:
+        # Here, before the daemon detaches: a key it cannot use is said on the terminal.
+        from jobd.system.tls import server_context
+
+        server_context(config.api.tls_cert, config.api.tls_key, str(config.path))
     store_url = ctx.store_url
     add_store_url(store_url)
     create_store_directory(store_url)

@@ -25,7 +25,7 @@ def list_runs(
 ) -> None:
     """Print runs newest first: a table for people, RUN_KEYS objects with --json."""
     now = ctx.now()
-    rows = find_runs(ctx.reader(), now, job, [s.lower() for s in statuses], since, limit or None)
+    rows = find_runs(ctx.reader, now, job, [s.lower() for s in statuses], since, limit or None)
     if as_json:
         render.print_json(rows)
         return

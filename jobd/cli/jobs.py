@@ -98,7 +98,9 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
     """List the jobs: the store's and the config file's, with schedule, tz, next
     fire and the time LEFT until it, the LAST run's start and the time PASSED
     since, its STATUS, paused, source, and, when jobs have groups, each group's
-    active runs against max_active.
+    active runs against max_active. At a terminal, NEXT FIRE and LAST are
+    relative to now (`in 4m12s`, `2h ago`); on a pipe and with --local they are
+    absolute, each beside LEFT or PASSED, as in `systemctl list-timers`.
 
     A config job that no daemon has applied yet shows as `file (not applied)`
     with the file's schedule; one whose file definition differs from what the
@@ -160,28 +162,41 @@ def list_jobs(ctx: Context, as_json: bool, local_time: bool) -> None:
             ]
         )
         return
-    rows = [
-        [
-            e.name,
-            e.spec.schedule or "(manual)",
-            e.spec.timezone,
-            render.when(e.next_fire_at, local_time) if not e.paused else "(paused)",
-            _left(left(e)),
-            render.when(latest[e.name]["at"], local_time) if e.name in latest else "-",
-            render.ago(latest[e.name]["at"], now) if e.name in latest else "-",
-            latest[e.name]["status"] if e.name in latest else "-",
-            "yes" if e.paused else "no",
-            e.spec.source.value + ("" if e.applied is Applied.YES else f" ({e.applied.value})"),
-        ]
-        for e in entries
-    ]
-    headers = ["JOB", "SCHEDULE", "TZ", "NEXT FIRE", "LEFT", "LAST", "PASSED", "STATUS"]
-    headers += ["PAUSED", "SOURCE"]
+    # On a pipe or with --local: systemctl list-timers' pairs, the absolute
+    # NEXT FIRE and LAST, each with the time LEFT or PASSED. For a person at a
+    # terminal, as in the other tables, the times relative to now only: the
+    # absolute pairs made rows wider than a terminal and wrapped.
+    relative = render.relative_times(local_time)
+    rows = []
+    for e in entries:
+        last = latest[e.name]["at"] if e.name in latest else None
+        if relative:
+            times = ["(paused)" if e.paused else _next(left(e)), render.ago(last, now)]
+        else:
+            next_fire = render.when(e.next_fire_at, local_time) if not e.paused else "(paused)"
+            times = [next_fire, _left(left(e)), render.when(last, local_time)]
+            times.append(render.ago(last, now))
+        rows.append(
+            [
+                e.name,
+                e.spec.schedule or "(manual)",
+                e.spec.timezone,
+                *times,
+                latest[e.name]["status"] if e.name in latest else "-",
+                "yes" if e.paused else "no",
+                e.spec.source.value + ("" if e.applied is Applied.YES else f" ({e.applied.value})"),
+            ]
+        )
+    times_headers = ["NEXT FIRE", "LAST"] if relative else ["NEXT FIRE", "LEFT", "LAST", "PASSED"]
+    headers = ["JOB", "SCHEDULE", "TZ", *times_headers, "STATUS", "PAUSED", "SOURCE"]
     if grouped:  # a column only for stores that use groups
         headers.append("GROUP (ACTIVE)")
         for row, e in zip(rows, entries, strict=True):
             row.append(_group_cell(e.spec.group, active, quotas))
-    render.table(headers, rows, styles={7: render.status_style})
+    # At a terminal too narrow for every column, TZ, PAUSED and SOURCE give way.
+    whole = [i for i, h in enumerate(headers) if h not in ("TZ", "PAUSED", "SOURCE")]
+    status = headers.index("STATUS")
+    render.table(headers, rows, styles={status: render.status_style}, whole=whole)
     if not entries:
         click.echo("no jobs: none in the store, none in the config file", err=True)
     elif any(e.applied is not Applied.YES for e in entries):
@@ -199,6 +214,13 @@ def _left(seconds: float | None) -> str:
     if seconds < 0:
         return f"overdue {format_duration(-seconds)}"
     return format_duration(seconds)
+
+
+def _next(seconds: float | None) -> str:
+    """The next fire relative to now: `in 4m12s`, or `overdue 30s`."""
+    if seconds is None or seconds < 0:
+        return _left(seconds)
+    return f"in {format_duration(seconds)}"
 
 
 def _group_cell(group: str | None, active: dict[str, int], quotas: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -94,11 +95,17 @@ def size(count: int) -> str:
     return f"{count} B"  # pragma: no cover - the loop always returns
 
 
+def relative_times(local: bool = False) -> bool:
+    """Whether tables give times relative to now ("3m ago"): for a person at a
+    terminal; a pipe, and --local, get absolute times."""
+    return is_terminal() and not local
+
+
 def moment(value: datetime | None, now: datetime, local: bool = False) -> str:
     """Relative ("3m ago") for a person at a terminal, absolute on a pipe or with --local."""
     if value is None:
         return "-"
-    if is_terminal() and not local:
+    if relative_times(local):
         return ago(value, now)
     return when(value, local)
 
@@ -111,26 +118,42 @@ def fields(pairs: Sequence[tuple[str, str]]) -> None:
 
 
 def table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], styles: dict[int, Any] | None = None
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    styles: dict[int, Any] | None = None,
+    whole: Sequence[int] = (),
 ) -> None:
     """One table: rich on a colour terminal, aligned plain text otherwise.
 
-    `styles` maps a column index to a function cell -> rich style.
+    `styles` maps a column index to a function cell -> rich style. The columns
+    in `whole` are never cut or wrapped on a narrow terminal (names, times):
+    the others give way first.
     """
     if use_color():
         from rich.console import Console
         from rich.table import Table
 
         out = Table(box=None, header_style="bold", pad_edge=False)
-        for header in headers:
-            out.add_column(header)
+        for index, header in enumerate(headers):
+            if index in whole:
+                widest = max((len(row[index]) for row in rows), default=0)
+                out.add_column(header, no_wrap=True, min_width=max(widest, len(header)))
+            else:
+                out.add_column(header)
         for row in rows:
             cells = []
             for index, cell in enumerate(row):
                 style = styles.get(index)(cell) if styles and index in styles else None
                 cells.append(f"[{style}]{_escape(cell)}[/]" if style else _escape(cell))
             out.add_row(*cells)
-        Console().print(out)
+        console = Console()
+        # The terminal's own width: COLUMNS, which rich prefers, is stale once
+        # the window is resized, and a table laid out wider than it wraps.
+        with contextlib.suppress(OSError, ValueError):
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+            if columns > 0:  # 0: a terminal that never said its size
+                console.width = columns
+        console.print(out)
         return
     widths = [len(h) for h in headers]
     for row in rows:

@@ -20,16 +20,18 @@ def _server_module() -> Any:
     try:
         from jobd.api import server
     except ModuleNotFoundError as exc:
-        if exc.name != "waitress":
+        if exc.name not in ("cheroot", "jaraco", "more_itertools"):
             raise
-        raise JobdError("the HTTP API needs waitress: pip install 'jobd[api]'") from None
+        raise JobdError("the HTTP API needs cheroot: pip install 'jobd[api]'") from None
     return server
 
 
 def start_api_thread(ctx: Context, store_url: str, settings: ApiSettings) -> Any:
     """The API on a background thread of `jobd run`: the tick loop never waits for it."""
     server = _server_module()
-    return server.start_api(store_url, settings, ctx.config_path, ctx.store_override)
+    return server.start_api(
+        store_url, settings, ctx.config_path, ctx.store_override, str(ctx.config.path)
+    )
 
 
 @click.command()
@@ -52,7 +54,8 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     For a web tier kept apart from the workers: triggers go to the store and
     wake the daemons (`jobd run`) that execute them. Every request needs a
     bearer token (`jobd token create`), except /healthz and /readyz.
-    SIGTERM or SIGINT stop it.
+    SIGTERM or SIGINT stop it; SIGHUP loads a renewed [api] tls_cert and
+    tls_key for new connections.
 
     \b
     Examples:
@@ -61,6 +64,7 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     """
     import logging
     import signal
+    import threading
 
     from jobd.core.config.kinds import api_table
     from jobd.system.log import add_store_url, setup_logging
@@ -68,28 +72,49 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     config = ctx.config
     settings = config.api
     if listen is not None or settings is None:
-        threads = settings.threads if settings is not None else 8
-        settings = api_table({"listen": listen or DEFAULT_LISTEN, "threads": threads}, "--listen")
+        table: dict[str, Any] = {"listen": listen or DEFAULT_LISTEN}
+        if settings is not None:  # --listen moves the address; the rest stays
+            table.update(threads=settings.threads)
+            if settings.tls_cert:
+                table.update(tls_cert=settings.tls_cert, tls_key=settings.tls_key)
+        settings = api_table(table, "--listen")
         assert settings is not None
+    server_module = _server_module()
+    tls = server_module.tls_context(settings, str(config.path))  # before any log line
     setup_logging(log_format, log_level)
     store_url = ctx.store_url
     add_store_url(store_url)
-    server_module = _server_module()
     app = server_module.make_app(
         store_url, server_module.ConfigSource(ctx.config_path, ctx.store_override)
     )
     try:
-        server = server_module.ApiServer(app, settings.host, settings.port, settings.threads)
+        server = server_module.ApiServer(app, settings.host, settings.port, settings.threads, tls)
     except OSError as exc:
         app.store.close()
-        raise JobdError(
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
-        ) from None
+        raise JobdError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
 
     def stop(signum: int, frame: Any) -> None:
-        server.close()
+        # Not here: stop() joins the server's threads, and this runs on the one
+        # serving; a thread of its own lets serve() return.
+        threading.Thread(target=server.close, name="jobd-api-stop").start()
+
+    def reload(signum: int, frame: Any) -> None:
+        threading.Thread(target=reload_tls, name="jobd-api-reload").start()
+
+    def reload_tls() -> None:
+        from jobd.system.paths import load_config
+
+        try:
+            fresh = load_config(ctx.config_path, store_override=ctx.store_override)
+        except JobdError as exc:
+            logging.getLogger("jobd.api").error(
+                "config not reloaded: %s", exc, extra={"action": "config.reload"}
+            )
+            return
+        server.reload_tls(fresh.api, str(fresh.path))
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         server.serve_forever()
     finally:

@@ -306,6 +306,8 @@ class ApiSettings:
     host: str
     port: int
     threads: int = 8  # concurrent requests; a long poll or a log follow holds one
+    tls_cert: str | None = None  # PEM certificate chain: HTTPS on `listen` (with tls_key)
+    tls_key: str | None = None  # PEM private key, readable by its owner only
 
 
 @dataclass(frozen=True)

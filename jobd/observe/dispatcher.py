@@ -27,6 +27,7 @@ from jobd.core.masking import Masker
 from jobd.core.model import NOTIFY_RETRY_DELAY_MAX, Config, JobSpec, NotifyChannel, Run, Status
 from jobd.observe import messages, senders
 from jobd.observe.transport import DeliveryFailed
+from jobd.store.notices import previous_outcome, record_delivery
 
 log = logging.getLogger("jobd")
 SENDERS = 4  # deliveries in flight at once: a slow receiver must not hold up the others
@@ -284,8 +285,6 @@ class Notifications:
                 self._push(waiting)
 
     def _audit(self, delivery: _Delivery, **detail: Any) -> bool:
-        from jobd.store.notices import record_delivery
-
         try:
             record_delivery(
                 self.store,
@@ -308,7 +307,6 @@ class Notifications:
 
     def _on_end(self, end: _Ended) -> None:
         """Read the recorded run and queue what it should tell."""
-        from jobd.store.notices import previous_outcome
 
         try:
             run = self.store.execution(end.run_id)

@@ -11,10 +11,9 @@ Two kinds, so that sums over several daemons on one store are right:
   so no sum doubles them): each job's next fire, last success and pause state,
   and `jobd_queue_depth`. Two statements per scrape (jobd.store.gauges).
 
-`render(store)` gives the text of a scrape: the HTTP API mounts it at /metrics,
-`[metrics] listen` serves it on its own, and `jobd metrics` prints it (store
-gauges only, plus `jobd_running` from the store) for node_exporter's textfile
-collector.
+`render(store)` gives the text of a scrape: `[metrics] listen` serves it, and
+`jobd metrics` prints it (store gauges only, plus `jobd_running` from the
+store) for node_exporter's textfile collector.
 
 The job's name is the label `job_name`, not `job`: Prometheus gives every
 scraped series its target's `job` label, and a `job` label of ours would be
@@ -26,6 +25,7 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -38,9 +38,12 @@ from prometheus_client import (
 )
 
 from jobd.core.config.channels import split_listen
+from jobd.store.gauges import active_counts, job_gauges
+from jobd.store.reader import Reader
 
 if TYPE_CHECKING:
     from jobd.core.model import Outcome, Run
+    from jobd.store.gauges import JobGauge
 
 log = logging.getLogger("jobd")
 # A `_created` series beside every counter doubles what is stored for nothing
@@ -145,40 +148,26 @@ def store_text(store: Any, with_running: bool) -> str:
     within 50 ms. The format is the one generate_latest() writes; the tests
     read it with the client's own parser.
     """
-    from jobd.store.gauges import active_counts, job_gauges
-    from jobd.store.reader import Reader
 
     reader = store if isinstance(store, Reader) else Reader.over(store)
-    jobs = job_gauges(reader)
+    lines = _job_lines(job_gauges(reader))
     queued, running = active_counts(reader)
-    next_fire: list[str] = []
-    last_success: list[str] = []
-    paused: list[str] = []
-    for job in jobs:
-        label = f'{{job_name="{_label(job.name)}"}} '
-        paused.append(f"jobd_job_paused{label}{1.0 if job.paused else 0.0}\n")
-        if job.next_fire_at is not None:
-            next_fire.append(f"jobd_job_next_fire_timestamp_seconds{label}{job.next_fire_at!r}\n")
-        if job.last_success_at is not None:
-            last_success.append(
-                f"jobd_job_last_success_timestamp_seconds{label}{job.last_success_at!r}\n"
-            )
     parts = [
         _family(
             "jobd_job_next_fire_timestamp_seconds",
             "When the job's schedule fires next (Unix time); absent for unscheduled jobs.",
         ),
-        *next_fire,
+        *[next_fire for _, next_fire, _ in lines if next_fire is not None],
         _family(
             "jobd_job_last_success_timestamp_seconds",
             "When the job's latest successful run ended (Unix time); absent before one.",
         ),
-        *last_success,
+        *[success for _, _, success in lines if success is not None],
         _family(
             "jobd_job_paused",
             "1 when the job's schedule does not fire (paused or enabled = false).",
         ),
-        *paused,
+        *[paused for paused, _, _ in lines],
         _family("jobd_queue_depth", "Runs queued, not started yet."),
         f"jobd_queue_depth {float(queued)}\n",
     ]
@@ -188,6 +177,36 @@ def store_text(store: Any, with_running: bool) -> str:
             f"jobd_running {float(running)}\n",
         ]
     return "".join(parts)
+
+
+# Each job's three lines as the last scrape wrote them, by the row they came
+# from. Between two scrapes most jobs' rows are unchanged, and looking a row up
+# costs a fifth of formatting its lines again. Only the last scrape's rows are
+# kept, so removed jobs and old values fall out.
+_Lines = tuple[str, str | None, str | None]  # paused, next fire, last success
+_written: dict[JobGauge, _Lines] = {}
+
+
+def _job_lines(rows: list[JobGauge]) -> Iterable[_Lines]:
+    global _written
+    before, now = _written, {}
+    for row in rows:
+        lines = before.get(row)
+        now[row] = lines if lines is not None else _format(row)
+    _written = now  # one assignment: a concurrent scrape reads one dict or the other
+    return now.values()
+
+
+def _format(row: JobGauge) -> _Lines:
+    name, paused, next_fire, success = row
+    label = f'{{job_name="{_label(name)}"}} '
+    return (
+        f"jobd_job_paused{label}{'1.0' if paused else '0.0'}\n",
+        None
+        if next_fire is None
+        else f"jobd_job_next_fire_timestamp_seconds{label}{next_fire!r}\n",
+        None if success is None else f"jobd_job_last_success_timestamp_seconds{label}{success!r}\n",
+    )
 
 
 def _family(name: str, help_text: str) -> str:

@@ -11,7 +11,7 @@ from jobd.errors import NotFound, UsageError, did_you_mean
 from jobd.ops.scope import Scope
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from jobd.store.reader import Reader
 
@@ -79,7 +79,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def find_runs(
-    reader: Reader,
+    open_reader: Callable[[], Reader],
     now: datetime,
     job: str | None = None,
     statuses: Sequence[str] = (),
@@ -90,14 +90,17 @@ def find_runs(
 ) -> list[dict[str, Any]]:
     """Runs newest first, as `jobd executions`, `GET /v1/executions` and the
     client list them. `before`: a page's cursor; `jobs`: the only jobs the caller
-    may see (a group's), whose names alone a did-you-mean may offer."""
+    may see (a group's), whose names alone a did-you-mean may offer. The reader is
+    opened once the arguments are valid: a bad filter is a usage error (exit 2,
+    HTTP 400) even where there is no store."""
     for status in statuses:
         if status not in STATUSES:
             raise UsageError(f"status: expected one of {', '.join(sorted(STATUSES))}")
+    since_at = parse_since(since, now) if since else None
+    reader = open_reader()
     if job is not None:
         known = reader.job_exists(job) if jobs is None else job in jobs
         if not known:
             hint = did_you_mean(job, reader.job_names() if jobs is None else jobs)
             raise NotFound(f"unknown job {job!r}" + (f" ({hint})" if hint else ""))
-    since_at = parse_since(since, now) if since else None
     return reader.executions(job, statuses, since_at, limit, before=before, jobs=jobs)

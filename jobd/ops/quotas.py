@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobd.errors import QuotaRefused
+from jobd.store.groups import enqueue_within_quota, upsert_within_quota, usage
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -24,8 +25,6 @@ def refuse(
 
 
 def enqueue_or_refuse(store: Store, actor: str, run: NewRun, quota: GroupQuota) -> int:
-    from jobd.store.groups import enqueue_within_quota
-
     run_id, reason = enqueue_within_quota(store, run, quota)
     if run_id is None:
         refuse(store, actor, run.job, quota, reason, request="trigger", max_active=quota.max_active)
@@ -35,7 +34,6 @@ def enqueue_or_refuse(store: Store, actor: str, run: NewRun, quota: GroupQuota) 
 
 def upsert_or_refuse(store: Store, actor: str, spec: JobSpec, quota: GroupQuota) -> bool:
     """Create or update a store-only job, unless that adds one too many to its group."""
-    from jobd.store.groups import upsert_within_quota
 
     created, reason = upsert_within_quota(store, spec, quota)
     if created is None:
@@ -48,6 +46,5 @@ def group_usage(store: Store, quotas: Mapping[str, GroupQuota]) -> list[dict[str
     """Each configured group's use against its quotas (none without groups: no query)."""
     if not quotas:
         return []
-    from jobd.store.groups import usage
 
     return usage(store, quotas)

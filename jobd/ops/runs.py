@@ -10,6 +10,7 @@ from jobd.core.model import NewRun, Source, Trigger
 from jobd.errors import InvalidState, NoDaemon, NotFound
 from jobd.ops.quotas import enqueue_or_refuse
 from jobd.ops.scope import Scope
+from jobd.store.admin import live_instances
 
 if TYPE_CHECKING:
     from jobd.core.model import JobSpec
@@ -45,7 +46,6 @@ def trigger(scope: Scope, actor: str, name: str, local: bool = False) -> Trigger
     else:
         record, file_spec = scope.find_job(name)
         ttl = scope.config.settings.lease_ttl
-        from jobd.store.admin import live_instances
 
         if not live_instances(store, ttl, store.now()):
             raise no_daemon(name, f"none heartbeat within {ttl:g}s")

@@ -10,7 +10,7 @@ what was shown (see jobd.cli.follow for the whole rule)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,11 +85,14 @@ def _by_overlap(shown: str, tail: str) -> str:
     return tail[at + len(shown) :] if at != -1 else tail
 
 
-def follow_output(reader: Any, run_id: int) -> Iterator[str]:
+def follow_output(
+    reader: Any, run_id: int, stop: Callable[[], bool] = lambda: False
+) -> Iterator[str]:
     """New output as the store receives it (the algorithm of `jobd logs --follow`),
-    until the run is final; a gap the daemon did not keep is said in brackets."""
+    until the run is final or `stop()`; a gap the daemon did not keep is said in
+    brackets."""
     shown_tail, shown_total = "", 0
-    while True:
+    while not stop():
         state = reader.run_state(run_id)
         if state is None:
             return
@@ -106,11 +109,19 @@ def follow_output(reader: Any, run_id: int) -> Iterator[str]:
         time.sleep(POLL_S)
 
 
-def wait_final(reader: Any, run_id: int, seconds: float) -> dict[str, Any] | None:
-    """The run's state once final, or at the end of `seconds`; None once it is gone."""
+def wait_final(
+    reader: Any, run_id: int, seconds: float, stop: Callable[[], bool] = lambda: False
+) -> dict[str, Any] | None:
+    """The run's state once final, or at the end of `seconds` or once `stop()`;
+    None once it is gone."""
     deadline = time.monotonic() + seconds
     state = reader.run_state(run_id)
-    while state is not None and state["status"] not in FINAL and time.monotonic() < deadline:
+    while (
+        state is not None
+        and state["status"] not in FINAL
+        and time.monotonic() < deadline
+        and not stop()
+    ):
         time.sleep(POLL_S)
         state = reader.run_state(run_id)
     return state

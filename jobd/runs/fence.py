@@ -32,6 +32,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import psycopg2
+
+from jobd.runs.containment import containment
+
 if TYPE_CHECKING:
     from jobd.store import Store
 
@@ -124,8 +128,6 @@ class Beat:
             self.store.touch_instance(self.instance)
             return
         if self._conn is None:
-            import psycopg2
-
             # A frozen network must fail this statement well within the fence, so
             # that the beat is back as soon as the store is: unacknowledged data is
             # given up on after a sixth of lease_ttl.
@@ -197,7 +199,6 @@ class Keeper:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 self.proc.wait(timeout=1)
             self.proc = None
-            from jobd.runs.containment import containment
 
             containment.helper(self.start())
 

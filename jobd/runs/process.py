@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from jobd.core.durations import format_duration
 from jobd.core.masking import Masker
@@ -119,6 +120,22 @@ ERROR_LINE_KINDS = (JobKind.SQL, JobKind.HTTP)
 # first. A job's `cwd` may be writable by others: a `jobd` package planted there
 # would otherwise run with the job's rights, root's for a root daemon.
 RUNNER = (sys.executable, "-I", "-m")
+
+
+def as_user(user: str, env: dict[str, str]) -> dict[str, Any]:
+    """Popen's arguments to run as `user` (root only), and that user's HOME, USER
+    and LOGNAME in `env`."""
+    if os.geteuid() != 0:
+        raise PermissionError(
+            f"user = {user!r} needs jobd to run as root (it runs as uid {os.geteuid()})"
+        )
+    entry = pwd.getpwnam(user)
+    env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
+    }
 
 
 def build_argv(spec: JobSpec) -> list[str]:
@@ -294,21 +311,8 @@ class RunProcess:
         self.report(Event("done", self.run_record.id, self.pid, tail, stored_bytes, outcome))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        kwargs: dict = {}
         env = build_env(self.spec, self.run_record, self.base_env, self.store_url)
-        if self.spec.user:
-            if os.geteuid() != 0:
-                raise PermissionError(
-                    f"user = {self.spec.user!r} needs jobd to run as root "
-                    f"(it runs as uid {os.geteuid()})"
-                )
-            entry = pwd.getpwnam(self.spec.user)
-            kwargs.update(
-                user=entry.pw_uid,
-                group=entry.pw_gid,
-                extra_groups=os.getgrouplist(entry.pw_name, entry.pw_gid),
-            )
-            env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+        kwargs = as_user(self.spec.user, env) if self.spec.user else {}
         # Every descendant joins the run's cgroup where jobd can make one
         # (jobd.runs.containment). A child that switches users is forked (not vforked)
         # anyway, so it joins by itself before exec, and takes PR_SET_PDEATHSIG.

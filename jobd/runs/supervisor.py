@@ -25,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from jobd.core.model import Outcome, Status
 from jobd.runs.containment import containment
 
 if TYPE_CHECKING:
@@ -216,8 +217,6 @@ class Supervisor:
                     if over:
                         watch.finish(self._selector)
                 except Exception as exc:  # a bug here must end that run, never hang the rest
-                    from jobd.core.model import Outcome, Status
-
                     with contextlib.suppress(Exception):
                         watch.finish(self._selector)
                     watch.process.finish(

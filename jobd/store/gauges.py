@@ -1,40 +1,29 @@
 """The store's side of a metrics scrape: two statements, whatever the history's size.
 
 1. Every job's pause state, next fire and last success: one pass over the jobs
-   table, with the last success found per job by the (job, id) index, walking
-   back from the newest run to the first success (a step or two for a healthy
-   job), never by scanning the executions table.
+   table, joined on its name with job_successes (each job's latest successful
+   end, kept by a trigger on executions: see migrations.py, version 5). The
+   history itself is not read: an index walk per job to its latest success
+   cost 10,000 index probes and table reads at 10,000 jobs, over 50 ms on
+   SQLite and several times that on PostgreSQL.
 2. The queued and running counts, by the (status, not_before) index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from jobd.core.model import Status
 from jobd.store import queries as q
 from jobd.store.reader import Reader
 
-
-@dataclass(frozen=True, slots=True)
-class JobGauge:
-    name: str
-    paused: bool  # paused, or disabled in the config: its schedule does not fire
-    next_fire_at: float | None  # Unix time
-    last_success_at: float | None  # Unix time
+# (name, paused, next fire, last success): paused is true when the job's
+# schedule does not fire (paused, or enabled = false); times are Unix seconds,
+# rounded to the millisecond, or None.
+JobGauge = tuple[str, bool, float | None, float | None]
 
 
 def job_gauges(reader: Reader) -> list[JobGauge]:
-    rows = reader._query(q.JOB_GAUGES, (Status.SUCCEEDED.value, False))
-    return [
-        JobGauge(
-            name,
-            bool(paused) or not enabled,
-            None if next_fire is None else round(float(next_fire), 3),
-            None if success is None else round(float(success), 3),
-        )
-        for name, paused, enabled, next_fire, success in rows
-    ]
+    """Every job that is not removed, in no particular order."""
+    return reader._query(q.JOB_GAUGES, (False,))  # type: ignore[return-value]
 
 
 def active_counts(reader: Reader) -> tuple[int, int]:

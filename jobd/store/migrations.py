@@ -65,11 +65,65 @@ def _api_tokens(db: pw.Database, models: Models) -> None:
     db.create_tables([models.ApiToken], safe=True)
 
 
+# 5: each job's latest success, kept by the database itself. A metrics scrape
+# reads it for every job; finding it in the history took an index walk per job
+# (10,000 jobs: 10,000 walks, over 50 ms on either store), where a join with
+# this table is one pass. A trigger keeps it rather than the code that finishes
+# runs, so that every writer (daemon, `trigger --local`, an old jobd during an
+# upgrade) keeps it right. Pruning runs never lowers it.
+SUCCESSES_TABLE = (
+    "CREATE TABLE IF NOT EXISTS job_successes "
+    "(job {text} PRIMARY KEY, finished_at {timestamp} NOT NULL){suffix}"
+)
+# The newest end wins; a late write of an older success never lowers it.
+NEWEST = (
+    "ON CONFLICT (job) DO UPDATE SET finished_at = excluded.finished_at "
+    "WHERE job_successes.finished_at < excluded.finished_at"
+)
+SUCCESSES_BACKFILL = (
+    "INSERT INTO job_successes (job, finished_at) SELECT job, MAX(finished_at) "
+    "FROM executions WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job " + NEWEST
+)
+SUCCESS_UPSERT = (
+    "INSERT INTO job_successes (job, finished_at) VALUES (NEW.job, NEW.finished_at) " + NEWEST
+)
+SUCCESS_WHEN = "NEW.status = 'succeeded' AND NEW.finished_at IS NOT NULL"
+SQLITE_SUCCESS_TRIGGERS = [
+    f"CREATE TRIGGER IF NOT EXISTS executions_success_{event.split()[0].lower()} "
+    f"AFTER {event} ON executions WHEN {SUCCESS_WHEN} BEGIN {SUCCESS_UPSERT}; END"
+    for event in ("INSERT", "UPDATE OF status, finished_at")
+]
+POSTGRES_SUCCESS_TRIGGER = [
+    "CREATE OR REPLACE FUNCTION jobd_note_success() RETURNS trigger LANGUAGE plpgsql "
+    f"AS $body$ BEGIN {SUCCESS_UPSERT}; RETURN NULL; END $body$",
+    "DROP TRIGGER IF EXISTS executions_success ON executions",
+    "CREATE TRIGGER executions_success AFTER INSERT OR UPDATE OF status, finished_at "
+    f"ON executions FOR EACH ROW WHEN ({SUCCESS_WHEN}) EXECUTE FUNCTION jobd_note_success()",
+]
+
+
+def _job_successes(db: pw.Database, models: Models) -> None:
+    """5: the job_successes table and the trigger that keeps it, filled from the history.
+
+    The trigger comes first: on PostgreSQL creating it locks out writers of
+    executions until this transaction commits, so no success ends between the
+    fill and the trigger unseen by both."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        table = SUCCESSES_TABLE.format(text="text", timestamp="timestamp", suffix="")
+        statements = [table, *POSTGRES_SUCCESS_TRIGGER, SUCCESSES_BACKFILL]
+    else:
+        table = SUCCESSES_TABLE.format(text="TEXT", timestamp="DATETIME", suffix=" WITHOUT ROWID")
+        statements = [table, *SQLITE_SUCCESS_TRIGGERS, SUCCESSES_BACKFILL]
+    for statement in statements:
+        db.execute_sql(statement)
+
+
 MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [
     _initial,
     _job_groups,
     _text_columns,
     _api_tokens,
+    _job_successes,
 ]
 
 

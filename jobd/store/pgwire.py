@@ -17,6 +17,7 @@ Imported only when a PostgreSQL store is opened (it needs psycopg2).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import select
 import time
@@ -188,6 +189,12 @@ class ReconnectingPostgres(ReconnectMixin, pw.PostgresqlDatabase):
         now keep their settings until they are replaced."""
         self.connect_params = liveness_params(seconds, self.connect_params)
         self.session_sql = session_limits(seconds)
+        # peewee connects under one lock for all threads, though each thread has
+        # its own connection: behind a frozen server, N threads reconnecting
+        # would wait N bounded waits in turn (the API's workers did, 55 s for 12).
+        # The lock guards only the thread's own state and a server version that
+        # every connect sets alike.
+        self._lock = contextlib.nullcontext()
 
     def _initialize_connection(self, conn: Any) -> None:
         if self.session_sql:

@@ -36,6 +36,7 @@ from jobd.errors import (
     store_failure,
 )
 from jobd.store.urls import backend_of, mask_url, sqlite_path
+from jobd.system.log import mask_secrets
 from jobd.system.sdnotify import Notifier
 
 log = logging.getLogger("jobd")
@@ -93,7 +94,6 @@ def is_passing(exc: BaseException, backend: str) -> bool:
 def refused(exc: BaseException) -> BaseException:
     """The error `jobd run` exits with when waiting cannot fix it; a driver's message
     may quote the URL, so the store's password is masked."""
-    from jobd.system.log import mask_secrets
 
     if isinstance(exc, StoreUnavailable):
         return StoreRefused(mask_secrets(str(exc)))
@@ -220,7 +220,6 @@ class StartupWait:
 
     def failed(self, reason: str) -> None:
         """Count and report a failed attempt (logged with back-off, STATUS= always)."""
-        from jobd.system.log import mask_secrets
 
         first = not self.outage.down
         if self.outage.failed():

@@ -64,53 +64,50 @@ def notify_tables(raw: Mapping[str, Any], file: str) -> dict[str, NotifyChannel]
             "retries": f.int("retries", model.DEFAULT_NOTIFY_RETRIES, minimum=0),
             "retry_delay": f.duration("retry_delay", model.DEFAULT_NOTIFY_RETRY_DELAY) or 0.0,
         }
-        if kind == "webhook":
-            url = _required(f, "url", file, prefix)
-            _check_http_url(url, file, None, prefix + "url")
-            header = f.str("signature_header") or NotifyChannel.signature_header
-            if not HEADER_NAME.fullmatch(header):
-                raise ConfigError(
-                    "expected an HTTP header name", file=file, key=prefix + "signature_header"
-                )
-            channels[name] = NotifyChannel(
-                name=name,
-                type=kind,
-                url=url,
-                secret_env=_env_name(f, "secret_env", file, prefix),
-                signature_header=header,
-                **common,
-            )
-            continue
-        host = _required(f, "host", file, prefix)
-        port = f.int("port", NotifyChannel.port, minimum=1)
-        if port > 65535:
-            raise ConfigError("must be at most 65535", file=file, key=prefix + "port")
-        sender = _required(f, "from", file, prefix)
-        recipients = f.str_list("to")
-        if not recipients:
-            raise ConfigError("required: at least one address", file=file, key=prefix + "to")
-        for address, key in [(sender, "from"), *((r, "to") for r in recipients)]:
-            if not MAIL_ADDRESS.fullmatch(address):
-                raise ConfigError(f"not a mail address: {address!r}", file=file, key=prefix + key)
-        username = f.str("username")
-        password_env = _env_name(f, "password_env", file, prefix)
-        if password_env and not username:
-            raise ConfigError(
-                "password_env needs a username", file=file, key=prefix + "password_env"
-            )
-        channels[name] = NotifyChannel(
-            name=name,
-            type=kind,
-            host=host,
-            port=port,
-            starttls=f.bool("starttls", True),
-            username=username,
-            password_env=password_env,
-            sender=sender,
-            recipients=recipients,
-            **common,
-        )
+        build = _webhook if kind == "webhook" else _email
+        channels[name] = build(f, prefix, name=name, type=kind, **common)
     return channels
+
+
+def _webhook(f: Fields, prefix: str, **common: Any) -> NotifyChannel:
+    url = _required(f, "url", f.file, prefix)
+    _check_http_url(url, f.file, None, prefix + "url")
+    header = f.str("signature_header") or NotifyChannel.signature_header
+    if not HEADER_NAME.fullmatch(header):
+        raise ConfigError(
+            "expected an HTTP header name", file=f.file, key=prefix + "signature_header"
+        )
+    secret_env = _env_name(f, "secret_env", f.file, prefix)
+    return NotifyChannel(url=url, secret_env=secret_env, signature_header=header, **common)
+
+
+def _email(f: Fields, prefix: str, **common: Any) -> NotifyChannel:
+    file = f.file
+    host = _required(f, "host", file, prefix)
+    port = f.int("port", NotifyChannel.port, minimum=1)
+    if port > 65535:
+        raise ConfigError("must be at most 65535", file=file, key=prefix + "port")
+    sender = _required(f, "from", file, prefix)
+    recipients = f.str_list("to")
+    if not recipients:
+        raise ConfigError("required: at least one address", file=file, key=prefix + "to")
+    for address, key in [(sender, "from"), *((r, "to") for r in recipients)]:
+        if not MAIL_ADDRESS.fullmatch(address):
+            raise ConfigError(f"not a mail address: {address!r}", file=file, key=prefix + key)
+    username = f.str("username")
+    password_env = _env_name(f, "password_env", file, prefix)
+    if password_env and not username:
+        raise ConfigError("password_env needs a username", file=file, key=prefix + "password_env")
+    return NotifyChannel(
+        host=host,
+        port=port,
+        starttls=f.bool("starttls", True),
+        username=username,
+        password_env=password_env,
+        sender=sender,
+        recipients=recipients,
+        **common,
+    )
 
 
 def metrics_listen(raw: Mapping[str, Any], file: str) -> str | None:

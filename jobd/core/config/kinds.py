@@ -28,7 +28,7 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 HTTP_KEYS = ("method", "url", "headers", "json", "body", "expect")
 GROUP_KEYS = ("max_active", "max_jobs", "max_retained")
-API_KEYS = ("listen", "threads")
+API_KEYS = ("listen", "threads", "tls_cert", "tls_key")
 
 
 def databases_table(raw: Mapping[str, Any], file: str) -> dict[str, str]:
@@ -208,4 +208,21 @@ def api_table(raw: Mapping[str, Any], file: str) -> model.ApiSettings | None:
     host, port = listen_address(
         listen, file, "api.listen", example="127.0.0.1:8089", any_host=False, any_port=True
     )
-    return model.ApiSettings(host, port, f.int("threads", 8, minimum=1))
+    # The files themselves are read where the API is served (jobd.system.tls): a
+    # command that only reads the config may run as a user who cannot read the key.
+    tls_cert, tls_key = f.str("tls_cert"), f.str("tls_key")
+    if bool(tls_cert) != bool(tls_key):
+        missing = "tls_key" if tls_cert else "tls_cert"
+        raise ConfigError(
+            "tls_cert and tls_key go together: set both for HTTPS, or neither",
+            file=file,
+            key="api." + missing,
+        )
+    for key, path in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+        # A detached daemon runs in /: a relative path would name another file there.
+        if path is not None and not path.startswith("/"):
+            raise ConfigError(
+                f"expected an absolute path, got {path!r}", file=file, key="api." + key
+            )
+    threads = f.int("threads", 8, minimum=1)
+    return model.ApiSettings(host, port, threads, tls_cert or None, tls_key or None)

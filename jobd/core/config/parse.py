@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from jobd.core import model
 from jobd.core.config.channels import (
@@ -189,6 +189,29 @@ def _table_text(text: str, name: str) -> str:
     return "\n".join(kept)
 
 
+def _check_across_jobs(
+    jobs: Mapping[str, JobSpec], groups: Mapping[str, GroupQuota], file: str
+) -> None:
+    """What no one job can check: chains name real jobs, groups hold no more than
+    their max_jobs."""
+    for spec in jobs.values():
+        for key in ("on_success", "on_failure"):
+            for target in getattr(spec, key):
+                if target not in jobs:
+                    hint = did_you_mean(target, jobs)
+                    raise ConfigError(
+                        f"unknown job {target!r}", file=file, job=spec.name, key=key, hint=hint
+                    )
+    for quota in groups.values():
+        members = sum(1 for spec in jobs.values() if spec.group == quota.name)
+        if quota.max_jobs and members > quota.max_jobs:
+            raise ConfigError(
+                f"{members} jobs name this group, more than max_jobs = {quota.max_jobs}",
+                file=file,
+                key=f"groups.{quota.name}.max_jobs",
+            )
+
+
 def config_from_data(
     data: Mapping[str, Any],
     file: str,
@@ -225,22 +248,7 @@ def config_from_data(
             store=settings.store,
             channels=channels,
         )
-    for spec in jobs.values():
-        for key in ("on_success", "on_failure"):
-            for target in getattr(spec, key):
-                if target not in jobs:
-                    hint = did_you_mean(target, jobs)
-                    raise ConfigError(
-                        f"unknown job {target!r}", file=file, job=spec.name, key=key, hint=hint
-                    )
-    for quota in groups.values():
-        members = sum(1 for spec in jobs.values() if spec.group == quota.name)
-        if quota.max_jobs and members > quota.max_jobs:
-            raise ConfigError(
-                f"{members} jobs name this group, more than max_jobs = {quota.max_jobs}",
-                file=file,
-                key=f"groups.{quota.name}.max_jobs",
-            )
+    _check_across_jobs(jobs, groups, file)
     api = api_table(_table(data.get("api", {}), file, None, "api"), file)
     return Config(
         settings=settings,
@@ -431,8 +439,6 @@ def _check_timezone(name: str, file: str, job: str | None, key: str) -> None:
     try:
         ZoneInfo(name)
     except Exception:  # ZoneInfo raises several types for odd names
-        from zoneinfo import available_timezones
-
         hint = did_you_mean(name, available_timezones()) if isinstance(name, str) else None
         raise ConfigError(
             f"unknown time zone {name!r}", file=file, job=job, key=key, hint=hint

@@ -1,0 +1,80 @@
+"""Each job's latest success, kept by the store's trigger for metrics scrapes
+(job_successes, schema version 5), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobd.core.config.parse import parse_config
+from jobd.core.model import NewRun, Outcome, Status, Trigger
+from jobd.store import admin, open_store
+from jobd.store.gauges import job_gauges
+from jobd.store.reader import Reader
+from tests.conftest import finish_run
+
+
+def ended(store: Any, job: str, status: Status) -> float:
+    """Run `job` once to `status`, as a daemon does; its end as Unix seconds."""
+    run_id = store.enqueue(NewRun(job, Trigger.MANUAL, not_before=store.now()))
+    assert store.claim_run(run_id, "inst-1", "host-1") is not None
+    assert finish_run(store, run_id, "inst-1", Outcome(status, exit_code=0))
+    return round(store.execution(run_id).finished_at.timestamp(), 3)
+
+
+def successes(store: Any) -> dict[str, float | None]:
+    return {name: success for name, _, _, success in job_gauges(Reader.over(store))}
+
+
+def test_the_latest_success_is_kept_through_failures_and_pruning(store: Any) -> None:
+    store.apply_config(
+        parse_config('[jobs.a]\ncommand = ["true"]\n[jobs.b]\ncommand = ["true"]\n'), store.now()
+    )
+    assert successes(store) == {"a": None, "b": None}
+    first = ended(store, "a", Status.SUCCEEDED)
+    ended(store, "b", Status.FAILED)
+    assert successes(store) == {"a": first, "b": None}
+    ended(store, "a", Status.FAILED)
+    assert successes(store) == {"a": first, "b": None}
+    second = ended(store, "a", Status.SUCCEEDED)
+    assert second >= first and successes(store)["a"] == second
+    # Pruning the history never lowers it: the job did succeed then.
+    assert admin.prune(store, 0, None, store.now()) == {"a": 3, "b": 1}
+    assert successes(store) == {"a": second, "b": None}
+
+
+def test_an_older_success_written_late_does_not_lower_it(store: Any) -> None:
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    late = store.enqueue(NewRun("a", Trigger.MANUAL, not_before=store.now()))
+    assert store.claim_run(late, "inst-1", "host-1") is not None
+    newest = ended(store, "a", Status.SUCCEEDED)
+    E = store.m.Execution
+    store.m.Execution.update(status="succeeded", finished_at="2020-01-01 00:00:00").where(
+        E.id == late
+    ).execute()
+    assert successes(store) == {"a": newest}
+
+
+def test_upgrading_a_store_fills_it_from_the_history(store_url: str) -> None:
+    store = open_store(store_url)
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    success = ended(store, "a", Status.SUCCEEDED)
+    ended(store, "a", Status.FAILED)
+    # Make it what a jobd at schema version 4 left behind.
+    if store.backend == "postgresql":
+        store.db.execute_sql("DROP TRIGGER executions_success ON executions")
+        store.db.execute_sql("DROP FUNCTION jobd_note_success()")
+    else:
+        store.db.execute_sql("DROP TRIGGER executions_success_insert")
+        store.db.execute_sql("DROP TRIGGER executions_success_update")
+    store.db.execute_sql("DROP TABLE job_successes")
+    store.m.Schema.update(version=4).execute()
+    store.close()
+
+    store = open_store(store_url)
+    try:
+        assert store.schema_version == 5
+        assert successes(store) == {"a": success}
+        later = ended(store, "a", Status.SUCCEEDED)
+        assert successes(store) == {"a": later}
+    finally:
+        store.close()
