@@ -1,7 +1,7 @@
 """`python -m bench`: measure jobd and APScheduler 3.11 on this machine, write BENCHMARKS.md.
 
-    bench/run                  # creates the venvs if needed, then the full run (< 10 min)
-    bench/run --quick          # smaller K, shorter windows
+    bench/run                  # creates the venvs if needed, then the full run
+    bench/run --quick          # smaller K, shorter windows, no `others`
     python -m bench --only fire,throughput --no-write
 
 Plain scripts, not tests: figures depend on the machine and on whatever else
@@ -22,7 +22,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_load, cron_math, fire, hosts, idle, observe, precision, scale, throughput
+from bench import (
+    api_load,
+    cron_math,
+    fire,
+    hosts,
+    idle,
+    observe,
+    peers,
+    precision,
+    scale,
+    throughput,
+)
 from bench.common import (
     POSTGRES_DSN,
     ROOT,
@@ -35,7 +46,8 @@ from bench.common import (
 from bench.report import merge, owned_headings, table
 
 PARTS = (
-    "cron", "idle", "precision", "throughput", "fire", "scale", "hosts", "api", "observe", "others"
+    "cron", "idle", "precision", "throughput", "fire", "peers", "scale", "hosts", "api",
+    "observe", "others",
 )  # fmt: skip
 TITLE = "# Benchmarks"
 OTHER_SCRIPTS = (
@@ -52,16 +64,19 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true", help="print, do not write the file")
     args = parser.parse_args()
-    parts = args.only.split(",") if args.only else list(PARTS)
+    # A quick run leaves out the separate scripts (`others`) unless asked for: each
+    # has its own --quick, and together they take longer than all the rest.
+    default = [p for p in PARTS if not (args.quick and p == "others")]
+    parts = args.only.split(",") if args.only else default
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
 
     quick = args.quick
-    ks = [1000] if quick else [1000, 10_000]
-    window = 20 if quick else 60
-    precision_s = 30 if quick else 60
-    runs_n = 500 if quick else 5000
+    ks = [500] if quick else [1000, 10_000]
+    window = 10 if quick else 60
+    precision_s = 15 if quick else 60
+    runs_n = 300 if quick else 5000
 
     began = time.monotonic()
     load_before = os.getloadavg()
@@ -85,7 +100,9 @@ def main() -> None:
     if "idle" in parts and "precision" in parts:
         results, idle_results = timed(
             "precision+idle",
-            lambda: precision.with_idle(precision_s, window, postgres, alongside=quick),
+            lambda: precision.with_idle(
+                precision_s, window, postgres, alongside=quick, jobs=2000 if quick else 10_000
+            ),
         )
         sections.append(("idle", idle.section(idle_results)))
         sections.append(("precision", precision.section(results, precision_s, quick)))
@@ -106,6 +123,10 @@ def main() -> None:
         results = timed("fire", lambda: fire.measure(ks, postgres))
         sections.append(("fire-latency", fire.section(results)))
         checks += fire.check(results)
+    if "peers" in parts:
+        results = timed("peers", lambda: peers.measure(quick, postgres))
+        sections.append(("peers", peers.section(results)))
+        checks += peers.check(results)
     if "scale" in parts:
         results = timed("scale", lambda: scale.measure(quick, postgres))
         sections.append(("scale", scale.section(results)))
@@ -139,7 +160,12 @@ def main() -> None:
     elapsed = time.monotonic() - began
     load_after = os.getloadavg()
     head = [
-        ("machine", machine_section(quick, postgres, load_before, load_after, elapsed, timings)),
+        (
+            "machine",
+            machine_section(
+                quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
+            ),
+        ),
     ]
     if checks:
         head.append(("targets", targets_section(checks)))
@@ -182,6 +208,7 @@ def machine_section(
     load_after: tuple[float, float, float],
     elapsed: float,
     timings: list[tuple[str, float]],
+    with_peers: bool = False,
 ) -> str:
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         ["python", "-m", "bench", *sys.argv[1:]]
@@ -198,6 +225,7 @@ def machine_section(
         ["PostgreSQL", postgres_version() if postgres else "not measured"],
         ["jobd commit", git_commit()],
         ["APScheduler", aps_version()],
+        *(peers.versions() if with_peers else []),
         ["load average (1 min) before → after", f"{load_before[0]:.2f} → {load_after[0]:.2f}"],
         [
             "wall time",
@@ -209,7 +237,7 @@ def machine_section(
             "## Machine and run",
             table(["", ""], rows),
             "Other work may share the machine (the load average shows how much); "
-            "every latency is measured within one run, jobd and APScheduler back to back.",
+            "every latency is measured within one run, jobd and its peers back to back.",
         ]
     )
 

@@ -22,7 +22,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 APS_VENV = BENCH / ".venv-aps"
-APS_PYTHON = APS_VENV / "bin" / "python"
 APS_REQUIREMENTS = ["apscheduler==3.11.*", "sqlalchemy", "croniter", "cronsim"]
 POSTGRES_DSN = os.environ.get("JOBD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -168,22 +167,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 60) -> None:
 # -- the APScheduler side ----------------------------------------------------------------
 
 
-def ensure_aps_venv() -> Path:
-    """Create bench/.venv-aps with APScheduler 3.11 (never a jobd dependency) on first use."""
-    stamp = APS_VENV / ".bench-requirements"
-    want = "\n".join(APS_REQUIREMENTS)
-    if APS_PYTHON.exists() and stamp.exists() and stamp.read_text() == want:
-        return APS_PYTHON
-    log(f"creating {APS_VENV.relative_to(ROOT)} with {', '.join(APS_REQUIREMENTS)}")
-    if not APS_PYTHON.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(APS_VENV)], check=True)
+def ensure_venv(venv: Path, requirements: Sequence[str]) -> Path:
+    """A comparison's own virtualenv (never a jobd dependency), made on first use and
+    remade when its requirements change. Returns its python."""
+    python = venv / "bin" / "python"
+    stamp = venv / ".bench-requirements"
+    want = "\n".join(requirements)
+    if python.exists() and stamp.exists() and stamp.read_text() == want:
+        return python
+    log(f"creating {venv.relative_to(ROOT)} with {', '.join(requirements)}")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(APS_PYTHON), "-m", "pip", "install", "--quiet", *APS_REQUIREMENTS],
+        [str(python), "-m", "pip", "install", "--quiet", *requirements],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     stamp.write_text(want)
-    return APS_PYTHON
+    return python
+
+
+def ensure_aps_venv() -> Path:
+    """bench/.venv-aps with APScheduler 3.11, made on first use."""
+    return ensure_venv(APS_VENV, APS_REQUIREMENTS)
 
 
 def run_aps(scenario: dict[str, Any], timeout: float = 600) -> dict[str, Any]:

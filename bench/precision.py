@@ -67,7 +67,7 @@ def measure(seconds: int, postgres: bool) -> list[dict[str, Any]]:
 
 
 def with_idle(
-    seconds: int, window: float, postgres: bool, alongside: bool
+    seconds: int, window: float, postgres: bool, alongside: bool, jobs: int = 10_000
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Precision and idle cost in one stretch of wall time: APScheduler's precision
     (half a second off jobd's slots, a function call in its own process) runs
@@ -83,7 +83,7 @@ def with_idle(
     log(f"single-job precision ({seconds}s) with the idle cost ({window:.0f}s window)")
     backends = ["sqlite", "postgresql"] if postgres else ["sqlite"]
     with ThreadPoolExecutor(max_workers=3) as pool:
-        started = idle.start_all(postgres)  # every idle scheduler ready
+        started = idle.start_all(postgres, jobs)  # every idle scheduler ready
         aps = pool.submit(aps_precision, seconds)
         beside = [pool.submit(jobd_precision, b, seconds) for b in backends if alongside]
         idle_results = idle.measure_window(started, window)

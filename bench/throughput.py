@@ -24,15 +24,18 @@ from bench.report import table
 MAX_CONCURRENT = 256
 
 
-def insert_queued(url: str, job: str, n: int) -> None:
-    """N queued manual runs, through jobd's own store code, in one transaction."""
+def insert_queued(url: str, job: str, n: int, delay: float = 0.0) -> None:
+    """N queued manual runs, through jobd's own store code, in one transaction; with
+    `delay`, not to start before that many seconds from now."""
+    from datetime import timedelta
+
     from jobd.core.model import NewRun, Trigger
     from jobd.store import open_store
 
     store = open_store(url)
     try:
         now = store.now()
-        run = NewRun(job=job, trigger=Trigger.MANUAL, not_before=now)
+        run = NewRun(job=job, trigger=Trigger.MANUAL, not_before=now + timedelta(seconds=delay))
         with store.atomic():
             for _ in range(n):
                 store.insert_run(run, now)

@@ -122,7 +122,7 @@ def wrong_imports(path: Path, module: str | None = None) -> list[str]:
 
 
 def test_every_module_sits_in_a_layer() -> None:
-    folders = {p.name for p in JOBD.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    folders = {p.parent.name for p in JOBD.glob("*/__init__.py")}
     modules = {p.stem for p in JOBD.glob("*.py")}
     assert folders | (modules - {"__init__", "__main__", "errors"}) == set(LAYERS)
     assert modules <= TOP_LEVEL

@@ -71,7 +71,7 @@ def test_reap_marks_runs_of_a_silent_instance_abandoned(store: Store, make_daemo
     store.register_instance("gone", "elsewhere", 1, "test")
     run_id = start_run(store, "work", "gone")
     age_heartbeat(store, "gone", SETTINGS.lease_ttl + 1)
-    daemon._reap()
+    daemon.heartbeats.reap()
     lost = store.execution(run_id)
     assert lost is not None and lost.status is Status.ABANDONED
     retries = [r for r in store.executions("work", limit=None) if r.id != run_id]
@@ -83,7 +83,7 @@ def test_reap_never_abandons_this_instances_own_runs(store: Store, make_daemon: 
     daemon = make_daemon(job("work"))
     run_id = start_run(store, "work", daemon.instance, daemon.host)
     age_heartbeat(store, daemon.instance, SETTINGS.lease_ttl + 1)
-    daemon._reap()
+    daemon.heartbeats.reap()
     run = store.execution(run_id)
     assert run is not None and run.status is Status.RUNNING
 
@@ -94,10 +94,10 @@ def test_housekeeping_due_soon_is_done_by_a_tick_that_is_awake_anyway(
     # Timers that drift apart would each wake an idle daemon; a tick runs those due
     # within the slack early, so they share its wake-up from then on.
     daemon = make_daemon(job("work"))
-    daemon._setup_housekeeping()
+    daemon.housekeeping.rebuild()
     daemon.leader.poll()
-    slack = daemon._housekeeping_slack
-    heartbeat, reap, _prune = daemon.housekeeping.jobs
+    slack = daemon.housekeeping.slack
+    heartbeat, reap, _prune = daemon.housekeeping.timers.jobs
     soon = datetime.now() + timedelta(seconds=slack / 2)
     later = datetime.now() + timedelta(seconds=slack * 2)
     heartbeat.next_run, reap.next_run = soon, later
@@ -118,13 +118,13 @@ def test_a_reap_writes_no_heartbeat_while_ours_is_fresh(
     store: Store, make_daemon: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon = make_daemon(job("work"))
-    daemon._heartbeat()
+    daemon.heartbeats.heartbeat()
     written: list[str] = []
     monkeypatch.setattr(store, "heartbeat", lambda instance, *a: written.append(instance))
-    daemon._reap()
+    daemon.heartbeats.reap()
     assert written == []
-    daemon._next_heartbeat = time.monotonic() - 0.1  # overdue, as after a store outage
-    daemon._reap()
+    daemon.heartbeats.next_heartbeat = time.monotonic() - 0.1  # overdue, as after a store outage
+    daemon.heartbeats.reap()
     assert written == [daemon.instance]
 
 
@@ -140,15 +140,15 @@ def test_after_a_store_outage_others_get_a_lease_ttl_to_heartbeat(
     daemon.outage.failed()
     daemon._safe_tick(daemon.clock.now())
     assert daemon.store_ok
-    daemon._reap()
+    daemon.heartbeats.reap()
     run = store.execution(run_id)
     assert run is not None and run.status is Status.RUNNING
     # A lease_ttl later the peer is judged by its heartbeat again.
-    import jobd.daemon.loop as daemon_module
+    import jobd.daemon.heartbeats as heartbeats_module
 
-    later = daemon_module.time.monotonic() + SETTINGS.lease_ttl + 0.1
-    monkeypatch.setattr(daemon_module.time, "monotonic", lambda: later)
-    daemon._reap()
+    later = heartbeats_module.time.monotonic() + SETTINGS.lease_ttl + 0.1
+    monkeypatch.setattr(heartbeats_module.time, "monotonic", lambda: later)
+    daemon.heartbeats.reap()
     run = store.execution(run_id)
     assert run is not None and run.status is Status.ABANDONED
 
@@ -249,11 +249,11 @@ def test_a_slot_between_applying_the_config_and_leading_is_fired_not_missed(
     daemon = make_daemon(every_second)
     daemon.start()
     term = daemon.leader.term()
-    assert term is not None and term.since == daemon._first_term_since
+    assert term is not None and term.since == daemon.firing.first_term_since
     # A slot after applying the config but before the guard was taken; placed
     # around the real term, which a lease dates by the database's clock.
     slot = (term.since - timedelta(microseconds=1)).replace(microsecond=0)
-    daemon.applied_at = slot - timedelta(milliseconds=500)
+    daemon.firing.applied_at = slot - timedelta(milliseconds=500)
     Job = store.m.Job
     Job.update(next_fire_at=to_db(slot)).where(Job.name == "tick").execute()
     daemon.fire_due(max(daemon.clock.now(), slot + timedelta(milliseconds=300)))

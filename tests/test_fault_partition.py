@@ -329,18 +329,18 @@ def test_the_fence_kills_before_the_store_may_call_the_run_lost(
 
 
 def test_the_leftover_killer_spares_an_instance_that_is_only_silent(store: Store) -> None:
-    """Daemon._gone: a same-host instance whose process lives keeps its runs (it fences
+    """Heartbeats.gone: a same-host instance whose process lives keeps its runs (it fences
     them itself); one whose process is gone does not."""
     import os
     import socket
     import subprocess
     from types import SimpleNamespace
 
-    from jobd.daemon.loop import Daemon
+    from jobd.daemon.heartbeats import Heartbeats
 
     host = socket.gethostname()
     ended = subprocess.Popen(["true"])
     ended.wait()
     me = SimpleNamespace(store=store)
-    assert Daemon._gone(me, f"{host}-{os.getpid()}-abc123") is False  # type: ignore[arg-type]
-    assert Daemon._gone(me, f"{host}-{ended.pid}-abc123") is True  # type: ignore[arg-type]
+    assert Heartbeats.gone(me, f"{host}-{os.getpid()}-abc123") is False  # type: ignore[arg-type]
+    assert Heartbeats.gone(me, f"{host}-{ended.pid}-abc123") is True  # type: ignore[arg-type]

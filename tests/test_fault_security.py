@@ -451,12 +451,12 @@ def test_a_daemon_that_is_not_root_says_so_for_each_user_job_at_start(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from jobd.core.config.parse import parse_config
-    from jobd.daemon.loop import Daemon as JobdDaemon
+    from jobd.daemon.startup import check_users
 
     monkeypatch.setattr(os, "geteuid", lambda: NOBODY.pw_uid)
     config = parse_config('[jobs.escalate]\nuser = "root"\nshell = "true"\n')
     with caplog.at_level("ERROR", logger="jobd"):
-        JobdDaemon._check_users(config)
+        check_users(config)
     assert "user = 'root'" in caplog.text and "runs will fail" in caplog.text
 
 

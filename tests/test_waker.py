@@ -123,3 +123,49 @@ def test_a_wake_waits_for_the_enclosing_transaction_to_commit(store_url: str) ->
     finally:
         waker.close()
         store.close()
+
+
+def test_a_listen_that_fails_waits_for_its_back_off_and_then_holds(
+    postgres_url: str, caplog: Any
+) -> None:
+    """The daemon asks keep_listening() every tick: a LISTEN that cannot be had is
+    tried again when its back-off ends, said once, and the sleep is capped by it."""
+    import logging
+    from types import SimpleNamespace
+
+    from tests.receivers import free_port
+
+    nowhere = SimpleNamespace(
+        backend="postgresql", url=f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    )
+    waker = Waker.for_store(nowhere, max_backoff=8.0)  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.INFO, logger="jobd"):
+            assert waker.keep_listening() is False
+            retry_in = waker.listen_retry_in()
+            assert retry_in is not None and 0 < retry_in <= 1.0
+            assert waker.keep_listening() is False  # not tried again before its time
+        said = [r.getMessage() for r in caplog.records if "LISTEN" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith("cannot LISTEN for wake-ups")
+    finally:
+        waker.close()
+    store = open_store(postgres_url)
+    waker = Waker.for_store(store, max_backoff=8.0)
+    try:
+        assert waker.keep_listening() is True and waker.listening
+        assert waker.listen_retry_in() is None and waker.keep_listening() is False
+        assert waker.store_file is None
+    finally:
+        waker.close()
+        store.close()
+
+
+def test_a_sqlite_waker_watches_the_store_file_and_never_listens(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    waker = Waker.for_store(store, max_backoff=8.0)
+    try:
+        assert waker.store_file is not None
+        assert waker.keep_listening() is False and waker.listen_retry_in() is None
+    finally:
+        waker.close()
+        store.close()

@@ -33,30 +33,29 @@ def _reader(app: Any) -> Any:
     return Reader.over(app.store)
 
 
-def _int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    text = request.arg(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name}: expected an integer, got {text!r}") from None
-    if not low <= value <= high:
-        raise UsageError(f"{name}: expected {low} to {high}, got {value}")
-    return value
-
-
-def _float(request: Request, name: str, high: float) -> float | None:
+def _number(request: Request, name: str, parse: Any, what: str, low: Any, high: Any) -> Any:
+    """A numeric query argument, checked against [low, high]; None when absent."""
     text = request.arg(name)
     if text is None or text == "":
         return None
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise UsageError(f"{name}: expected a number of seconds, got {text!r}") from None
-    if not 0 <= value <= high:
-        raise UsageError(f"{name}: expected 0 to {high:g} seconds, got {text}")
+        raise UsageError(f"{name}: expected {what}, got {text!r}") from None
+    if not low <= value <= high:
+        bounds = f"{low:g} to {high:g} seconds" if parse is float else f"{low} to {high}"
+        raise UsageError(f"{name}: expected {bounds}, got {text}")
     return value
+
+
+def _int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    value = _number(request, name, int, "an integer", low, high)
+    return default if value is None else int(value)
+
+
+def _float(request: Request, name: str, high: float) -> float | None:
+    value = _number(request, name, float, "a number of seconds", 0, high)
+    return None if value is None else float(value)
 
 
 def _bool(request: Request, name: str) -> bool:

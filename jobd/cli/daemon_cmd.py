@@ -188,7 +188,6 @@ def _enter_background(ctx: Context, config: Config, pidfile: str, log_file: str 
 def _serve(ctx: Context, applied: Applied, flags: SignalFlags, notifier: Notifier) -> None:
     """Open the store (it may have gone away again since the child applied the
     config), serve the API when `[api]` asks for it, and run the daemon's loop."""
-    from jobd.daemon.loop import serve
     from jobd.system.log import add_secrets
     from jobd.system.paths import load_config
     from jobd.system.storewait import StartupWait
@@ -200,6 +199,9 @@ def _serve(ctx: Context, applied: Applied, flags: SignalFlags, notifier: Notifie
     store = wait.attempt(lambda: ctx.store)
     if store is None:
         return
+    # Only now: opening the store loaded the ORM with its backend's driver alone
+    # (jobd.store.drivers), and the daemon imports the ORM.
+    from jobd.daemon.loop import serve
 
     api: Any = None
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobd.core.model import Run as RecordedRun
+from jobd.core.model import Status, Trigger
 from jobd.core.records import STATUSES
 from jobd.errors import UsageError
 
@@ -39,41 +41,21 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-@dataclass(frozen=True)
-class Run:
-    """One run of a job, as `jobd show --json` has it (without its output)."""
+@dataclass(frozen=True, slots=True)
+class Run(RecordedRun):
+    """One run of a job, as `jobd show --json` has it (without its output): the
+    recorded run of jobd.core.model, with `wait()`."""
 
-    id: int
-    job: str
-    trigger: str
-    status: str
-    queued_at: datetime | None = None
-    scheduled_for: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration_s: float | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    attempt: int = 1
-    error: str | None = None
-    instance: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    triggered_by: str | None = None
-    not_before: datetime | None = None
-    retry_of: int | None = None
-    config_hash: str | None = None
-    cancel_requested: bool = False
-    epoch: int | None = None
-    log_bytes: int | None = None
     _client: Client | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, row: Mapping[str, Any], client: Client) -> Run:
-        known = {f.name for f in fields(cls)} - {"_client"}
+        known = {f.name for f in fields(cls)} - {"_client", "log"}
         values = {key: value for key, value in row.items() if key in known}
         for key in ("queued_at", "scheduled_for", "started_at", "finished_at", "not_before"):
             values[key] = _time(values.get(key))
+        values["trigger"] = Trigger(values["trigger"])
+        values["status"] = Status(values["status"])
         return cls(**values, _client=client)
 
     @property

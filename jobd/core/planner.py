@@ -1,4 +1,5 @@
-"""Which slots fire now: `plan_job(spec, next_fire_at, now, lead_since, on_time_from)`.
+"""Which slots fire now: `plan_job(spec, next_fire_at, now, lead_since, on_time_from)`,
+and for a batch of due jobs, what the store records: `plan_fires(...)`.
 
 A slot is fired on time when it fell due while this instance was leading and
 firing: at or after both `lead_since` and `on_time_from`. Every other unfired
@@ -17,13 +18,24 @@ the latest fires, with a warning.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from jobd.core.cron import Schedule, parse_schedule
-from jobd.core.model import CATCHUP_CAP, Catchup, JobSpec, Trigger
+from jobd.core.model import (
+    CATCHUP_CAP,
+    MISFIRE_GRACE,
+    Catchup,
+    GroupQuota,
+    JobSpec,
+    NewRun,
+    Status,
+    Trigger,
+)
+from jobd.core.policies import FireAction, SlotDecision, batch_decisions, jitter_offset
 
 # Enumerating missed slots of an every-second job down for a day is 86,400
 # steps; past this many the oldest are not worth the time.
@@ -171,6 +183,96 @@ def _slots(
 
 def _is_slot(schedule: Schedule, tz: ZoneInfo, moment: datetime) -> bool:
     return schedule.latest_at_or_before(moment, tz) == moment
+
+
+@dataclass
+class FireBatch:
+    """What one round of firing writes, and what the daemon says about it."""
+
+    runs: list[NewRun] = field(default_factory=list)  # queued fires and skipped rows
+    # job → (its next fire, the last slot fired): where each job's schedule moves on to
+    advances: dict[str, tuple[datetime | None, datetime]] = field(default_factory=dict)
+    replace: list[str] = field(default_factory=list)  # jobs whose active run a fire replaces
+    late: list[str] = field(default_factory=list)  # jobs with slots not fired on time
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (job, catchup warning)
+    # (job, its quota group if it has one, a skip decision): for the log and metrics
+    skips: list[tuple[str, str | None, SlotDecision]] = field(default_factory=list)
+
+
+def on_time_from(
+    round_began: datetime,
+    replay_from: datetime | None,
+    first_round: bool,
+    lead_since: datetime,
+) -> datetime:
+    """Slots before this that fell due while leading were missed (the daemon was
+    stopped, cut off from the store, or not woken): their catchup decides.
+
+    A clock step moved the round's start (`replay_from`, where a forward step began):
+    the slots it skipped replay, and the one the daemon was waking for when the clock
+    was stepped is on time. The first round after starting to lead is never late."""
+    began = min(round_began, replay_from or round_began)
+    start = began - timedelta(seconds=MISFIRE_GRACE)
+    return min(start, lead_since) if first_round else start
+
+
+def plan_fires(
+    due: Sequence[tuple[JobSpec, datetime]],
+    active: set[str],
+    groups: Mapping[str, GroupQuota],
+    group_active: Mapping[str, int],
+    now: datetime,
+    store_now: datetime,
+    lead_since: datetime,
+    on_time_from: datetime,
+) -> FireBatch:
+    """The runs, schedule advances and replacements for `due` (spec, next_fire_at)
+    at `now`: each job's slots (plan_jobs), decided by its overlap policy and its
+    group's quota (batch_decisions, `active` naming the jobs with an active run,
+    `group_active` counting each limited group's), delayed by its jitter.
+
+    `not_before` is on the store's clock, which claims compare it with: a run due
+    `delay` after `now` on ours is due `delay` after `store_now` on the store's."""
+    batch = FireBatch()
+    counts = dict(group_active)
+    plans = plan_jobs(list(due), now, lead_since, on_time_from)
+    for (spec, next_fire_at), plan in zip(due, plans, strict=True):
+        if plan.late:
+            batch.late.append(spec.name)
+        batch.warnings += [(spec.name, warning) for warning in plan.warnings]
+        quota = groups.get(spec.group or "")
+        decisions, active_after = batch_decisions(
+            spec,
+            [(fire.slot, fire.trigger) for fire in plan.fires],
+            spec.name in active,
+            quota,
+            counts.get(quota.name, 0) if quota else 0,
+        )
+        if quota is not None:
+            counts[quota.name] = active_after
+        for decision in decisions:
+            batch.runs.append(_new_run(spec, decision, now, store_now))
+            if decision.action is FireAction.SKIP:
+                batch.skips.append((spec.name, quota.name if quota else None, decision))
+            elif decision.action is FireAction.REPLACE:
+                batch.replace.append(spec.name)
+        last = plan.fires[-1].slot if plan.fires else next_fire_at
+        batch.advances[spec.name] = (plan.next_fire_at, last)
+    return batch
+
+
+def _new_run(spec: JobSpec, decision: SlotDecision, now: datetime, store_now: datetime) -> NewRun:
+    due_at = decision.slot + timedelta(seconds=jitter_offset(spec, decision.slot))
+    delay = max(timedelta(0), due_at - now)
+    skipped = decision.action is FireAction.SKIP
+    return NewRun(
+        job=spec.name,
+        trigger=decision.trigger,
+        scheduled_for=decision.slot,
+        not_before=store_now + delay,
+        status=Status.SKIPPED if skipped else Status.QUEUED,
+        error=decision.reason if skipped else None,
+    )
 
 
 def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobd.errors import QuotaRefused
 from jobd.store.groups import enqueue_within_quota, upsert_within_quota, usage
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 REFUSED = "quota.refused"
 
+T = TypeVar("T")
+
 
 def refuse(
     store: Store, actor: str, target: str, quota: GroupQuota, reason: str, **detail: Any
@@ -26,20 +28,31 @@ def refuse(
 
 def enqueue_or_refuse(store: Store, actor: str, run: NewRun, quota: GroupQuota) -> int:
     run_id, reason = enqueue_within_quota(store, run, quota)
-    if run_id is None:
-        refuse(store, actor, run.job, quota, reason, request="trigger", max_active=quota.max_active)
-    assert run_id is not None
-    return run_id
+    detail = {"request": "trigger", "max_active": quota.max_active}
+    return _granted(run_id, reason, store, actor, run.job, quota, detail)
 
 
 def upsert_or_refuse(store: Store, actor: str, spec: JobSpec, quota: GroupQuota) -> bool:
     """Create or update a store-only job, unless that adds one too many to its group."""
-
     created, reason = upsert_within_quota(store, spec, quota)
-    if created is None:
-        refuse(store, actor, spec.name, quota, reason, request="schedule", max_jobs=quota.max_jobs)
-    assert created is not None
-    return created
+    detail = {"request": "schedule", "max_jobs": quota.max_jobs}
+    return _granted(created, reason, store, actor, spec.name, quota, detail)
+
+
+def _granted(
+    value: T | None,
+    reason: str,
+    store: Store,
+    actor: str,
+    target: str,
+    quota: GroupQuota,
+    detail: dict[str, Any],
+) -> T:
+    """The store's answer when the quota allowed it; else the audited refusal."""
+    if value is None:
+        refuse(store, actor, target, quota, reason, **detail)
+    assert value is not None
+    return value
 
 
 def group_usage(store: Store, quotas: Mapping[str, GroupQuota]) -> list[dict[str, Any]]:

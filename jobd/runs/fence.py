@@ -32,8 +32,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg2
-
 from jobd.runs.containment import containment
 
 if TYPE_CHECKING:
@@ -132,6 +130,8 @@ class Beat:
             # that the beat is back as soon as the store is: unacknowledged data is
             # given up on after a sixth of lease_ttl.
             timeout_ms = max(1000, int(self.fence.ttl * 1000 / 6))
+            import psycopg2  # here: a SQLite daemon never loads the PostgreSQL driver
+
             self._conn = psycopg2.connect(
                 self.store.url,
                 connect_timeout=max(1, int(self.fence.ttl / 6)),

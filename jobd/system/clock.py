@@ -8,6 +8,7 @@ clock, which is what lease step-down is measured on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping
@@ -53,3 +54,11 @@ class JumpDetector:
             return None
         jump = (wall - last[0]).total_seconds() - (monotonic - last[1])
         return jump if abs(jump) >= self.threshold else None
+
+
+def nap(seconds: float) -> None:
+    """A short sleep that a stepped wall clock cannot break: some clock shims (and
+    kernels, around a clock step) answer nanosleep with EINVAL, and a failed nap
+    only means the caller looks again sooner."""
+    with contextlib.suppress(OSError):
+        time.sleep(seconds)

@@ -31,6 +31,7 @@ from jobd.errors import (
     ExitCode,
     StoreTooNew,
     StoreUnavailable,
+    StoreValueRefused,
     UsageError,
     first_line,
     store_failure,
@@ -174,6 +175,39 @@ class OutageLog:
             return None
         lasted, self.since, self.attempts = self.seconds, None, 0
         return lasted
+
+    def tell(self, exc: BaseException) -> None:
+        """Count a failed round of the daemon's loop, and say so when that deserves a
+        line: first as an error, then as warnings backing off."""
+        first = not self.down
+        if not self.failed():
+            return
+        trouble, still = _store_trouble(exc)
+        if first:
+            log.error(
+                "%s (%s); trying again every %.0fs",
+                trouble,
+                first_line(exc),
+                PROBE_EVERY,
+                extra={"action": "store.down"},
+            )
+        else:
+            log.warning(
+                "%s after %.0fs (%d attempts): %s",
+                still,
+                self.seconds,
+                self.attempts,
+                first_line(exc),
+                extra={"action": "store.down"},
+            )
+
+
+def _store_trouble(exc: BaseException) -> tuple[str, str]:
+    """How the log names a store error, first and then while it lasts: an outage, or
+    a value the store would not take, which is no outage (though tried again too)."""
+    if isinstance(store_failure(exc), StoreValueRefused):
+        return "the store refused a value", "the store still refuses a value"
+    return "store unavailable", "store still unavailable"
 
 
 class StartupWait:

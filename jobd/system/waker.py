@@ -2,11 +2,17 @@
 threads), a per-daemon wake socket (SQLite: `jobd trigger` pokes it), a
 PostgreSQL LISTEN connection, and a clock-step timer (jobd.system.clockstep). The
 daemon never polls in a loop.
+
+`Waker.for_store(store)` knows what each kind of store offers: SQLite a file to
+watch (deleted or replaced under the daemon) and a directory of wake sockets;
+PostgreSQL a NOTIFY channel, whose LISTEN connection `keep_listening()` opens
+again, with back-off, whenever it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import signal
@@ -14,11 +20,21 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jobd.errors import first_line
+from jobd.store.files import StoreIdentity
 from jobd.store.queries import WAKE_CHANNEL
+from jobd.store.urls import sqlite_path
+from jobd.system.clock import nap
 from jobd.system.clockstep import ClockStepWatch
 from jobd.system.filewatch import FileWatch
+from jobd.system.storewait import PROBE_EVERY
+
+if TYPE_CHECKING:
+    from jobd.store import Store
+
+log = logging.getLogger("jobd")
 
 # sun_path holds 108 bytes on Linux (104 on macOS); a store deep in the file
 # system puts its wake sockets beyond that.
@@ -67,6 +83,22 @@ def poke_all(directory: str) -> None:
                 pass  # a full socket buffer means that daemon has a wake-up pending anyway
 
 
+class Backoff:
+    """Exponential back-off: 1 s, 2 s, 4 s ... capped."""
+
+    def __init__(self, cap: float, first: float = 1.0) -> None:
+        self.cap, self.first, self.current = cap, first, 0.0
+
+    def next(self) -> float:
+        self.current = self.first if self.current == 0 else min(self.cap, self.current * 2)
+        return self.current
+
+    def reset(self) -> bool:
+        was_failing = self.current > 0
+        self.current = 0.0
+        return was_failing
+
+
 class Waker:
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -82,6 +114,32 @@ class Waker:
         self._old_wakeup_fd: int | None = None
         self._clock = ClockStepWatch()
         self._file = FileWatch()
+        # Set by for_store: the store's file (SQLite), and its LISTEN (PostgreSQL).
+        self.store_file: StoreIdentity | None = None
+        self._dsn: str | None = None
+        self._listen_backoff = Backoff(60.0)
+        self._listen_retry_at = 0.0
+        self._listened = False
+
+    @classmethod
+    def for_store(cls, store: Store, max_backoff: float) -> Waker:
+        """A waker for a daemon of `store`. SQLite: the file opened, so that one deleted
+        or replaced under the daemon is noticed. PostgreSQL: a LISTEN to keep open."""
+        waker = cls()
+        if store.backend == "sqlite":
+            waker.store_file = StoreIdentity(sqlite_path(store.url))
+        else:
+            waker._dsn = store.url
+        waker._listen_backoff = Backoff(max_backoff)
+        return waker
+
+    def watch_steps_and_file(self) -> bool:
+        """Wake when the wall clock is set, and when the store's file is unlinked or
+        renamed; False when either cannot be watched (then the loop polls)."""
+        watched = self.watch_clock_steps()
+        if self.store_file is not None:
+            watched = self.watch_file(self.store_file.database) and watched
+        return watched
 
     def install_signal_wakeup(self) -> None:
         """Signals arriving while we sleep in select() end the sleep at once."""
@@ -173,6 +231,37 @@ class Waker:
     def listening(self) -> bool:
         return self._listen_conn is not None and not self._listen_conn.closed
 
+    def keep_listening(self) -> bool:
+        """(Re)open the LISTEN connection when it is gone; True when it was just opened.
+
+        The store's own connection reconnects transparently, so a terminated LISTEN
+        connection must be noticed here, not only after a failed tick. A failure is
+        logged once, and tried again as often as the store itself (with back-off)."""
+        if self._dsn is None or self.listening or time.monotonic() < self._listen_retry_at:
+            return False
+        try:
+            self.listen_postgres(self._dsn)
+        except Exception as exc:
+            if self._listen_backoff.current == 0:
+                log.warning(
+                    "cannot LISTEN for wake-ups (%s); retrying with back-off",
+                    first_line(exc),
+                    extra={"action": "store.listen"},
+                )
+            self._listen_retry_at = time.monotonic() + min(PROBE_EVERY, self._listen_backoff.next())
+            return False
+        if self._listen_backoff.reset() or self._listened:
+            log.info("listening for wake-ups again", extra={"action": "store.listen"})
+        self._listened = True
+        return True
+
+    def listen_retry_in(self) -> float | None:
+        """Seconds until keep_listening() tries again; None when there is nothing to
+        retry. Without LISTEN no trigger wakes the daemon: it must not sleep past this."""
+        if self._dsn is None or self.listening:
+            return None
+        return max(0.0, self._listen_retry_at - time.monotonic())
+
     def wake(self) -> None:
         """Called from any thread: end the current or next sleep."""
         with contextlib.suppress(BlockingIOError, OSError):
@@ -190,6 +279,19 @@ class Waker:
                 return False
             if self._handle(events):
                 return True
+
+    def sleep_precisely(self, timeout: float) -> bool:
+        """sleep(), to the tenth of a millisecond: the selector counts whole
+        milliseconds, rounded up, and wakes up to a millisecond past even that, which
+        would start every scheduled run that late. The last two milliseconds are
+        slept by a timer of finer grain instead."""
+        deadline = time.monotonic() + timeout
+        woken = self.sleep(max(0.0, timeout - 0.002))
+        if not woken:
+            rest = deadline - time.monotonic()
+            if rest > 0.0001:
+                nap(rest)
+        return woken
 
     def _handle(self, events: list) -> bool:
         """Drain what woke us; True unless it was only other schemas' notifications."""
