@@ -40,6 +40,7 @@ from typing import Any
 from jobd.core.durations import parse_duration
 from jobd.store import open_store
 from jobd.store.admin import leader_lease
+from jobd.system.hooks import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -92,7 +93,7 @@ class Bench:
         }
         body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
         self.config.write_text(f"[jobd]\n{body}\n{JOBS}")
-        self.store = open_store(self.url)
+        self.store = open_store(self.url, hooks=HOST)
 
     def start(self) -> Daemon:
         log = self.workdir / f"jobd-{len(self.daemons)}.log"

@@ -44,6 +44,7 @@ from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Trigger
 from jobd.store import open_store
 from jobd.store.reader import Reader
+from jobd.system.hooks import HOST
 
 SCRAPES = 30
 BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
@@ -81,7 +82,7 @@ def store_url(backend: str, directory: Path, name: str) -> Iterator[str]:
 
 
 def fill(url: str, backend: str, jobs: int, runs: int) -> None:
-    store = open_store(url)
+    store = open_store(url, hooks=HOST)
     text = "".join(
         f'[jobs.j{i}]\ncommand = ["true"]\nschedule = "{i % 60} * * * *"\n' for i in range(jobs)
     )
@@ -214,7 +215,7 @@ def failures_told(url: str, failures: int) -> list[float]:
         if time.monotonic() > deadline:
             raise RuntimeError("the daemon did not apply its config within 60 s")
         with contextlib.suppress(Exception):
-            store = store or open_store(url)
+            store = store or open_store(url, hooks=HOST)
         time.sleep(0.05)
     latencies = []
     for _ in range(failures):

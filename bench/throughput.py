@@ -35,14 +35,10 @@ def insert_queued(url: str, job: str, n: int, delay: float = 0.0) -> None:
     store = open_store(url)
     try:
         now = store.now()
-        not_before = now + timedelta(seconds=delay)
-        rows = [
-            store._run_row(NewRun(job=job, trigger=Trigger.MANUAL, not_before=not_before), now)
-            for _ in range(n)
-        ]
+        run = NewRun(job=job, trigger=Trigger.MANUAL, not_before=now + timedelta(seconds=delay))
         with store.atomic():
-            for start in range(0, n, 500):
-                store.m.Execution.insert_many(rows[start : start + 500]).execute()
+            for _ in range(n):
+                store.insert_run(run, now)
     finally:
         store.close()
 

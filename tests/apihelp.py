@@ -68,7 +68,7 @@ class Api:
         from jobd.core.model import Config, Settings
         from jobd.ops import Scope
         from jobd.ops.tokens import create_token
-        from jobd.store import open_store
+        from tests.conftest import open_store
 
         store = open_store(self.store_url)
         try:

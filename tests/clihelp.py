@@ -183,7 +183,7 @@ class Executor:
     error: BaseException | None = None
 
     def __enter__(self) -> Executor:
-        from jobd.store import open_store
+        from tests.conftest import open_store
 
         self.store = open_store(self.url)
         add_instance(self.store, self.instance_id)

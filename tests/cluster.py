@@ -65,7 +65,7 @@ class Cluster:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from jobd.store import open_store
+            from tests.conftest import open_store
 
             self._store = open_store(self.url)
         return self._store

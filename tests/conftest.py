@@ -90,10 +90,17 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(URL_FIXTURES[request.param])
 
 
+def open_store(url: str, **options: Any) -> Any:
+    """A store as jobd's own processes open it: with this host's hooks, so its
+    commits wake the daemons and it asks their liveness locks (jobd.system.hooks)."""
+    from jobd.store import open_store as open_bare
+    from jobd.system.hooks import HOST
+
+    return open_bare(url, hooks=HOST, **options)
+
+
 @pytest.fixture
 def store(store_url: str) -> Iterator[Any]:
-    from jobd.store import open_store
-
     opened = open_store(store_url)
     yield opened
     opened.close()

@@ -24,7 +24,7 @@ def problem(reply: Any, status: int) -> dict[str, Any]:
 
 
 def audit_rows(api: Api) -> list[dict[str, Any]]:
-    from jobd.store import open_store
+    from tests.conftest import open_store
 
     store = open_store(api.store_url)
     try:
@@ -53,7 +53,7 @@ def test_probes_and_authentication(api: Api) -> None:
     from jobd.core.model import Config, Settings
     from jobd.ops import Scope
     from jobd.ops.tokens import revoke_token
-    from jobd.store import open_store
+    from tests.conftest import open_store
 
     store = open_store(api.store_url)
     revoke_token(Scope(store, Config(settings=Settings(), jobs={})), "tester", "dashboard")
@@ -216,7 +216,7 @@ def test_pause_resume_schedule_and_unschedule(api: Api) -> None:
 
 def test_executions_pages_stay_correct_while_runs_arrive(api: Api) -> None:
     from jobd.core.model import NewRun, Status, Trigger
-    from jobd.store import open_store
+    from tests.conftest import open_store
 
     token = api.token("reader", read_only=True)
     store = open_store(api.store_url)

@@ -81,8 +81,8 @@ def test_token_create_rejects_a_bad_expiry(store_url: str, tmp_path: Path) -> No
 
 
 def test_a_version_2_store_gains_the_tokens_table(store_url: str) -> None:
-    from jobd.store import open_store
     from jobd.store.migrations import SCHEMA_VERSION
+    from tests.conftest import open_store
 
     store = open_store(store_url)
     store.db.execute_sql("DROP TABLE api_tokens")
@@ -97,9 +97,8 @@ def test_a_version_2_store_gains_the_tokens_table(store_url: str) -> None:
 
 
 def test_token_subcommands_take_store_after_their_name(store_url: str, tmp_path: Path) -> None:
-    from jobd.store import open_store
     from tests.clihelp import empty_config
-    from tests.conftest import run_jobd
+    from tests.conftest import open_store, run_jobd
 
     open_store(store_url).close()  # a token is made for a store that exists
     env = {"JOBD_CONFIG": empty_config(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}

@@ -13,6 +13,7 @@ from jobd.core.model import NewRun, Status, Trigger
 from jobd.core.timeutil import to_db
 from jobd.store import admin
 from jobd.store.migrations import SCHEMA_VERSION
+from jobd.store.queries import NEW_JOB_COLUMNS
 from tests.clihelp import (
     ANSI,
     RUN_SHAPE,
@@ -326,9 +327,8 @@ def test_latest_runs_of_many_jobs_take_a_few_statements_not_one_per_job(
     for name in names[:3]:
         add_job(store, name)
     spec = store.job(names[0]).spec
-    store.m.Job.insert_many(
-        [{**store._job_row(spec, store.now()), "name": name} for name in names[3:]]
-    ).execute()
+    row = dict(zip(NEW_JOB_COLUMNS, store._job_row(spec, store.now()), strict=True))
+    store.m.Job.insert_many([{**row, "name": name} for name in names[3:]]).execute()
     done = enqueue(store, names[0], Status.SUCCEEDED)
     queued = enqueue(store, names[0])  # newer, and not an outcome
     failed = enqueue(store, names[1], Status.FAILED)

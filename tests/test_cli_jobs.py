@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobd.core.model import NewRun, Trigger
-from jobd.store import open_store
-from tests.conftest import jobd_cmd, run_jobd, wait_for
+from tests.conftest import jobd_cmd, open_store, run_jobd, wait_for
 from tests.terminal import Terminal
 
 CONFIG = """

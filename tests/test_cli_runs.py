@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.store import open_store
 from tests.clihelp import (
     ANSI,
     RUN_SHAPE,
@@ -32,7 +31,7 @@ from tests.clihelp import (
     jobd,
     postgresql_url,
 )
-from tests.conftest import jobd_cmd, wait_for, write_output
+from tests.conftest import jobd_cmd, open_store, wait_for, write_output
 
 __all__ = ["postgresql_url"]  # the fixture alias, see tests.clihelp
 

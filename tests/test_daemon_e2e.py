@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from jobd.core.model import NewRun, Run, Status, Trigger
-from jobd.store import Store, open_store
-from tests.conftest import wait_for
+from jobd.store import Store
+from tests.conftest import open_store, wait_for
 from tests.daemons import Daemons, finished, proxy_to, runs, wait_clock, wait_run
 from tests.processes import alive, assert_group_gone, wait_dead
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Outcome, Status, Trigger
-from jobd.store import open_store
-from tests.conftest import finish_run, jobd_cmd, wait_for
+from tests.conftest import finish_run, jobd_cmd, open_store, wait_for
 
 
 def test_daemon_prunes_history_to_keep(tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ import pytest
 from jobd.core.model import Config, Settings
 from jobd.ops import Scope
 from jobd.ops.tokens import create_token, revoke_token
-from jobd.store import open_store
 from tests.apihelp import Api, api, go_file
 from tests.clihelp import postgresql_url
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.reliability import Recorder, sized
 
 __all__ = ["api", "postgresql_url"]  # fixtures

@@ -23,8 +23,7 @@ import pytest
 
 from jobd.core.config.parse import parse_config
 from jobd.core.model import CATCHUP_CAP, NewRun, Trigger
-from jobd.store import open_store
-from tests.conftest import IN_CI, wait_for
+from tests.conftest import IN_CI, open_store, wait_for
 from tests.faults import Daemon, duplicates, q, stuck_rows, write_config
 from tests.reliability import Recorder
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobd.core.model import Status
-from jobd.store import open_store
-from tests.conftest import jobd_cmd, wait_for
+from tests.conftest import jobd_cmd, open_store, wait_for
 from tests.faults import Daemon, duplicates, lines_of, q, stuck_rows, write_config
 from tests.reliability import Recorder, sized
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.store import open_store
+from tests.conftest import open_store
 from tests.faults import Daemon, duplicates, lines_of, q, stuck_rows, write_config
 from tests.processes import alive, assert_group_gone
 from tests.reliability import Recorder, sized

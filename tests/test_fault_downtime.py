@@ -16,8 +16,7 @@ import pytest
 
 from jobd.core.model import CATCHUP_CAP, Status, Trigger
 from jobd.core.timeutil import to_db
-from jobd.store import open_store
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import open_store, run_jobd, wait_for
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder
 

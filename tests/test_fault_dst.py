@@ -20,8 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from jobd.core.config.parse import parse_config
-from jobd.core.planner import plan_job
-from jobd.store.store import first_fire_after
+from jobd.core.planner import first_fire_after, plan_job
 from tests.faults import duplicates
 from tests.reliability import Recorder, full_size
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobd.store import open_store
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder, full_size
 from tests.test_fault_clock import FakeClock, needs_faketime

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.store import open_store
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.faults import Daemon, lines_of, q, stuck_rows, write_config
 from tests.processes import alive
 from tests.reliability import Recorder

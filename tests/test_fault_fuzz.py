@@ -27,13 +27,11 @@ from hypothesis import strategies as st
 from jobd.core.config.parse import config_from_data, parse_config
 from jobd.core.durations import DurationError, parse_duration
 from jobd.core.model import NewRun, Outcome, Run, Status, Trigger
-from jobd.core.planner import plan_job
+from jobd.core.planner import first_fire_after, plan_job
 from jobd.core.policies import follow_ups, jitter_offset, overlap_decision, retry_delay
 from jobd.errors import ConfigError
-from jobd.store import open_store
-from jobd.store.store import first_fire_after
 from jobd.system.paths import load_config
-from tests.conftest import finish_run
+from tests.conftest import finish_run, open_store
 from tests.faults import jobd_main, write_config
 from tests.reliability import Recorder, sized
 from tests.test_config import DATA, ENVIRON

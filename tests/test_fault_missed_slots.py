@@ -28,8 +28,8 @@ import pytest
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Status, Trigger
 from jobd.core.timeutil import to_db
-from jobd.store import Store, open_store
-from tests.conftest import run_jobd, wait_for
+from jobd.store import Store
+from tests.conftest import open_store, run_jobd, wait_for
 from tests.daemons import proxy_to, runs, wait_clock
 from tests.faults import Daemon, duplicates, write_config
 from tests.reliability import Recorder

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.store import open_store
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.faults import Daemon, q, rss_kb, stuck_rows, write_config
 from tests.reliability import Recorder, sized
 

@@ -25,9 +25,9 @@ import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
 from jobd.runs.fence import fence_times
-from jobd.store import Store, open_store
+from jobd.store import Store
 from tests.cluster import can_fake_hosts
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.daemons import Daemons, proxy_to, runs, wait_run
 from tests.faults import lines_of, stuck_rows
 from tests.reliability import Recorder

@@ -15,8 +15,7 @@ import pytest
 
 from jobd.core.model import Status
 from jobd.core.timeutil import to_db
-from jobd.store import open_store
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.faults import Daemon, duplicates, lines_of, q, rss_kb, stuck_rows, write_config
 from tests.reliability import Recorder, sized
 

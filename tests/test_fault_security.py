@@ -37,8 +37,7 @@ from typing import Any
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.store import open_store
-from tests.conftest import dsn_with_password, jobd_cmd, wait_for
+from tests.conftest import dsn_with_password, jobd_cmd, open_store, wait_for
 from tests.faults import Daemon, jobd_main, q, stuck_rows, write_config
 from tests.processes import marked
 from tests.reliability import Recorder

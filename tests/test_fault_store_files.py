@@ -23,8 +23,7 @@ import pytest
 
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Outcome, Status, Trigger
-from jobd.store import open_store
-from tests.conftest import finish_run, jobd_cmd
+from tests.conftest import finish_run, jobd_cmd, open_store
 from tests.faults import Daemon, jobd_main, write_config
 from tests.reliability import Recorder
 

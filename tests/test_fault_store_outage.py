@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from jobd.core.model import NewRun, Outcome, Status, Trigger
-from jobd.store import Store, open_store
-from tests.conftest import POSTGRES_DSN, run_jobd, wait_for
+from jobd.store import Store
+from tests.conftest import POSTGRES_DSN, open_store, run_jobd, wait_for
 from tests.daemons import CuttableProxy, config_text, finished, runs, wait_run
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder

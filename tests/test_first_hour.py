@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from jobd.store import open_store
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import open_store, run_jobd, wait_for
 from tests.daemons import Daemons
 
 TICK = {"schedule": "*/2 * * * * *", "command": ["true"]}

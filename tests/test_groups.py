@@ -12,10 +12,10 @@ from jobd.core.config.parse import parse_config
 from jobd.core.model import Config, GroupQuota, NewRun, Outcome, Status, Trigger
 from jobd.core.policies import FireAction, quota_decision
 from jobd.daemon.loop import Daemon
-from jobd.store import Store, open_store
+from jobd.store import Store
 from jobd.store import groups as store_groups
 from jobd.store.migrations import SCHEMA_VERSION
-from tests.conftest import finish_run
+from tests.conftest import finish_run, open_store
 
 TWO_TENANTS = """
 [groups.tenant-a]

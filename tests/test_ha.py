@@ -253,7 +253,7 @@ def _trigger_concurrently(url: str, job: str, threads: int, each: int) -> list[i
     """`threads` writers, each with its own store connection, `each` triggers apiece."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from jobd.store import open_store
+    from tests.conftest import open_store
 
     def writer(_: int) -> list[int]:
         store = open_store(url)

@@ -14,11 +14,10 @@ from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Trigger
 from jobd.core.timeutil import to_db
 from jobd.leader.lease import TableLeader
-from jobd.store import open_store
 from jobd.store.admin import leader_lease
 from jobd.store.lease import LeaseLost
 from jobd.system.clock import Clock
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 
 TTL = 5.0
 

@@ -24,10 +24,10 @@ import pytest
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Status, Trigger
 from jobd.core.timeutil import to_db
-from jobd.store import Store, open_store
+from jobd.store import Store
 from jobd.system.clockstep import ClockStepWatch
 from jobd.system.liveness import DeathWatch, InstanceLock, LockState, Presence, lock_state
-from tests.conftest import wait_for
+from tests.conftest import open_store, wait_for
 from tests.daemons import Daemons, wait_run
 
 JOBD = [sys.executable, "-m", "jobd"]
@@ -133,12 +133,10 @@ def test_the_store_judges_by_the_lock_before_the_heartbeat(sqlite_store: Store) 
     _add_instance(store, "old-style", heartbeat_age=600)
     try:
         now = store.now()
-        assert store.instance_state("crashed", now, ttl, now) is Presence.DEAD
-        assert store.instance_state("quiet", now - timedelta(minutes=10), ttl, now) is (
-            Presence.LIVE
-        )
+        assert store.presence("crashed", now, ttl, now) is Presence.DEAD
+        assert store.presence("quiet", now - timedelta(minutes=10), ttl, now) is (Presence.LIVE)
         old = now - timedelta(minutes=10)
-        assert store.instance_state("old-style", old, ttl, now) is Presence.STALE
+        assert store.presence("old-style", old, ttl, now) is Presence.STALE
         runs = {name: _running_run(store, name) for name in ("crashed", "quiet", "old-style")}
         lost = {run.id for run in store.reap_lost_runs(ttl, lambda *_: [])}
         assert lost == {runs["crashed"], runs["old-style"]}

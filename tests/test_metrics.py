@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import jobd.observe.metrics
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Trigger
-from jobd.store import Store, open_store
+from jobd.store import Store
 from jobd.store.reader import Reader
-from tests.conftest import run_jobd, wait_for
+from tests.conftest import open_store, run_jobd, wait_for
 from tests.daemons import Daemons, config_text, toml_value
 from tests.httpserver import Server, http_server_fixture  # noqa: F401
 from tests.receivers import free_port

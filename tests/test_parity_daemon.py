@@ -12,8 +12,8 @@ import pytest
 
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Outcome, Run, Status, Trigger
-from jobd.store import Store, open_store
-from tests.conftest import finish_run, run_jobd, wait_for
+from jobd.store import Store
+from tests.conftest import finish_run, open_store, run_jobd, wait_for
 from tests.daemons import jobd_daemon
 from tests.httpserver import Server, http_server_fixture  # noqa: F401 - a fixture
 

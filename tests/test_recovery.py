@@ -80,8 +80,9 @@ def test_sigkilled_daemon_leaves_no_orphan_after_restart(tmp_path: Path) -> None
                 "-c",
                 (
                     "from jobd.store import open_store;"
+                    "from jobd.system.hooks import HOST;"
                     "from jobd.core.model import NewRun, Trigger;"
-                    f"s = open_store({url!r});"
+                    f"s = open_store({url!r}, hooks=HOST);"
                     "print(s.enqueue(NewRun('long', Trigger.MANUAL, s.now())))"
                 ),
             ],

@@ -22,10 +22,10 @@ import pytest
 from jobd.core.config.parse import parse_config, parse_job
 from jobd.core.model import Config, NewRun, Outcome, Source, Status, Trigger
 from jobd.errors import ConfigError, ExitCode, StoreTooNew, StoreUnavailable
-from jobd.store import Store, mask_url, open_store
+from jobd.store import Store, mask_url
 from jobd.store.connect import connect
 from jobd.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from tests.conftest import finish_run, wait_for, write_output
+from tests.conftest import finish_run, open_store, wait_for, write_output
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TABLES = {"jobd_schema", "jobs", "executions", "leader_lease", "instances", "audit_events"}

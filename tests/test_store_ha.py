@@ -103,7 +103,7 @@ def test_runs_to_stop_names_cancels_and_leaves_healthy_runs_alone(
 def test_fires_lock_job_rows_in_the_order_claims_do(postgres_url: str) -> None:
     """record_fires and an exclusive claim both lock several job rows; taken in
     different orders they deadlock, and PostgreSQL aborts one of them."""
-    from jobd.store import open_store
+    from tests.conftest import open_store
 
     store = open_store(postgres_url)
     jobs = '[jobs.a]\ncommand = ["true"]\n\n[jobs.b]\ncommand = ["true"]\n'

@@ -11,7 +11,8 @@ import peewee as pw
 import pytest
 
 from jobd.core.model import NewRun, Trigger
-from jobd.store import Store, open_store, pgwire
+from jobd.store import Store, pgwire
+from tests.conftest import open_store
 from tests.test_store import config
 
 

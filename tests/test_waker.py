@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from jobd.store import open_store
 from jobd.system.waker import Waker
+from tests.conftest import open_store
 
 
 def woken_within(waker: Waker, seconds: float) -> bool:

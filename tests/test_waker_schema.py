@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from jobd.store import open_store
 from jobd.system.waker import Waker
-from tests.conftest import schema_url
+from tests.conftest import open_store, schema_url
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def test_only_our_schemas_notify_wakes_us(
     # A channel of our own: other jobd processes on this server must not wake us.
     channel = f"jobd_wake_test_{uuid.uuid4().hex[:8]}"
     monkeypatch.setattr("jobd.system.waker.WAKE_CHANNEL", channel)
-    monkeypatch.setattr("jobd.store.store.WAKE_CHANNEL", channel)
+    monkeypatch.setattr("jobd.store.queries.WAKE_CHANNEL", channel)
     ours_url, theirs_url = two_schemas
     ours, theirs = open_store(ours_url), open_store(theirs_url)
     waker = Waker()

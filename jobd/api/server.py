@@ -37,6 +37,7 @@ from jobd.api.app import CLIENT_GONE, MAX_BODY, Application, ConfigSource
 from jobd.api.views import Views
 from jobd.errors import ConfigError
 from jobd.store import open_store
+from jobd.system.hooks import HOST
 from jobd.system.tls import server_context
 
 __all__ = ["ApiServer", "ConfigSource", "make_app", "start_api"]
@@ -59,8 +60,7 @@ PLAIN_TO_TLS = (
 
 def make_app(store_url: str, configs: ConfigSource) -> Application:
     """The application over its own Store (never the daemon's connection)."""
-
-    store = open_store(store_url)
+    store = open_store(store_url, hooks=HOST)
     app = Application(store, configs, Views())
     # In `jobd run` the daemon sets the process's bound after this (its own, as
     # short); the API's connections keep their statement timeout and keepalives.

@@ -379,3 +379,17 @@ class Outcome:
     exit_code: int | None = None
     signal: int | None = None
     error: str | None = None
+
+
+class Presence(StrEnum):
+    """What jobd makes of an instance that has not stopped."""
+
+    LIVE = "live"
+    DEAD = "dead"  # its lock is free: the process is gone
+    STALE = "stale"  # no lock to ask, and no heartbeat within the lease ttl
+
+
+def presence_by_heartbeat(heartbeat_at: datetime | None, ttl: float, now: datetime) -> Presence:
+    """The judgement where no liveness lock can be asked (PostgreSQL, another host)."""
+    fresh = heartbeat_at is not None and (now - heartbeat_at).total_seconds() <= ttl
+    return Presence.LIVE if fresh else Presence.STALE

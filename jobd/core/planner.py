@@ -273,3 +273,10 @@ def _new_run(spec: JobSpec, decision: SlotDecision, now: datetime, store_now: da
         status=Status.SKIPPED if skipped else Status.QUEUED,
         error=decision.reason if skipped else None,
     )
+
+
+def first_fire_after(spec: JobSpec, now: datetime) -> datetime | None:
+    """A job's first slot after `now`: where a new, rescheduled or resumed job starts."""
+    if spec.schedule is None:
+        return None
+    return schedule_of(spec.schedule).next_after(now, zone(spec.timezone))

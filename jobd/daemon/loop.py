@@ -42,6 +42,7 @@ from jobd.store import STORE_ERRORS, ApplyReport, Store, mask_url
 from jobd.store.files import StoreVanished
 from jobd.store.lease import LeaseLost
 from jobd.system.clock import Clock, JumpDetector, nap
+from jobd.system.hooks import HOST
 from jobd.system.log import mask_secrets
 from jobd.system.sdnotify import Notifier
 from jobd.system.signals import SignalFlags
@@ -82,6 +83,7 @@ class Daemon:
         self.file_digests = dict(file_digests) if file_digests is not None else config.digests()
         self.config = _settings_only(config)
         self.store = store
+        store.hooks = HOST  # it runs here: it pokes this host's daemons and asks its locks
         self.reload_config = reload_config
         self.clock = clock or Clock.from_env()
         self.host = socket.gethostname()

@@ -106,8 +106,9 @@ class Context:
             url = self.store_url
             load_orm(backend_of(url))
             from jobd.store import open_store
+            from jobd.system.hooks import HOST
 
-            self._store = open_store(url, create=self.create_store)
+            self._store = open_store(url, create=self.create_store, hooks=HOST)
         return self._store
 
     def reader(self) -> Reader:

@@ -47,7 +47,7 @@ def unapplied_jobs(config: Config, now: datetime) -> list[JobEntry]:
 
 def _unapplied(spec: JobSpec, paused: bool, now: datetime) -> JobEntry:
     """A job of the file that no daemon applied: with the first fire the file gives it."""
-    from jobd.store.store import first_fire_after
+    from jobd.core.planner import first_fire_after
 
     first = first_fire_after(spec, now) if spec.enabled else None
     return JobEntry(spec, paused, first, Applied.NOT_YET)

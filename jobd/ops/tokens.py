@@ -15,6 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import NotFound, UsageError
@@ -46,14 +47,14 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _token(row: object, now: datetime) -> Token:
-    expires = from_db(row.expires_at)  # type: ignore[attr-defined]
+def _token(row: dict[str, Any], now: datetime) -> Token:
+    expires = from_db(row["expires_at"])
     return Token(
-        name=row.name,  # type: ignore[attr-defined]
-        group=row.group_name,  # type: ignore[attr-defined]
-        read_only=bool(row.read_only),  # type: ignore[attr-defined]
-        created_at=from_db(row.created_at),  # type: ignore[attr-defined,arg-type]
-        created_by=row.created_by,  # type: ignore[attr-defined]
+        name=row["name"],
+        group=row["group_name"],
+        read_only=bool(row["read_only"]),
+        created_at=from_db(row["created_at"]),  # type: ignore[arg-type]
+        created_by=row["created_by"],
         expires_at=expires,
         expired=expires is not None and expires <= now,
     )
@@ -75,24 +76,25 @@ def create_token(
     if group is not None and not NAME.fullmatch(group):
         raise UsageError(f"invalid group name {group!r}")
     store = scope.store
-    T = store.m.ApiToken
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)  # 256 bits
     now = store.now()
     expires = now + timedelta(seconds=expires_in) if expires_in else None
     with store.atomic():
-        if T.get_or_none(T.name == name) is not None:
+        if store.token(name) is not None:
             raise UsageError(f"token {name!r} already exists (revoke it first: jobd token revoke)")
-        T.insert(
-            name=name,
-            key_id=key_id,
-            secret_hash=_digest(secret),
-            group_name=group,
-            read_only=read_only,
-            created_at=to_db(now),
-            created_by=actor,
-            expires_at=to_db(expires),
-        ).execute()
+        store.add_token(
+            {
+                "name": name,
+                "key_id": key_id,
+                "secret_hash": _digest(secret),
+                "group_name": group,
+                "read_only": read_only,
+                "created_at": to_db(now),
+                "created_by": actor,
+                "expires_at": to_db(expires),
+            }
+        )
     detail: dict[str, object] = {"read_only": read_only}
     if group:
         detail["group"] = group
@@ -105,16 +107,14 @@ def create_token(
 
 def list_tokens(scope: Scope) -> list[Token]:
     store = scope.store
-    T = store.m.ApiToken
     now = store.now()
-    return [_token(row, now) for row in T.select().order_by(T.name)]
+    return [_token(row, now) for row in store.tokens()]
 
 
 def revoke_token(scope: Scope, actor: str, name: str) -> None:
     """Delete the token: the next request that bears it is refused."""
     store = scope.store
-    T = store.m.ApiToken
-    if T.delete().where(T.name == name).execute() == 0:
+    if not store.delete_token(name):
         raise NotFound(f"unknown token {name!r} (see `jobd token list`)")
     store.audit("token.revoke", actor, name)
 
@@ -126,9 +126,8 @@ def authenticate(scope: Scope, bearer: str) -> Token | None:
         return None
     key_id, secret = match.groups()
     store = scope.store
-    T = store.m.ApiToken
-    row = T.get_or_none(T.key_id == key_id)
-    if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
+    row = store.token(key_id=key_id)
+    if row is None or not hmac.compare_digest(row["secret_hash"], _digest(secret)):
         return None
     token = _token(row, store.now())
     return None if token.expired else token

@@ -8,14 +8,14 @@ calls hourly to enforce `[jobd] history`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import peewee as pw
-
-from jobd.core.model import FINAL_STATUSES, Status
+from jobd.core.model import FINAL_STATUSES, Presence, Status
 from jobd.core.timeutil import from_db, to_db
-from jobd.system.liveness import Presence
+from jobd.store import queries as q
+from jobd.store.queries import INSTANCE_COLUMNS as INSTANCE_KEYS
 
 if TYPE_CHECKING:
     from jobd.store.store import Store
@@ -23,28 +23,15 @@ if TYPE_CHECKING:
 FINAL = [status.value for status in FINAL_STATUSES]
 # The statuses that say how a job's work went; cancelled and skipped runs say
 # what an operator or the overlap policy decided, not whether the job works.
-OUTCOMES = [Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED]
-PRUNE_BATCH = 5000
-BATCH = 500  # names per IN list
-# What `status` shows of an instance (plus `live`); a stable set for --json.
-INSTANCE_KEYS = (
-    "id",
-    "host",
-    "pid",
-    "version",
-    "started_at",
-    "heartbeat_at",
-    "role",
-    "running",
-    "clock_skew",
-    "stopped_at",
+OUTCOMES = tuple(
+    s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)
 )
+PRUNE_BATCH = 5000
 
 
 def schema_version(store: Store) -> int:
     """The version recorded in the store (what migrations brought it to)."""
-    value = store.m.Schema.select(pw.fn.MAX(store.m.Schema.version)).scalar()
-    return int(value or 0)
+    return int(store.dialect.one(q.SCHEMA_VERSION_READ)[0] or 0)
 
 
 # -- instances and the leader ----------------------------------------------------
@@ -55,25 +42,19 @@ def instances(
 ) -> list[dict[str, Any]]:
     """Instances seen within `seen_within` seconds or still live, newest heartbeat first.
 
-    Whether one is live is Store.instance_state's call, as for the daemons that
+    Whether one is live is Store.presence's call, as for the daemons that
     declare one gone: by its lock on SQLite (an idle daemon there writes no
     heartbeat), by its heartbeat within the lease ttl otherwise.
     """
-    Instance = store.m.Instance
     cutoff = now - timedelta(seconds=seen_within)
-    rows = (
-        Instance.select(*[getattr(Instance, key) for key in INSTANCE_KEYS])
-        .where((Instance.heartbeat_at >= to_db(cutoff)) | Instance.stopped_at.is_null())
-        .order_by(Instance.heartbeat_at.desc())
-        .dicts()
-    )
     result = []
-    for row in rows:
+    for values in store.dialect.all(q.INSTANCES_SEEN, (to_db(cutoff),)):
+        row = dict(zip(INSTANCE_KEYS, values, strict=True))
         for key in ("started_at", "heartbeat_at", "stopped_at"):
             row[key] = from_db(row[key])
         row["live"] = (
             row["stopped_at"] is None
-            and store.instance_state(row["id"], row["heartbeat_at"], ttl, now) is Presence.LIVE
+            and store.presence(row["id"], row["heartbeat_at"], ttl, now) is Presence.LIVE
         )
         if row["live"] or row["heartbeat_at"] >= cutoff:
             result.append(row)
@@ -85,14 +66,12 @@ def live_instances(store: Store, ttl: float, now: datetime) -> list[dict[str, An
 
 
 def last_heartbeat(store: Store) -> datetime | None:
-    Instance = store.m.Instance
-    return from_db(Instance.select(pw.fn.MAX(Instance.heartbeat_at)).scalar())
+    return from_db(store.dialect.one(q.LAST_HEARTBEAT)[0])
 
 
 def leader_lease(store: Store, now: datetime) -> dict[str, Any] | None:
     """The table lease, when the daemons use one (leader = "table"); None otherwise."""
-    Lease = store.m.Lease
-    rows = list(Lease.select().order_by(Lease.name).dicts())
+    rows = [dict(zip(q.LEASE_COLUMNS, r, strict=True)) for r in store.dialect.all(q.LEASES)]
     if not rows:
         return None
     row = next((r for r in rows if r["name"] == "leader"), rows[0])
@@ -114,35 +93,23 @@ def leader_lease(store: Store, now: datetime) -> dict[str, Any] | None:
 
 def upcoming(store: Store, limit: int = 5) -> list[dict[str, Any]]:
     """The next fires across all jobs that will fire (not paused, removed or disabled)."""
-    Job = store.m.Job
-    rows = (
-        Job.select(Job.name, Job.next_fire_at, Job.timezone)
-        .where(_firing(Job), Job.next_fire_at.is_null(False))
-        .order_by(Job.next_fire_at, Job.name)
-        .limit(limit)
-    )
-    return [{"job": r.name, "at": from_db(r.next_fire_at), "timezone": r.timezone} for r in rows]
+    return [
+        {"job": name, "at": from_db(at), "timezone": timezone}
+        for name, at, timezone in store.dialect.all(q.UPCOMING, (limit,))
+    ]
 
 
 def overdue(store: Store, before: datetime) -> list[dict[str, Any]]:
     """Jobs that should have fired before `before` and have not: no leader is firing."""
-    Job = store.m.Job
-    rows = (
-        Job.select(Job.name, Job.next_fire_at)
-        .where(_firing(Job), Job.next_fire_at < to_db(before))
-        .order_by(Job.next_fire_at)
-    )
-    return [{"job": r.name, "due": from_db(r.next_fire_at)} for r in rows]
-
-
-def _firing(Job: Any) -> Any:
-    return (~Job.paused) & (~Job.removed) & Job.enabled
+    return [
+        {"job": name, "due": from_db(due)}
+        for name, due in store.dialect.all(q.OVERDUE, (to_db(before),))
+    ]
 
 
 def last_outcomes(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each job's latest succeeded/failed/timed_out/abandoned run; one index walk per job."""
-    outcomes = ", ".join(f"'{status.value}'" for status in OUTCOMES)
-    rows = _latest(store, names, "id, status, finished_at, exit_code", f"status IN ({outcomes})")
+    rows = _latest(store, names, q.NEWEST_OUTCOME_OF, q.OUTCOME_ROWS, OUTCOMES)
     return {
         job: {
             "id": run_id,
@@ -157,40 +124,44 @@ def last_outcomes(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any
 def latest_runs(store: Store, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each job's latest run: its status and when it started (when it was queued,
     not started yet), for `jobd list`'s LAST, PASSED and STATUS; one index walk per job."""
-    rows = _latest(store, names, "status, started_at, queued_at")
+    rows = _latest(store, names, q.NEWEST_OF, q.LATEST_ROWS)
     return {
         job: {"status": status, "at": from_db(started_at) or from_db(queued_at)}
-        for job, status, started_at, queued_at in rows
+        for job, _run_id, status, started_at, queued_at in rows
     }
 
 
-def _latest(store: Store, names: Sequence[str], columns: str, where: str = "1 = 1") -> list:
-    """(job, *columns) of each named job's newest run matching `where`, for jobs that
-    have one. Two statements per batch of names, not a query per job: a store of
-    100,000 jobs is listed in a few hundred statements. The newest id comes from a
-    backward walk of the (job, id) index per job, the rows by their primary key."""
-    p = store.db.param
-    rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(names), BATCH):
-        chunk = list(names[start : start + BATCH])
-        marks = ", ".join([p] * len(chunk))
-        cursor = store.db.execute_sql(
-            f"SELECT j.name, (SELECT x.id FROM executions x WHERE x.job = j.name AND {where} "
-            f"ORDER BY x.id DESC LIMIT 1) FROM jobs j WHERE j.name IN ({marks})",
-            chunk,
-        )
-        newest = {run_id: job for job, run_id in cursor.fetchall() if run_id is not None}
-        if not newest:
-            continue
-        marks = ", ".join([p] * len(newest))
-        cursor = store.db.execute_sql(
-            f"SELECT id, {columns} FROM executions WHERE id IN ({marks})", list(newest)
-        )
-        rows += [(newest[row[0]], *row[1:]) for row in cursor.fetchall()]
-    return rows
+def _latest(
+    store: Store,
+    names: Sequence[str],
+    newest: q.Query,
+    rows_of: q.Query,
+    statuses: Sequence[str] = (),
+) -> list:
+    """(job, id, *columns) of each named job's newest run (`newest`: of those that
+    count), for jobs that have one. Two statements per batch of names, not a query
+    per job: a store of 100,000 jobs is listed in a few hundred statements. The
+    newest id comes from a backward walk of the (job, id) index per job, the rows
+    (`rows_of`) by their primary key."""
+    newest_ids = store.dialect.run_in(newest, names, before=statuses)
+    found = {run_id: job for job, run_id in newest_ids if run_id is not None}
+    return [(found[row[0]], *row) for row in store.dialect.run_in(rows_of, list(found))]
 
 
 # -- retention -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """Which runs a prune deletes: a fragment of queries.py (its `{in}` the final
+    statuses) and its parameters."""
+
+    fragment: q.Query
+    before: tuple[Any, ...]  # the parameters before the final statuses
+    after: tuple[Any, ...]  # and after them
+
+    def params(self) -> tuple[Any, ...]:
+        return (*self.before, *FINAL, *self.after)
 
 
 def prune(
@@ -212,11 +183,12 @@ def prune(
     """
     if keep is None and older_than is None:
         return {}
-    E, Job = store.m.Execution, store.m.Job
     cutoff = now - timedelta(seconds=older_than) if older_than is not None else None
     counts: dict[str, int] = {}
-    names = [row.name for row in Job.select(Job.name).order_by(Job.name)]
-    with_runs = _with_runs(store, names)
+    names = [row[0] for row in store.dialect.all(q.JOB_NAMES)]
+    # Most jobs have nothing to delete: one indexed probe per job, 500 jobs a
+    # query, says which have runs at all (a daemon with 10,000 jobs prunes hourly).
+    with_runs = {row[0] for row in store.dialect.run_in(q.JOBS_WITH_RUNS, names)}
     for name in names:
         if name not in with_runs:
             continue  # nothing to delete, and no need for a query to say so
@@ -224,87 +196,48 @@ def prune(
         if doomed is None:
             continue
         if dry_run:
-            count = E.select().where(E.job == name, doomed).count()
+            sql = store.dialect.text(q.DOOMED_COUNT, doomed.fragment, **{"in": len(FINAL)})
+            count = int(store.db.execute_sql(sql, doomed.params()).fetchone()[0])
         else:
-            count = delete_in_ranges(store, (E.job == name) & doomed, batch)
+            count = delete_in_ranges(store, doomed, batch)
         if count:
             counts[name] = count
     return counts
 
 
-def _with_runs(store: Store, names: list[str], chunk: int = 500) -> set[str]:
-    """The jobs among `names` with at least one run: one indexed probe per job, 500
-    jobs a query. A daemon with 10,000 jobs prunes hourly; most jobs have nothing
-    to delete, and two or three queries each cost seconds of CPU an hour."""
-    found: set[str] = set()
-    p = store.db.param
-    for start in range(0, len(names), chunk):
-        part = names[start : start + chunk]
-        marks = ", ".join([p] * len(part))
-        cursor = store.db.execute_sql(
-            f"SELECT name FROM jobs WHERE name IN ({marks}) "
-            "AND EXISTS (SELECT 1 FROM executions WHERE executions.job = jobs.name)",
-            part,
-        )
-        found.update(row[0] for row in cursor.fetchall())
-    return found
-
-
-def _doomed(store: Store, job: str, keep: int | None, cutoff: datetime | None) -> Any:
-    """The condition, for one job, that selects the runs to delete; None for none."""
-    E = store.m.Execution
-    parts = []
+def _doomed(store: Store, job: str, keep: int | None, cutoff: datetime | None) -> Doomed | None:
+    """The runs of one job to delete; None for none."""
+    bound = first_new = None
     if keep is not None:
-        # The newest final run beyond the `keep` newest: it and older ones go.
-        bound = (
-            E.select(E.id)
-            .where(E.job == job, E.status.in_(FINAL))
-            .order_by(E.id.desc())
-            .offset(keep)
-            .limit(1)
-            .scalar()
-        )
-        if bound is not None:
-            parts.append(E.id <= bound)
+        sql = store.dialect.text(q.KEEP_BOUND, **{"in": len(FINAL)})
+        row = store.db.execute_sql(sql, (job, *FINAL, keep)).fetchone()
+        bound = row[0] if row else None
     if cutoff is not None:
-        # Ids grow with queue time, so the first run queued after the cutoff
-        # bounds the old ones; finished_at keeps the test exact (a run queued
-        # long ago that finished recently stays). A run queued out of order
-        # across hosts is caught by the next prune.
-        first_new = (
-            E.select(E.id)
-            .where(E.job == job, E.queued_at >= to_db(cutoff))
-            .order_by(E.id)
-            .limit(1)
-            .scalar()
-        )
-        old = E.finished_at < to_db(cutoff)
-        parts.append(old if first_new is None else (E.id < first_new) & old)
-    if not parts:
+        row = store.dialect.one(q.FIRST_SINCE, (job, to_db(cutoff)))
+        first_new = row[0] if row else None
+    if bound is None and cutoff is None:
         return None
-    condition = parts[0] if len(parts) == 1 else parts[0] | parts[1]
-    return E.status.in_(FINAL) & condition
+    return Doomed(q.DOOMED_OF_JOB, (job,), (bound, to_db(cutoff), first_new, first_new))
 
 
-def delete_in_ranges(store: Store, doomed: Any, batch: int = PRUNE_BATCH) -> int:
+def delete_in_ranges(store: Store, doomed: Doomed, batch: int = PRUNE_BATCH) -> int:
     """Delete the executions `doomed` selects in id ranges of `batch` rows, one short
     transaction each, so a daemon sharing the store is never blocked for long."""
-    E = store.m.Execution
+    d = store.dialect
+    statuses = {"in": len(FINAL)}
+    range_end = d.text(q.DOOMED_RANGE_END, doomed.fragment, **statuses)
+    delete_range = d.text(q.DELETE_RANGE, doomed.fragment, **statuses)
+    delete_rest = d.text(q.DELETE_REST, doomed.fragment, **statuses)
     deleted, low = 0, 0
     while True:
         with store.atomic():
-            high = (
-                E.select(E.id)
-                .where(E.id > low, doomed)
-                .order_by(E.id)
-                .offset(batch - 1)
-                .limit(1)
-                .scalar()
-            )
-            query = E.delete().where(E.id > low, doomed)
-            if high is not None:
-                query = query.where(E.id <= high)
-            deleted += query.execute()
+            row = store.db.execute_sql(range_end, (low, *doomed.params(), batch - 1)).fetchone()
+            high = row[0] if row else None
+            if high is None:
+                cursor = store.db.execute_sql(delete_rest, (low, *doomed.params()))
+            else:
+                cursor = store.db.execute_sql(delete_range, (low, high, *doomed.params()))
+            deleted += cursor.rowcount
         if high is None:
             return deleted
         low = high

@@ -38,7 +38,6 @@ import os
 import stat
 
 from jobd.errors import ConfigError, StoreUnavailable
-from jobd.system.paths import refuse_unless_roots
 
 log = logging.getLogger("jobd")
 
@@ -60,6 +59,18 @@ def wake_dir(database: str) -> str:
 
 def instances_dir(database: str) -> str:
     return os.path.join(companion_dir(database), "instances")
+
+
+def refuse_unless_roots(path: str | os.PathLike[str], info: os.stat_result) -> None:
+    """Refuse a file or directory that a user other than root could have written.
+
+    Whoever can write jobd's config, its store or the files beside the store can
+    run commands as root; cron refuses such a crontab for the same reason. The
+    one check for all of them (jobd.store.files applies it to the store's)."""
+    if info.st_uid != 0:
+        raise ConfigError("refused: owned by a user other than root (as cron does)", file=str(path))
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError("refused: writable by group or others (as cron does)", file=str(path))
 
 
 def _as_root() -> bool:

@@ -11,65 +11,38 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import peewee as pw
-
 from jobd.core.model import ACTIVE_STATUSES, GroupQuota, JobSpec, NewRun
 from jobd.core.policies import FireAction, quota_decision
-from jobd.store.admin import FINAL, delete_in_ranges
+from jobd.store import queries as q
+from jobd.store.admin import FINAL, Doomed, delete_in_ranges
 
 if TYPE_CHECKING:
     from jobd.store.store import Store
 
-ACTIVE = [status.value for status in ACTIVE_STATUSES]
-
-
-def _members(store: Store, group: str) -> Any:
-    """The names of the group's jobs, removed ones too (their history still counts)."""
-    Job = store.m.Job
-    return Job.select(Job.name).where(Job.group_name == group)
+ACTIVE = tuple(status.value for status in ACTIVE_STATUSES)
 
 
 def active_by_group(store: Store, groups: Sequence[str]) -> dict[str, int]:
     """Queued plus running runs per group; groups with none are absent."""
     if not groups:
         return {}
-    E, Job = store.m.Execution, store.m.Job
-    query = (
-        E.select(Job.group_name, pw.fn.COUNT(E.id).alias("n"))
-        .join(Job, on=(Job.name == E.job))
-        .where(Job.group_name.in_(list(groups)), E.status.in_(ACTIVE))
-        .group_by(Job.group_name)
-    )
-    return {row["group_name"]: row["n"] for row in query.dicts()}
+    return dict(store.dialect.run_in(q.ACTIVE_BY_GROUP, list(groups), before=ACTIVE))
 
 
 def job_count(store: Store, group: str, excluding: str | None = None) -> int:
-    Job = store.m.Job
-    query = Job.select().where(Job.group_name == group, ~Job.removed)
-    if excluding is not None:
-        query = query.where(Job.name != excluding)
-    return query.count()
+    if excluding is None:
+        return int(store.dialect.one(q.GROUP_JOBS, (group,))[0])
+    return int(store.dialect.one(q.GROUP_JOBS_BUT, (group, excluding))[0])
 
 
 def usage(store: Store, quotas: Mapping[str, GroupQuota]) -> list[dict[str, Any]]:
     """Each configured group's jobs, active runs and retained final runs, with its limits."""
     if not quotas:
         return []
-    E, Job = store.m.Execution, store.m.Job
     names = list(quotas)
-    jobs = dict(
-        Job.select(Job.group_name, pw.fn.COUNT(Job.name))
-        .where(Job.group_name.in_(names), ~Job.removed)
-        .group_by(Job.group_name)
-        .tuples()
-    )
-    retained = dict(
-        E.select(Job.group_name, pw.fn.COUNT(E.id))
-        .join(Job, on=(Job.name == E.job))
-        .where(Job.group_name.in_(names), E.status.in_(FINAL))
-        .group_by(Job.group_name)
-        .tuples()
-    )
+    jobs = dict(store.dialect.run_in(q.JOBS_BY_GROUP, names))
+    sql = store.dialect.text(q.RETAINED_BY_GROUP, **{"in": len(names), "final": len(FINAL)})
+    retained = dict(store.db.execute_sql(sql, (*names, *FINAL)).fetchall())
     active = active_by_group(store, names)
     return [
         {
@@ -99,16 +72,14 @@ def enqueue_within_quota(store: Store, run: NewRun, quota: GroupQuota) -> tuple[
         decision = quota_decision(quota, active)
         if decision.action is FireAction.SKIP:
             return None, decision.reason or ""
-        run_id = int(store.m.Execution.insert(store._run_row(run, store.now())).execute())
+        run_id = store.insert_run(run, store.now())
     store.wake_daemons()
     return run_id, ""
 
 
 def _lock(store: Store, quota: GroupQuota) -> None:
     """Serialize admissions to one group (SQLite's write transactions already are)."""
-    if store.backend == "postgresql":
-        key = zlib.crc32(f"jobd-group:{quota.name}".encode())
-        store.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+    store.dialect.lock(zlib.crc32(f"jobd-group:{quota.name}".encode()))
 
 
 def upsert_within_quota(store: Store, spec: JobSpec, quota: GroupQuota) -> tuple[bool | None, str]:
@@ -133,20 +104,15 @@ def prune_retained(store: Store, quota: GroupQuota, dry_run: bool = False) -> di
     """
     if not quota.max_retained:
         return {}
-    E = store.m.Execution
-    members = _members(store, quota.name)
-    bound = (
-        E.select(E.id)
-        .where(E.job.in_(members), E.status.in_(FINAL))
-        .order_by(E.id.desc())
-        .offset(quota.max_retained)
-        .limit(1)
-        .scalar()
-    )
-    if bound is None:
+    d = store.dialect
+    # The group's jobs, removed ones too: their history still counts.
+    sql = d.text(q.GROUP_BOUND, **{"in": len(FINAL)})
+    row = store.db.execute_sql(sql, (quota.name, *FINAL, quota.max_retained)).fetchone()
+    if row is None:
         return {}
-    doomed = E.job.in_(members) & E.status.in_(FINAL) & (E.id <= bound)
-    counts = dict(E.select(E.job, pw.fn.COUNT(E.id)).where(doomed).group_by(E.job).tuples())
+    doomed = Doomed(q.DOOMED_OF_GROUP, (quota.name,), (row[0],))
+    sql = d.text(q.DOOMED_BY_JOB, doomed.fragment, **{"in": len(FINAL)})
+    counts = dict(store.db.execute_sql(sql, doomed.params()).fetchall())
     if not dry_run:
         delete_in_ranges(store, doomed)
     return counts

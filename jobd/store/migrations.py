@@ -12,7 +12,10 @@ from collections.abc import Callable
 import peewee as pw
 
 from jobd.errors import StoreTooNew, StoreUnavailable
+from jobd.store.queries import SCHEMA_VERSION
 from jobd.store.schema import Models
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_not_newer", "current_version", "migrate"]
 
 
 def _initial(db: pw.Database, models: Models) -> None:
@@ -122,7 +125,6 @@ MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [
     _api_tokens,
     _job_successes,
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def current_version(db: pw.Database, models: Models) -> int:

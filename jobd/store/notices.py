@@ -7,6 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from jobd.core.model import Status
+from jobd.store import queries as q
 
 if TYPE_CHECKING:
     from jobd.store import Store
@@ -20,14 +21,8 @@ TELLING = (Status.SUCCEEDED, Status.FAILED, Status.TIMED_OUT, Status.ABANDONED)
 
 def previous_outcome(store: Store, job: str, before_id: int) -> Status | None:
     """The job's latest telling outcome before run `before_id`, by the (job, id) index."""
-    E = store.m.Execution
-    row = (
-        E.select(E.status)
-        .where((E.job == job) & (E.id < before_id) & E.status.in_([s.value for s in TELLING]))
-        .order_by(E.id.desc())
-        .first()
-    )
-    return Status(row.status) if row is not None else None
+    row = store.dialect.one(q.PREVIOUS_OUTCOME, (job, before_id, *(s.value for s in TELLING)))
+    return Status(row[0]) if row is not None else None
 
 
 def record_delivery(
@@ -45,11 +40,7 @@ def record_delivery(
 def deliveries(reader: Reader, job: str, run_id: int, scan: int = 200) -> list[dict[str, Any]]:
     """The delivery results of one run, oldest first: the job's latest `scan`
     notification events, read newest first (audit rows have no run column)."""
-    rows = reader._query(
-        "SELECT at, action, detail FROM audit_events WHERE target = ? AND action IN (?, ?) "
-        f"ORDER BY id DESC LIMIT {int(scan)}",
-        (job, DELIVERED, FAILED),
-    )
+    rows = reader._query(q.DELIVERIES, (job, DELIVERED, FAILED, int(scan)))
     found = []
     for at, action, detail in rows:
         data = json.loads(detail) if detail else {}

@@ -4,14 +4,16 @@
 loops. Importing peewee (which imports psycopg2 whatever the backend) and
 building the models costs several times the query itself, so these commands
 read through this module instead: the driver only (sqlite3 or psycopg2), one
-connection, a few statements that use the indexes schema.py declares. Writes,
-and every other read, go through Store. bench/cli_latency.py measures the gain.
+connection, a few statements that use the indexes schema.py declares. The
+statements are the Store's own, named in queries.py (a history page is
+queries.runs_page for both); this module only runs them. Writes, and every
+other read, go through Store. bench/cli_latency.py measures the gain.
 
-The reader trusts only a store at the schema version it was written for:
-open_reader() returns None for any other version (or a missing database), and
-the caller opens the full Store, which migrates an older store or refuses a
-newer one, then tries again. Tests check SCHEMA_VERSION and the column lists
-against migrations.py and model.py.
+The reader trusts only a store at the schema version the statements are
+written for: open_reader() returns None for any other version (or a missing
+database), and the caller opens the full Store, which migrates an older store
+or refuses a newer one, then tries again. Tests check the column lists against
+model.py.
 """
 
 from __future__ import annotations
@@ -24,24 +26,11 @@ from typing import Any
 from jobd.core.records import DETAIL_KEYS, RUN_KEYS
 from jobd.core.timeutil import from_db, to_db
 from jobd.errors import StoreUnavailable, first_line
+from jobd.store import queries as q
+from jobd.store.queries import SCHEMA_VERSION, STATE_COLUMNS, Query, runs_page
 
-# 2 added jobs.group_name, 3 made strings text, 4 added api_tokens: none read
-# here. 5 added job_successes, which jobd.store.gauges reads.
-SCHEMA_VERSION = 5
+__all__ = ["SCHEMA_VERSION", "STATE_COLUMNS", "Reader"]
 
-# What a waiting `trigger --wait` or `logs --follow` polls; the log only on change.
-STATE_COLUMNS = (
-    "id",
-    "job",
-    "status",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "exit_code",
-    "signal",
-    "error",
-    "log_bytes",
-)
 _TIMES = frozenset(
     ("scheduled_for", "queued_at", "started_at", "finished_at", "not_before", "at", "next_fire_at")
 )
@@ -67,9 +56,10 @@ class Reader:
 
     # -- plumbing ------------------------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self.backend == "postgresql":
-            sql = sql.replace("?", "%s")
+    def _query(self, query: Query | str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a named query (queries.py), or of a text already in this
+        backend's placeholders."""
+        sql = query.text(self.backend) if isinstance(query, Query) else query
         cursor = self.conn.cursor()
         try:
             cursor.execute(sql, tuple(params))
@@ -77,8 +67,10 @@ class Reader:
         finally:
             cursor.close()
 
-    def _rows(self, columns: Sequence[str], sql: str, params: Sequence[Any]) -> list[dict]:
-        return [self._row(columns, values) for values in self._query(sql, params)]
+    def _rows(
+        self, columns: Sequence[str], query: Query | str, params: Sequence[Any]
+    ) -> list[dict]:
+        return [self._row(columns, values) for values in self._query(query, params)]
 
     @staticmethod
     def _row(columns: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
@@ -92,7 +84,7 @@ class Reader:
     def schema_version(self) -> int:
         """The store's version; 0 when it has no schema table yet."""
         try:
-            rows = self._query("SELECT MAX(version) FROM jobd_schema")
+            rows = self._query(q.SCHEMA_VERSION_READ)
         except Exception as exc:
             if _missing_table(exc):
                 return 0
@@ -109,7 +101,7 @@ class Reader:
         """
         if self.backend != "sqlite":
             return True
-        version = self._query("PRAGMA data_version")[0][0]
+        version = self._query(q.DATA_VERSION)[0][0]
         changed = version != self._data_version
         self._data_version = version
         return changed
@@ -118,10 +110,10 @@ class Reader:
 
     def job_exists(self, name: str) -> bool:
         """Whether the store knows the job, removed or not: its history stays readable."""
-        return bool(self._query("SELECT 1 FROM jobs WHERE name = ?", (name,)))
+        return bool(self._query(q.JOB_EXISTS, (name,)))
 
     def job_names(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT name FROM jobs ORDER BY name")]
+        return [r[0] for r in self._query(q.JOB_NAMES)]
 
     # -- executions ----------------------------------------------------------
 
@@ -138,52 +130,37 @@ class Reader:
 
         `before` is a page's cursor: only ids below it, so that runs queued
         meanwhile never shift a page. `jobs` keeps only these jobs' runs."""
-        where, params = [], []
+        filters: list[tuple[str, Any]] = []
         if job is not None:
-            where.append("job = ?")
-            params.append(job)
+            filters.append(("job", job))
         if jobs is not None:
             if not jobs:
                 return []
-            where.append(f"job IN ({', '.join('?' for _ in jobs)})")
-            params.extend(jobs)
+            filters.append(("jobs", list(jobs)))
         if before is not None:
-            where.append("id < ?")
-            params.append(before)
+            filters.append(("before", before))
         if statuses:
-            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
-            params.extend(statuses)
+            filters.append(("statuses", list(statuses)))
         if since is not None:
-            where.append("queued_at >= ?")
-            params.append(_param(to_db(since), self.backend))
-        sql = f"SELECT {', '.join(RUN_KEYS)} FROM executions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
+            filters.append(("since", _param(to_db(since), self.backend)))
+        sql, params = runs_page(self.backend, RUN_KEYS, filters, limit)
         return self._rows(RUN_KEYS, sql, params)
 
     def execution(self, run_id: int, with_log: bool = True) -> dict[str, Any] | None:
         columns = RUN_KEYS + DETAIL_KEYS
         if not with_log:
             columns = tuple(c for c in columns if c != "log")
-        rows = self._rows(
-            columns, f"SELECT {', '.join(columns)} FROM executions WHERE id = ?", (run_id,)
-        )
+        sql, params = runs_page(self.backend, columns, [("run", run_id)], None)
+        rows = self._rows(columns, sql, params)
         return rows[0] if rows else None
 
     def run_state(self, run_id: int) -> dict[str, Any] | None:
-        rows = self._rows(
-            STATE_COLUMNS,
-            f"SELECT {', '.join(STATE_COLUMNS)} FROM executions WHERE id = ?",
-            (run_id,),
-        )
+        rows = self._rows(STATE_COLUMNS, q.RUN_STATE, (run_id,))
         return rows[0] if rows else None
 
     def log(self, run_id: int) -> tuple[str, int]:
         """The kept tail and the total bytes of output seen, read together."""
-        rows = self._query("SELECT log, log_bytes FROM executions WHERE id = ?", (run_id,))
+        rows = self._query(q.RUN_LOG, (run_id,))
         if not rows:
             return "", 0
         return rows[0][0] or "", int(rows[0][1] or 0)

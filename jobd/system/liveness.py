@@ -19,20 +19,15 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from jobd.core.model import Presence, presence_by_heartbeat
 
 
 class LockState(enum.Enum):
     HELD = "held"  # alive
     FREE = "free"  # its process is gone
     MISSING = "missing"  # no lock file: judge it by its heartbeat
-
-
-class Presence(enum.Enum):
-    """What the store makes of an instance that has not stopped."""
-
-    LIVE = "live"
-    DEAD = "dead"  # its lock is free: the process is gone
-    STALE = "stale"  # no lock to ask, and no heartbeat within the lease ttl
 
 
 def _path(directory: str, instance: str) -> str:
@@ -53,6 +48,19 @@ def lock_state(directory: str, instance: str) -> LockState:
     finally:
         os.close(fd)  # also drops the shared lock, if we took it
     return LockState.FREE
+
+
+def presence(
+    lock_dir: str | None, instance: str, heartbeat_at: datetime | None, ttl: float, now: datetime
+) -> Presence:
+    """The one place that decides whether an instance that has not stopped is
+    still there: by its lock where it has one, else by its heartbeat."""
+    state = lock_state(lock_dir, instance) if lock_dir else LockState.MISSING
+    if state is LockState.HELD:
+        return Presence.LIVE
+    if state is LockState.FREE:
+        return Presence.DEAD
+    return presence_by_heartbeat(heartbeat_at, ttl, now)
 
 
 def forget(directory: str, instance: str) -> None:

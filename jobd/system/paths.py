@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobd.errors import ConfigError
+from jobd.store.files import refuse_unless_roots
 
 if TYPE_CHECKING:
     from jobd.core.model import Config
@@ -70,18 +70,6 @@ def check_config_ownership(path: Path) -> None:
     if os.geteuid() != 0:
         return
     refuse_unless_roots(path, path.stat())
-
-
-def refuse_unless_roots(path: str | os.PathLike[str], info: os.stat_result) -> None:
-    """Refuse a file or directory that a user other than root could have written.
-
-    Whoever can write jobd's config, its store or the files beside the store can
-    run commands as root; cron refuses such a crontab for the same reason. The
-    one check for all of them (jobd.store.files applies it to the store's)."""
-    if info.st_uid != 0:
-        raise ConfigError("refused: owned by a user other than root (as cron does)", file=str(path))
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError("refused: writable by group or others (as cron does)", file=str(path))
 
 
 def load_config(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobd.errors import first_line
 from jobd.store.files import StoreIdentity
-from jobd.store.store import WAKE_CHANNEL
+from jobd.store.queries import WAKE_CHANNEL
 from jobd.store.urls import sqlite_path
 from jobd.system.clock import nap
 from jobd.system.clockstep import ClockStepWatch
