@@ -64,7 +64,6 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
     """
     import logging
     import signal
-    import threading
 
     from jobd.system.log import add_store_url, setup_logging
 
@@ -84,6 +83,25 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
         app.store.close()
         raise JobdError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
 
+    previous = _handle_signals(server, ctx)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
+
+
+def _handle_signals(server: Any, ctx: Context) -> dict[int, Any]:
+    """SIGTERM and SIGINT stop the server; SIGHUP reloads its TLS pair. Returns the
+    handlers they replace."""
+    import logging
+    import signal
+    import threading
+
+    from jobd.system.paths import load_config
+
     def stop(signum: int, frame: Any) -> None:
         # Not here: stop() joins the server's threads, and this runs on the one
         # serving; a thread of its own lets serve() return.
@@ -93,8 +111,6 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
         threading.Thread(target=reload_tls, name="jobd-api-reload").start()
 
     def reload_tls() -> None:
-        from jobd.system.paths import load_config
-
         try:
             fresh = load_config(ctx.config_path, store_override=ctx.store_override)
         except JobdError as exc:
@@ -106,13 +122,7 @@ def serve(ctx: Context, listen: str | None, log_level: str, log_format: str) -> 
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
-    try:
-        server.serve_forever()
-    finally:
-        server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    logging.getLogger("jobd.api").info("API stopped", extra={"action": "api.stop"})
+    return previous
 
 
 def _settings(configured: ApiSettings | None, listen: str | None) -> ApiSettings:
