@@ -4,6 +4,14 @@ Nothing imports this package. The click application is in app.py; main() first
 offers the arguments to fast.py, which serves the plain forms of `jobd
 executions` without importing click at all (see fast.py and bench/cli_latency.py).
 So this module imports nothing heavy, and `cli` loads on first use.
+
+Why the CLI's modules import inside their commands: one command is one short
+process, and each should load only what it uses (`jobd executions` neither
+click's whole app nor the ORM; a SQLite command never the PostgreSQL driver,
+which jobd.store.drivers hides until the store's backend is known). Those
+deferred imports live in jobd/cli, and on the fast path beneath it
+(jobd.ops.context, jobd.ops.history, jobd.ops.shapes, jobd.system.paths), each
+module saying so; every other layer imports at the top.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Operations on recorded history: prune, and reading a look-back such as `1d`."""
+"""Operations on recorded history: prune, the run query every front end lists
+with, and reading a look-back such as `1d`.
+
+The CLI's fast path (`jobd executions`) imports this module: what loads the
+store's ORM waits inside the functions that need it."""
 
 from __future__ import annotations
 

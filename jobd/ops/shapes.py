@@ -5,7 +5,10 @@ its output), and a run's output as `jobd logs --follow` streams it.
 
 How output is followed: the daemon keeps only the tail of a run's output and
 counts every byte it has seen; new_output() finds what the new tail adds to
-what was shown (see jobd.cli.follow for the whole rule)."""
+what was shown (see jobd.cli.follow for the whole rule).
+
+The CLI's fast path imports this module too: cron maths waits inside the
+function that needs it."""
 
 from __future__ import annotations
 
