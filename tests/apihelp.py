@@ -66,7 +66,7 @@ class Api:
 
     def token(self, name: str, group: str | None = None, read_only: bool = False) -> str:
         from jobd.core.model import Config, Settings
-        from jobd.ops import Scope
+        from jobd.ops.scope import Scope
         from jobd.ops.tokens import create_token
         from tests.conftest import open_store
 

@@ -51,7 +51,7 @@ def test_probes_and_authentication(api: Api) -> None:
     problem(api.call("DELETE", "/v1/jobs", reader), 405)
     # A token stops working once revoked.
     from jobd.core.model import Config, Settings
-    from jobd.ops import Scope
+    from jobd.ops.scope import Scope
     from jobd.ops.tokens import revoke_token
     from tests.conftest import open_store
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from jobd.core.model import Config, Settings
-from jobd.ops import Scope
+from jobd.ops.scope import Scope
 from jobd.ops.tokens import create_token
 from jobd.store import open_store
 from tests.apihelp import API_TABLES, api_jobs, serving_url

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jobd.ops import Scope
+from jobd.ops.scope import Scope
 from jobd.ops.tokens import authenticate
 from tests.clihelp import jobd, postgresql_url
 from tests.conftest import wait_for

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobd.core.model import Config, Settings
-from jobd.ops import Scope
+from jobd.ops.scope import Scope
 from jobd.ops.tokens import create_token, revoke_token
 from tests.apihelp import Api, api, go_file
 from tests.clihelp import postgresql_url

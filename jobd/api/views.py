@@ -18,8 +18,8 @@ from jobd.errors import Forbidden, NotFound, ServerBusy, StoreUnavailable, Usage
 from jobd.observe.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from jobd.observe.metrics import render as render_metrics
 from jobd.ops.health import health
-from jobd.ops.history import find_runs
 from jobd.ops.jobs import list_jobs, schedule, set_paused, unschedule
+from jobd.ops.listing import find_runs
 from jobd.ops.runs import cancel, trigger
 from jobd.ops.scope import Scope
 from jobd.ops.shapes import FINAL, follow_output, job_json, run_json, wait_final

@@ -9,7 +9,7 @@ from typing import Any
 
 from jobd.cli import render
 from jobd.ops.context import Context
-from jobd.ops.history import find_runs
+from jobd.ops.listing import find_runs
 
 HEADERS = ["ID", "JOB", "TRIGGER", "STATUS", "STARTED", "DURATION", "EXIT", "HOST"]
 

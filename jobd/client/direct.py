@@ -9,8 +9,8 @@ from typing import Any
 from jobd.errors import NotFound
 from jobd.ops.context import Context
 from jobd.ops.context import actor as default_actor
-from jobd.ops.history import find_runs
 from jobd.ops.jobs import list_jobs, schedule, set_paused, unschedule
+from jobd.ops.listing import find_runs
 from jobd.ops.runs import cancel, trigger
 from jobd.ops.shapes import follow_output, job_json, run_json, wait_final
 from jobd.store.reader import Reader

@@ -17,7 +17,7 @@ from jobd.errors import ConfigError
 
 if TYPE_CHECKING:
     from jobd.core.model import Config
-    from jobd.ops import Scope
+    from jobd.ops.scope import Scope
     from jobd.store import Store
     from jobd.store.reader import Reader
 
@@ -183,7 +183,7 @@ class Context:
 
         `whole_config` for operations that need the config's jobs: a broken file
         is then an error, in one line, rather than a warning."""
-        from jobd.ops import Scope
+        from jobd.ops.scope import Scope
 
         config = self.config if whole_config else self.store_config
         return Scope(self.store, config, self.config_problem)
