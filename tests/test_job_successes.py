@@ -78,3 +78,21 @@ def test_upgrading_a_store_fills_it_from_the_history(store_url: str) -> None:
         assert successes(store) == {"a": later}
     finally:
         store.close()
+
+
+def test_one_insert_of_many_finished_runs_notes_the_newest_success(store: Any) -> None:
+    """A history copied in by one INSERT (on PostgreSQL a statement trigger, so
+    that the job's row is not updated once per run) keeps the newest success."""
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    rows = [
+        {"job": "a", "trigger": "manual", "status": status, "queued_at": at,
+         "not_before": at, "started_at": at, "finished_at": at}
+        for status, at in (
+            ("succeeded", "2026-01-01 00:00:01"),
+            ("succeeded", "2026-01-01 00:00:03"),
+            ("failed", "2026-01-01 00:00:05"),
+            ("succeeded", "2026-01-01 00:00:02"),
+        )
+    ]  # fmt: skip
+    store.m.Execution.insert_many(rows).execute()
+    assert successes(store) == {"a": 1767225603.0}

@@ -93,12 +93,27 @@ SQLITE_SUCCESS_TRIGGERS = [
     f"AFTER {event} ON executions WHEN {SUCCESS_WHEN} BEGIN {SUCCESS_UPSERT}; END"
     for event in ("INSERT", "UPDATE OF status, finished_at")
 ]
+# On PostgreSQL an INSERT notes its successes once per statement, over its
+# transition table: a statement writing many finished runs of one job (a history
+# copied in) would otherwise update that job's row once per run, and inside one
+# transaction each update walks the row's growing chain of versions (1,000,000 runs
+# in one INSERT did not finish in 5 minutes). Ends stay a row trigger with its WHEN:
+# most updates of executions (claims, pids, output) do not end a run in success,
+# and a statement trigger would copy every updated row, output included.
 POSTGRES_SUCCESS_TRIGGER = [
     "CREATE OR REPLACE FUNCTION jobd_note_success() RETURNS trigger LANGUAGE plpgsql "
     f"AS $body$ BEGIN {SUCCESS_UPSERT}; RETURN NULL; END $body$",
+    "CREATE OR REPLACE FUNCTION jobd_note_successes() RETURNS trigger LANGUAGE plpgsql "
+    "AS $body$ BEGIN INSERT INTO job_successes (job, finished_at) "
+    "SELECT job, MAX(finished_at) FROM inserted WHERE status = 'succeeded' "
+    "AND finished_at IS NOT NULL GROUP BY job " + NEWEST + "; RETURN NULL; END $body$",
     "DROP TRIGGER IF EXISTS executions_success ON executions",
-    "CREATE TRIGGER executions_success AFTER INSERT OR UPDATE OF status, finished_at "
+    "DROP TRIGGER IF EXISTS executions_success_insert ON executions",
+    "CREATE TRIGGER executions_success AFTER UPDATE OF status, finished_at "
     f"ON executions FOR EACH ROW WHEN ({SUCCESS_WHEN}) EXECUTE FUNCTION jobd_note_success()",
+    "CREATE TRIGGER executions_success_insert AFTER INSERT ON executions "
+    "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT "
+    "EXECUTE FUNCTION jobd_note_successes()",
 ]
 
 
