@@ -123,27 +123,18 @@ def main() -> None:
         results = timed("fire", lambda: fire.measure(ks, postgres))
         sections.append(("fire-latency", fire.section(results)))
         checks += fire.check(results)
-    if "peers" in parts:
-        results = timed("peers", lambda: peers.measure(quick, postgres))
-        sections.append(("peers", peers.section(results)))
-        checks += peers.check(results)
-    if "scale" in parts:
-        results = timed("scale", lambda: scale.measure(quick, postgres))
-        sections.append(("scale", scale.section(results)))
-        checks += scale.check(results)
+    # The parts that take only (quick, postgres) and give a section and its checks.
+    uniform = (("peers", peers, "peers"), ("scale", scale, "scale"))
+    uniform += (("api", api_load, "http-api"), ("observe", observe, "observe"))
+    for name, part, heading in uniform:
+        if name in parts:
+            results = timed(name, lambda part=part: part.measure(quick, postgres))
+            sections.append((heading, part.section(results)))
+            checks += part.check(results)
     if "hosts" in parts:
         found = timed("hosts", lambda: hosts.measure(quick)) if postgres else "no PostgreSQL"
         sections.append(("hosts", hosts.section(found)))
         checks += hosts.check(found)
-
-    if "api" in parts:
-        results = timed("api", lambda: api_load.measure(quick, postgres))
-        sections.append(("http-api", api_load.section(results)))
-        checks += api_load.check(results)
-    if "observe" in parts:
-        results = timed("observe", lambda: observe.measure(quick, postgres))
-        sections.append(("observe", observe.section(results)))
-        checks += observe.check(results)
 
     output = Path(args.output)
     existing = output.read_text() if output.exists() else ""
