@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
-from jobd.runs.fence import fence_times
+from jobd.runs.fence import Fence, fence_times
 from jobd.store import Store
 from tests.cluster import can_fake_hosts
 from tests.conftest import open_store, wait_for
@@ -326,6 +326,22 @@ def test_the_fence_kills_before_the_store_may_call_the_run_lost(
     assert ttl - store_seconds_at_kill >= (ttl / 40 if slow > 0.05 else ttl / 10)
     # Heartbeats go every lease_ttl / 6 while runs go on: a fence needs 4 in a row lost.
     assert term_at >= 4 * ttl / 6
+
+
+def test_a_run_the_fence_stopped_is_named_so_after_a_renewal() -> None:
+    """A paused daemon resumes: its heartbeat thread may renew before the loop reaps
+    the run the keeper stopped. That run is still recorded as stopped by fencing, and
+    a run started after the renewal is not."""
+    fence = Fence(ttl=1.5, kill_grace=1.0, armed=True)
+    before = time.monotonic()
+    wait_for(fence.fired, timeout=10)
+    fence.renewed(time.monotonic())
+    after = time.monotonic()
+    assert not fence.fired()
+    reason = fence.reason(before)
+    assert reason is not None and reason.startswith("stopped by fencing: no heartbeat")
+    assert fence.reason(after) is None
+    assert fence.reason() is None
 
 
 def test_the_leftover_killer_spares_an_instance_that_is_only_silent(store: Store) -> None:

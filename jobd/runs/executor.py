@@ -7,6 +7,7 @@ store is unreachable, so no outcome is lost to an outage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -156,10 +157,11 @@ class Executor:
         process = RunProcess(
             run, spec, self.settings, self._report, self.base_env, store_url=self.store.url
         )
+        started = time.monotonic()
         if self.fence is not None:
-            process.fenced = self.fence.reason
+            process.fenced = functools.partial(self.fence.reason, started)
         self.running[run.id] = process
-        self._started_at[run.id] = time.monotonic()
+        self._started_at[run.id] = started
         if self.observer is not None:
             self.observer.run_started(run, spec)
         log.info(

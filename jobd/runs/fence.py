@@ -59,6 +59,11 @@ class Fence:
         self.sent = time.monotonic()
         self.term_at, self.kill_at = fence_times(self.sent, ttl, kill_grace)
         self.keeper: Keeper | None = None
+        # (term_at, silence) of the last time the fence fired and was then renewed:
+        # the keeper stopped the runs started before term_at, and a run reaped after
+        # the renewal (the Beat thread may renew first when a paused daemon resumes)
+        # is still to be recorded as stopped by fencing.
+        self.tripped: tuple[float, float] | None = None
         self._lock = threading.Lock()  # renewed by the loop and by the Beat thread
 
     def renewed(self, sent: float) -> None:
@@ -66,6 +71,8 @@ class Fence:
         with self._lock:
             if sent <= self.sent:
                 return
+            if self.fired():
+                self.tripped = (self.term_at, self.age())
             self.sent = sent
             self.term_at, self.kill_at = fence_times(sent, self.ttl, self.kill_grace)
             if self.keeper is not None and self.armed:
@@ -77,12 +84,17 @@ class Fence:
     def fired(self) -> bool:
         return self.armed and time.monotonic() >= self.term_at
 
-    def reason(self) -> str | None:
-        """Why a run of ours was stopped now, if the fence did it."""
-        if not self.fired():
+    def reason(self, started: float | None = None) -> str | None:
+        """Why a run of ours (started at monotonic `started`) was stopped, if the fence
+        did it: now, or in a silence since renewed."""
+        if self.fired():
+            silence = self.age()
+        elif self.tripped is not None and started is not None and started < self.tripped[0]:
+            silence = self.tripped[1]
+        else:
             return None
         return (
-            f"stopped by fencing: no heartbeat reached the store for {self.age():.1f}s "
+            f"stopped by fencing: no heartbeat reached the store for {silence:.1f}s "
             f"(lease_ttl {self.ttl:g}s); its retry may run elsewhere"
         )
 
