@@ -1,6 +1,6 @@
-"""Error types and the one table that maps them to exit codes (SPEC section 5)
-and to HTTP statuses (SPEC section 8): each type declares both, side by side,
-and the API and the Python client map problems back to these types by name."""
+"""Error types, and the one table that maps them to exit codes (SPEC section 5)
+and HTTP statuses (SPEC section 8): STATUSES, below them. The API and the Python
+client map problems back to these types by name."""
 
 from __future__ import annotations
 
@@ -28,14 +28,11 @@ class JobdError(Exception):
 
 
 class UsageError(JobdError):
-    exit_code = ExitCode.USAGE
-    http_status = 400
+    """Bad arguments or input: a command line, a request, a value."""
 
 
 class ConfigError(UsageError):
     """A configuration problem, located by file, job and key."""
-
-    http_status = 422
 
     def __init__(
         self,
@@ -75,18 +72,13 @@ class ConfigError(UsageError):
 class NotFound(UsageError):
     """An unknown job name or execution id."""
 
-    http_status = 404
-
 
 class InvalidState(JobdError):
     """A request that the current state forbids, e.g. cancelling a finished run."""
 
-    http_status = 409
-
 
 class StoreUnavailable(JobdError):
-    exit_code = ExitCode.UNAVAILABLE
-    http_status = 503
+    """The store cannot be reached or read."""
 
 
 class StoreTooNew(StoreUnavailable):
@@ -99,8 +91,7 @@ class StoreValueRefused(JobdError):
 
 
 class NoDaemon(JobdError):
-    exit_code = ExitCode.UNAVAILABLE
-    http_status = 503
+    """No live daemon would run what was asked for."""
 
 
 class NotApplied(NoDaemon):
@@ -108,36 +99,49 @@ class NotApplied(NoDaemon):
 
 
 class QuotaRefused(JobdError):
-    exit_code = ExitCode.TEMPFAIL
-    http_status = 429
+    """A group's quota refused the request; it may be allowed later."""
 
 
 # Refusals of the HTTP API (and of the Python client over it).
 class Unauthorized(JobdError):
     """No token, or one that is unknown, revoked or expired."""
 
-    http_status = 401
-
 
 class Forbidden(JobdError):
     """A read-only token asked for a write."""
-
-    http_status = 403
 
 
 class ServerBusy(JobdError):
     """Every worker the API may spend on waiting (long polls, log follows) is taken."""
 
-    exit_code = ExitCode.TEMPFAIL
-    http_status = 503
-
 
 class MethodNotAllowed(UsageError):
-    http_status = 405
+    """An HTTP method that the path does not take."""
 
 
 class PayloadTooLarge(UsageError):
-    http_status = 413
+    """A request body over the API's limit."""
+
+
+# The one table: what each error exits with, and answers over HTTP. A type not
+# named here (StoreTooNew, NotApplied, ...) takes its nearest named base's pair.
+STATUSES: dict[type[JobdError], tuple[ExitCode, int]] = {
+    JobdError: (ExitCode.FAILURE, 400),
+    UsageError: (ExitCode.USAGE, 400),
+    ConfigError: (ExitCode.USAGE, 422),
+    NotFound: (ExitCode.USAGE, 404),
+    MethodNotAllowed: (ExitCode.USAGE, 405),
+    PayloadTooLarge: (ExitCode.USAGE, 413),
+    InvalidState: (ExitCode.FAILURE, 409),
+    Unauthorized: (ExitCode.FAILURE, 401),
+    Forbidden: (ExitCode.FAILURE, 403),
+    QuotaRefused: (ExitCode.TEMPFAIL, 429),
+    ServerBusy: (ExitCode.TEMPFAIL, 503),
+    StoreUnavailable: (ExitCode.UNAVAILABLE, 503),
+    NoDaemon: (ExitCode.UNAVAILABLE, 503),
+}
+for _kind, (_exit_code, _http_status) in STATUSES.items():
+    _kind.exit_code, _kind.http_status = _exit_code, _http_status
 
 
 def problem_type(error: type[JobdError]) -> str:
