@@ -49,6 +49,12 @@ def make_daemon(store: Store) -> Iterator[Any]:
 
     yield make
     for daemon in made:
+        # A started daemon prunes history in a thread of its own, with a connection
+        # of its own: let it end before the test's schema is dropped under it.
+        pruner = daemon.housekeeping._pruner
+        if pruner is not None:
+            pruner.join(10)
+        daemon.heartbeats.stop()  # the beat thread and the keeper process
         daemon.leader.release()
         daemon.waker.close()
 

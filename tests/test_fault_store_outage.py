@@ -11,10 +11,12 @@ start" is one whose directory does not exist yet.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import sqlite3
 import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -28,7 +30,7 @@ import pytest
 
 from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import Store
-from tests.conftest import POSTGRES_DSN, open_store, run_jobd, wait_for
+from tests.conftest import POSTGRES_DSN, jobd_cmd, open_store, run_jobd, wait_for
 from tests.daemons import CuttableProxy, config_text, finished, runs, wait_run
 from tests.faults import Daemon, duplicates, stuck_rows, write_config
 from tests.reliability import Recorder
@@ -396,6 +398,40 @@ def test_a_store_written_by_a_newer_jobd_is_refused_at_once_with_exit_2(
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "newer" in done.stderr, done.stderr
     assert "waiting" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("sslmode=bogus", "sslmode"),
+        ("connect_timeout=abc", "connect_timeout"),
+        ("target_session_attrs=bogus", "target_session_attrs"),
+    ],
+)
+def test_a_connection_option_libpq_refuses_is_not_waited_for(
+    postgres_url: str, tmp_path: Path, option: str, named: str
+) -> None:
+    """libpq refuses the option's value before it reaches any server: only a new URL
+    fixes that, so `jobd run` says so at once, in one line, exit 2, password masked."""
+    parts = urlsplit(postgres_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{parts.username or 'postgres'}:{PASSWORD}@{host}"
+    query = f"{parts.query}&{option}" if parts.query else option
+    url = urlunsplit(parts._replace(netloc=netloc, query=query))
+    config = write_config(tmp_path / "jobd.toml", config_text({"t": {"command": ["true"]}}))
+    try:
+        done = subprocess.run(
+            jobd_cmd("--config", str(config), "run"),
+            env={**os.environ, "JOBD_STORE": url, "XDG_DATA_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"jobd run waited for a URL libpq refuses: {exc.stderr}") from None
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and named in done.stderr, done.stderr
+    assert "waiting" not in done.stderr and PASSWORD not in done.stderr
 
 
 def test_a_daemon_whose_store_goes_away_before_it_starts_waits_in_start(
@@ -771,6 +807,21 @@ def _passing_cases() -> list[tuple[str, BaseException, str, bool]]:
         ("newer store", StoreTooNew("store x has schema version 99"), "postgresql", False),
         ("bad URL", ConfigError("malformed store URL", key="jobd.store"), "postgresql", False),
         ("unsupported", StoreUnavailable("unsupported store URL 'mysql://x'"), "postgresql", False),
+        (
+            "an option libpq refuses",
+            StoreUnavailable(pg + 'invalid sslmode value: "bogus"'),
+            "postgresql",
+            False,
+        ),
+        (
+            "an option libpq refuses, raw",
+            pw.OperationalError(
+                'connection to server at "db", port 5432 failed: '
+                'invalid integer value "abc" for connection option "connect_timeout"'
+            ),
+            "postgresql",
+            False,
+        ),
         ("locked", StoreUnavailable("store sqlite:///x: database is locked"), "sqlite", True),
         ("locked, raw", pw.OperationalError("database is locked"), "sqlite", True),
         ("disk full", pw.OperationalError("database or disk is full"), "sqlite", True),

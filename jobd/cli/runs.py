@@ -56,7 +56,9 @@ def trigger(
     if local_run:
         ctx.create_store = True  # a first run here may come before any daemon made it
     try:
-        scope = ctx.scope(whole_config=False)
+        # --local runs the file's definition: a broken file is its error, in one
+        # line, not a warning that it went on without it and then the error.
+        scope = ctx.scope(whole_config=local_run)
     except MissingStore as exc:  # no daemon ever ran on it
         raise no_daemon(name, f"no store at {exc.database} yet") from None
     queued = trigger_run(scope, actor(), name, local=local_run)

@@ -8,11 +8,12 @@ a second or two of the store, and says so in the log with back-off (after 1 s,
 dozen lines, not thousands.
 
 Errors that waiting cannot fix end the wait at once, with exit 2: a malformed
-or unsupported URL, a store written by a newer jobd, a SQLite file that is not
-a jobd store or cannot be written. An authentication failure or a missing
-database is waited out: both are fixed on the server (a role created, a
-password or pg_hba.conf changed, a password file rewritten, which libpq reads
-again at each attempt), not in jobd's own configuration.
+or unsupported URL, a connection option libpq refuses (sslmode=bogus), a store
+written by a newer jobd, a SQLite file that is not a jobd store or cannot be
+written. An authentication failure or a missing database is waited out: both
+are fixed on the server (a role created, a password or pg_hba.conf changed, a
+password file rewritten, which libpq reads again at each attempt), not in
+jobd's own configuration.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -55,6 +57,19 @@ SLICE = 0.05  # how often a wait looks at the stop flag
 SQLITE_PASSING = ("locked", "busy", "disk is full", "disk i/o error")
 # PostgreSQL errors of the URL or of this process, never of the server's state.
 POSTGRES_FOR_GOOD = ("unsupported store URL", "store layer for SQLite only")
+# libpq's refusals of a URL's connection options, made before it reaches any
+# server (sslmode=bogus, connect_timeout=abc): only a new URL fixes them.
+# They come as connection errors, so they are told apart by libpq's wording.
+POSTGRES_OPTION_REFUSED = re.compile(
+    r'invalid [a-z_]+ value: "'
+    r'|invalid integer value "'
+    r'|invalid connection option "'
+    r"|invalid URI query parameter"
+    r"|invalid port number"
+    r"|invalid require_auth method"
+    r"|could not match \d+ (?:port numbers|host names) to \d+"
+    r'|could not parse network address "'
+)
 
 
 class StoreRefused(UsageError):
@@ -83,11 +98,16 @@ def is_passing(exc: BaseException, backend: str) -> bool:
         if backend == "postgresql":
             # A connection that broke, or a server shutting down, is passing; a
             # statement the server rejected (a column too narrow) is not.
+            if POSTGRES_OPTION_REFUSED.search(text):
+                return False
             return "OperationalError" in text or "InterfaceError" in text
     else:
         return False
     if backend == "postgresql":
-        return not any(marker in text for marker in POSTGRES_FOR_GOOD)
+        return not (
+            any(marker in text for marker in POSTGRES_FOR_GOOD)
+            or POSTGRES_OPTION_REFUSED.search(text)
+        )
     lowered = text.lower()
     return any(marker in lowered for marker in SQLITE_PASSING)
 
