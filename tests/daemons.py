@@ -61,9 +61,10 @@ class JobdProcess:
         token: str,
         host: str | None = None,
         netns: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config, self.store_url, self.log_path = config, store_url, log
-        env = {**os.environ, MARKER_ENV: token}
+        env = {**os.environ, **(env or {}), MARKER_ENV: token}
         env.pop("JOBD_CONFIG", None)
         env.pop("JOBD_STORE", None)
         cmd = jobd_cmd("--config", str(config), "--store", store_url, "run")
@@ -149,9 +150,10 @@ class Daemons:
         ready: bool = True,
         host: str | None = None,
         netns: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> JobdProcess:
         log = self.tmp_path / f"{name}-{len(self.started)}.log"
-        daemon = JobdProcess(self.config, store_url, log, self.token, host, netns)
+        daemon = JobdProcess(self.config, store_url, log, self.token, host, netns, env)
         self.started.append(daemon)
         if ready:
             daemon.wait_ready()

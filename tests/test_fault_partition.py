@@ -31,6 +31,7 @@ from tests.conftest import open_store, wait_for
 from tests.daemons import Daemons, proxy_to, runs, wait_run
 from tests.faults import lines_of, stuck_rows
 from tests.reliability import Recorder
+from tests.test_fault_clock import LIBFAKETIME, needs_faketime
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
@@ -105,13 +106,60 @@ def _settle(store: object, run_id: int) -> None:
 def test_a_cut_off_or_paused_daemon_stops_its_run_before_the_retry_starts(
     postgres_url: str, tmp_path: Path, daemons: Daemons, reliability: Recorder, fault: str
 ) -> None:
+    cut_off_or_paused(postgres_url, tmp_path, daemons, reliability, fault)
+
+
+# Host A's clocks, its monotonic clock included, 10 % slow against the store's: 200
+# times what NTP lets a clock's rate drift, half of what the fence's margin takes.
+SLOW_RATE = 0.9
+
+
+@needs_faketime
+@pytest.mark.parametrize("fault", ["cut", "sigstop"])
+def test_a_daemon_whose_clock_runs_slow_still_stops_its_run_before_the_retry_starts(
+    postgres_url: str, tmp_path: Path, daemons: Daemons, reliability: Recorder, fault: str
+) -> None:
+    """The fence counts on A's monotonic clock, the store calls A's run lost by its
+    own: a clock that runs slow eats into the margin between the two (README,
+    Self-fencing). A's daemon and its keeper run under libfaketime at SLOW_RATE;
+    the job's stamps stay on real time, to be compared with B's."""
+    assert LIBFAKETIME is not None, "libfaketime is required in CI"
+    slow = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": f"+0 x{SLOW_RATE:g}"}
+    cut_off_or_paused(
+        postgres_url,
+        tmp_path,
+        daemons,
+        reliability,
+        fault,
+        a_env=slow,
+        job_env={"FAKETIME": "+0"},
+        what=f"whose clocks run {1 - SLOW_RATE:.0%} slow (libfaketime x{SLOW_RATE:g}) ",
+    )
+
+
+def cut_off_or_paused(
+    postgres_url: str,
+    tmp_path: Path,
+    daemons: Daemons,
+    reliability: Recorder,
+    fault: str,
+    a_env: dict[str, str] | None = None,
+    job_env: dict[str, str] | None = None,
+    what: str = "",
+) -> None:
+    """Host A runs the job, reaching the store through a proxy; B is there to take
+    over. A is cut off (`cut`: connections closed; `freeze`: open, silent) or
+    paused (`sigstop`) mid-run: its copy must end before B's retry starts."""
     stamps = tmp_path / "stamps"
     store = open_store(postgres_url)  # the test's own view, around the proxy
-    daemons.write_config({"work": stamping_job(stamps)}, lease_ttl=f"{TTL:g}s", kill_grace="1s")
+    job = stamping_job(stamps)
+    if job_env:
+        job["env"] = job_env
+    daemons.write_config({"work": job}, lease_ttl=f"{TTL:g}s", kill_grace="1s")
     with proxy_to(postgres_url) as proxy:
         # On another host when we can fake one: no leftover-killer of B's can reach
         # A's job then (and on the same host it must not: A is alive).
-        a = daemons.start(proxy.url_for(postgres_url), "a", host=OTHER_HOST)
+        a = daemons.start(proxy.url_for(postgres_url), "a", host=OTHER_HOST, env=a_env)
         run_id = trigger(store, "work")
         run = wait_run(store, run_id, lambda r: r.status is Status.RUNNING and r.pid is not None)
         assert run.instance == a.instance_id
@@ -147,7 +195,7 @@ def test_a_cut_off_or_paused_daemon_stops_its_run_before_the_retry_starts(
             lost=0 if any(r.status is Status.SUCCEEDED for r in attempts) else 1,
             orphans=len(left),
             stuck=stuck_rows(store),
-            detail=f"host A {fault} mid-run, B retries after lease_ttl {TTL:g}s: "
+            detail=f"host A {what}{fault} mid-run, B retries after lease_ttl {TTL:g}s: "
             f"copies overlapped {overlapped:.2f}s",
         )
         assert overlapped == 0, f"both copies ran for {overlapped:.2f}s: {spans}\n{a.log()}"
