@@ -111,6 +111,7 @@ def build_store(setup: JobdSetup, jobs: list[tuple[str, str]]) -> float:
     from jobd.core.config.parse import parse_job
     from jobd.core.model import Source
     from jobd.store import open_store
+    from jobd.store.queries import NEW_JOB_COLUMNS
 
     started = time.perf_counter()
     store = open_store(setup.url)
@@ -127,27 +128,20 @@ def build_store(setup: JobdSetup, jobs: list[tuple[str, str]]) -> float:
                 )
             rows.append(store._job_row(dataclasses.replace(spec, name=name), now, first_fires))
         # The bare driver's bulk insert: peewee's SQL generation would take longer
-        # than everything else here together.
-        defaults = {
-            field.column_name: field.default() if callable(field.default) else field.default
-            for field in store.m.Job._meta.sorted_fields
-            if field.default is not None and field.column_name not in rows[0]
-        }
-        rows = [{**defaults, **row} for row in rows]
-        columns = list(rows[0])
-        names = ", ".join(f'"{c}"' for c in columns)
-        values = [tuple(row[c] for c in columns) for row in rows]
+        # than everything else here together. The rows are the store's JOB_INSERT
+        # rows; the columns it leaves to their defaults keep them.
+        names = ", ".join(f'"{c}"' for c in NEW_JOB_COLUMNS)
         with store.atomic():
             cursor = store.db.cursor()
             if setup.backend == "postgresql":
                 from psycopg2.extras import execute_values
 
                 execute_values(
-                    cursor, f"INSERT INTO jobs ({names}) VALUES %s", values, page_size=1000
+                    cursor, f"INSERT INTO jobs ({names}) VALUES %s", rows, page_size=1000
                 )
             else:
-                marks = ", ".join("?" for _ in columns)
-                cursor.executemany(f"INSERT INTO jobs ({names}) VALUES ({marks})", values)
+                marks = ", ".join("?" for _ in NEW_JOB_COLUMNS)
+                cursor.executemany(f"INSERT INTO jobs ({names}) VALUES ({marks})", rows)
     finally:
         store.close()
     return time.perf_counter() - started

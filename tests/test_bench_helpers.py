@@ -69,3 +69,24 @@ def test_repeated_statements_fold_into_counts() -> None:
         ("SELECT e", 1),
         ("UPDATE e", 1),
     ]
+
+
+def test_the_scale_part_builds_its_jobs_as_the_store_writes_them(tmp_path: Path) -> None:
+    """bench/scale.py inserts its 100,000 jobs in bulk from the store's own row
+    builder: a change to that builder's rows must not leave the part broken."""
+    from bench.jobd_side import JobdSetup
+    from bench.scale import build_store
+    from tests.conftest import open_store
+
+    setup = JobdSetup("sqlite", tmp_path, f"sqlite:///{tmp_path / 'jobd.db'}")
+    setup.write_config({})
+    setup.apply()
+    build_store(setup, [("a", "0 3 * * *"), ("b", "0 3 * * *"), ("c", "15 4 * * *")])
+    store = open_store(setup.url)
+    try:
+        jobs = {record.spec.name: record for record in store.jobs()}
+    finally:
+        store.close()
+    assert sorted(jobs) == ["a", "b", "c"]
+    assert jobs["c"].spec.schedule == "15 4 * * *"
+    assert all(record.next_fire_at is not None and not record.paused for record in jobs.values())
