@@ -287,7 +287,7 @@ def test_a_process_that_does_not_serve_never_imports_the_web_stack() -> None:
     import sys
 
     code = (
-        "import json, sys; from jobd.cli import cli; list(cli.commands);"
+        "import json, sys; from jobd.cli.app import all_commands; all_commands();"
         "import jobd.daemon.loop, jobd.cli.daemon_cmd, jobd.client;"
         "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'cheroot'"
         " or m.startswith('jobd.api')]))"

@@ -151,9 +151,9 @@ def test_the_layer_rule_catches_a_wrong_import(tmp_path: Path) -> None:
 
 
 def commands() -> list[str]:
-    from jobd.cli import cli
+    from jobd.cli.app import all_commands
 
-    return sorted(cli.commands)
+    return sorted(all_commands())
 
 
 def test_there_are_commands_to_document() -> None:

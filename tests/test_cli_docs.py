@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from jobd.cli import COMMAND_MODULES, cli
+from jobd.cli.app import all_commands
 from tests.clihelp import ANSI, add_job, empty_config, postgresql_url
 from tests.conftest import jobd_cmd
 
@@ -43,7 +45,8 @@ def test_the_lazy_table_matches_the_modules() -> None:
         module = importlib.import_module(f"jobd.cli.{module_name}")
         declared |= {command.name: module_name for command in module.COMMANDS}
     assert declared == COMMAND_MODULES
-    assert sorted(cli.commands) == sorted(COMMAND_MODULES)
+    assert sorted(all_commands()) == sorted(COMMAND_MODULES)
+    assert cli.list_commands(click.Context(cli)) == sorted(COMMAND_MODULES)
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_MODULES))
@@ -57,9 +60,15 @@ def test_documented_with_an_example(name: str) -> None:
     assert "Example" in result.output, f"`jobd {name} --help` has no example"
 
 
+def test_a_mistyped_command_is_told_the_closest_name() -> None:
+    result = CliRunner().invoke(cli, ["executins"])
+    assert result.exit_code == 2
+    assert "Did you mean 'executions'?" in result.output
+
+
 def test_read_commands_take_json() -> None:
     for name in READ_COMMANDS:
-        options = {opt for param in cli.commands[name].params for opt in param.opts}
+        options = {opt for param in all_commands()[name].params for opt in param.opts}
         assert "--json" in options, name
 
 

@@ -168,11 +168,10 @@ def test_a_config_file_of_random_bytes_is_a_config_error(
 
 def _commands() -> dict[str, list[str]]:
     """Every command and its option names, read from the click application."""
-    from jobd.cli.app import cli
+    from jobd.cli.app import all_commands
 
     found = {}
-    for name in cli.commands:
-        command = cli.commands[name]
+    for name, command in all_commands().items():
         found[name] = sorted({o for p in command.params for o in getattr(p, "opts", [])})
     return found
 

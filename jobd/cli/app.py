@@ -41,6 +41,28 @@ class JobdGroup(click.Group):
         except click.UsageError as exc:
             raise _one_line(exc) from None
 
+    # Click's way to load subcommands lazily: a command's module is imported when
+    # its name is looked up, so `jobd executions` imports none of the others.
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
+            _load(COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Click suggests a name from the commands loaded so far: offer them all.
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = getattr(exc, "command_name", None)
+            if name is None:
+                raise
+            raise type(exc)(name, possibilities=COMMAND_MODULES, ctx=ctx) from None  # type: ignore[call-arg]
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -159,52 +181,13 @@ COMMAND_MODULES = {
 def _load(module_name: str) -> None:
     module = importlib.import_module(f"jobd.cli.{module_name}")
     for command in module.COMMANDS:
-        if not dict.__contains__(cli.commands, command.name):
+        if command.name not in cli.commands:
             command.params.extend(_common_params())
             cli.add_command(command)
 
 
-class _Commands(dict):  # type: ignore[type-arg]
-    """`cli.commands`, filled on first use: looking a name up imports that
-    command's module; listing them (help, completion, docs) imports them all."""
-
-    def get(self, name: Any, default: Any = None) -> Any:
-        if not dict.__contains__(self, name) and name in COMMAND_MODULES:
-            _load(COMMAND_MODULES[name])
-        return dict.get(self, name, default)
-
-    def __getitem__(self, name: Any) -> Any:
-        command = self.get(name)
-        if command is None:
-            raise KeyError(name)
-        return command
-
-    def __contains__(self, name: object) -> bool:
-        return name in COMMAND_MODULES or dict.__contains__(self, name)
-
-    def _all(self) -> None:
-        for module_name in dict.fromkeys(COMMAND_MODULES.values()):
-            _load(module_name)
-
-    def __iter__(self) -> Any:
-        self._all()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._all()
-        return dict.__len__(self)
-
-    def keys(self) -> Any:
-        self._all()
-        return dict.keys(self)
-
-    def values(self) -> Any:
-        self._all()
-        return dict.values(self)
-
-    def items(self) -> Any:
-        self._all()
-        return dict.items(self)
-
-
-cli.commands = _Commands()
+def all_commands() -> dict[str, click.Command]:
+    """Every command, their modules imported (help, docs and tests list them all)."""
+    for module_name in dict.fromkeys(COMMAND_MODULES.values()):
+        _load(module_name)
+    return cli.commands
