@@ -43,7 +43,7 @@ from bench.common import (
     postgres_available,
     run_aps,
 )
-from bench.report import merge, owned_headings, table
+from bench.report import merge, owned_headings, section_rows, table
 
 PARTS = (
     "cron", "idle", "precision", "throughput", "fire", "peers", "scale", "hosts", "api",
@@ -150,20 +150,31 @@ def main() -> None:
 
     elapsed = time.monotonic() - began
     load_after = os.getloadavg()
-    head = [
-        (
-            "machine",
-            machine_section(
-                quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
-            ),
-        ),
-    ]
+    run = machine_section(
+        quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
+    )
+    # A run of some parts (--only) keeps the others' figures: its targets replace
+    # only their own rows, each row says which run measured it, and the run itself
+    # is listed under the full run's machine section rather than replacing it.
+    partial = args.only is not None
+    measured = f"{datetime.now(UTC):%Y-%m-%d %H:%M}, {git_commit().split()[0]}" + (
+        ", quick" if quick else ""
+    )
+    if partial:
+        head: list[tuple[str, str | None]] = [
+            ("machine", None),
+            ("partial-runs", partial_runs_section(existing, run, parts, measured)),
+        ]
+    else:
+        head = [("machine", run), ("partial-runs", partial_runs_section("", "", [], ""))]
     if checks:
-        head.append(("targets", targets_section(checks)))
-    all_sections = head + sections
+        kept = section_rows(existing, "targets") if partial else []
+        head.append(("targets", targets_section(checks, measured, kept)))
+    all_sections: list[tuple[str, str | None]] = [*head, *sections]
     if args.no_write:
         for _name, body in all_sections:
-            print(body + "\n")
+            if body is not None:
+                print(body + "\n")
     else:
         merge(output, all_sections, TITLE)
         log(f"wrote {output}")
@@ -233,18 +244,60 @@ def machine_section(
     )
 
 
-def targets_section(checks: list[tuple[str, bool, str]]) -> str:
-    rows = [[what, figures, "met" if ok else "**missed**"] for what, ok, figures in checks]
+def targets_section(
+    checks: list[tuple[str, bool, str]], measured: str, kept: list[list[str]]
+) -> str:
+    """This run's targets, then those of earlier runs (`kept` rows) that it did not check."""
+    rows = [
+        [what, figures, "met" if ok else "**missed**", measured] for what, ok, figures in checks
+    ]
+    done = {row[0] for row in rows}
+    for row in kept:
+        if row and row[0] not in done:
+            # Rows written before the column existed name no run: the full run's.
+            rows.append([*row, "the full run"][:4] if len(row) < 4 else row[:4])
     return "\n\n".join(
         [
             "## Targets",
-            "Checked on this run's figures. Start latencies are given two ways: the "
+            "Checked on the figures of the run each row names (*measured*). Start latencies "
+            "are given two ways: the "
             "*recorded start* is the run's `started_at` in the store (the claim, after "
             "which jobd spawns the child at once); *the child's own clock* is the time "
             "the job process itself reads as it begins, after fork, exec and bash's "
             "start-up, which for many runs at once is bound by how fast this machine "
             "creates processes (see the spawn floor under Fire latency).",
-            table(["target", "this run", ""], rows),
+            table(["target", "figures", "result", "measured"], rows),
+        ]
+    )
+
+
+def partial_runs_section(existing: str, run: str, parts: list[str], measured: str) -> str:
+    """Runs of some parts since the full run: when, which parts, the load they ran at."""
+    rows = section_rows(existing, "partial-runs")
+    if run:
+        # The load and wall time cells of the run's own machine table.
+        cells = {
+            row[0]: row[-1] for row in (line.strip("| ").split(" | ") for line in run.splitlines())
+        }
+        rows.append(
+            [
+                measured,
+                ", ".join(parts),
+                cells.get("load average (1 min) before → after", "?"),
+                cells.get("wall time", "?"),
+            ]
+        )
+    body = (
+        table(["run", "parts", "load average before → after", "wall time"], rows)
+        if rows
+        else "None since the full run above."
+    )
+    return "\n\n".join(
+        [
+            "## Partial runs since",
+            "`python -m bench --only PARTS` replaces those parts' sections and target rows "
+            "and is listed here; the machine section above is the last full run's.",
+            body,
         ]
     )
 

@@ -40,12 +40,16 @@ def owned_headings(text: str) -> set[str]:
     return {line[3:].strip() for line in outside.splitlines() if line.startswith("## ")}
 
 
-def merge(path: Path, sections: list[tuple[str, str]], title: str) -> None:
-    """Replace (or append, in order) each named section; keep everything else."""
+def merge(path: Path, sections: list[tuple[str, str | None]], title: str) -> None:
+    """Replace (or append, in order) each named section; keep everything else. A
+    body of None keeps that section as it is: an anchor for the ones after it."""
     text = path.read_text() if path.exists() else f"{title}\n"
     previous_end = None
     for name, body in sections:
         begin, end = _marker(name)
+        if body is None:
+            previous_end = end if begin in text else previous_end
+            continue
         block = wrap(name, body)
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
         if pattern.search(text):
@@ -58,3 +62,17 @@ def merge(path: Path, sections: list[tuple[str, str]], title: str) -> None:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         previous_end = end
     path.write_text(text.rstrip("\n") + "\n")
+
+
+def section_rows(text: str, name: str) -> list[list[str]]:
+    """The body rows of the first table inside the marked section `name` of `text`."""
+    begin, end = _marker(name)
+    found = re.search(re.escape(begin) + r"(.*?)" + re.escape(end), text, re.S)
+    if found is None:
+        return []
+    rows = []
+    for line in found.group(1).splitlines():
+        if not line.startswith("| ") or set(line) <= set("|-: "):
+            continue
+        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows[1:]  # without the header

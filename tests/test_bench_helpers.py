@@ -90,3 +90,31 @@ def test_the_scale_part_builds_its_jobs_as_the_store_writes_them(tmp_path: Path)
     assert sorted(jobs) == ["a", "b", "c"]
     assert jobs["c"].spec.schedule == "15 4 * * *"
     assert all(record.next_fire_at is not None and not record.paused for record in jobs.values())
+
+
+def test_a_partial_run_keeps_the_other_parts_targets_and_says_which_run_measured_what(
+    tmp_path: Path,
+) -> None:
+    from bench.__main__ import partial_runs_section, targets_section
+    from bench.report import merge, section_rows
+
+    path = tmp_path / "BENCHMARKS.md"
+    full = targets_section([("a", True, "1 ms"), ("b", False, "9 ms")], "run 1", [])
+    merge(path, [("machine", "## Machine\n\nfull run"), ("targets", full)], "# B")
+    text = path.read_text()
+    assert section_rows(text, "targets") == [
+        ["a", "1 ms", "met", "run 1"],
+        ["b", "9 ms", "**missed**", "run 1"],
+    ]
+    partial = targets_section([("b", True, "4 ms")], "run 2", section_rows(text, "targets"))
+    machine = "| wall time | 3 s |\n| load average (1 min) before → after | 0.5 → 0.6 |"
+    runs = partial_runs_section(text, machine, ["fire"], "run 2")
+    merge(path, [("machine", None), ("partial-runs", runs), ("targets", partial)], "# B")
+    text = path.read_text()
+    assert section_rows(text, "targets") == [
+        ["b", "4 ms", "met", "run 2"],
+        ["a", "1 ms", "met", "run 1"],
+    ]
+    assert section_rows(text, "partial-runs") == [["run 2", "fire", "0.5 → 0.6", "3 s"]]
+    assert "full run" in text  # the full run's machine section is kept
+    assert text.index("Machine") < text.index("Partial runs") < text.index("Targets")
