@@ -133,19 +133,16 @@ def _common_params() -> list[click.Parameter]:
     """--config and --store are accepted after the command name too."""
     return [
         click.Option(
-            ["--config"],
-            metavar="PATH",
+            [f"--{name}"],
+            metavar=metavar,
             expose_value=False,
-            callback=_override("config_path"),
-            help="Config file.",
-        ),
-        click.Option(
-            ["--store"],
-            metavar="URL",
-            expose_value=False,
-            callback=_override("store_override"),
-            help="Store URL.",
-        ),
+            callback=_override(attribute),
+            help=help_text,
+        )
+        for name, metavar, attribute, help_text in (
+            ("config", "PATH", "config_path", "Config file."),
+            ("store", "URL", "store_override", "Store URL."),
+        )
     ]
 
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from jobd.core.model import Outcome, Status
 from jobd.runs.containment import containment
+from jobd.system.selfpipe import SelfPipe
 
 if TYPE_CHECKING:
     from jobd.runs.process import RunProcess
@@ -165,10 +166,7 @@ class Supervisor:
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pipe = SelfPipe(self._selector, None)
         self._incoming: queue.SimpleQueue[_Watch] = queue.SimpleQueue()
         self._watches: list[_Watch] = []
         self._thread: threading.Thread | None = None
@@ -189,8 +187,7 @@ class Supervisor:
 
     def poke(self) -> None:
         """From any thread: look at every run again now (a stop request, a new run)."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"w")
+        self._pipe.poke()
 
     def _loop(self) -> None:
         while True:
@@ -198,9 +195,7 @@ class Supervisor:
             timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
             for key, _mask in self._selector.select(timeout):
                 if key.data is None:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(self._wake_r, 4096):
-                            pass
+                    self._pipe.drain()
                     continue
                 watch, what = key.data
                 if what == "out":

@@ -29,6 +29,7 @@ from jobd.store.urls import sqlite_path
 from jobd.system.clock import nap
 from jobd.system.clockstep import ClockStepWatch
 from jobd.system.filewatch import FileWatch
+from jobd.system.selfpipe import SelfPipe
 from jobd.system.storewait import PROBE_EVERY
 
 if TYPE_CHECKING:
@@ -102,10 +103,7 @@ class Backoff:
 class Waker:
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
-        self.selector.register(self._read_fd, selectors.EVENT_READ, "pipe")
+        self._pipe = SelfPipe(self.selector, "pipe")
         self._socket: socket.socket | None = None
         self._socket_path: str | None = None
         self._listen_conn: Any = None
@@ -143,7 +141,7 @@ class Waker:
 
     def install_signal_wakeup(self) -> None:
         """Signals arriving while we sleep in select() end the sleep at once."""
-        self._old_wakeup_fd = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._pipe.write_fd, warn_on_full_buffer=False)
 
     def bind_socket(self, directory: str) -> None:
         """Raises OSError when it cannot, ConfigError when `directory` is not private."""
@@ -264,8 +262,7 @@ class Waker:
 
     def wake(self) -> None:
         """Called from any thread: end the current or next sleep."""
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._write_fd, b"w")
+        self._pipe.poke()
 
     def sleep(self, timeout: float) -> bool:
         """Sleep up to `timeout` seconds; True when woken before it ran out.
@@ -298,9 +295,7 @@ class Waker:
         relevant = False
         for key, _mask in events:
             if key.data == "pipe":
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._read_fd, 4096):
-                        pass
+                self._pipe.drain()
             elif key.data == "socket":
                 assert self._socket is not None
                 with contextlib.suppress(BlockingIOError, OSError):
@@ -339,5 +334,4 @@ class Waker:
         self.selector.close()
         self._clock.close()
         self._file.close()
-        os.close(self._read_fd)
-        os.close(self._write_fd)
+        self._pipe.close()
