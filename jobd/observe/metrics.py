@@ -198,14 +198,17 @@ def _job_lines(rows: list[JobGauge]) -> Iterable[_Lines]:
 
 
 def _format(row: JobGauge) -> _Lines:
+    """A job's lines; its times come in milliseconds and are written in seconds."""
     name, paused, next_fire, success = row
     label = f'{{job_name="{_label(name)}"}} '
     return (
         f"jobd_job_paused{label}{'1.0' if paused else '0.0'}\n",
         None
         if next_fire is None
-        else f"jobd_job_next_fire_timestamp_seconds{label}{next_fire!r}\n",
-        None if success is None else f"jobd_job_last_success_timestamp_seconds{label}{success!r}\n",
+        else f"jobd_job_next_fire_timestamp_seconds{label}{next_fire / 1000!r}\n",
+        None
+        if success is None
+        else f"jobd_job_last_success_timestamp_seconds{label}{success / 1000!r}\n",
     )
 
 
