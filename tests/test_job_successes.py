@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import jobd.observe.metrics
 from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import admin, open_store
@@ -22,7 +26,9 @@ def ended(store: Any, job: str, status: Status) -> float:
 
 
 def successes(store: Any) -> dict[str, float | None]:
-    return {name: success for name, _, _, success in job_gauges(Reader.over(store))}
+    """Each job's last success as Unix seconds (the scrape's rows give milliseconds)."""
+    rows = job_gauges(Reader.over(store))
+    return {name: None if success is None else success / 1000 for name, _, _, success in rows}
 
 
 def test_the_latest_success_is_kept_through_failures_and_pruning(store: Any) -> None:
@@ -96,3 +102,22 @@ def test_one_insert_of_many_finished_runs_notes_the_newest_success(store: Any) -
     ]  # fmt: skip
     store.m.Execution.insert_many(rows).execute()
     assert successes(store) == {"a": 1767225603.0}
+
+
+def test_a_scrape_writes_the_times_in_seconds_to_the_millisecond(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement gives whole milliseconds; the text gives seconds, as before."""
+    monkeypatch.setattr(jobd.observe.metrics, "_instance", None)  # no daemon in this process
+    monkeypatch.setattr(jobd.observe.metrics, "_written", {})
+    store.apply_config(parse_config('[jobs.a]\ncommand = ["true"]\n'), store.now())
+    run_id = store.enqueue(NewRun("a", Trigger.MANUAL, not_before=store.now()))
+    assert store.claim_run(run_id, "inst-1", "host-1") is not None
+    store.m.Execution.update(status="succeeded", finished_at="2026-03-04 05:06:07.891234").where(
+        store.m.Execution.id == run_id
+    ).execute()
+    text = jobd.observe.metrics.render(store).decode()
+    assert 'jobd_job_last_success_timestamp_seconds{job_name="a"} 1772600767.891\n' in text
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["jobd_job_last_success_timestamp_seconds"] == 1772600767.891
+    assert samples["jobd_job_paused"] == 0.0

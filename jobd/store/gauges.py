@@ -16,9 +16,9 @@ from jobd.store import queries as q
 from jobd.store.reader import Reader
 
 # (name, paused, next fire, last success): paused is true when the job's
-# schedule does not fire (paused, or enabled = false); times are Unix seconds,
-# rounded to the millisecond, or None.
-JobGauge = tuple[str, bool, float | None, float | None]
+# schedule does not fire (paused, or enabled = false); times are Unix time in
+# whole milliseconds (queries.py says why not seconds), or None.
+JobGauge = tuple[str, bool, int | None, int | None]
 
 
 def job_gauges(reader: Reader) -> list[JobGauge]:
