@@ -33,13 +33,10 @@ restarted since the upgrade hears `jobd trigger` at once.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
 from jobd.errors import ConfigError, StoreUnavailable
-
-log = logging.getLogger("jobd")
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 LEGACY_COMPANIONS = (".leader", ".wake", ".instances")
@@ -193,7 +190,11 @@ def companions(database: str) -> str:
 def _note_legacy_companions(database: str) -> None:
     old = [database + suffix for suffix in LEGACY_COMPANIONS if _lstat(database + suffix)]
     if old:
-        log.warning(
+        # Here, not at the top: `jobd executions` reaches the store's files on its
+        # fast path (jobd.cli), which must not pay for loading logging.
+        import logging
+
+        logging.getLogger("jobd").warning(
             "jobd's lock and socket files now live in %s; the older ones (%s) are no "
             "longer used: remove them once no older jobd runs on this store",
             companion_dir(database),

@@ -49,11 +49,14 @@ class Query(NamedTuple):
         return self.sqlite if backend == "sqlite" else self.postgresql
 
 
+# Each backend's words and the ones filled later, merged once: `jobd executions`
+# imports this module, so its hundred-odd statements are built at every start.
+_FILL = {backend: {**words, **_LATER} for backend, words in _WORDS.items()}
+
+
 def query(text: str, postgresql: str | None = None) -> Query:
     pg = (postgresql or text).replace("?", "%s")
-    return Query(
-        text.format(**_WORDS["sqlite"], **_LATER), pg.format(**_WORDS["postgresql"], **_LATER)
-    )
+    return Query(text.format_map(_FILL["sqlite"]), pg.format_map(_FILL["postgresql"]))
 
 
 # The schema version these statements are written for: migrations.py brings a
