@@ -135,6 +135,10 @@ def reliability(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     test = hashlib.sha1(recorder.test.encode()).hexdigest()[:10]
+    if not recorder.observations and outcome not in ("passed", "skipped"):
+        # Failed before it could count: no row to mark, so the report lists it.
+        path = directory / f"unrecorded-{test}.json"
+        path.write_text(json.dumps({"test": recorder.test, "outcome": outcome}))
     for index, observation in enumerate(recorder.observations):
         observation.outcome = outcome
         # Named by test, not at random: the report lists details in a stable order.

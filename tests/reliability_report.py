@@ -61,6 +61,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     details: dict[tuple[str, str], list[str]] = defaultdict(list)
     for record in records:
+        if "fault" not in record:
+            continue  # a test that failed before recording (unrecorded())
         key = (record["fault"], record["backend"])
         row = rows.setdefault(key, {"fault": key[0], "backend": key[1], "tests": 0, "failed": 0})
         row["tests"] += 1
@@ -90,6 +92,11 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
+def unrecorded(records: list[dict[str, Any]]) -> list[str]:
+    """Fault tests that failed before they recorded anything: in no row."""
+    return sorted(record["test"] for record in records if "fault" not in record)
+
+
 def cell(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
     if value is None:
@@ -99,7 +106,9 @@ def cell(row: dict[str, Any], name: str) -> str:
     return f"{value:,}"
 
 
-def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
+def render(
+    rows: list[dict[str, Any]], meta: dict[str, str], silent: list[str] | None = None
+) -> str:
     lines = [
         "# jobd reliability",
         "",
@@ -129,6 +138,9 @@ def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
         result = "pass" if not row["failed"] else f"**FAIL** ({row['failed']}/{row['tests']})"
         counts = " | ".join(cell(row, name) for name in COUNTS)
         lines.append(f"| {FAULTS[row['fault']]} | {row['backend']} | {counts} | {result} |")
+    if silent:
+        lines += ["", "**Failed before recording a count** (so in no row above):", ""]
+        lines += [f"- `{test}`" for test in silent]
     lines += ["", "## What each test did", ""]
     for row in rows:
         for detail in row["details"]:
@@ -161,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         "tests": f"{len({r['test'] for r in records})} tests",
         "runtime": f"{runtime:.0f}s" if runtime else "an earlier run",
     }
-    Path(args.output).write_text(render(rows, meta))
-    failed = sum(row["failed"] for row in rows)
-    print(f"wrote {args.output}: {len(rows)} rows, {failed} failed", file=sys.stderr)
+    silent = unrecorded(records)
+    Path(args.output).write_text(render(rows, meta, silent))
+    failed = sum(row["failed"] for row in rows) + len(silent)
+    print(
+        f"wrote {args.output}: {len(rows)} rows, {failed} failed"
+        + (f" ({len(silent)} before recording)" if silent else ""),
+        file=sys.stderr,
+    )
     return status or (1 if failed else 0)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import COUNTS, Recorder
-from tests.reliability_report import aggregate, load, render
+from tests.reliability_report import aggregate, load, render, unrecorded
 
 META = {"sizes": "full", "when": "today", "machine": "here", "tests": "2 tests", "runtime": "1s"}
 
@@ -74,3 +74,18 @@ def test_records_written_under_the_first_names_still_render(tmp_path: Path) -> N
     [row] = aggregate(load(tmp_path))
     assert [row.get(name) for name in COUNTS] == [6, 6, 0, 0, 0, 0]
     assert "**FAIL** (1/1)" in render([row], META)
+
+
+def test_a_test_that_failed_before_recording_is_listed(tmp_path: Path) -> None:
+    recorder = Recorder("t")
+    recorder.observe("wake", "sqlite", runs=3, duplicates=0, lost=0)
+    for index, record in enumerate(records(recorder)):
+        (tmp_path / f"wake-{index}.json").write_text(json.dumps(record))
+    failed = {"test": "tests/test_x.py::test_y[postgresql]", "outcome": "failed"}
+    (tmp_path / "unrecorded-0.json").write_text(json.dumps(failed))
+    loaded = load(tmp_path)
+    rows = aggregate(loaded)
+    assert [(row["fault"], row["failed"]) for row in rows] == [("wake", 0)]
+    text = render(rows, META, unrecorded(loaded))
+    assert "**Failed before recording a count**" in text
+    assert "- `tests/test_x.py::test_y[postgresql]`" in text
