@@ -1,7 +1,10 @@
 """The reliability scoreboard's plumbing: what fault tests observed, as JSON records.
 
 A fault test asks for the `reliability` fixture and calls `observe(...)` with
-what it counted: runs, duplicates, lost fires, orphan processes, stuck rows.
+what it counted: runs expected (`expected=`, or `runs=`), runs that ran
+(`ran=`, optional: the report derives it as expected - lost when a test does not
+count it), duplicated runs (`duplicated=` or `duplicates=`), lost fires, stuck
+rows and orphaned processes (`orphaned=` or `orphans=`).
 When $JOBD_RELIABILITY_OUT names a directory, each observation is written there
 as one JSON file, with the test's outcome; `python -m tests.reliability_report`
 runs the fault tests that way and renders RELIABILITY.md from the files, so the
@@ -65,18 +68,47 @@ def sized(small: int, full: int) -> int:
     return full if full_size() else small
 
 
+# The scoreboard's counts, in its column order.
+COUNTS = ("expected", "ran", "duplicated", "lost", "stuck", "orphaned")
+# The names the counts had first; observe() and the report still take them.
+ALIASES = {"runs": "expected", "duplicates": "duplicated", "orphans": "orphaned"}
+
+
 @dataclass
 class Observation:
     fault: str
     backend: str
-    runs: int | None = None  # runs (or cases) observed
-    duplicates: int | None = None
+    expected: int | None = None  # runs (or, for input and file faults, cases) expected
+    ran: int | None = None  # of those, the ones that ran; None: not counted by the test
+    duplicated: int | None = None
     lost: int | None = None
-    orphans: int | None = None
     stuck: int | None = None
+    orphaned: int | None = None
     detail: str = ""
     test: str = ""
     outcome: str = ""
+
+    # The first names of the counts, for tests that adjust an observation later.
+    runs = property(
+        lambda self: self.expected, lambda self, value: setattr(self, "expected", value)
+    )
+    duplicates = property(
+        lambda self: self.duplicated, lambda self, value: setattr(self, "duplicated", value)
+    )
+    orphans = property(
+        lambda self: self.orphaned, lambda self, value: setattr(self, "orphaned", value)
+    )
+
+
+def canonical(counts: dict[str, Any]) -> dict[str, Any]:
+    """`counts` under the scoreboard's names: `runs=` is `expected=`, and so on."""
+    result = dict(counts)
+    for old, new in ALIASES.items():
+        if old in result:
+            if new in result:
+                raise TypeError(f"both {old}= and {new}= given")
+            result[new] = result.pop(old)
+    return result
 
 
 @dataclass
@@ -86,7 +118,7 @@ class Recorder:
 
     def observe(self, fault: str, backend: str, **counts: Any) -> Observation:
         assert fault in FAULTS, f"unknown fault {fault!r}"
-        observation = Observation(fault, backend, test=self.test, **counts)
+        observation = Observation(fault, backend, test=self.test, **canonical(counts))
         self.observations.append(observation)
         return observation
 
@@ -103,6 +135,10 @@ def reliability(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     test = hashlib.sha1(recorder.test.encode()).hexdigest()[:10]
+    if not recorder.observations and outcome not in ("passed", "skipped"):
+        # Failed before it could count: no row to mark, so the report lists it.
+        path = directory / f"unrecorded-{test}.json"
+        path.write_text(json.dumps({"test": recorder.test, "outcome": outcome}))
     for index, observation in enumerate(recorder.observations):
         observation.outcome = outcome
         # Named by test, not at random: the report lists details in a stable order.

@@ -24,10 +24,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tests.reliability import FAULTS, FULL_ENV, OUT_ENV
+from tests.reliability import COUNTS, FAULTS, FULL_ENV, OUT_ENV, canonical
 
 ROOT = Path(__file__).resolve().parent.parent
-COUNTS = ("runs", "duplicates", "lost", "orphans", "stuck")
 BACKEND_ORDER = {"sqlite": 0, "postgresql": 1}
 
 
@@ -44,7 +43,17 @@ def run_tests(out: Path, full: bool, extra: list[str]) -> tuple[int, float]:
 
 
 def load(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in sorted(out.glob("*.json"))]
+    """The records in `out`, counts under today's names (older records said `runs`...)."""
+    return [canonical(json.loads(path.read_text())) for path in sorted(out.glob("*.json"))]
+
+
+def ran_of(record: dict[str, Any]) -> tuple[int | None, bool]:
+    """The runs that ran, and whether that is derived (expected - lost) not counted."""
+    if record.get("ran") is not None:
+        return record["ran"], False
+    if record.get("expected") is not None and record.get("lost") is not None:
+        return record["expected"] - record["lost"], True
+    return None, False
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,14 +61,22 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     details: dict[tuple[str, str], list[str]] = defaultdict(list)
     for record in records:
+        if "fault" not in record:
+            continue  # a test that failed before recording (unrecorded())
         key = (record["fault"], record["backend"])
         row = rows.setdefault(key, {"fault": key[0], "backend": key[1], "tests": 0, "failed": 0})
         row["tests"] += 1
         row["failed"] += record["outcome"] != "passed"
         for name in COUNTS:
             value = record.get(name)
-            if value is not None:
+            if name != "ran" and value is not None:
                 row[name] = row.get(name, 0) + value
+        ran, derived = ran_of(record)
+        if ran is not None:
+            row["ran"] = row.get("ran", 0) + ran
+            row["ran_derived"] = row.get("ran_derived", False) or derived
+        elif record.get("expected") is not None:
+            row["ran_unknown"] = True  # a partial sum would read as lost runs
         if record.get("detail") and record["detail"] not in details[key]:
             details[key].append(record["detail"])
     order = list(FAULTS)
@@ -69,15 +86,29 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
     for row in result:
         row["details"] = details[(row["fault"], row["backend"])]
+        if row.pop("ran_unknown", False):
+            row.pop("ran", None)
+            row.pop("ran_derived", None)
     return result
+
+
+def unrecorded(records: list[dict[str, Any]]) -> list[str]:
+    """Fault tests that failed before they recorded anything: in no row."""
+    return sorted(record["test"] for record in records if "fault" not in record)
 
 
 def cell(row: dict[str, Any], name: str) -> str:
     value = row.get(name)
-    return "n/a" if value is None else f"{value:,}"
+    if value is None:
+        return "n/a"
+    if name == "ran" and row.get("ran_derived"):
+        return f"*{value:,}*"
+    return f"{value:,}"
 
 
-def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
+def render(
+    rows: list[dict[str, Any]], meta: dict[str, str], silent: list[str] | None = None
+) -> str:
     lines = [
         "# jobd reliability",
         "",
@@ -91,19 +122,25 @@ def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
         + f"Sizes: {meta['sizes']}. {meta['when']}, {meta['machine']}, "
         + f"{meta['tests']} in {meta['runtime']}.",
         "",
-        "Columns: *runs* is the runs (or, for input and file faults, the cases) observed;",
-        "*duplicates* a slot or run executed more than once; *lost* a fire or run that",
-        "should have happened and did not; *orphans* job processes alive after their run",
-        "ended or their daemon died and came back; *stuck* runs left `running` (or",
-        "`queued` when they should have drained). `n/a`: not applicable to that fault.",
+        "Columns: *expected* is the runs the test set up or that fell due (for input and",
+        "file faults, the cases tried, which start no run); *ran* those of them that",
+        "executed, as the test counted them, or, in *italics*, derived as expected - lost",
+        "where the test does not count them; *duplicated* a slot or run executed more",
+        "than once; *lost* a fire or run that should have happened and did not; *stuck*",
+        "runs left `running` (or `queued` when they should have drained); *orphaned* job",
+        "processes alive after their run ended or their daemon died and came back.",
+        "`n/a`: not applicable to that fault, or not counted by its tests.",
         "",
-        "| fault | backend | runs | duplicates | lost | orphans | stuck | result |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| fault | backend | expected | ran | duplicated | lost | stuck | orphaned | result |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         result = "pass" if not row["failed"] else f"**FAIL** ({row['failed']}/{row['tests']})"
         counts = " | ".join(cell(row, name) for name in COUNTS)
         lines.append(f"| {FAULTS[row['fault']]} | {row['backend']} | {counts} | {result} |")
+    if silent:
+        lines += ["", "**Failed before recording a count** (so in no row above):", ""]
+        lines += [f"- `{test}`" for test in silent]
     lines += ["", "## What each test did", ""]
     for row in rows:
         for detail in row["details"]:
@@ -136,9 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         "tests": f"{len({r['test'] for r in records})} tests",
         "runtime": f"{runtime:.0f}s" if runtime else "an earlier run",
     }
-    Path(args.output).write_text(render(rows, meta))
-    failed = sum(row["failed"] for row in rows)
-    print(f"wrote {args.output}: {len(rows)} rows, {failed} failed", file=sys.stderr)
+    silent = unrecorded(records)
+    Path(args.output).write_text(render(rows, meta, silent))
+    failed = sum(row["failed"] for row in rows) + len(silent)
+    print(
+        f"wrote {args.output}: {len(rows)} rows, {failed} failed"
+        + (f" ({len(silent)} before recording)" if silent else ""),
+        file=sys.stderr,
+    )
     return status or (1 if failed else 0)
 
 

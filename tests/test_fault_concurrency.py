@@ -74,6 +74,7 @@ def test_concurrent_triggers_never_see_a_locked_store_and_run_once(
             "concurrency",
             backend,
             runs=len(runs),
+            ran=len(set(executed)),
             duplicates=duplicates(executed),
             lost=len(set(ids) - set(executed)),
             orphans=len(daemon.orphans()),

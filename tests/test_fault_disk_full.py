@@ -15,13 +15,15 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobd.core.model import NewRun, Status, Trigger
+from jobd.store import Store
 from tests.conftest import jobd_cmd, open_store, wait_for
 from tests.faults import Daemon, duplicates, q, stuck_rows, write_config
 from tests.reliability import Recorder
@@ -145,4 +147,74 @@ def test_disk_full_while_recording(small_disk: Path, tmp_path: Path, reliability
     finally:
         daemon.cleanup()
         store.close()
+        os.sync()
+
+
+def test_a_store_that_comes_and_goes_on_a_full_disk_is_one_outage(
+    small_disk: Path, tmp_path: Path, reliability: Recorder
+) -> None:
+    """The daemon alone on a full disk: each failed round closes its connection,
+    SQLite deletes the -wal, a few writes succeed and the disk fills again. The log
+    alternated "store unavailable" and "available again" every second or two (2,400
+    lines an hour); now it is one outage, told with back-off."""
+    db = small_disk / "jobd.db"
+    config = write_config(
+        tmp_path / "jobd.toml",
+        '[jobd]\nmax_backoff = "60s"\n'
+        '[jobs.tick]\nschedule = "* * * * * *"\noverlap = "allow"\ncatchup = "all"\n'
+        'shell = "echo tick"\n',
+    )
+    daemon = Daemon(config, f"sqlite:///{db}", tmp_path / "jobd.log")
+
+    def ticks(also: Callable[[Store], Any] = lambda store: None) -> tuple[list, Any]:
+        # A connection of our own only while reading: one kept open would keep the -wal.
+        store = open_store(f"sqlite:///{db}")
+        try:
+            runs = store.executions(job="tick", limit=None)
+            return sorted(r.scheduled_for for r in runs), also(store)
+        finally:
+            store.close()
+
+    try:
+        daemon.start()
+        wait_for(lambda: len(ticks()[0]) >= 2, timeout=20)
+        filler = fill(small_disk)
+        wait_for(lambda: "disk is full" in daemon.log(), timeout=30)
+        # Full until the log has backed off to a line every 4 s or more (8 s or so).
+        wait_for(lambda: daemon.log().count("store still unavailable") >= 3, timeout=30)
+        filler.unlink()
+        freed = time.monotonic()
+
+        def told_back() -> bool:
+            log = daemon.log()
+            # Told at once if it was the outage's first return, else once it held.
+            brief = "return of less than" in log or "returns of less than" in log
+            return log.count("store available again") >= (2 if brief else 1)
+
+        wait_for(told_back, timeout=30)
+        told_after = time.monotonic() - freed
+        assert daemon.stop() == 0
+        seen, stuck = ticks(stuck_rows)
+        log = daemon.full_log()
+        lines = [line for line in log.splitlines() if "action=store." in line]
+        expected = {seen[0] + timedelta(seconds=i) for i in range((seen[-1] - seen[0]).seconds)}
+        reliability.observe(
+            "disk-full",
+            "sqlite",
+            runs=len(expected),
+            ran=len(expected & set(seen)),
+            duplicates=duplicates(seen),
+            lost=len(expected - set(seen)),
+            orphans=len(daemon.orphans()),
+            stuck=stuck,
+            detail=f"daemon alone on a full disk, its writes coming and going: "
+            f"{len(lines)} lines about the store, {log.count(' ERROR ')} errors; "
+            f"the return told {told_after:.0f}s after space came back",
+        )
+        assert log.count("store unavailable (") == 1, lines
+        assert len(lines) <= 8, lines
+        assert "Traceback" not in log
+        assert duplicates(seen) == 0 and expected <= set(seen)
+    finally:
+        daemon.cleanup()
         os.sync()

@@ -82,6 +82,7 @@ def test_a_large_backlog_drains_in_order_with_bounded_memory(
             "queue",
             backend,
             runs=len(runs),
+            ran=len(set(executed)),
             duplicates=duplicates(executed),
             lost=len({r.id for r in runs} - set(executed)),
             orphans=len(daemon.orphans()),

@@ -498,7 +498,8 @@ def test_a_frozen_postgresql_is_noticed_within_lease_ttl_and_sigterm_still_stops
             offset = len(daemon.log())
             proxy.freeze()
             frozen_at = time.monotonic()
-            wait_for(lambda: "store unavailable" in daemon.log()[offset:], timeout=3 + 3)
+            # Within 10 s of the first stall's end: the same outage, "still unavailable".
+            wait_for(lambda: "unavailable" in daemon.log()[offset:], timeout=3 + 3)
             noticed = time.monotonic() - frozen_at
             signalled = time.monotonic()
             daemon.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
@@ -856,3 +857,64 @@ def test_an_outage_is_told_after_1_2_4_seconds_up_to_max_backoff(
     assert told == [0, 1, 3, 7, 15, 23, 31, 39]
     assert outage.attempts == 40 and outage.recovered() == 39.0
     assert not outage.down
+
+
+def test_a_store_that_comes_and_goes_is_one_outage_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLite on a full disk, the daemon alone on it: each failed round closes the
+    connection, SQLite deletes the -wal, a few writes succeed, the disk fills
+    again. That was an error and an "available again" line every second or two,
+    2,400 an hour; it is one outage, told with back-off: a dozen lines an hour."""
+    import logging
+
+    from jobd.system.storewait import SETTLE, OutageLog
+
+    outage = OutageLog(max_backoff=900.0)  # the default max_backoff, 15m
+    full = sqlite3.OperationalError("database or disk is full")
+    back: list[tuple[float, float | None]] = []
+    with caplog.at_level(logging.INFO, logger="jobd"):
+        for second in range(0, 3600, 2):  # down 1 s, up 1 s, for an hour
+            outage.tell(full, now=1000.0 + second)
+            if (lasted := outage.recovered(now=1000.0 + second + 1)) is not None:
+                back.append((second + 1, lasted))
+        # The last return (at 3599 s) is for good: told once it has held for SETTLE.
+        for second in range(3600, 3600 + int(SETTLE) + 2):
+            if (lasted := outage.recovered(now=1000.0 + second)) is not None:
+                back.append((second, lasted))
+    # The daemon says "store available again after Ns" for each of `back`.
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(lines) + len(back) <= 16, (lines, back)
+    assert [level for level, _ in lines].count("ERROR") == 1
+    assert lines[0][1].startswith("store unavailable (database or disk is full)")
+    # The first return is told at once; the store failing again is said once.
+    assert back[0] == (1, 1.0)
+    assert lines[1][1].startswith("store still unavailable after 2s (2 attempts, 1 return of")
+    # Then only back-off steps, and the end of the whole outage, with its length.
+    assert all(m.startswith("store still unavailable after") for _, m in lines[2:])
+    assert "1413 returns of less than 10s" in lines[-1][1]
+    assert back[1:] == [(3599 + int(SETTLE), 3599.0)]
+    assert not outage.down and outage.since is None
+
+
+def test_a_return_that_holds_ends_the_outage() -> None:
+    from jobd.system.storewait import SETTLE, OutageLog
+
+    outage = OutageLog(max_backoff=60.0)
+    assert outage.failed(now=0.0) == "first"
+    assert outage.failed(now=1.0) == "still"
+    assert outage.recovered(now=2.0) == 2.0  # told at once
+    assert outage.recovered(now=2.0 + SETTLE) is None  # held: over, already told
+    assert outage.since is None
+    # A failure after that is a new outage, with its own error line.
+    assert outage.failed(now=3.0 + SETTLE) == "first"
+    assert outage.recovered(now=4.0 + SETTLE) == 1.0
+    # One within SETTLE of the return continues it: said once, then backed off.
+    assert outage.failed(now=4.0 + SETTLE + SETTLE - 0.5) == "again"
+    assert outage.since == 3.0 + SETTLE and outage.returns == 1
+    assert outage.failed(now=4.0 + 2 * SETTLE) == "still"  # its 1 s step was due
+    # Its next return is not told until it has held for SETTLE.
+    assert outage.recovered(now=5.0 + 2 * SETTLE) is None
+    assert outage.recovered(now=5.0 + 3 * SETTLE - 0.1) is None
+    assert outage.recovered(now=5.0 + 3 * SETTLE) == 2.0 + SETTLE
+    assert outage.since is None and outage.attempts == 0

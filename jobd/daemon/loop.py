@@ -257,14 +257,16 @@ class Daemon:
             self.store.specs.forget()  # only a tick's worth is worth keeping
         except STORE_FAILURES as exc:
             return self._store_failed(exc)
-        lasted = self.outage.recovered()
-        if lasted is not None:
-            log.info("store available again after %.0fs", lasted, extra={"action": "store.up"})
+        if not self.store_ok:
             self.store_ok = True
             self.heartbeats.after_outage()
             # A LISTEN connection that lived through it may be stalled, not closed
             # (a frozen network): listen on a new one.
             self.waker.unlisten()
+        # Told at once, or, after a store that came and went, once it has held.
+        lasted = self.outage.recovered()
+        if lasted is not None:
+            log.info("store available again after %.0fs", lasted, extra={"action": "store.up"})
         if self.waker.keep_listening():
             return 0.0  # a trigger may have come while nobody listened: look again now
         return timeout

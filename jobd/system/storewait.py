@@ -51,6 +51,9 @@ PROBE_EVERY = 1.0  # seconds between attempts while the store is away
 # longest attempt (SQLite's busy timeout, 15 s) plus the pause after it.
 EXTEND_BY = 30.0
 SLICE = 0.05  # how often a wait looks at the stop flag
+# A return of the store that fails again within this continues the same outage,
+# and a return after a store that came and went is told once it has held this long.
+SETTLE = 10.0
 
 # SQLite errors that another process or the operator clears without touching jobd:
 # a lock held past the busy timeout (a backup, a long write), a full disk.
@@ -159,51 +162,90 @@ def create_store_directory(url: str) -> None:
 class OutageLog:
     """When to say that the store is still away: 1 s after the first failure, then
     2 s, 4 s ... at most `max_backoff` apart. Attempts go on every PROBE_EVERY
-    meanwhile; only the lines back off."""
+    meanwhile; only the lines back off.
+
+    A store that answers and fails again within SETTLE seconds is one outage,
+    not many: a SQLite store on a full disk whose -wal is deleted when the
+    connection closes takes a few writes, then fills again, every second or two,
+    which was an error and an "available again" line each time. The first return
+    of an outage is told at once; if the store fails again within SETTLE, that
+    is said once, as a "still unavailable" warning, and the outage goes on with
+    its back-off; later returns are told only once they have held for SETTLE.
+
+    Times are monotonic seconds; `now` is for tests that drive the clock."""
 
     def __init__(self, max_backoff: float) -> None:
         self.max_backoff = max_backoff
         self.since: float | None = None  # monotonic start of the outage
         self.attempts = 0
+        self.returns = 0  # times the store answered and failed again, this outage
         self._gap = 1.0
         self._next_line = 0.0
+        self._back_at: float | None = None  # when the store last answered, this outage
+        self._back_told = False  # whether that return was told
 
     @property
     def down(self) -> bool:
-        return self.since is not None
+        return self.since is not None and self._back_at is None
 
     @property
     def seconds(self) -> float:
         return 0.0 if self.since is None else time.monotonic() - self.since
 
-    def failed(self) -> bool:
-        """Count a failed attempt; True when it deserves a line in the log."""
-        now = time.monotonic()
-        self.attempts += 1
+    def failed(self, now: float | None = None) -> str:
+        """Count a failed attempt. Whether it deserves a line in the log, and which:
+        "first" (an outage begins), "again" (the store failed again soon after a
+        return that was told: the log said it was back), "still" (a back-off
+        step); "" for none."""
+        now = time.monotonic() if now is None else now
+        again = False
+        if self._back_at is not None:
+            if now - self._back_at < SETTLE:
+                again, self._back_at = self._back_told, None
+                self.returns += 1
+            else:
+                self._end()
         if self.since is None:
-            self.since, self._gap, self._next_line = now, 1.0, now + 1.0
-            return True
+            self.since, self.attempts, self.returns = now, 1, 0
+            self._gap, self._next_line = 1.0, now + 1.0
+            return "first"
+        self.attempts += 1
+        if again:
+            return "again"  # the back-off goes on from where it was
         if now < self._next_line:
-            return False
+            return ""
         self._gap = min(self.max_backoff, self._gap * 2)
         self._next_line = now + self._gap
-        return True
+        return "still"
 
-    def recovered(self) -> float | None:
-        """The outage is over: how long it lasted, or None when there was none."""
+    def recovered(self, now: float | None = None) -> float | None:
+        """The store answered. How long the outage lasted when that deserves a line
+        now, else None (no outage, or a return not yet held for the settle time)."""
         if self.since is None:
             return None
-        lasted, self.since, self.attempts = self.seconds, None, 0
-        return lasted
+        now = time.monotonic() if now is None else now
+        if self._back_at is None:
+            self._back_at = now
+            self._back_told = self.returns == 0
+            return now - self.since if self._back_told else None
+        if now - self._back_at < SETTLE:
+            return None
+        lasted, told = self._back_at - self.since, self._back_told
+        self._end()
+        return None if told else lasted
 
-    def tell(self, exc: BaseException) -> None:
+    def _end(self) -> None:
+        self.since, self._back_at, self.attempts = None, None, 0
+
+    def tell(self, exc: BaseException, now: float | None = None) -> None:
         """Count a failed round of the daemon's loop, and say so when that deserves a
         line: first as an error, then as warnings backing off."""
-        first = not self.down
-        if not self.failed():
+        said = self.failed(now)
+        if not said:
             return
         trouble, still = _store_trouble(exc)
-        if first:
+        now = time.monotonic() if now is None else now
+        if said == "first":
             log.error(
                 "%s (%s); trying again every %.0fs",
                 trouble,
@@ -211,12 +253,16 @@ class OutageLog:
                 PROBE_EVERY,
                 extra={"action": "store.down"},
             )
-        else:
+        else:  # a back-off step, or the store failing again soon after a told return
+            returns = self.returns
             log.warning(
-                "%s after %.0fs (%d attempts): %s",
+                "%s after %.0fs (%d attempts%s): %s",
                 still,
-                self.seconds,
+                now - (self.since or now),
                 self.attempts,
+                f", {returns} return{'s' if returns != 1 else ''} of less than {SETTLE:.0f}s"
+                if returns
+                else "",
                 first_line(exc),
                 extra={"action": "store.down"},
             )
