@@ -91,7 +91,7 @@ def test_a_version_1_store_gains_the_group_column(store_url: str) -> None:
 
     store = open_store(store_url)
     try:
-        assert store.m.Schema.get().version == SCHEMA_VERSION == 5
+        assert store.m.Schema.get().version == SCHEMA_VERSION == 6
         assert "group_name" in {c.name for c in store.db.get_columns("jobs")}
         assert any(i.columns == ["group_name"] for i in store.db.get_indexes("jobs"))
         assert store.job("old") is not None  # rows survive

@@ -13,6 +13,7 @@ from jobd.core.config.parse import parse_config
 from jobd.core.model import NewRun, Outcome, Status, Trigger
 from jobd.store import admin, open_store
 from jobd.store.gauges import job_gauges
+from jobd.store.migrations import SCHEMA_VERSION
 from jobd.store.reader import Reader
 from tests.conftest import finish_run
 
@@ -78,7 +79,7 @@ def test_upgrading_a_store_fills_it_from_the_history(store_url: str) -> None:
 
     store = open_store(store_url)
     try:
-        assert store.schema_version == 5
+        assert store.schema_version == SCHEMA_VERSION
         assert successes(store) == {"a": success}
         later = ended(store, "a", Status.SUCCEEDED)
         assert successes(store) == {"a": later}

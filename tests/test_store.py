@@ -117,7 +117,7 @@ def opened(store_url: str) -> Iterator[Callable[[], Store]]:
 
 
 def test_migrations_create_the_current_schema_version(store: Store) -> None:
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 5
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 6
     assert [version for _, version in versions(store)] == [SCHEMA_VERSION]
     assert set(store.db.get_tables()) >= TABLES
     assert store.schema_version == SCHEMA_VERSION

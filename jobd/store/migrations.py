@@ -133,12 +133,19 @@ def _job_successes(db: pw.Database, models: Models) -> None:
         db.execute_sql(statement)
 
 
+def _claim_order_index(db: pw.Database, models: Models) -> None:
+    """6: the executions (status, id) index claims walk (queries.CLAIM_CANDIDATES). A
+    store created at version 6 or later already has it from _initial."""
+    db.execute_sql("CREATE INDEX IF NOT EXISTS executions_status_id ON executions (status, id)")
+
+
 MIGRATIONS: list[Callable[[pw.Database, Models], None]] = [
     _initial,
     _job_groups,
     _text_columns,
     _api_tokens,
     _job_successes,
+    _claim_order_index,
 ]
 
 

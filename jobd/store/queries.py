@@ -62,8 +62,9 @@ def query(text: str, postgresql: str | None = None) -> Query:
 # The schema version these statements are written for: migrations.py brings a
 # store to it (MIGRATIONS[:SCHEMA_VERSION] have run), and the fast Reader reads
 # only a store at it. 2 added jobs.group_name, 3 made strings text, 4 added
-# api_tokens, 5 added job_successes (read by JOB_GAUGES).
-SCHEMA_VERSION = 5
+# api_tokens, 5 added job_successes (read by JOB_GAUGES), 6 the executions
+# (status, id) index that claims walk (CLAIM_CANDIDATES).
+SCHEMA_VERSION = 6
 
 # -- column lists -------------------------------------------------------------------
 
@@ -239,8 +240,13 @@ END_RUNS_ROW = (
 NEXT_QUEUED = query("SELECT MIN(not_before), {now} FROM executions WHERE status = ?")
 # Claims. `{moment}` is the instant runs are due by: a parameter, or the clock.
 CLAIMABLE = query("SELECT 1 FROM executions WHERE status = ? AND not_before <= {moment} LIMIT 1")
+# The queue in id order by the (status, id) index, so a claim stops after the rows it
+# takes: through (status, not_before) it sorted every due queued run first, a cost
+# that grew with the queue (2 ms at 6,000 queued runs, against 0.05 ms). SQLite is
+# told the index: without ANALYZE statistics its planner picks the other one.
 CLAIM_CANDIDATES = query(
-    f"SELECT j.overlap, j.config_hash, c.now, {_list(EXECUTION_COLUMNS, 'e.')} FROM executions e "
+    f"SELECT j.overlap, j.config_hash, c.now, {_list(EXECUTION_COLUMNS, 'e.')} "
+    "FROM executions e INDEXED BY executions_status_id "
     "JOIN jobs j ON j.name = e.job CROSS JOIN (SELECT {clock} AS now) c "
     "WHERE e.status = ? AND e.not_before <= {moment} ORDER BY e.id LIMIT ?",
     f"SELECT j.overlap, j.config_hash, c.now, {_list(EXECUTION_COLUMNS, 'e.')} FROM executions e "

@@ -103,6 +103,9 @@ def build_models(db: pw.Database) -> Models:
                 (("job", "started_at"), False),
                 (("job", "id"), False),
                 (("status", "not_before"), False),
+                # Claims walk the queue in id order and stop after the slots they
+                # fill, whatever its length (migration 6).
+                (("status", "id"), False),
             )
 
     class Lease(Base):
