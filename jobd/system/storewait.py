@@ -321,10 +321,10 @@ class StartupWait:
     def failed(self, reason: str) -> None:
         """Count and report a failed attempt (logged with back-off, STATUS= always)."""
 
-        first = not self.outage.down
-        if self.outage.failed():
+        said = self.outage.failed()
+        if said:
             where = mask_url(self.store_url)
-            if first:
+            if said == "first":
                 log.warning(
                     "waiting for the store %s: %s (trying every %.0fs)",
                     where,
