@@ -150,9 +150,6 @@ def main() -> None:
 
     elapsed = time.monotonic() - began
     load_after = os.getloadavg()
-    run = machine_section(
-        quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
-    )
     # A run of some parts (--only) keeps the others' figures: its targets replace
     # only their own rows, each row says which run measured it, and the run itself
     # is listed under the full run's machine section rather than replacing it.
@@ -161,12 +158,16 @@ def main() -> None:
         ", quick" if quick else ""
     )
     if partial:
+        row = [measured, ", ".join(parts), *run_figures(load_before, load_after, elapsed, timings)]
         head: list[tuple[str, str | None]] = [
             ("machine", None),
-            ("partial-runs", partial_runs_section(existing, run, parts, measured)),
+            ("partial-runs", partial_runs_section(existing, row)),
         ]
     else:
-        head = [("machine", run), ("partial-runs", partial_runs_section("", "", [], ""))]
+        run = machine_section(
+            quick, postgres, load_before, load_after, elapsed, timings, "peers" in parts
+        )
+        head = [("machine", run), ("partial-runs", partial_runs_section("", None))]
     if checks:
         kept = section_rows(existing, "targets") if partial else []
         head.append(("targets", targets_section(checks, measured, kept)))
@@ -215,6 +216,7 @@ def machine_section(
     command = os.environ.get("BENCH_COMMAND") or shlex.join(
         ["python", "-m", "bench", *sys.argv[1:]]
     )
+    load, wall = run_figures(load_before, load_after, elapsed, timings)
     rows = [
         ["date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")],
         ["command", f"`{command}`"],
@@ -228,11 +230,8 @@ def machine_section(
         ["jobd commit", git_commit()],
         ["APScheduler", aps_version()],
         *(peers.versions() if with_peers else []),
-        ["load average (1 min) before → after", f"{load_before[0]:.2f} → {load_after[0]:.2f}"],
-        [
-            "wall time",
-            f"{elapsed:.0f} s (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings) + ")",
-        ],
+        ["load average (1 min) before → after", load],
+        ["wall time", wall],
     ]
     return "\n\n".join(
         [
@@ -271,22 +270,23 @@ def targets_section(
     )
 
 
-def partial_runs_section(existing: str, run: str, parts: list[str], measured: str) -> str:
-    """Runs of some parts since the full run: when, which parts, the load they ran at."""
-    rows = section_rows(existing, "partial-runs")
-    if run:
-        # The load and wall time cells of the run's own machine table.
-        cells = {
-            row[0]: row[-1] for row in (line.strip("| ").split(" | ") for line in run.splitlines())
-        }
-        rows.append(
-            [
-                measured,
-                ", ".join(parts),
-                cells.get("load average (1 min) before → after", "?"),
-                cells.get("wall time", "?"),
-            ]
-        )
+def run_figures(
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    elapsed: float,
+    timings: list[tuple[str, float]],
+) -> tuple[str, str]:
+    """A run's load average before → after and its wall time, as BENCHMARKS.md shows them."""
+    return (
+        f"{load_before[0]:.2f} → {load_after[0]:.2f}",
+        f"{elapsed:.0f} s (" + ", ".join(f"{n} {t:.0f} s" for n, t in timings) + ")",
+    )
+
+
+def partial_runs_section(existing: str, row: list[str] | None) -> str:
+    """Runs of some parts since the full run (those listed in `existing`, then `row`):
+    when, which parts, the load they ran at, how long they took."""
+    rows = section_rows(existing, "partial-runs") + ([row] if row else [])
     body = (
         table(["run", "parts", "load average before → after", "wall time"], rows)
         if rows

@@ -107,8 +107,7 @@ def test_a_partial_run_keeps_the_other_parts_targets_and_says_which_run_measured
         ["b", "9 ms", "**missed**", "run 1"],
     ]
     partial = targets_section([("b", True, "4 ms")], "run 2", section_rows(text, "targets"))
-    machine = "| wall time | 3 s |\n| load average (1 min) before → after | 0.5 → 0.6 |"
-    runs = partial_runs_section(text, machine, ["fire"], "run 2")
+    runs = partial_runs_section(text, ["run 2", "fire", "0.5 → 0.6", "3 s"])
     merge(path, [("machine", None), ("partial-runs", runs), ("targets", partial)], "# B")
     text = path.read_text()
     assert section_rows(text, "targets") == [
